@@ -1,0 +1,1 @@
+"""What every Aether service shares. One module per concern; see docs/architecture.md."""

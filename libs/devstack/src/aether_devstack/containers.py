@@ -1,0 +1,82 @@
+"""The testcontainers backend: the same servers as Docker containers, where an engine exists.
+
+SMTP has no module; the native aiosmtpd server (pure Python) is used with every backend.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from aether_devstack.endpoints import Endpoints
+from aether_devstack.servers import ServerProcess, build_servers, free_port
+
+IMAGES = {
+    "postgres": "postgres:16-alpine",
+    "redis": "redis:7-alpine",
+    "kafka": "confluentinc/cp-kafka:7.7.1",
+    "mongo": "mongo:7",
+    "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch:8.15.3",
+    "minio": "minio/minio:RELEASE.2024-10-13T13-34-11Z",
+    "qdrant": "qdrant/qdrant:v1.12.4",
+}
+
+
+class ContainerStack:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._stack = ExitStack()
+        self.smtp: ServerProcess | None = None
+
+    def start(self) -> Endpoints:
+        # Imported here: the native backend must not need Docker libraries to import.
+        from testcontainers.elasticsearch import ElasticSearchContainer
+        from testcontainers.kafka import KafkaContainer
+        from testcontainers.minio import MinioContainer
+        from testcontainers.mongodb import MongoDbContainer
+        from testcontainers.postgres import PostgresContainer
+        from testcontainers.qdrant import QdrantContainer
+        from testcontainers.redis import RedisContainer
+
+        def run(container: Any) -> Any:
+            return self._stack.enter_context(container)
+
+        try:
+            pg = run(PostgresContainer(IMAGES["postgres"], driver=None))
+            redis = run(RedisContainer(IMAGES["redis"]))
+            kafka = run(KafkaContainer(IMAGES["kafka"]).with_kraft())
+            mongo = run(MongoDbContainer(IMAGES["mongo"]))
+            es = run(ElasticSearchContainer(IMAGES["elasticsearch"], mem_limit="1G"))
+            minio = run(MinioContainer(IMAGES["minio"]))
+            qdrant = run(QdrantContainer(IMAGES["qdrant"]))
+            smtp_port = free_port()
+            self.smtp = build_servers(self.data_dir, {
+                "kafka": 0, "mongo": 0, "elasticsearch": 0, "s3": 0, "smtp": smtp_port,
+            })["smtp"]
+            self.smtp.start()
+            self.smtp.wait_ready()
+            minio_cfg = minio.get_config()
+            return Endpoints(
+                postgres_dsn=pg.get_connection_url(),
+                redis_url=f"redis://{redis.get_container_host_ip()}:"
+                f"{redis.get_exposed_port(6379)}/0",
+                kafka_bootstrap=kafka.get_bootstrap_server(),
+                mongo_url=mongo.get_connection_url(),
+                elasticsearch_url=es.get_url(),
+                s3_endpoint=f"http://{minio_cfg['endpoint']}",
+                s3_access_key=minio_cfg["access_key"],
+                s3_secret_key=minio_cfg["secret_key"],
+                smtp_host="127.0.0.1",
+                smtp_port=smtp_port,
+                maildir=str(self.data_dir / "mail"),
+                qdrant_location=f"http://{qdrant.rest_host_address}",
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.stop()
+        self._stack.close()
