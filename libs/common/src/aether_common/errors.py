@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 ERROR_DOMAIN_PREFIX = "aether."
@@ -160,14 +160,19 @@ def error_for_code(code: str) -> type[AetherError]:
 
 def from_grpc_error(exc: grpc.RpcError) -> AetherError:
     """Rebuild the typed error a service raised from the status its call returned."""
-    grpc_code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    message: str = exc.details() or grpc_code.name.lower()  # type: ignore[attr-defined]
+    grpc_code: grpc.StatusCode = exc.code()
+    message: str = exc.details() or grpc_code.name.lower()
     cls = BY_GRPC_CODE.get(grpc_code, InternalError)
     reason: str | None = None
     metadata: dict[str, str] = {}
     field_errors: dict[str, str] = {}
     retry_after: float | None = None
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except ValueError:
+        # Details that contradict the call's own code/message (a proxy rewrote the status):
+        # trust the code, ignore the details rather than fail the error path itself.
+        status = None
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()

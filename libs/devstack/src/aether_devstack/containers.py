@@ -23,6 +23,19 @@ IMAGES = {
 }
 
 
+def require_docker() -> None:
+    """Fail with a clear message, not a stack trace, when no Docker engine answers."""
+    import docker
+
+    try:
+        docker.from_env().ping()
+    except Exception as exc:
+        raise RuntimeError(
+            "AETHER_TEST_BACKEND=containers needs a reachable Docker engine "
+            f"({type(exc).__name__}: {exc}); use native (the default) or external"
+        ) from None
+
+
 class ContainerStack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -30,6 +43,7 @@ class ContainerStack:
         self.smtp: ServerProcess | None = None
 
     def start(self) -> Endpoints:
+        require_docker()
         # Imported here: the native backend must not need Docker libraries to import.
         from testcontainers.elasticsearch import ElasticSearchContainer
         from testcontainers.kafka import KafkaContainer

@@ -30,6 +30,10 @@ def backend_name() -> str:
     return name
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    backend_name()  # a typo in AETHER_TEST_BACKEND stops the run before any test
+
+
 @pytest.fixture(scope="session")
 def aether_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("aether-servers")
