@@ -1,0 +1,50 @@
+# Aether's front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export UV_LINK_MODE := copy
+
+.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck test test-only bench-events
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --user --quiet "uv==$(UV_VERSION)"
+
+setup: $(UV) ## install every dependency and native server from uv.lock (idempotent, quick when done)
+	@$(UV) sync --frozen --quiet
+
+dev: setup ## run the whole platform locally (servers + every service); Ctrl-C stops it
+	$(UV) run aether-dev up
+
+dev-down: setup ## stop a platform started by `make dev` elsewhere and clean its run state
+	$(UV) run aether-dev down
+
+dev-status: setup ## health of each local server
+	$(UV) run aether-dev status
+
+protos: setup ## regenerate Python stubs from protos/ into libs/protos/src
+	$(UV) run bash libs/protos/generate.sh
+
+protos-check: protos ## fail when the checked-in stubs differ from protos/ (did you forget `make protos`?)
+	@if [ -n "$$(git status --porcelain -- libs/protos/src)" ]; then \
+	  git status --porcelain -- libs/protos/src; \
+	  echo "generated stubs are out of date: run 'make protos' and commit"; exit 1; fi
+
+lint: setup ## ruff (lint + format), buf lint + format
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	cd protos && $(UV) run buf lint && $(UV) run buf format --diff --exit-code
+
+typecheck: setup ## mypy --strict on the shared libraries
+	$(UV) run mypy libs/common/src libs/devstack/src
+
+test: setup lint typecheck protos-check test-only ## set up and run every check and test (what CI runs)
+
+test-only: setup ## only the pytest suites (all of them)
+	$(UV) run pytest
+
+bench-events: setup ## outbox -> Kafka -> consumer latency and rate vs raw aiokafka
+	$(UV) run python bench/events.py
