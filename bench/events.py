@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs published
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from aether.testing.v1.probe_pb2 import ProbeEvent
 from aether_common.events import (
     OUTBOX_DDL,
@@ -49,7 +51,6 @@ from aether_common.events import (
     outbox_pg,
 )
 from aether_common.logging import configure_logging
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 PARTITIONS = 3
 BODY = "x" * 150  # ~200-byte events, as in docs/ENVIRONMENT's ceiling figure
@@ -86,12 +87,18 @@ class Sink:
 
 
 def payload(sequence: int) -> ProbeEvent:
-    return ProbeEvent(entity_id=f"entity-{sequence % 64}", sequence=sequence, body=BODY,
-                      sent_at_ns=time.time_ns())
+    return ProbeEvent(
+        entity_id=f"entity-{sequence % 64}", sequence=sequence, body=BODY, sent_at_ns=time.time_ns()
+    )
 
 
-async def burst(send: Callable[[range], Coroutine[Any, Any, None]], sink: Sink, count: int,
-                concurrency: int, per_call: int = 1) -> float:
+async def burst(
+    send: Callable[[range], Coroutine[Any, Any, None]],
+    sink: Sink,
+    count: int,
+    concurrency: int,
+    per_call: int = 1,
+) -> float:
     """Send `count` events from `concurrency` workers, `per_call` events per call (one request
     transaction for the outbox); events/s from the first send until the last one arrives."""
     sink.expect(count)
@@ -107,8 +114,9 @@ async def burst(send: Callable[[range], Coroutine[Any, Any, None]], sink: Sink, 
     return count / ((sink.last_ns - start) / 1e9)
 
 
-async def paced(send: Callable[[range], Coroutine[Any, Any, None]], sink: Sink, count: int,
-                rate: float) -> list[float]:
+async def paced(
+    send: Callable[[range], Coroutine[Any, Any, None]], sink: Sink, count: int, rate: float
+) -> list[float]:
     sink.expect(count)
     start = time.monotonic()
     pending: set[asyncio.Task[None]] = set()
@@ -131,13 +139,20 @@ def percentiles(values: list[float]) -> tuple[float, float, float]:
 async def run_raw(bootstrap: str, topic: str, args: argparse.Namespace) -> list[Result]:
     sink = Sink()
     async with AsyncExitStack() as stack:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
-                                    max_batch_size=256 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        )
         await producer.start()
         stack.push_async_callback(producer.stop)
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic + ".g",
-                                    auto_offset_reset="latest", fetch_max_wait_ms=10,
-                                    session_timeout_ms=2000, heartbeat_interval_ms=200)
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=topic + ".g",
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=10,
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=200,
+        )
         await consumer.start()
         stack.push_async_callback(consumer.stop)
 
@@ -151,8 +166,7 @@ async def run_raw(bootstrap: str, topic: str, args: argparse.Namespace) -> list[
         async def send(seqs: range) -> None:
             for seq in seqs:
                 event = payload(seq)
-                await producer.send(topic, event.SerializeToString(),
-                                    key=event.entity_id.encode())
+                await producer.send(topic, event.SerializeToString(), key=event.entity_id.encode())
 
         await _warm_up(send, sink, args)
         p50, p95, p99 = percentiles(await paced(send, sink, args.latency_events, args.rate))
@@ -179,8 +193,13 @@ async def run_outbox(
             sink.arrived(event.payload.sent_at_ns)
 
         consumer = EventConsumer(
-            bootstrap, topic + ".g", PgIdempotencyStore(pool), options=ConsumerOptions(
-                auto_offset_reset="latest", session_timeout_ms=2000, heartbeat_interval_ms=200,
+            bootstrap,
+            topic + ".g",
+            PgIdempotencyStore(pool),
+            options=ConsumerOptions(
+                auto_offset_reset="latest",
+                session_timeout_ms=2000,
+                heartbeat_interval_ms=200,
             ),
         )
         consumer.add_handler(topic, ProbeEvent, handle)
@@ -190,10 +209,13 @@ async def run_outbox(
         async def write(seqs: range) -> None:  # one request: its state change's transaction
             events = [payload(seq) for seq in seqs]
             async with pool.acquire() as conn, conn.transaction():
-                await outbox_pg.add_many(conn, [
-                    Event(type=topic, subject=e.entity_id, payload=e, source="bench")
-                    for e in events
-                ])
+                await outbox_pg.add_many(
+                    conn,
+                    [
+                        Event(type=topic, subject=e.entity_id, payload=e, source="bench")
+                        for e in events
+                    ],
+                )
 
         await _warm_up(write, sink, args)
         p50, p95, p99 = percentiles(await paced(write, sink, args.latency_events, args.rate))
@@ -224,8 +246,13 @@ async def _warm_up(
 async def bench(args: argparse.Namespace, bootstrap: str, admin_dsn: str) -> list[Result]:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     raw_topic, outbox_topic = f"{prefix}.raw.v1", f"{prefix}.outbox.v1"
-    await ensure_topics(bootstrap, [TopicSpec(raw_topic, partitions=PARTITIONS),
-                                    TopicSpec(outbox_topic, partitions=PARTITIONS)])
+    await ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(raw_topic, partitions=PARTITIONS),
+            TopicSpec(outbox_topic, partitions=PARTITIONS),
+        ],
+    )
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{prefix}"')
     try:
@@ -241,17 +268,21 @@ async def bench(args: argparse.Namespace, bootstrap: str, admin_dsn: str) -> lis
 def report(results: list[Result], args: argparse.Namespace) -> None:
     raw, single, batched = results
     loop = asyncio.get_event_loop_policy().__class__.__module__.split(".")[0]
-    print(f"\nburst: {args.events} events from {args.writers} writers; latency: "
-          f"{args.latency_events} events paced at {args.rate:.0f}/s, one per transaction; "
-          f"{PARTITIONS} partitions; loop: {loop}")
+    print(
+        f"\nburst: {args.events} events from {args.writers} writers; latency: "
+        f"{args.latency_events} events paced at {args.rate:.0f}/s, one per transaction; "
+        f"{PARTITIONS} partitions; loop: {loop}"
+    )
     print(f"{'pipeline':<30}{'events/s':>10}{'x raw':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for r in results:
         cells = [f"{v:>9.1f}" if v is not None else f"{'-':>9}" for v in (r.p50, r.p95, r.p99)]
         print(f"{r.name:<30}{r.rate:>10,.0f}{r.rate / raw.rate:>7.2f}" + "".join(cells))
     assert single.p95 is not None
     best = max(single.rate, batched.rate) / raw.rate
-    print(f"goal p95 < 50 ms: {'met' if single.p95 < 50 else 'MISSED'} ({single.p95:.1f} ms); "
-          f"rate >= 0.5 x raw: {'met' if best >= 0.5 else 'MISSED'} ({best:.2f})")
+    print(
+        f"goal p95 < 50 ms: {'met' if single.p95 < 50 else 'MISSED'} ({single.p95:.1f} ms); "
+        f"rate >= 0.5 x raw: {'met' if best >= 0.5 else 'MISSED'} ({best:.2f})"
+    )
 
 
 def main() -> None:
@@ -259,10 +290,18 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="burst size (default 20000)")
     parser.add_argument("--latency-events", type=int, default=3_000)
     parser.add_argument("--rate", type=float, default=1_000, help="paced events/s (default 1000)")
-    parser.add_argument("--writers", type=int, default=16,
-                        help="concurrent senders / request transactions (default 16)")
-    parser.add_argument("--per-tx", type=int, default=100,
-                        help="events per transaction in the batched burst (default 100)")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=16,
+        help="concurrent senders / request transactions (default 16)",
+    )
+    parser.add_argument(
+        "--per-tx",
+        type=int,
+        default=100,
+        help="events per transaction in the batched burst (default 100)",
+    )
     args = parser.parse_args()
     configure_logging("bench", "WARNING", json=False)
     try:

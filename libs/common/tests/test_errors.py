@@ -26,7 +26,11 @@ def test_each_error_has_one_http_and_grpc_mapping(
     cls: type[errors.AetherError], http: int, code: grpc.StatusCode
 ) -> None:
     err = cls("something precise")
-    assert err.http_body() == {"error": cls.code, "detail": "something precise", "status_code": http}
+    assert err.http_body() == {
+        "error": cls.code,
+        "detail": "something precise",
+        "status_code": http,
+    }
     assert err.grpc_status().code is code
     assert errors.BY_GRPC_CODE[code] is cls
 
@@ -38,5 +42,5 @@ def test_service_specific_code_keeps_its_class_status() -> None:
 
 
 def test_retry_after_becomes_a_header() -> None:
-    assert errors.RateLimited("slow down", retry_after=2.4).http_headers() == {"Retry-After": "2"}
+    assert errors.RateLimited("slow down", retry_after=2.4).http_headers() == {"Retry-After": "3"}
     assert errors.NotFound("x").http_headers() == {}

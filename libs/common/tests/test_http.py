@@ -10,6 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from fastapi import APIRouter, FastAPI
+from prometheus_client import REGISTRY
+from pydantic import BaseModel
+
 from aether_common.errors import Conflict, RateLimited
 from aether_common.http import (
     UNMATCHED_ROUTE,
@@ -19,9 +23,6 @@ from aether_common.http import (
     readiness_of,
 )
 from aether_common.logging import configure_logging, request_id_var
-from fastapi import APIRouter, FastAPI
-from prometheus_client import REGISTRY
-from pydantic import BaseModel
 
 router = APIRouter()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from aether_common.migrations import MigrationError, load_migrations, migrate
 
 

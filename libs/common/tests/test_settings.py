@@ -58,11 +58,13 @@ def test_reads_prefixed_values(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("value", ["dev-only-jwt", "change-me", "changeme", "secret", ""])
-def test_placeholder_secret_refused_outside_dev(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_placeholder_secret_refused_outside_dev(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("AETHER_ENV", "prod")
     monkeypatch.setenv("EXAMPLE_DATABASE_URL", "postgresql://db/x")
     monkeypatch.setenv("EXAMPLE_JWT_SECRET", value)
-    with pytest.raises(SettingsError, match="placeholder secret.*EXAMPLE_JWT_SECRET"):
+    with pytest.raises(SettingsError, match=r"placeholder secret.*EXAMPLE_JWT_SECRET"):
         load_settings(ExampleSettings)
 
 
@@ -75,7 +77,9 @@ def test_placeholder_secret_allowed_in_dev(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_overrides_by_field_name(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(
-        ExampleSettings, environment="test", database_url="postgresql://db/y",
+        ExampleSettings,
+        environment="test",
+        database_url="postgresql://db/y",
         jwt_secret="a-long-random-secret-value",
     )
     assert settings.environment is Environment.TEST

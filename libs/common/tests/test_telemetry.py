@@ -6,16 +6,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from aether_common.telemetry import (
     configure_telemetry,
     extract_context,
     inject_headers,
     instrument_fastapi,
 )
-from fastapi import FastAPI
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture

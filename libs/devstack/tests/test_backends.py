@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aether_devstack.endpoints import Endpoints
 
-PROBE_TEST = '''
+PROBE_TEST = """
 import asyncpg, redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
@@ -23,16 +23,35 @@ async def test_external_servers_answer(aether_endpoints, pg_dsn, redis_prefix):
     producer = AIOKafkaProducer(bootstrap_servers=aether_endpoints.kafka_bootstrap)
     await producer.start()
     await producer.stop()
-'''
+"""
 
 
 def run_pytest(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_probe.py").write_text(PROBE_TEST)
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-         "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=session",
-         "-o", "asyncio_default_test_loop_scope=session", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            "-o",
+            "asyncio_mode=auto",
+            "-o",
+            "asyncio_default_fixture_loop_scope=session",
+            "-o",
+            "asyncio_default_test_loop_scope=session",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        check=False,
     )
 
 

@@ -20,12 +20,13 @@ import boto3
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from aether_devstack.catalog import DevError, ServiceSpec, load_services, service_env
-from aether_devstack.endpoints import Endpoints
-from aether_devstack.servers import DEV_PORTS, endpoints_for, tcp_open
 from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
+
+from aether_devstack.catalog import DevError, ServiceSpec, load_services, service_env
+from aether_devstack.endpoints import Endpoints
+from aether_devstack.servers import DEV_PORTS, endpoints_for, tcp_open
 
 pytestmark = pytest.mark.platform
 

@@ -53,8 +53,11 @@ async def test_kafka_round_trip(aether_endpoints: Endpoints, topic_prefix: str) 
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=aether_endpoints.kafka_bootstrap,
-        group_id=topic_prefix + "g", auto_offset_reset="earliest", fetch_max_wait_ms=10,
+        topic,
+        bootstrap_servers=aether_endpoints.kafka_bootstrap,
+        group_id=topic_prefix + "g",
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=10,
     )
     await consumer.start()
     try:
@@ -87,7 +90,9 @@ async def test_elasticsearch_answers(aether_endpoints: Endpoints, index_prefix: 
 
 def test_s3_answers(aether_endpoints: Endpoints) -> None:
     s3 = boto3.client(
-        "s3", endpoint_url=aether_endpoints.s3_endpoint, region_name="us-east-1",
+        "s3",
+        endpoint_url=aether_endpoints.s3_endpoint,
+        region_name="us-east-1",
         aws_access_key_id=aether_endpoints.s3_access_key,
         aws_secret_access_key=aether_endpoints.s3_secret_key,
     )

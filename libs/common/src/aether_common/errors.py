@@ -10,11 +10,12 @@ becomes a 404 at the gateway.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN_PREFIX = "aether."
@@ -53,18 +54,29 @@ class AetherError(Exception):
     def http_headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        # Round up: a client that waits the advertised time must not be refused again.
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     # -- gRPC ---------------------------------------------------------------------------------
     def grpc_status(self, domain: str = "aether") -> grpc.Status:
-        details = [_pack(error_details_pb2.ErrorInfo(
-            reason=self.error_code, domain=domain, metadata=self.metadata
-        ))]
+        details = [
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason=self.error_code, domain=domain, metadata=self.metadata
+                )
+            )
+        ]
         if self.field_errors:
-            details.append(_pack(error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                for f, d in self.field_errors.items()
-            ])))
+            details.append(
+                _pack(
+                    error_details_pb2.BadRequest(
+                        field_violations=[
+                            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                            for f, d in self.field_errors.items()
+                        ]
+                    )
+                )
+            )
         if self.retry_after is not None:
             delay = duration_pb2.Duration()
             delay.FromMilliseconds(int(self.retry_after * 1000))
@@ -136,8 +148,16 @@ class InternalError(AetherError):
 
 
 ERROR_CLASSES: tuple[type[AetherError], ...] = (
-    ValidationFailed, Unauthenticated, Forbidden, NotFound, Conflict, PreconditionFailed,
-    RateLimited, Timeout, Unavailable, InternalError,
+    ValidationFailed,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PreconditionFailed,
+    RateLimited,
+    Timeout,
+    Unavailable,
+    InternalError,
 )
 BY_CODE: dict[str, type[AetherError]] = {cls.code: cls for cls in ERROR_CLASSES}
 
@@ -192,7 +212,10 @@ def from_grpc_error(exc: grpc.RpcError) -> AetherError:
         # Never leak a peer's internal message to a client.
         message = "internal error"
     return cls(
-        message, code=reason, field_errors=field_errors, retry_after=retry_after,
+        message,
+        code=reason,
+        field_errors=field_errors,
+        retry_after=retry_after,
         metadata=metadata,
     )
 

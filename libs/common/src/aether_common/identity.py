@@ -98,9 +98,9 @@ def require_permission(*permissions: str) -> CallerIdentity:
     identity = require_authenticated()
     missing = [p for p in permissions if not identity.has_permission(p)]
     if missing:
-        raise Forbidden(f"missing permission: {', '.join(missing)}", metadata={
-            "missing": ",".join(missing)
-        })
+        raise Forbidden(
+            f"missing permission: {', '.join(missing)}", metadata={"missing": ",".join(missing)}
+        )
     return identity
 
 
@@ -155,7 +155,7 @@ def bearer_token(metadata: Mapping[str, str]) -> str | None:
     value = metadata.get(AUTHORIZATION_KEY, "")
     if value[: len(BEARER_PREFIX)].lower() != BEARER_PREFIX:
         return None
-    return value[len(BEARER_PREFIX):].strip() or None
+    return value[len(BEARER_PREFIX) :].strip() or None
 
 
 def _split(value: str | None) -> frozenset[str]:
@@ -187,8 +187,10 @@ class TrustedHeadersResolver:
     """
 
     def __init__(self) -> None:
-        log.warning("identity.trusted_headers_resolver_enabled",
-                    note="x-aether-* headers are believed without verification: tests/dev only")
+        log.warning(
+            "identity.trusted_headers_resolver_enabled",
+            note="x-aether-* headers are believed without verification: tests/dev only",
+        )
 
     async def resolve(self, metadata: Mapping[str, str]) -> CallerIdentity:
         user_id = metadata.get(USER_ID_KEY) or None

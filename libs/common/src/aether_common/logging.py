@@ -35,6 +35,7 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     """Route structlog and the stdlib (uvicorn, grpc, aiokafka) through one JSON renderer."""
+
     def add_service(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event.setdefault("service", service)
         return event

@@ -15,42 +15,47 @@ HTTP_REQUESTS = Counter(
     "aether_http_requests_total", "HTTP requests handled", ["method", "route", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "aether_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "aether_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=LATENCY_BUCKETS,
 )
 GRPC_SERVER_HANDLED = Counter(
     "aether_grpc_server_handled_total", "gRPC calls handled by this server", ["method", "code"]
 )
 GRPC_SERVER_LATENCY = Histogram(
-    "aether_grpc_server_handling_seconds", "gRPC server handling latency", ["method"],
+    "aether_grpc_server_handling_seconds",
+    "gRPC server handling latency",
+    ["method"],
     buckets=LATENCY_BUCKETS,
 )
 GRPC_CLIENT_HANDLED = Counter(
     "aether_grpc_client_handled_total", "gRPC calls made by this process", ["method", "code"]
 )
 GRPC_CLIENT_LATENCY = Histogram(
-    "aether_grpc_client_handling_seconds", "gRPC client call latency", ["method"],
+    "aether_grpc_client_handling_seconds",
+    "gRPC client call latency",
+    ["method"],
     buckets=LATENCY_BUCKETS,
 )
-KAFKA_PRODUCED = Counter(
-    "aether_kafka_produced_total", "Records produced", ["topic", "outcome"]
-)
+KAFKA_PRODUCED = Counter("aether_kafka_produced_total", "Records produced", ["topic", "outcome"])
 KAFKA_CONSUMED = Counter(
     "aether_kafka_consumed_total",
     "Records consumed, by outcome: handled, duplicate, retried, dead_lettered",
     ["topic", "group", "outcome"],
 )
 KAFKA_CONSUMER_LAG = Gauge(
-    "aether_kafka_consumer_lag", "High watermark minus committed position",
+    "aether_kafka_consumer_lag",
+    "High watermark minus committed position",
     ["topic", "partition", "group"],
 )
 KAFKA_HANDLE_LATENCY = Histogram(
-    "aether_kafka_handle_seconds", "Time spent in an event handler", ["topic", "group"],
+    "aether_kafka_handle_seconds",
+    "Time spent in an event handler",
+    ["topic", "group"],
     buckets=LATENCY_BUCKETS,
 )
-OUTBOX_PENDING = Gauge(
-    "aether_outbox_pending", "Outbox events not yet published", ["store"]
-)
+OUTBOX_PENDING = Gauge("aether_outbox_pending", "Outbox events not yet published", ["store"])
 OUTBOX_PUBLISHED = Counter(
     "aether_outbox_published_total", "Outbox events published to Kafka", ["store"]
 )

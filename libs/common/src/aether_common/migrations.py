@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs published
+import asyncpg
 
 from aether_common.logging import configure_logging, get_logger
 

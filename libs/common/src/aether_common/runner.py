@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import os
 import signal
 import sys
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import uvicorn
 from fastapi import FastAPI
 
+from aether_common import telemetry
 from aether_common.http import ReadinessState, readiness_of
 from aether_common.lifecycle import Component
 from aether_common.logging import configure_logging, get_logger
@@ -205,16 +204,15 @@ def run_service(
 ) -> NoReturn:
     """The `main` of every service: set up logging and telemetry, serve, exit with the code.
 
-    The HTTP address comes from the arguments, else the settings' `http_host` / `http_port`,
-    else AETHER_HTTP_HOST / AETHER_HTTP_PORT (what `aether-dev up` sets), else 0.0.0.0:8000.
+    The HTTP address comes from the arguments, else the settings (AETHER_HTTP_HOST/PORT).
     """
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     _configure_telemetry(settings)
     runner = ServiceRunner(
         app,
         components,
-        host=host or _setting(settings, "http_host", "AETHER_HTTP_HOST", DEFAULT_HTTP_HOST),
-        port=port or int(_setting(settings, "http_port", "AETHER_HTTP_PORT", DEFAULT_HTTP_PORT)),
+        host=host or settings.http_host,
+        port=port or settings.http_port,
         drain_seconds=drain_seconds,
     )
     code = runner.run_forever()
@@ -222,24 +220,7 @@ def run_service(
     sys.exit(code)
 
 
-def _setting(settings: AetherSettings, field: str, env_var: str, default: Any) -> Any:
-    value = getattr(settings, field, None)
-    return value if value is not None else os.environ.get(env_var, default)
-
-
-def _telemetry() -> Any:
-    try:
-        # By name: the runner works where the telemetry module is absent.
-        return importlib.import_module("aether_common.telemetry")
-    except ImportError:
-        return None
-
-
 def _configure_telemetry(settings: AetherSettings) -> None:
-    telemetry = _telemetry()
-    if telemetry is None:
-        log.info("telemetry module not available; tracing off")
-        return
     telemetry.configure_telemetry(
         settings.service_name,
         otlp_endpoint=settings.otlp_endpoint,
@@ -248,9 +229,7 @@ def _configure_telemetry(settings: AetherSettings) -> None:
 
 
 def _shutdown_telemetry() -> None:
-    telemetry = _telemetry()
-    if telemetry is not None:
-        telemetry.shutdown_telemetry()  # flush the last spans before the process ends
+    telemetry.shutdown_telemetry()  # flush the last spans before the process ends
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -39,8 +39,8 @@ class AetherSettings(BaseSettings):
     """Base of every service's settings.
 
     Subclasses set `model_config = SettingsConfigDict(env_prefix="AUTH_")` (their own prefix)
-    and add their fields. `environment`, `log_level`, `otlp_endpoint` and the Kafka bootstrap
-    are platform-wide, so they are read from `AETHER_*` names whatever the prefix.
+    and add their fields. `environment`, logging, `otlp_endpoint` and the listen addresses are
+    platform-wide, so they are read from `AETHER_*` (and OTEL_*) names whatever the prefix.
     """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
@@ -52,6 +52,14 @@ class AetherSettings(BaseSettings):
     log_json: bool = Field(default=True, validation_alias=AliasChoices("AETHER_LOG_JSON"))
     otlp_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    # Where this process listens; `aether-dev up` and the Helm chart set these per service.
+    http_host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("AETHER_HTTP_HOST"))
+    http_port: int = Field(
+        default=8000, ge=1, le=65535, validation_alias=AliasChoices("AETHER_HTTP_PORT")
+    )
+    grpc_port: int = Field(
+        default=50051, ge=1, le=65535, validation_alias=AliasChoices("AETHER_GRPC_PORT")
     )
 
     @model_validator(mode="after")
@@ -99,5 +107,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             if error["type"] == "missing":
                 problems.append(f"missing required setting {where}")
             else:
-                problems.append(f"invalid setting {where}: {error['msg']}".replace("Value error, ", ""))
+                problems.append(
+                    f"invalid setting {where}: {error['msg']}".replace("Value error, ", "")
+                )
         raise SettingsError(f"{cls.__name__}: " + "; ".join(problems)) from None

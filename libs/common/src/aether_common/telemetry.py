@@ -86,12 +86,19 @@ def configure_telemetry(
     with _lock:
         if _state is None:
             _state = _install(
-                service_name, otlp_endpoint, service_version, environment, otlp_insecure,
+                service_name,
+                otlp_endpoint,
+                service_version,
+                environment,
+                otlp_insecure,
                 metric_export_interval_s,
             )
         elif service_name != _state.service_name:
-            log.warning("telemetry.already_configured", service=_state.service_name,
-                        ignored_service=service_name)
+            log.warning(
+                "telemetry.already_configured",
+                service=_state.service_name,
+                ignored_service=service_name,
+            )
         state = _state
         if otlp_endpoint and state.otlp_endpoint is None:
             state.otlp_endpoint = otlp_endpoint
@@ -125,10 +132,12 @@ def _install(
 
     readers: list[MetricReader] = []
     if otlp_endpoint:
-        readers.append(PeriodicExportingMetricReader(
-            _otlp_metric_exporter(otlp_endpoint, otlp_insecure),
-            export_interval_millis=metric_export_interval_s * 1000,
-        ))
+        readers.append(
+            PeriodicExportingMetricReader(
+                _otlp_metric_exporter(otlp_endpoint, otlp_insecure),
+                export_interval_millis=metric_export_interval_s * 1000,
+            )
+        )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     metrics.set_meter_provider(meter_provider)
 

@@ -9,6 +9,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
 from aether.testing.v1.probe_pb2 import ProbeEvent
 from aether_common.events import (
     OUTBOX_DDL,
@@ -19,9 +23,6 @@ from aether_common.events import (
     ensure_topics,
 )
 from aether_devstack.endpoints import Endpoints
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 
 ReadTopic = Callable[..., Awaitable[list[Any]]]
 

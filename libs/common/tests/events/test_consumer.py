@@ -9,6 +9,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanContext, SpanKind
+from prometheus_client import REGISTRY
+from pymongo.asynchronous.database import AsyncDatabase
+
 from aether.events.v1.envelope_pb2 import DeadLetter
 from aether.testing.v1.probe_pb2 import EchoRequest, ProbeEvent
 from aether_common.events import (
@@ -24,16 +31,13 @@ from aether_common.events import (
     envelope_headers,
 )
 from aether_common.telemetry import configure_telemetry
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanContext, SpanKind
-from prometheus_client import REGISTRY
-from pymongo.asynchronous.database import AsyncDatabase
 
 # Short session timeout: the local broker completes a group join in about that long.
 FAST = ConsumerOptions(
-    max_attempts=3, backoff_s=0.01, session_timeout_ms=1000, heartbeat_interval_ms=100,
+    max_attempts=3,
+    backoff_s=0.01,
+    session_timeout_ms=1000,
+    heartbeat_interval_ms=100,
     stop_grace_s=2.0,
 )
 PgHandler = Callable[[Event[ProbeEvent], HandleContext[Any]], Awaitable[None]]
@@ -52,12 +56,16 @@ async def consumers() -> AsyncIterator[list[EventConsumer[Any]]]:
 
 @pytest.fixture
 def pg_consumer(
-    kafka: str, pg_pool: Any, probe_topic: TopicSpec, topic_prefix: str,
+    kafka: str,
+    pg_pool: Any,
+    probe_topic: TopicSpec,
+    topic_prefix: str,
     consumers: list[EventConsumer[Any]],
 ) -> MakeConsumer:
     async def make(handler: PgHandler, options: ConsumerOptions = FAST) -> EventConsumer[Any]:
-        consumer = EventConsumer(kafka, topic_prefix + "g", PgIdempotencyStore(pg_pool),
-                                 options=options)
+        consumer = EventConsumer(
+            kafka, topic_prefix + "g", PgIdempotencyStore(pg_pool), options=options
+        )
         consumer.add_handler(probe_topic.name, ProbeEvent, handler)
         await consumer.start()
         consumers.append(consumer)
@@ -87,9 +95,15 @@ async def committed(kafka: str, group: str, tp: TopicPartition) -> int | None:
 
 
 async def test_failing_handler_is_retried_then_parked_on_the_dlq(
-    pg_consumer: MakeConsumer, pg_pool: Any,
-    producer: EventProducer, probe_topic: TopicSpec, make_event: MakeEvent,
-    read_topic: ReadTopic, until: Until, kafka: str, topic_prefix: str,
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    read_topic: ReadTopic,
+    until: Until,
+    kafka: str,
+    topic_prefix: str,
 ) -> None:
     before, bad, after = (make_event(probe_topic.name, i) for i in (1, 2, 3))
     attempts: list[int] = []
@@ -128,8 +142,12 @@ async def test_failing_handler_is_retried_then_parked_on_the_dlq(
 
 
 async def test_duplicate_delivery_is_handled_once(
-    pg_consumer: MakeConsumer, pg_pool: Any,
-    producer: EventProducer, probe_topic: TopicSpec, make_event: MakeEvent, until: Until,
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
     topic_prefix: str,
 ) -> None:
     calls: Counter[str] = Counter()
@@ -152,9 +170,15 @@ async def test_duplicate_delivery_is_handled_once(
 
     async def caught_up() -> bool:
         lags = [
-            REGISTRY.get_sample_value("aether_kafka_consumer_lag", {
-                "topic": probe_topic.name, "partition": str(p), "group": topic_prefix + "g",
-            }) for p in range(probe_topic.partitions)
+            REGISTRY.get_sample_value(
+                "aether_kafka_consumer_lag",
+                {
+                    "topic": probe_topic.name,
+                    "partition": str(p),
+                    "group": topic_prefix + "g",
+                },
+            )
+            for p in range(probe_topic.partitions)
         ]
         return 0 in lags and all(lag in (0, None) for lag in lags)
 
@@ -162,9 +186,14 @@ async def test_duplicate_delivery_is_handled_once(
 
 
 async def test_offsets_are_committed_only_after_handling(
-    pg_consumer: MakeConsumer, pg_pool: Any,
-    producer: EventProducer, probe_topic: TopicSpec, make_event: MakeEvent, until: Until,
-    kafka: str, topic_prefix: str,
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
+    kafka: str,
+    topic_prefix: str,
 ) -> None:
     events = [make_event(probe_topic.name, i) for i in range(10)]
     deliveries = [await producer.send_envelope(e.to_envelope()) for e in events]
@@ -209,9 +238,14 @@ async def test_offsets_are_committed_only_after_handling(
 
 
 async def test_malformed_records_go_straight_to_the_dlq(
-    pg_consumer: MakeConsumer, pg_pool: Any,
-    producer: EventProducer, probe_topic: TopicSpec, make_event: MakeEvent,
-    read_topic: ReadTopic, until: Until, kafka: str,
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    read_topic: ReadTopic,
+    until: Until,
+    kafka: str,
 ) -> None:
     calls: list[int] = []
 
@@ -229,10 +263,12 @@ async def test_malformed_records_go_straight_to_the_dlq(
     try:
         key = b"entity-1"
         await raw.send_and_wait(probe_topic.name, b"not an event", key=key)
-        await raw.send_and_wait(probe_topic.name, b"\xff\xff\xff", key=key,
-                                headers=envelope_headers(bad_payload))
-        await raw.send_and_wait(probe_topic.name, wrong_schema.data, key=key,
-                                headers=envelope_headers(wrong_schema))
+        await raw.send_and_wait(
+            probe_topic.name, b"\xff\xff\xff", key=key, headers=envelope_headers(bad_payload)
+        )
+        await raw.send_and_wait(
+            probe_topic.name, wrong_schema.data, key=key, headers=envelope_headers(wrong_schema)
+        )
     finally:
         await raw.stop()
     await producer.send_envelope(valid)
@@ -252,8 +288,13 @@ async def test_malformed_records_go_straight_to_the_dlq(
 
 
 async def test_mongo_store_handles_a_duplicate_once(
-    kafka: str, mongo_db: AsyncDatabase[dict[str, Any]], producer: EventProducer,
-    probe_topic: TopicSpec, make_event: MakeEvent, until: Until, topic_prefix: str,
+    kafka: str,
+    mongo_db: AsyncDatabase[dict[str, Any]],
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
+    topic_prefix: str,
     consumers: list[EventConsumer[Any]],
 ) -> None:
     store = MongoIdempotencyStore(mongo_db)
@@ -282,8 +323,12 @@ async def test_mongo_store_handles_a_duplicate_once(
 
 
 async def test_rebalance_commits_before_handing_partitions_over(
-    pg_consumer: MakeConsumer, pg_pool: Any,
-    producer: EventProducer, probe_topic: TopicSpec, make_event: MakeEvent, until: Until,
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
 ) -> None:
     calls: Counter[int] = Counter()
     members: Counter[str] = Counter()
@@ -322,7 +367,9 @@ async def test_rebalance_commits_before_handing_partitions_over(
 
 
 async def test_handler_runs_in_the_trace_of_the_request_that_made_the_event(
-    pg_consumer: MakeConsumer, producer: EventProducer, probe_topic: TopicSpec,
+    pg_consumer: MakeConsumer,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
     make_event: MakeEvent,
 ) -> None:
     exporter = InMemorySpanExporter()

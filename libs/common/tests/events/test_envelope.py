@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
 from aether.testing.v1.probe_pb2 import EchoRequest, ProbeEvent
 from aether_common.events import (
     Event,
@@ -13,13 +16,13 @@ from aether_common.events import (
     envelope_from_record,
     envelope_headers,
 )
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 
 
 def sample() -> Event[ProbeEvent]:
     return Event(
-        type="aether.testing.probed.v1", subject="entity-7", source="tests",
+        type="aether.testing.probed.v1",
+        subject="entity-7",
+        source="tests",
         payload=ProbeEvent(entity_id="entity-7", sequence=3, body="hi"),
         time=datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
     )

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
 from aether.testing.v1.probe_pb2 import ProbeEvent
 from aether_common.events import (
     Event,
@@ -21,15 +23,15 @@ from aether_common.events import (
     outbox_pg,
 )
 from aether_devstack.servers import NativeStack
-from pymongo.asynchronous.database import AsyncDatabase
 
 FAST = RelayOptions(poll_interval=0.5, retry_backoff=0.05, max_backoff=0.5, stop_grace_s=2.0)
 
 
 class Outbox(Protocol):
     async def write(self, events: Sequence[Event[Any]], *, commit: bool = True) -> None: ...
-    def relay(self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
-              ) -> OutboxRelay: ...
+    def relay(
+        self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
+    ) -> OutboxRelay: ...
     async def unsent(self) -> int: ...
 
 
@@ -49,14 +51,15 @@ class PgOutbox:
             await outbox_pg.add_many(conn, events)
             await (tx.commit() if commit else tx.rollback())
 
-    def relay(self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
-              ) -> OutboxRelay:
+    def relay(
+        self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
+    ) -> OutboxRelay:
         return PgOutboxRelay(self.dsn, producer, options=options, topics=topics)
 
     async def unsent(self) -> int:
-        return int(await self.pool.fetchval(
-            "SELECT count(*) FROM event_outbox WHERE sent_at IS NULL"
-        ))
+        return int(
+            await self.pool.fetchval("SELECT count(*) FROM event_outbox WHERE sent_at IS NULL")
+        )
 
 
 class MongoOutbox:
@@ -72,8 +75,9 @@ class MongoOutbox:
             await outbox_mongo.add_many(self.db, session, events)
             await (session.commit_transaction() if commit else session.abort_transaction())
 
-    def relay(self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
-              ) -> OutboxRelay:
+    def relay(
+        self, producer: EventProducer, options: RelayOptions, topics: Sequence[TopicSpec]
+    ) -> OutboxRelay:
         return MongoOutboxRelay(self.db, producer, options=options, topics=topics)
 
     async def unsent(self) -> int:
@@ -111,8 +115,11 @@ async def test_add_needs_the_callers_transaction(pg_pool: Any, make_event: Any) 
 
 
 async def test_rolled_back_event_is_never_published(
-    outbox: Outbox, producer: EventProducer, probe_topic: TopicSpec,
-    read_topic: Callable[..., Awaitable[list[Any]]], make_event: Callable[..., Event[ProbeEvent]],
+    outbox: Outbox,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    read_topic: Callable[..., Awaitable[list[Any]]],
+    make_event: Callable[..., Event[ProbeEvent]],
 ) -> None:
     doomed, kept = make_event(probe_topic.name, 1), make_event(probe_topic.name, 2)
     await outbox.write([doomed], commit=False)
@@ -129,8 +136,11 @@ async def test_rolled_back_event_is_never_published(
 
 
 async def test_relay_killed_mid_batch_loses_nothing(
-    outbox: Outbox, producer: EventProducer, probe_topic: TopicSpec,
-    read_topic: Callable[..., Awaitable[list[Any]]], make_event: Callable[..., Event[ProbeEvent]],
+    outbox: Outbox,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    read_topic: Callable[..., Awaitable[list[Any]]],
+    make_event: Callable[..., Event[ProbeEvent]],
 ) -> None:
     events = [make_event(probe_topic.name, i) for i in range(20)]
     await outbox.write(events)
@@ -162,8 +172,11 @@ async def test_relay_killed_mid_batch_loses_nothing(
 
 
 async def test_broker_outage_keeps_events_and_delivers_in_order(
-    outbox: Outbox, producer: EventProducer, probe_topic: TopicSpec,
-    controllable_stack: NativeStack, read_topic: Callable[..., Awaitable[list[Any]]],
+    outbox: Outbox,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    controllable_stack: NativeStack,
+    read_topic: Callable[..., Awaitable[list[Any]]],
     make_event: Callable[..., Event[ProbeEvent]],
     until: Callable[..., Awaitable[None]],
 ) -> None:
@@ -197,8 +210,11 @@ async def test_broker_outage_keeps_events_and_delivers_in_order(
 
 
 async def test_replicas_take_turns_and_deliver_everything_once_in_order(
-    outbox: Outbox, producer: EventProducer, probe_topic: TopicSpec,
-    read_topic: Callable[..., Awaitable[list[Any]]], make_event: Callable[..., Event[ProbeEvent]],
+    outbox: Outbox,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    read_topic: Callable[..., Awaitable[list[Any]]],
+    make_event: Callable[..., Event[ProbeEvent]],
     until: Callable[..., Awaitable[None]],
 ) -> None:
     relays = [outbox.relay(producer, FAST, [probe_topic]) for _ in range(3)]
@@ -222,8 +238,12 @@ async def test_replicas_take_turns_and_deliver_everything_once_in_order(
 
 
 async def test_pg_relay_wakes_on_notify_not_on_the_poll(
-    pg_pool: Any, pg_dsn: str, producer: EventProducer, probe_topic: TopicSpec,
-    read_topic: Callable[..., Awaitable[list[Any]]], make_event: Callable[..., Event[ProbeEvent]],
+    pg_pool: Any,
+    pg_dsn: str,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    read_topic: Callable[..., Awaitable[list[Any]]],
+    make_event: Callable[..., Event[ProbeEvent]],
     until: Callable[..., Awaitable[None]],
 ) -> None:
     # The poll would take a minute: only a notification can deliver within the read's patience.
@@ -231,6 +251,7 @@ async def test_pg_relay_wakes_on_notify_not_on_the_poll(
     relay = PgOutboxRelay(pg_dsn, producer, options=sleepy, topics=[probe_topic])
     await relay.start()
     try:
+
         async def listening() -> bool:
             return bool(await pg_pool.fetchval("SELECT listening FROM event_outbox_relay"))
 

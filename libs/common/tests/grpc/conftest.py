@@ -10,6 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 from aether.testing.v1 import probe_pb2, probe_pb2_grpc
 from aether_common import errors
 from aether_common.grpc import GrpcServer, create_channel, create_server
@@ -22,8 +25,6 @@ from aether_common.identity import (
 )
 from aether_common.logging import request_id_var
 from aether_common.telemetry import configure_telemetry
-from opentelemetry import trace
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 PROBE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name
 STREAM_SERVICE = "aether.testing.v1.StreamProbe"
@@ -67,9 +68,7 @@ class ProbeServicer(probe_pb2_grpc.ProbeServiceServicer):
         self._observe("Fail")
         raise _failure(request.code, request.detail)
 
-    async def Sleep(
-        self, request: probe_pb2.SleepRequest, context: Any
-    ) -> probe_pb2.SleepResponse:
+    async def Sleep(self, request: probe_pb2.SleepRequest, context: Any) -> probe_pb2.SleepResponse:
         self._observe("Sleep")
         self.seen.sleep_started.set()
         await asyncio.sleep(request.milliseconds / 1000)
@@ -77,9 +76,9 @@ class ProbeServicer(probe_pb2_grpc.ProbeServiceServicer):
         return probe_pb2.SleepResponse()
 
     # A server-streaming method, registered by hand (the probe proto has none).
-    async def Count(self, request: probe_pb2.EchoRequest, context: Any) -> AsyncIterator[
-        probe_pb2.EchoResponse
-    ]:
+    async def Count(
+        self, request: probe_pb2.EchoRequest, context: Any
+    ) -> AsyncIterator[probe_pb2.EchoResponse]:
         self._observe("Count")
         count, _, fail = request.message.partition(":")
         for i in range(int(count)):
@@ -124,9 +123,7 @@ async def start_server(seen: Observations) -> AsyncIterator[ServerFactory]:
     """Start a probe server with any create_server() options; stopped after the test."""
     started: list[GrpcServer] = []
 
-    async def start(
-        resolver: IdentityResolver | None = None, **options: Any
-    ) -> GrpcServer:
+    async def start(resolver: IdentityResolver | None = None, **options: Any) -> GrpcServer:
         server = create_server(
             "probe", host="127.0.0.1", port=0, identity_resolver=resolver, **options
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from aether.testing.v1 import probe_pb2, probe_pb2_grpc
 from aether_common import errors
 from aether_common.grpc import GrpcServer, RetryPolicy, checked, create_channel, rpc_errors
@@ -56,9 +57,7 @@ async def test_a_call_without_a_deadline_gets_the_default(server: GrpcServer) ->
 
 
 # -- retries -----------------------------------------------------------------------------------
-async def test_idempotent_method_is_retried_on_unavailable(
-    server: GrpcServer, seen: Any
-) -> None:
+async def test_idempotent_method_is_retried_on_unavailable(server: GrpcServer, seen: Any) -> None:
     async with create_channel(
         server.address, idempotent_methods=[f"{PROBE}/Echo"], retry=FAST_RETRY
     ) as channel:
@@ -70,7 +69,9 @@ async def test_idempotent_method_is_retried_on_unavailable(
 
 async def test_retries_stop_at_max_attempts(server: GrpcServer, seen: Any) -> None:
     async with create_channel(
-        server.address, idempotent_methods=[PROBE], retry=FAST_RETRY  # the whole service
+        server.address,
+        idempotent_methods=[PROBE],
+        retry=FAST_RETRY,  # the whole service
     ) as channel:
         with pytest.raises(errors.Unavailable):
             await checked(_stub(channel).Fail(probe_pb2.FailRequest(code="unavailable")))
@@ -93,7 +94,8 @@ def test_service_config_names_only_the_idempotent_methods() -> None:
 
     (method_config,) = config["methodConfig"]
     assert method_config["name"] == [
-        {"service": PROBE, "method": "Echo"}, {"service": "aether.chat.v1.Chat", "method": "Get"},
+        {"service": PROBE, "method": "Echo"},
+        {"service": "aether.chat.v1.Chat", "method": "Get"},
     ]
     assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     assert method_config["retryPolicy"]["maxAttempts"] == 3

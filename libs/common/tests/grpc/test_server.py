@@ -8,14 +8,15 @@ from typing import Any
 import grpc
 import pytest
 import structlog
-from aether.testing.v1 import probe_pb2, probe_pb2_grpc
-from aether_common import errors
-from aether_common.grpc import GrpcServer, create_channel
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
+
+from aether.testing.v1 import probe_pb2, probe_pb2_grpc
+from aether_common import errors
+from aether_common.grpc import GrpcServer, create_channel
 
 PROBE = "aether.testing.v1.ProbeService"
 COUNT_METHOD = "/aether.testing.v1.StreamProbe/Count"
@@ -87,7 +88,9 @@ async def test_domain_error_reaches_the_client_with_status_and_details(stub: Any
     assert isinstance(typed, errors.NotFound)
     assert typed.detail == "no such room"
     assert typed.http_body() == {
-        "error": "not_found", "detail": "no such room", "status_code": 404,
+        "error": "not_found",
+        "detail": "no such room",
+        "status_code": 404,
     }
 
 
@@ -146,9 +149,7 @@ async def test_server_streaming_goes_through_the_same_interceptors(
     assert seen.request_ids[-1]  # the request context is bound for streams too
 
 
-async def test_graceful_stop_lets_an_in_flight_call_finish(
-    start_server: Any, seen: Any
-) -> None:
+async def test_graceful_stop_lets_an_in_flight_call_finish(start_server: Any, seen: Any) -> None:
     server: GrpcServer = await start_server()
     async with create_channel(server.address) as channel:
         stub: Any = probe_pb2_grpc.ProbeServiceStub(channel)
@@ -162,7 +163,8 @@ async def test_graceful_stop_lets_an_in_flight_call_finish(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Echo(probe_pb2.EchoRequest(message="late"), timeout=1)
         assert caught.value.code() in (
-            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
         )
 
 

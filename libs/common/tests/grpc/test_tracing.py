@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aether.testing.v1 import probe_pb2
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+
+from aether.testing.v1 import probe_pb2
 
 ECHO = "/aether.testing.v1.ProbeService/Echo"
 
@@ -24,9 +25,7 @@ async def _spans_of(sink: InMemorySpanExporter, kinds: set[SpanKind]) -> list[Re
     raise AssertionError(f"spans never finished: {sink.get_finished_spans()}")
 
 
-async def test_one_trace_id_spans_client_and_server(
-    stub: Any, spans: InMemorySpanExporter
-) -> None:
+async def test_one_trace_id_spans_client_and_server(stub: Any, spans: InMemorySpanExporter) -> None:
     reply = await stub.Echo(probe_pb2.EchoRequest(message="hi"))
 
     found = await _spans_of(spans, {SpanKind.CLIENT, SpanKind.SERVER})
@@ -51,9 +50,7 @@ async def test_a_call_joins_the_callers_current_trace(
     assert reply.trace_id == format(outer.get_span_context().trace_id, "032x")
 
 
-async def test_health_checks_are_not_traced(
-    channel: Any, spans: InMemorySpanExporter
-) -> None:
+async def test_health_checks_are_not_traced(channel: Any, spans: InMemorySpanExporter) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())

@@ -65,9 +65,16 @@ class ContainerStack:
             minio = run(MinioContainer(IMAGES["minio"]))
             qdrant = run(QdrantContainer(IMAGES["qdrant"]))
             smtp_port = free_port()
-            self.smtp = build_servers(self.data_dir, {
-                "kafka": 0, "mongo": 0, "elasticsearch": 0, "s3": 0, "smtp": smtp_port,
-            })["smtp"]
+            self.smtp = build_servers(
+                self.data_dir,
+                {
+                    "kafka": 0,
+                    "mongo": 0,
+                    "elasticsearch": 0,
+                    "s3": 0,
+                    "smtp": smtp_port,
+                },
+            )["smtp"]
             self.smtp.start()
             self.smtp.wait_ready()
             minio_cfg = minio.get_config()

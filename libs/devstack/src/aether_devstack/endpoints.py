@@ -22,8 +22,16 @@ ENV_NAMES = {
 }
 
 
-_REQUIRED = ("postgres_dsn", "redis_url", "kafka_bootstrap", "mongo_url", "elasticsearch_url",
-             "s3_endpoint", "smtp_host", "smtp_port")
+_REQUIRED = (
+    "postgres_dsn",
+    "redis_url",
+    "kafka_bootstrap",
+    "mongo_url",
+    "elasticsearch_url",
+    "s3_endpoint",
+    "smtp_host",
+    "smtp_port",
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 # Imported up front, not inside the probes: a slow import blocks the event loop and would make
 # the other probes' timeouts fire.
-import asyncpg  # type: ignore[import-untyped]  # no stubs published
+import asyncpg
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from elasticsearch import AsyncElasticsearch
@@ -87,8 +87,8 @@ def ensure_buckets(endpoints: Endpoints, buckets: Sequence[str]) -> None:
 
 
 def s3_client(endpoints: Endpoints) -> Any:
-    import boto3  # type: ignore[import-untyped]  # no stubs installed
-    from botocore.config import Config  # type: ignore[import-untyped]
+    import boto3
+    from botocore.config import Config
 
     return boto3.client(
         "s3",

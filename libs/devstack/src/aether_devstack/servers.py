@@ -7,6 +7,7 @@ Maildir. PostgreSQL and Redis are the machine's own servers, started if they are
 
 from __future__ import annotations
 
+import contextlib
 import mailbox
 import os
 import shutil
@@ -57,10 +58,8 @@ def http_ok(url: str) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def tansu_binary() -> Path:
@@ -133,35 +132,74 @@ def build_servers(data_dir: Path, ports: dict[str, int]) -> dict[str, ServerProc
     return {
         "kafka": ServerProcess(
             "kafka",
-            [str(tansu_binary()), "broker",
-             "--listener-url", f"tcp://{HOST}:{p['kafka']}",
-             "--advertised-listener-url", f"tcp://{HOST}:{p['kafka']}"],
-            p["kafka"], logs / "kafka.log", lambda: tcp_open(p["kafka"]),
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                f"tcp://{HOST}:{p['kafka']}",
+                "--advertised-listener-url",
+                f"tcp://{HOST}:{p['kafka']}",
+            ],
+            p["kafka"],
+            logs / "kafka.log",
+            lambda: tcp_open(p["kafka"]),
         ),
         "mongo": ServerProcess(
             "mongo",
-            [str(BIN / "secantusd-py"), "--host", HOST, "--port", str(p["mongo"]),
-             "--storage-path", str(data_dir / "mongo")],
-            p["mongo"], logs / "mongo.log", lambda: tcp_open(p["mongo"]),
+            [
+                str(BIN / "secantusd-py"),
+                "--host",
+                HOST,
+                "--port",
+                str(p["mongo"]),
+                "--storage-path",
+                str(data_dir / "mongo"),
+            ],
+            p["mongo"],
+            logs / "mongo.log",
+            lambda: tcp_open(p["mongo"]),
         ),
         "elasticsearch": ServerProcess(
             "elasticsearch",
-            [str(BIN / "noida-db"), "start", "--data-dir", str(data_dir / "elasticsearch"),
-             "--host", HOST, "--only", "elasticsearch",
-             "--elasticsearch-port", str(p["elasticsearch"])],
-            p["elasticsearch"], logs / "elasticsearch.log",
+            [
+                str(BIN / "noida-db"),
+                "start",
+                "--data-dir",
+                str(data_dir / "elasticsearch"),
+                "--host",
+                HOST,
+                "--only",
+                "elasticsearch",
+                "--elasticsearch-port",
+                str(p["elasticsearch"]),
+            ],
+            p["elasticsearch"],
+            logs / "elasticsearch.log",
             lambda: http_ok(f"http://{HOST}:{p['elasticsearch']}/"),
         ),
         "s3": ServerProcess(
             "s3",
             [str(BIN / "moto_server"), "-H", HOST, "-p", str(p["s3"])],
-            p["s3"], logs / "s3.log", lambda: http_ok(f"http://{HOST}:{p['s3']}/"),
+            p["s3"],
+            logs / "s3.log",
+            lambda: http_ok(f"http://{HOST}:{p['s3']}/"),
         ),
         "smtp": ServerProcess(
             "smtp",
-            [sys.executable, "-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox",
-             "-l", f"{HOST}:{p['smtp']}", str(data_dir / "mail")],
-            p["smtp"], logs / "smtp.log", lambda: tcp_open(p["smtp"]),
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                "-l",
+                f"{HOST}:{p['smtp']}",
+                str(data_dir / "mail"),
+            ],
+            p["smtp"],
+            logs / "smtp.log",
+            lambda: tcp_open(p["smtp"]),
         ),
     }
 
@@ -195,8 +233,20 @@ def ensure_machine_servers() -> None:
         if not shutil.which("redis-server"):
             raise RuntimeError("Redis is not running on 6379 and redis-server is not installed")
         subprocess.run(
-            ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
-             "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "-::1",
+                "--port",
+                str(REDIS_PORT),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             check=True,
         )
     for port, name in ((POSTGRES_PORT, "PostgreSQL"), (REDIS_PORT, "Redis")):

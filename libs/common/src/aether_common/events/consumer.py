@@ -29,13 +29,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from aether.events.v1.envelope_pb2 import EventEnvelope
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind
 
+from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_common.events.dlq import best_envelope, dead_letter, park
 from aether_common.events.envelope import Event, MalformedEvent, event_from_record
 from aether_common.events.idempotency import IdempotencyStore
@@ -236,8 +236,11 @@ class EventConsumer(Generic[T]):
                     if self._stopping.is_set():
                         break
                     # A partition revoked meanwhile is skipped: its new owner re-reads it.
-                    chunk = [r for r in records[first:first + step]
-                             if TopicPartition(r.topic, r.partition) in self._assigned]
+                    chunk = [
+                        r
+                        for r in records[first : first + step]
+                        if TopicPartition(r.topic, r.partition) in self._assigned
+                    ]
                     try:
                         await self._process(chunk)
                     except _Abandon:
@@ -259,8 +262,9 @@ class EventConsumer(Generic[T]):
             except MalformedEvent as exc:
                 await self._handle_run(run)
                 run = []
-                log.warning("malformed record", topic=record.topic, offset=record.offset,
-                            error=str(exc))
+                log.warning(
+                    "malformed record", topic=record.topic, offset=record.offset, error=str(exc)
+                )
                 await self._dead_letter(record, best_envelope(record), exc, attempts=0)
                 self._done(record)
                 continue
@@ -278,11 +282,15 @@ class EventConsumer(Generic[T]):
                 await self._handle_together(run)
             except _HandlerFailed as failed:
                 failed_id = failed.event_id  # that attempt counts: its retries start at 2
-                log.info("batch rolled back; handling its records one by one",
-                         event_id=failed_id, error=repr(failed.cause))
+                log.info(
+                    "batch rolled back; handling its records one by one",
+                    event_id=failed_id,
+                    error=repr(failed.cause),
+                )
             except Exception as exc:
-                log.warning("idempotency store failed; handling records one by one",
-                            error=repr(exc))
+                log.warning(
+                    "idempotency store failed; handling records one by one", error=repr(exc)
+                )
             else:
                 for item in run:
                     self._done(item.record)
@@ -329,27 +337,39 @@ class EventConsumer(Generic[T]):
                     await self._dead_letter(record, envelope, failed.cause, attempts=attempt)
                     return
                 KAFKA_CONSUMED.labels(record.topic, self.group_id, "retried").inc()
-                log.warning("handler failed; retrying", topic=record.topic, event_id=event.id,
-                            attempt=attempt, error=repr(failed.cause))
+                log.warning(
+                    "handler failed; retrying",
+                    topic=record.topic,
+                    event_id=event.id,
+                    attempt=attempt,
+                    error=repr(failed.cause),
+                )
                 await self._backoff(attempt)
             except Exception as exc:  # the store, not the record: retry until it recovers
                 attempt -= 1
                 store_failures += 1
-                log.warning("idempotency store failed; retrying", topic=record.topic,
-                            event_id=event.id, error=repr(exc))
+                log.warning(
+                    "idempotency store failed; retrying",
+                    topic=record.topic,
+                    event_id=event.id,
+                    error=repr(exc),
+                )
                 await self._backoff(store_failures)
 
     async def _invoke(
         self, route: _Route[T], tx: T, record: Any, event: Event[Any], attempt: int
     ) -> None:
-        ctx = HandleContext(tx, self.group_id, record.topic, record.partition, record.offset,
-                            attempt)
+        ctx = HandleContext(
+            tx, self.group_id, record.topic, record.partition, record.offset, attempt
+        )
         started = time.perf_counter()
         try:
             if _tracing():
                 with tracer.start_as_current_span(
-                    f"{record.topic} process", context=event.trace_context(),
-                    kind=SpanKind.CONSUMER, attributes={
+                    f"{record.topic} process",
+                    context=event.trace_context(),
+                    kind=SpanKind.CONSUMER,
+                    attributes={
                         "messaging.system": "kafka",
                         "messaging.destination.name": record.topic,
                         "messaging.message.id": event.id,
@@ -372,8 +392,14 @@ class EventConsumer(Generic[T]):
         letter = dead_letter(record, envelope, error, group=self.group_id, attempts=attempts)
         await park(self._dlq, record, letter, self._backoff)
         KAFKA_CONSUMED.labels(record.topic, self.group_id, "dead_lettered").inc()
-        log.error("record parked on the DLQ", topic=record.topic, offset=record.offset,
-                  event_id=envelope.id, attempts=attempts, error=error)
+        log.error(
+            "record parked on the DLQ",
+            topic=record.topic,
+            offset=record.offset,
+            event_id=envelope.id,
+            attempts=attempts,
+            error=error,
+        )
 
     async def _backoff(self, attempt: int) -> None:
         delay = min(self.options.backoff_s * 2 ** (attempt - 1), self.options.max_backoff_s)

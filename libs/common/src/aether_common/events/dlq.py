@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aether.events.v1.envelope_pb2 import DeadLetter, EventEnvelope
 from aiokafka.errors import KafkaError
 
+from aether.events.v1.envelope_pb2 import DeadLetter, EventEnvelope
 from aether_common.events.envelope import (
     H_ID,
     H_SOURCE,
@@ -36,8 +36,13 @@ def dead_letter(
     record: Any, envelope: EventEnvelope, error: str, *, group: str, attempts: int
 ) -> DeadLetter:
     letter = DeadLetter(
-        event=envelope, original_topic=record.topic, original_partition=record.partition,
-        original_offset=record.offset, consumer_group=group, error=error, attempts=attempts,
+        event=envelope,
+        original_topic=record.topic,
+        original_partition=record.partition,
+        original_offset=record.offset,
+        consumer_group=group,
+        error=error,
+        attempts=attempts,
     )
     letter.failed_time.GetCurrentTime()
     return letter
@@ -56,14 +61,15 @@ async def park(
         tries += 1
         try:
             delivery = await producer.send_raw(
-                dlq_topic(record.topic), letter.SerializeToString(), key=record.key,
+                dlq_topic(record.topic),
+                letter.SerializeToString(),
+                key=record.key,
                 headers=headers,
             )
             await delivery
             return
         except KafkaError as exc:
-            log.warning("dead-letter publish failed; retrying", topic=record.topic,
-                        error=repr(exc))
+            log.warning("dead-letter publish failed; retrying", topic=record.topic, error=repr(exc))
             with contextlib.suppress(KafkaError, OSError):  # the DLQ topic may be missing
                 await ensure_topics(producer.bootstrap, [TopicSpec(record.topic)])
             await pause(tries)
@@ -78,7 +84,9 @@ def best_envelope(record: Any) -> EventEnvelope:
         with contextlib.suppress(UnicodeDecodeError):
             found[name] = raw.decode()
     return EventEnvelope(
-        id=found.get(H_ID, ""), type=found.get(H_TYPE, record.topic),
-        source=found.get(H_SOURCE, ""), subject=found.get(H_SUBJECT, ""),
+        id=found.get(H_ID, ""),
+        type=found.get(H_TYPE, record.topic),
+        source=found.get(H_SOURCE, ""),
+        subject=found.get(H_SUBJECT, ""),
         data=record.value or b"",
     )

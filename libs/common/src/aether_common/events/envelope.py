@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
-from aether.events.v1.envelope_pb2 import EventEnvelope
 from google.protobuf.message import DecodeError, Message
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+
+from aether.events.v1.envelope_pb2 import EventEnvelope
 
 M = TypeVar("M", bound=Message)
 

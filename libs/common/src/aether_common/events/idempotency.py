@@ -31,9 +31,7 @@ class Claim(Generic[T]):
 
 
 class IdempotencyStore(Protocol[T]):
-    def claim(
-        self, group: str, event_ids: Sequence[str]
-    ) -> AbstractAsyncContextManager[Claim[T]]:
+    def claim(self, group: str, event_ids: Sequence[str]) -> AbstractAsyncContextManager[Claim[T]]:
         """A transaction recording the ids; `fresh` holds those not recorded before."""
         ...
 
@@ -91,7 +89,8 @@ class MongoIdempotencyStore:
 
     async def ensure_indexes(self) -> None:
         await self.db[PROCESSED_COLLECTION].create_index(
-            [("processed_at", ASCENDING)], name="processed_ttl",
+            [("processed_at", ASCENDING)],
+            name="processed_ttl",
             expireAfterSeconds=int(self.retention.total_seconds()),
         )
 
@@ -107,12 +106,15 @@ class MongoIdempotencyStore:
         ):
             # Inside the transaction: a concurrent claim of the same id makes one of the two
             # fail with a write conflict, and the consumer retries it.
-            seen = {doc["_id"] async for doc in coll.find({"_id": {"$in": keys}}, {"_id": 1},
-                                                          session=session)}
+            seen = {
+                doc["_id"]
+                async for doc in coll.find({"_id": {"$in": keys}}, {"_id": 1}, session=session)
+            }
             now = datetime.now(UTC)
             fresh = [key for key in keys if key not in seen]
             if fresh:
-                await coll.insert_many([{"_id": key, "processed_at": now} for key in fresh],
-                                       session=session)
+                await coll.insert_many(
+                    [{"_id": key, "processed_at": now} for key in fresh], session=session
+                )
             prefix = len(group) + 1
             yield Claim(session, frozenset(key[prefix:] for key in fresh))

@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aether.events.v1.envelope_pb2 import EventEnvelope
 from bson import Binary, Int64
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_common.events.envelope import Event
 from aether_common.events.producer import EventProducer
 from aether_common.events.relay import OutboxRelay, OutboxRow, RelayOptions
@@ -38,6 +38,7 @@ OUTBOX_COLLECTION = "event_outbox"
 LEASE_COLLECTION = "event_outbox_lease"
 
 Doc = dict[str, Any]
+
 
 class _Sequence:
     """Microseconds since the epoch, strictly increasing within this process."""
@@ -74,14 +75,16 @@ async def add_many(
     docs = []
     for event in events:
         envelope = event.to_envelope()
-        docs.append({
-            "seq": Int64(next_seq()),
-            "event_id": envelope.id,
-            "topic": envelope.type,
-            "envelope": Binary(envelope.SerializeToString()),
-            "created_at": datetime.now(UTC),
-            "sent_at": None,
-        })
+        docs.append(
+            {
+                "seq": Int64(next_seq()),
+                "event_id": envelope.id,
+                "topic": envelope.type,
+                "envelope": Binary(envelope.SerializeToString()),
+                "created_at": datetime.now(UTC),
+                "sent_at": None,
+            }
+        )
     await db[OUTBOX_COLLECTION].insert_many(docs, ordered=True, session=session)
 
 
@@ -145,11 +148,18 @@ class MongoOutboxRelay(OutboxRelay):
         now = datetime.now(UTC)
         try:
             lease = await self.db[LEASE_COLLECTION].find_one_and_update(
-                {"_id": OUTBOX_COLLECTION,
-                 "$or": [{"owner": self._owner}, {"expires_at": {"$lt": now}}]},
-                {"$set": {"owner": self._owner,
-                          "expires_at": now + timedelta(seconds=self.lease_ttl_s)}},
-                upsert=True, return_document=ReturnDocument.AFTER,
+                {
+                    "_id": OUTBOX_COLLECTION,
+                    "$or": [{"owner": self._owner}, {"expires_at": {"$lt": now}}],
+                },
+                {
+                    "$set": {
+                        "owner": self._owner,
+                        "expires_at": now + timedelta(seconds=self.lease_ttl_s),
+                    }
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:  # another replica holds a live lease
             return False
@@ -164,9 +174,14 @@ class MongoOutboxRelay(OutboxRelay):
         pass  # a change stream costs writers nothing: it is always on
 
     async def _fetch(self, limit: int) -> list[OutboxRow]:
-        cursor = self._outbox.find(
-            {"sent_at": None}, {"envelope": 1},
-        ).sort([("sent_at", ASCENDING), ("seq", ASCENDING)]).limit(limit)
+        cursor = (
+            self._outbox.find(
+                {"sent_at": None},
+                {"envelope": 1},
+            )
+            .sort([("sent_at", ASCENDING), ("seq", ASCENDING)])
+            .limit(limit)
+        )
         return [
             OutboxRow(doc["_id"], EventEnvelope.FromString(bytes(doc["envelope"])))
             async for doc in cursor

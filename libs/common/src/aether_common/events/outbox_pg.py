@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs published
-from aether.events.v1.envelope_pb2 import EventEnvelope
+import asyncpg
 
+from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_common.events.envelope import Event
 from aether_common.events.producer import EventProducer
 from aether_common.events.relay import OutboxRelay, OutboxRow, RelayOptions
@@ -120,9 +120,7 @@ class PgOutboxRelay(OutboxRelay):
         # One dedicated connection: it holds the advisory lock and the LISTEN.
         # Marks need no fsync: one lost in a crash only means that row is sent again, which
         # at-least-once delivery allows; waiting for the flush would slow every batch.
-        self._conn = await asyncpg.connect(
-            self.dsn, server_settings={"synchronous_commit": "off"}
-        )
+        self._conn = await asyncpg.connect(self.dsn, server_settings={"synchronous_commit": "off"})
         await self._conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
 
     def _on_notify(self, *_: object) -> None:

@@ -13,10 +13,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aether.events.v1.envelope_pb2 import EventEnvelope
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_common.events.envelope import Event, envelope_headers
 from aether_common.metrics import KAFKA_PRODUCED
 
@@ -74,7 +74,9 @@ class EventProducer:
     async def send_envelope(self, envelope: EventEnvelope) -> Delivery:
         """Queue an envelope; returns its delivery future (order is kept per partition)."""
         return await self.send_raw(
-            envelope.type, envelope.data, key=envelope.subject.encode(),
+            envelope.type,
+            envelope.data,
+            key=envelope.subject.encode(),
             headers=envelope_headers(envelope),
         )
 
@@ -111,8 +113,10 @@ class EventProducer:
             if batch.append(key=key, value=envelope.data, timestamp=None, headers=headers) is None:
                 await submit(topic, partition, batch, members)  # full: send it, start another
                 batch, members = producer.create_batch(), []
-                if batch.append(key=key, value=envelope.data, timestamp=None,
-                                headers=headers) is None:
+                if (
+                    batch.append(key=key, value=envelope.data, timestamp=None, headers=headers)
+                    is None
+                ):
                     raise ValueError(f"event {envelope.id} is larger than max_batch_size")
             members.append(index)
             open_batches[topic, partition] = (batch, members)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aether.events.v1.envelope_pb2 import EventEnvelope
-
 from aether_common.events.producer import Delivery, EventProducer
 from aether_common.events.topics import TopicSpec, ensure_topics
 from aether_common.logging import get_logger
@@ -188,8 +187,11 @@ class OutboxRelay(ABC):
                 OUTBOX_PUBLISHED.labels(store=self.store).inc(acked)
             if acked < len(rows):
                 log.warning(
-                    "outbox publish failed; will retry", relay=self.name,
-                    acked=acked, batch=len(rows), error=repr(error),
+                    "outbox publish failed; will retry",
+                    relay=self.name,
+                    acked=acked,
+                    batch=len(rows),
+                    error=repr(error),
                 )
                 self._recovering = True
                 await self._pause(backoff)

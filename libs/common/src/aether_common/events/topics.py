@@ -39,13 +39,17 @@ class TopicSpec:
 
     def new_topics(self) -> list[NewTopic]:
         main = NewTopic(
-            self.name, self.partitions, self.replication_factor,
+            self.name,
+            self.partitions,
+            self.replication_factor,
             topic_configs={"retention.ms": str(self.retention_ms), **self.config},
         )
         if not self.with_dlq:
             return [main]
         dlq = NewTopic(
-            dlq_topic(self.name), self.partitions, self.replication_factor,
+            dlq_topic(self.name),
+            self.partitions,
+            self.replication_factor,
             topic_configs={"retention.ms": str(self.dlq_retention_ms)},
         )
         return [main, dlq]

@@ -215,7 +215,10 @@ class RequestContextInterceptor(_WrappingInterceptor):
     ) -> None:
         quiet = method.startswith(QUIET_SERVICE_PREFIXES) and code is grpc.StatusCode.OK
         (log.debug if quiet else log.info)(
-            "grpc.request", method=method, code=code.name, user_id=user_id,
+            "grpc.request",
+            method=method,
+            code=code.name,
+            user_id=user_id,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
@@ -263,9 +266,7 @@ class ErrorMappingInterceptor(_WrappingInterceptor):
             await abort_with(context, errors.from_grpc_error(exc), self._domain)
         except Exception:
             log.exception("grpc.unhandled_error", method=method)
-            await abort_with(
-                context, errors.InternalError(GENERIC_INTERNAL_MESSAGE), self._domain
-            )
+            await abort_with(context, errors.InternalError(GENERIC_INTERNAL_MESSAGE), self._domain)
 
 
 # == client side ================================================================================
@@ -301,7 +302,9 @@ class _OutgoingContext:
 
 class _OutgoingUnaryUnary(_OutgoingContext, _UnaryUnary):
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         return await continuation(self.details(client_call_details, streaming=False), request)
@@ -309,7 +312,9 @@ class _OutgoingUnaryUnary(_OutgoingContext, _UnaryUnary):
 
 class _OutgoingUnaryStream(_OutgoingContext, _UnaryStream):
     async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         return await continuation(self.details(client_call_details, streaming=True), request)
@@ -317,7 +322,9 @@ class _OutgoingUnaryStream(_OutgoingContext, _UnaryStream):
 
 class _OutgoingStreamUnary(_OutgoingContext, _StreamUnary):
     async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
         details = self.details(client_call_details, streaming=False)
@@ -326,7 +333,9 @@ class _OutgoingStreamUnary(_OutgoingContext, _StreamUnary):
 
 class _OutgoingStreamStream(_OutgoingContext, _StreamStream):
     async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
         details = self.details(client_call_details, streaming=True)
@@ -339,8 +348,10 @@ def outgoing_context_interceptors(
     """Default deadline (unary / streaming responses) + request id + caller identity."""
     args = (default_timeout, default_stream_timeout)
     return [
-        _OutgoingUnaryUnary(*args), _OutgoingUnaryStream(*args),
-        _OutgoingStreamUnary(*args), _OutgoingStreamStream(*args),
+        _OutgoingUnaryUnary(*args),
+        _OutgoingUnaryStream(*args),
+        _OutgoingStreamUnary(*args),
+        _OutgoingStreamStream(*args),
     ]
 
 
@@ -385,7 +396,9 @@ async def _observe_stream(call: Any, method: str) -> AsyncIterator[Any]:
 
 class _MetricsUnaryUnary(_UnaryUnary):
     async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         call = await continuation(client_call_details, request)
@@ -394,7 +407,9 @@ class _MetricsUnaryUnary(_UnaryUnary):
 
 class _MetricsUnaryStream(_UnaryStream):
     async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
         call = await continuation(client_call_details, request)
@@ -403,7 +418,9 @@ class _MetricsUnaryStream(_UnaryStream):
 
 class _MetricsStreamUnary(_StreamUnary):
     async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
         call = await continuation(client_call_details, request_iterator)
@@ -412,7 +429,9 @@ class _MetricsStreamUnary(_StreamUnary):
 
 class _MetricsStreamStream(_StreamStream):
     async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails,
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
         call = await continuation(client_call_details, request_iterator)
@@ -422,5 +441,8 @@ class _MetricsStreamStream(_StreamStream):
 def client_metrics_interceptors() -> list[ClientInterceptor]:
     """aether_grpc_client_handled_total{method,code} and the client latency histogram."""
     return [
-        _MetricsUnaryUnary(), _MetricsUnaryStream(), _MetricsStreamUnary(), _MetricsStreamStream()
+        _MetricsUnaryUnary(),
+        _MetricsUnaryStream(),
+        _MetricsStreamUnary(),
+        _MetricsStreamStream(),
     ]

@@ -79,8 +79,8 @@ class GrpcServer:
         self.grace = grace
         self.drain_delay = drain_delay
         self._requested_port = port
-        self._domain = service_name if service_name.startswith("aether.") else (
-            f"aether.{service_name}"
+        self._domain = (
+            service_name if service_name.startswith("aether.") else (f"aether.{service_name}")
         )
         self._resolver = identity_resolver
         self._extra_interceptors = list(interceptors)
@@ -141,8 +141,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [service.name for service in self._services]
         reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
         address = f"{self.host}:{self._requested_port}"
@@ -205,7 +208,14 @@ def create_server(
     inside ours, just before error mapping, so what they raise is mapped too.
     """
     return GrpcServer(
-        service_name, port=port, host=host, grace=grace, drain_delay=drain_delay,
-        identity_resolver=identity_resolver, interceptors=interceptors, options=options,
-        credentials=credentials, maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        service_name,
+        port=port,
+        host=host,
+        grace=grace,
+        drain_delay=drain_delay,
+        identity_resolver=identity_resolver,
+        interceptors=interceptors,
+        options=options,
+        credentials=credentials,
+        maximum_concurrent_rpcs=maximum_concurrent_rpcs,
     )
