@@ -74,6 +74,7 @@ class ServiceRunner:
                 lifespan="on",
                 log_config=None,
                 access_log=False,
+                server_header=False,  # a service does not name its software to callers
                 timeout_graceful_shutdown=int(stop_timeout),
             )
         )

@@ -50,6 +50,15 @@ async def ensure_databases(endpoints: Endpoints, names: Sequence[str]) -> None:
         await conn.close()
 
 
+async def drop_databases(endpoints: Endpoints, names: Sequence[str]) -> None:
+    conn = await asyncpg.connect(endpoints.postgres_dsn)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def ensure_topics(endpoints: Endpoints, topics: Sequence[TopicSpec]) -> None:
     # aiokafka's admin directly: aether_common.events.topics is for services' own start-up.
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)

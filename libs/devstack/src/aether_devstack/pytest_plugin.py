@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from aether_devstack.cli import find_root
 from aether_devstack.endpoints import Endpoints
+from aether_devstack.fleet import Fleet
 from aether_devstack.servers import NativeStack
 
 BACKENDS = ("native", "containers", "external")
@@ -127,3 +129,28 @@ def maildir(aether_endpoints: Endpoints) -> Path:
     if not aether_endpoints.maildir:
         pytest.skip("this backend's SMTP server does not expose its mail (AETHER_MAILDIR)")
     return Path(aether_endpoints.maildir)
+
+
+@pytest.fixture(scope="session")
+def aether_platform_env() -> dict[str, dict[str, str]]:
+    """Extra environment per service for `aether_platform`; suites override it (e.g. OIDC)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def aether_platform(
+    aether_endpoints: Endpoints,
+    aether_platform_env: dict[str, dict[str, str]],
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
+) -> Iterator[Fleet]:
+    """Every declared service running as its own process against this session's servers."""
+    fleet = Fleet(
+        aether_endpoints,
+        find_root(pytestconfig.rootpath),
+        tmp_path_factory.mktemp("aether-services"),
+        extra_env=aether_platform_env,
+    )
+    fleet.start()
+    yield fleet
+    fleet.stop()
