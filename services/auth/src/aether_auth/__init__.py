@@ -1,0 +1,1 @@
+"""Aether auth service: accounts, tokens (EdDSA JWT + JWKS), MFA, OAuth/OIDC, RBAC, GDPR."""

@@ -1,0 +1,166 @@
+"""The auth service's settings (env prefix `AUTH_`; the devstack's `AETHER_*` names also work).
+
+Required values have no default: the database, Redis, Kafka, SMTP, the public base URL for
+mailed links and the secret that encrypts private signing keys and TOTP secrets at rest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import ClassVar, Literal, Self
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from aether_common.settings import AetherSettings, Environment, is_placeholder
+
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def _alias(own: str, platform: str) -> AliasChoices:
+    return AliasChoices(own, platform)
+
+
+class OAuthProviderSettings(BaseModel):
+    """One OAuth 2.0 / OpenID Connect provider (authorization code + PKCE).
+
+    Given as JSON in AUTH_OAUTH_PROVIDERS, e.g.
+    `[{"name": "google", "issuer": "https://accounts.google.com", "client_id": "...",
+       "client_secret": "...", "redirect_uris": ["https://app.example/oauth/google"]}]`.
+    """
+
+    model_config = {"frozen": True}
+
+    name: str
+    display_name: str = ""
+    issuer: str
+    # Defaults to `<issuer>/.well-known/openid-configuration`.
+    discovery_url: str | None = None
+    client_id: str
+    client_secret: SecretStr
+    # The only redirect URIs StartOAuth accepts (exact match).
+    redirect_uris: list[str] = Field(min_length=1)
+    scopes: list[str] = ["openid", "email", "profile"]
+    token_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"  # noqa: S105 (a method name)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _PROVIDER_NAME.fullmatch(value):
+            raise ValueError("provider name must be lowercase [a-z0-9_-], at most 32 characters")
+        return value
+
+    @property
+    def discovery_document_url(self) -> str:
+        return self.discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name.capitalize()
+
+
+class AuthSettings(AetherSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+
+    service_name: ClassVar[str] = "auth"
+
+    database_url: str = Field(validation_alias=_alias("AUTH_DATABASE_URL", "AETHER_DATABASE_URL"))
+    # Derives the AES-GCM keys for private signing keys and TOTP secrets, and the pepper of
+    # recovery-code hashes. Losing it invalidates every signing key and MFA enrolment.
+    key_encryption_secret: SecretStr = Field(
+        validation_alias=AliasChoices("AUTH_KEY_ENCRYPTION_SECRET")
+    )
+    # Kafka topics are `<topic_prefix><event type>`: empty in production; tests isolate with it.
+    topic_prefix: str = ""
+
+    # -- tokens --------------------------------------------------------------------------------
+    issuer: str = "aether-auth"  # `iss` of access tokens
+    audience: str = "aether"  # `aud` of access tokens
+    access_token_ttl_s: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # A new signing key every N seconds (0: only by `python -m aether_auth.admin rotate-keys`).
+    key_rotation_interval_s: int = Field(default=30 * 24 * 3600, ge=0)
+
+    redis_url: str = Field(validation_alias=_alias("AUTH_REDIS_URL", "AETHER_REDIS_URL"))
+    kafka_bootstrap: str = Field(
+        validation_alias=_alias("AUTH_KAFKA_BOOTSTRAP", "AETHER_KAFKA_BOOTSTRAP")
+    )
+    # Every Redis key the service writes starts with this (tests give each test its own).
+    redis_prefix: str = "auth:"
+
+    # -- passwords (argon2id; OWASP minimum by default) ----------------------------------------
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    # Threads that hash (argon2 releases the GIL): one per core by default.
+    password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    password_min_length: int = Field(default=10, ge=8, le=64)
+
+    # -- throttling and lockout ----------------------------------------------------------------
+    lockout_threshold: int = Field(default=5, ge=1)  # failures per account within the window
+    lockout_window_s: int = Field(default=15 * 60, ge=1)
+    lockout_duration_s: int = Field(default=15 * 60, ge=1)
+    ip_failure_limit: int = Field(default=50, ge=1)  # failures per client IP within the window
+    ip_window_s: int = Field(default=15 * 60, ge=1)
+    # One mail (verification or reset) per address per this many seconds.
+    mail_cooldown_s: int = Field(default=60, ge=0)
+
+    # -- MFA -----------------------------------------------------------------------------------
+    mfa_issuer_name: str = "Aether"  # shown by authenticator apps
+    mfa_challenge_ttl_s: int = Field(default=5 * 60, ge=30)
+    mfa_challenge_attempts: int = Field(default=5, ge=1)
+
+    # -- mail ----------------------------------------------------------------------------------
+    smtp_host: str = Field(validation_alias=_alias("AUTH_SMTP_HOST", "AETHER_SMTP_HOST"))
+    smtp_port: int = Field(validation_alias=_alias("AUTH_SMTP_PORT", "AETHER_SMTP_PORT"))
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "Aether <no-reply@aether.local>"
+    # Mailed links: `<public_base_url><path>?token=...` (the web app's pages).
+    public_base_url: str
+    verify_email_path: str = "/verify-email"
+    reset_password_path: str = "/reset-password"  # noqa: S105 (a path)
+    verify_email_ttl_s: int = Field(default=48 * 3600, ge=60)
+    reset_password_ttl_s: int = Field(default=3600, ge=60)
+
+    # -- OAuth / OIDC login ---------------------------------------------------------------------
+    oauth_providers: list[OAuthProviderSettings] = []
+    oauth_state_ttl_s: int = Field(default=10 * 60, ge=30)
+    oauth_http_timeout_s: float = 10.0
+
+    # -- housekeeping ----------------------------------------------------------------------------
+    housekeeping_interval_s: float = Field(default=60.0, gt=0)
+    login_history_retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_providers(self) -> Self:
+        names = [p.name for p in self.oauth_providers]
+        if len(names) != len(set(names)):
+            raise ValueError("AUTH_OAUTH_PROVIDERS: provider names must be unique")
+        if self.environment is not Environment.DEV:
+            # The base class checks top-level secrets only; provider secrets are nested.
+            bad = [
+                p.name
+                for p in self.oauth_providers
+                if is_placeholder(p.client_secret.get_secret_value())
+            ]
+            if bad:
+                raise ValueError(
+                    "AUTH_OAUTH_PROVIDERS: placeholder client_secret refused outside dev: "
+                    + ", ".join(bad)
+                )
+        return self
+
+    def provider(self, name: str) -> OAuthProviderSettings | None:
+        return next((p for p in self.oauth_providers if p.name == name), None)
