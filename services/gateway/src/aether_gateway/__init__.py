@@ -1,0 +1,1 @@
+"""Aether API gateway: the public entry (REST), JWT check, per-plan rate limits, gRPC routing."""

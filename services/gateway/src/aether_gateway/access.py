@@ -1,0 +1,122 @@
+"""Who is calling and whether they may: the token verified once per request, then the rate limit.
+
+Runs as middleware (not a route dependency) so that every request counts against the limit,
+including unknown routes and bodies that fail to parse. A token that does not verify does not
+stop the request here: the caller is limited per IP, and a route that needs a caller answers 401
+with the reason (`deps.require_caller`). Ops paths (probes, metrics) are neither verified nor
+limited.
+
+The outcome lands in `scope["state"]["access"]` (`request.state.access`) and in the identity
+contextvar (aether_common.identity), so logs and outgoing gRPC calls carry the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aether_common.errors import AetherError, Unauthenticated
+from aether_common.identity import ANONYMOUS, CallerIdentity, reset_identity, set_identity
+from aether_gateway.jwt_verify import AccessToken
+from aether_gateway.rate_limit import rate_limited_body
+from aether_gateway.resources import GatewayResources
+
+# Served to probes and scrapers: never verified, never limited.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/health"})
+MAX_USER_AGENT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    client_ip: str
+    user_agent: str
+    token: AccessToken | None = None
+    # Why the presented credentials were refused (401), or could not be checked (503).
+    error: AetherError | None = None
+
+
+def bearer(headers: Headers) -> tuple[str | None, AetherError | None]:
+    value = headers.get("authorization")
+    if value is None:
+        return None, None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None, Unauthenticated(
+            "Authorization header must be 'Bearer <access token>'", code="invalid_token"
+        )
+    return token, None
+
+
+def client_ip(scope: Scope) -> str:
+    # uvicorn already replaced the peer with X-Forwarded-For's client when the peer is a
+    # trusted proxy (FORWARDED_ALLOW_IPS); never trust that header from anyone else.
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def identity_of(token: AccessToken) -> CallerIdentity:
+    return CallerIdentity(
+        user_id=token.subject,
+        roles=token.roles,
+        permissions=token.permissions,
+        plan=token.plan,
+        access_token=token.raw,
+    )
+
+
+class AccessMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPS_PATHS:
+            await self.app(scope, receive, send)
+            return
+        resources: GatewayResources = scope["app"].state.gateway
+        headers = Headers(scope=scope)
+        access = await self._identify(resources, headers, client_ip(scope))
+        scope.setdefault("state", {})["access"] = access
+
+        decision = None
+        if resources.settings.rate_limit_enabled:
+            token = access.token
+            decision = await resources.limiter.check(
+                token.subject if token else None,
+                token.plan if token else None,
+                access.client_ip,
+                token.permissions if token else frozenset(),
+            )
+        if decision is not None and not decision.allowed:
+            response = JSONResponse(
+                rate_limited_body(decision.retry_after_s),
+                status_code=429,
+                headers=decision.headers(),
+            )
+            await response(scope, receive, send)
+            return
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start" and decision is not None:
+                MutableHeaders(scope=message).update(decision.headers())
+            await send(message)
+
+        identity = set_identity(identity_of(access.token) if access.token else ANONYMOUS)
+        try:
+            await self.app(scope, receive, send_with_limits)
+        finally:
+            reset_identity(identity)
+
+    async def _identify(self, resources: GatewayResources, headers: Headers, ip: str) -> Access:
+        user_agent = headers.get("user-agent", "")[:MAX_USER_AGENT]
+        raw, error = bearer(headers)
+        if raw is None:
+            return Access(ip, user_agent, error=error)
+        try:
+            token = await resources.verifier.verify(raw)
+        except AetherError as exc:
+            return Access(ip, user_agent, error=exc)
+        return Access(ip, user_agent, token=token)

@@ -1,0 +1,75 @@
+"""The gateway app: Aether's HTTP base (aether_common.http) + the edge middleware + the routes.
+
+Middleware, outermost first:
+  SecurityHeaders -> RequestId -> Metrics -> ErrorBoundary   (the last three: create_http_app)
+  -> GZip -> CORS -> BodySizeLimit -> Access (token + rate limit) -> routes
+so a 429, a 413 or a refused preflight still carries the request id, security headers and CORS
+headers, and is counted in the RED metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from aether_common.http import create_http_app
+from aether_common.logging import get_logger
+from aether_gateway import admin_routes, auth_routes, ops_routes
+from aether_gateway.access import AccessMiddleware
+from aether_gateway.config import GatewaySettings
+from aether_gateway.middleware import (
+    BodySizeLimitMiddleware,
+    SecurityHeadersMiddleware,
+    cors_middleware,
+)
+from aether_gateway.resources import GatewayResources
+
+DESCRIPTION = """The public entry to Aether. Errors always answer
+`{"error": code, "detail": message, "status_code": n}`; rate limits per plan (free 60/min,
+premium 300/min, admin unlimited) answer 429 with `Retry-After`."""
+
+log = get_logger(__name__)
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = GatewayResources.open(settings)
+        app.state.gateway = resources
+        # Warm the key cache without delaying start-up (auth may come up after us).
+        prefetch = asyncio.create_task(resources.jwks.prefetch(), name="jwks-prefetch")
+        try:
+            yield
+        finally:
+            prefetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prefetch
+            await resources.close()
+
+    app = create_http_app(
+        "gateway",
+        routers=[
+            ops_routes.router,
+            auth_routes.router,
+            auth_routes.well_known_router,
+            admin_routes.router,
+        ],
+        lifespan=lifespan,
+        docs=settings.docs_enabled,
+    )
+    app.title = "Aether API"
+    app.description = DESCRIPTION
+    # Appended = inside create_http_app's request-id, metrics and error-boundary middleware.
+    app.user_middleware += [
+        Middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_bytes),
+        cors_middleware(settings.cors_origins),
+        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(AccessMiddleware),
+    ]
+    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
+    return app

@@ -1,0 +1,101 @@
+"""The gateway's settings (`GATEWAY_*`, plus the platform-wide `AETHER_*` addresses)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from aether_common.settings import AetherSettings, Environment
+
+DEV_HOST = "127.0.0.1"
+
+
+def _env(name: str) -> AliasChoices:
+    # Platform-wide names (set by devstack and the Helm chart), not GATEWAY_-prefixed.
+    return AliasChoices(name)
+
+
+class GatewaySettings(AetherSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
+
+    service_name: ClassVar[str] = "gateway"
+
+    # Listen address: the public entry is 8080; in dev it binds loopback only (listen_host).
+    http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=_env("AETHER_HTTP_PORT"))
+
+    # -- where the dependencies are (required: no default) -----------------------------------
+    redis_url: str = Field(validation_alias=_env("AETHER_REDIS_URL"))
+    auth_grpc_target: str = Field(validation_alias=_env("AETHER_AUTH_GRPC_TARGET"))
+    # Where auth keeps its access-token denylist; the gateway's own Redis when unset.
+    revocation_redis_url: str | None = None
+
+    # -- Redis ----------------------------------------------------------------------------------
+    redis_key_prefix: str = "gateway:"
+    # Keys written by auth (see revocation.py for the contract).
+    revocation_key_prefix: str = "auth:revoked:"
+    # Short: a slow Redis must not stall every request (everything Redis does here fails open).
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+    # After a Redis failure, skip Redis this long instead of waiting on it per request.
+    redis_cooldown_s: float = Field(default=1.0, ge=0)
+
+    # -- upstream (auth over gRPC) --------------------------------------------------------------
+    auth_timeout_s: float = Field(default=5.0, gt=0)
+
+    # -- JWT ------------------------------------------------------------------------------------
+    # Must match auth's AUTH_ISSUER / AUTH_AUDIENCE (their defaults are these).
+    jwt_issuer: str = "aether-auth"
+    jwt_audience: str = "aether"
+    # RFC 9068 access tokens carry `typ: at+jwt`: an ID or refresh token is never taken for one.
+    jwt_typ: str = "at+jwt"
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    # JWKS: refreshed when older than this; an unknown kid refetches at most once per interval.
+    jwks_max_age_s: float = Field(default=300.0, gt=0)
+    jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+
+    # -- rate limits: requests per window, by plan (None = unlimited) ----------------------------
+    rate_limit_enabled: bool = True
+    rate_limit_window_s: float = Field(default=60.0, gt=0)
+    rate_limit_free: int | None = Field(default=60, ge=1)
+    rate_limit_premium: int | None = Field(default=300, ge=1)
+    rate_limit_admin: int | None = Field(default=None, ge=1)
+    rate_limit_anonymous: int | None = Field(default=60, ge=1)
+
+    # -- HTTP edge ------------------------------------------------------------------------------
+    profile_cache_ttl_s: int = Field(default=600, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # Comma-separated in the environment: GATEWAY_CORS_ORIGINS=https://app.example.com,...
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    hsts_max_age_s: int = Field(default=63_072_000, ge=0)
+    gzip_minimum_bytes: int = Field(default=500, ge=0)
+    docs_enabled: bool = True
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: list[str]) -> list[str]:
+        # Tokens travel in a header the browser attaches for any allowed origin: name them.
+        if "*" in value:
+            raise ValueError("'*' is not allowed; list the web origins explicitly")
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        """127.0.0.1 in dev unless AETHER_HTTP_HOST is set; the configured host elsewhere."""
+        if self.environment is Environment.DEV and "http_host" not in self.model_fields_set:
+            return DEV_HOST
+        return self.http_host
+
+    def plan_limits(self) -> dict[str, int | None]:
+        return {
+            "free": self.rate_limit_free,
+            "premium": self.rate_limit_premium,
+            "admin": self.rate_limit_admin,
+        }

@@ -1,0 +1,158 @@
+"""Per-plan rate limits in Redis: a sliding-window log, decided atomically in one Lua script.
+
+Why a log and not a fixed window or GCRA: "60 per minute" then holds for EVERY 60-second window
+(a fixed window lets 2x through across its boundary; GCRA with a full burst allows close to 2x
+in a minute). The cost is one sorted-set member per admitted request, at most `limit` per caller.
+
+The script reads Redis's clock (TIME), so gateway replicas with skewed clocks share one timeline,
+and it runs atomically, so concurrent requests can never admit more than the limit. Refused
+requests are not recorded: a client that keeps hammering gets in again once its window frees up.
+
+Subjects: `<prefix>rl:user:<user id>` for a verified caller, `<prefix>rl:ip:<client ip>` for
+anonymous ones (and for requests whose token did not verify).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aether_gateway.metrics import RATE_LIMITED
+from aether_gateway.redis_guard import RedisGuard
+
+ANONYMOUS_PLAN = "anonymous"
+DEFAULT_PLAN = "free"
+# Granted by auth with the admin plan; exempts a caller whatever the configured limits say.
+UNLIMITED_PERMISSION = "ratelimit:unlimited"
+
+# KEYS[1] = the subject's log; ARGV = limit, window in ms, a unique suffix for the member.
+# Returns {admitted (0/1), remaining, retry after in ms}.
+SLIDING_WINDOW_LUA = """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, limit - count - 1, 0}
+end
+-- The entry whose expiry brings the count back under the limit (the oldest, unless the limit
+-- was lowered while the log was fuller).
+local entry = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
+local retry = window
+if entry[2] then retry = tonumber(entry[2]) + window - now end
+return {0, 0, retry}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int  # whole seconds, rounded up; 0 when allowed
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return headers
+
+
+class RatePolicy:
+    """Which limit applies: by plan for a verified caller, the anonymous one per IP otherwise."""
+
+    def __init__(self, plan_limits: Mapping[str, int | None], anonymous_limit: int | None) -> None:
+        self.plan_limits = dict(plan_limits)
+        self.anonymous_limit = anonymous_limit
+
+    def limit_for(self, plan: str | None) -> int | None:
+        """None means unlimited. An unknown plan gets the free plan's limit, not a free pass."""
+        if plan is None or plan == ANONYMOUS_PLAN:
+            return self.anonymous_limit
+        if plan in self.plan_limits:
+            return self.plan_limits[plan]
+        return self.plan_limits.get(DEFAULT_PLAN)
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        guard: RedisGuard,
+        policy: RatePolicy,
+        *,
+        prefix: str,
+        window_s: float,
+    ) -> None:
+        self._script: Any = redis.register_script(SLIDING_WINDOW_LUA)
+        self._guard = guard
+        self.policy = policy
+        self._prefix = prefix
+        self.window_ms = max(1, int(window_s * 1000))
+
+    def key(self, kind: str, subject: str) -> str:
+        return f"{self._prefix}rl:{kind}:{subject}"
+
+    async def check(
+        self,
+        user_id: str | None,
+        plan: str | None,
+        ip: str,
+        permissions: frozenset[str] = frozenset(),
+    ) -> Decision | None:
+        """Count this request for the caller (the user, else the IP); None = not limited."""
+        limit = self.policy.limit_for(plan if user_id is not None else None)
+        if limit is None or UNLIMITED_PERMISSION in permissions:
+            return None
+        key = self.key("user", user_id) if user_id is not None else self.key("ip", ip_bucket(ip))
+        decision = await self.hit(key, limit)
+        if decision is not None and not decision.allowed:
+            RATE_LIMITED.labels(plan if user_id is not None else ANONYMOUS_PLAN).inc()
+        return decision
+
+    async def hit(self, key: str, limit: int) -> Decision | None:
+        """Count one request against `key`; None when Redis is unavailable (fail open)."""
+
+        async def evaluate() -> Decision:
+            admitted, remaining, retry_ms = await self._script(
+                keys=[key], args=[limit, self.window_ms, uuid.uuid4().hex]
+            )
+            retry_s = 0 if admitted else max(1, math.ceil(int(retry_ms) / 1000))
+            return Decision(bool(admitted), limit, int(remaining), retry_s)
+
+        return await self._guard.run("rate_limit", evaluate, None)
+
+
+def ip_bucket(ip: str) -> str:
+    """An IPv6 client owns at least a /64, so it is limited as one; IPv4 per address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def rate_limited_body(retry_after_s: int) -> dict[str, object]:
+    """The 429 body the platform documents, plus the `error` code every other error carries."""
+    return {
+        "error": "rate_limited",
+        "detail": f"Rate limit exceeded. Try again in {retry_after_s} seconds.",
+        "status_code": 429,
+    }

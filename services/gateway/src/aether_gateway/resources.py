@@ -1,0 +1,102 @@
+"""Everything the gateway holds open, made in the app's lifespan and closed with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from aether_gateway.cache import ProfileCache
+from aether_gateway.config import GatewaySettings
+from aether_gateway.jwt_verify import JwksCache, TokenVerifier
+from aether_gateway.rate_limit import RateLimiter, RatePolicy
+from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.revocation import Revocations
+from aether_gateway.upstream import AuthClient
+
+
+def _redis(url: str, settings: GatewaySettings) -> Redis:
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class GatewayResources:
+    settings: GatewaySettings
+    redis: Redis
+    revocation_redis: Redis
+    auth: AuthClient
+    jwks: JwksCache
+    verifier: TokenVerifier
+    revocations: Revocations
+    limiter: RateLimiter
+    profiles: ProfileCache
+
+    @classmethod
+    def open(cls, settings: GatewaySettings) -> GatewayResources:
+        """Clients connect lazily: nothing here waits on Redis or auth being up."""
+        redis = _redis(settings.redis_url, settings)
+        revocation_redis = (
+            _redis(settings.revocation_redis_url, settings)
+            if settings.revocation_redis_url
+            else redis
+        )
+        guard = RedisGuard(settings.redis_cooldown_s)
+        # A separate denylist server fails (and recovers) on its own.
+        revocation_guard = (
+            RedisGuard(settings.redis_cooldown_s) if revocation_redis is not redis else guard
+        )
+        auth = AuthClient.connect(settings.auth_grpc_target, timeout_s=settings.auth_timeout_s)
+        jwks = JwksCache(
+            auth.get_jwks,
+            max_age_s=settings.jwks_max_age_s,
+            refetch_interval_s=settings.jwks_refetch_interval_s,
+        )
+        revocations = Revocations(
+            revocation_redis,
+            redis,
+            revocation_guard,
+            auth_prefix=settings.revocation_key_prefix,
+            own_prefix=settings.redis_key_prefix,
+            grace_s=settings.jwt_leeway_s,
+        )
+        verifier = TokenVerifier(
+            jwks,
+            revocations,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+            expected_typ=settings.jwt_typ,
+        )
+        limiter = RateLimiter(
+            redis,
+            guard,
+            RatePolicy(settings.plan_limits(), settings.rate_limit_anonymous),
+            prefix=settings.redis_key_prefix,
+            window_s=settings.rate_limit_window_s,
+        )
+        profiles = ProfileCache(
+            redis, guard, prefix=settings.redis_key_prefix, ttl_s=settings.profile_cache_ttl_s
+        )
+        return cls(
+            settings=settings,
+            redis=redis,
+            revocation_redis=revocation_redis,
+            auth=auth,
+            jwks=jwks,
+            verifier=verifier,
+            revocations=revocations,
+            limiter=limiter,
+            profiles=profiles,
+        )
+
+    async def close(self) -> None:
+        await self.auth.close()
+        if self.revocation_redis is not self.redis:
+            await self.revocation_redis.aclose()
+        await self.redis.aclose()

@@ -1,0 +1,334 @@
+"""A real gateway app against real Redis and a real gRPC peer playing auth.
+
+`FakeAuth` is a test peer, not a datastore: an AuthService on a real socket (the shared
+`create_server`, so errors cross the wire exactly as auth's will) that serves a JWKS built from
+real key pairs and answers every other RPC with what a test scripted, recording each call and its
+metadata. Tokens are minted here with the matching private keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import Message
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+from redis.asyncio import Redis
+
+from aether.auth.v1 import auth_pb2, auth_pb2_grpc
+from aether_common.errors import AetherError
+from aether_common.grpc import GrpcServer, create_server
+from aether_common.identity import metadata_to_dict
+from aether_devstack.endpoints import Endpoints
+from aether_gateway.app import create_app
+from aether_gateway.config import GatewaySettings
+
+ISSUER = "https://auth.aether.test"
+AUDIENCE = "aether-test"
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+CLIENT_IP = "203.0.113.7"
+
+
+# -- keys and tokens -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    alg: str
+    private: Any
+    jwk: dict[str, Any]
+
+
+def ed25519_key(kid: str | None = None) -> SigningKey:
+    private = Ed25519PrivateKey.generate()
+    kid = kid or f"ed-{uuid.uuid4().hex[:8]}"
+    jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key())) | {
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    }
+    return SigningKey(kid, "EdDSA", private, jwk)
+
+
+def rsa_key(kid: str | None = None) -> SigningKey:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = kid or f"rsa-{uuid.uuid4().hex[:8]}"
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key())) | {
+        "kid": kid,
+        "alg": "RS256",
+        "use": "sig",
+    }
+    return SigningKey(kid, "RS256", private, jwk)
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base: dict[str, Any] = {
+        "sub": f"user-{uuid.uuid4().hex[:10]}",
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + 900,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "plan": "free",
+        "roles": ["user"],
+        "perms": [],
+        "email_verified": True,
+        "sid": uuid.uuid4().hex,
+    }
+    # An override of None drops the claim.
+    return {k: v for k, v in (base | overrides).items() if v is not None}
+
+
+def mint(key: SigningKey, headers: dict[str, Any] | None = None, **overrides: Any) -> str:
+    return jwt.encode(
+        claims(**overrides),
+        key.private,
+        algorithm=key.alg,
+        headers={"kid": key.kid, "typ": "at+jwt", **(headers or {})},
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return ed25519_key()
+
+
+@pytest.fixture(scope="session")
+def rsa_signing_key() -> SigningKey:
+    return rsa_key()
+
+
+# -- the auth peer ---------------------------------------------------------------------------------
+@dataclass
+class Call:
+    method: str
+    request: Any
+    metadata: dict[str, str]
+
+
+@dataclass
+class FakeAuth:
+    """What the fake AuthService serves, and what it was asked."""
+
+    jwks: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    address: str = ""
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def answer(self, method: str, request: Any) -> Message:
+        if method == "GetJwks":
+            return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self.jwks}))
+        scripted = self.answers.get(method)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if isinstance(scripted, Message):
+            return scripted
+        if scripted is not None:
+            result = scripted(request)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+        output = AUTH_SERVICE.methods_by_name[method].output_type.name
+        message: Message = getattr(auth_pb2, output)()
+        return message
+
+
+def _servicer(fake: FakeAuth) -> auth_pb2_grpc.AuthServiceServicer:
+    """An AuthServiceServicer whose every method records the call and answers from `fake`."""
+
+    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
+        async def method(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            metadata = metadata_to_dict(context.invocation_metadata())
+            fake.calls.append(Call(name, request, metadata))
+            return await fake.answer(name, request)
+
+        return method
+
+    methods = {name: rpc(name) for name in AUTH_SERVICE.methods_by_name}
+    servicer_class = type("FakeAuthServicer", (auth_pb2_grpc.AuthServiceServicer,), methods)
+    servicer: auth_pb2_grpc.AuthServiceServicer = servicer_class()
+    return servicer
+
+
+@pytest.fixture
+async def fake_auth(signing_key: SigningKey) -> AsyncIterator[FakeAuth]:
+    fake = FakeAuth(jwks=[signing_key.jwk])
+    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
+    server.add_service(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server, _servicer(fake), AUTH_SERVICE.full_name
+    )
+    await server.start()
+    fake.address = server.address
+    yield fake
+    await server.stop(grace=0)
+
+
+# -- Redis -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_url(aether_endpoints: Endpoints) -> str:
+    return aether_endpoints.redis_url
+
+
+@pytest.fixture
+async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
+    """A client for the test to look at (and seed) the keys under its own prefix."""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*", count=500)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+# -- the gateway -----------------------------------------------------------------------------------
+GatewayFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def settings_for(redis_url: str, redis_prefix: str) -> Callable[..., GatewaySettings]:
+    def make(auth_target: str, **overrides: Any) -> GatewaySettings:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "redis_url": redis_url,
+            "auth_grpc_target": auth_target,
+            "redis_key_prefix": redis_prefix + "gw:",
+            "revocation_key_prefix": redis_prefix + "auth:revoked:",
+            "jwt_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+            "jwt_leeway_s": 0,
+            "redis_cooldown_s": 0,
+            "auth_timeout_s": 2.0,
+        }
+        return GatewaySettings(**(values | overrides))
+
+    return make
+
+
+@pytest.fixture
+async def start_gateway(
+    fake_auth: FakeAuth, redis: Redis, settings_for: Callable[..., GatewaySettings]
+) -> AsyncIterator[GatewayFactory]:
+    """Start a gateway app (lifespan run) with setting overrides; an httpx client to it."""
+    stack: list[tuple[Any, httpx.AsyncClient]] = []
+
+    async def start(
+        *, client_ip: str = CLIENT_IP, base_url: str = "http://gateway.test", **overrides: Any
+    ) -> httpx.AsyncClient:
+        target = overrides.pop("auth_grpc_target", fake_auth.address)
+        app = create_app(settings_for(target, **overrides))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=app, client=(client_ip, 50000))
+        client = httpx.AsyncClient(transport=transport, base_url=base_url, timeout=30)
+        stack.append((lifespan, client))
+        return client
+
+    yield start
+    for lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> httpx.AsyncClient:
+    return await start_gateway()
+
+
+@pytest.fixture
+def token(signing_key: SigningKey) -> Callable[..., str]:
+    """`token(plan="premium", perms=[...])`: a valid access token with those claims."""
+
+    def make(**overrides: Any) -> str:
+        return mint(signing_key, **overrides)
+
+    return make
+
+
+def user_message(user_id: str = "u-1", **overrides: Any) -> auth_pb2.User:
+    values: dict[str, Any] = {
+        "id": user_id,
+        "email": "ada@example.com",
+        "email_verified": True,
+        "display_name": "Ada",
+        "plan": auth_pb2.PLAN_FREE,
+        "role": auth_pb2.ROLE_USER,
+        "permissions": ["profile:read"],
+        "mfa_enabled": False,
+        "oauth_providers": ["github"],
+    }
+    return auth_pb2.User(**(values | overrides))
+
+
+def token_pair(access: str = "at", refresh: str = "rt") -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        access_token=access,
+        refresh_token=refresh,
+        token_type="Bearer",
+        expires_in=900,
+        refresh_expires_in=2_592_000,
+    )
+
+
+def assert_error_shape(response: httpx.Response, status: int, error: str | None = None) -> str:
+    """The one error body; returns its detail for further checks."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail", "status_code"}, body
+    assert body["status_code"] == status
+    if error is not None:
+        assert body["error"] == error, body
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return str(body["detail"])
+
+
+# -- the helpers above, as fixtures (test modules cannot import conftest under importlib mode) -----
+@pytest.fixture
+def mint_token() -> Callable[..., str]:
+    """`mint_token(key, headers={...}, **claims)`."""
+    return mint
+
+
+@pytest.fixture
+def new_key() -> Callable[..., SigningKey]:
+    """`new_key("EdDSA" | "RS256", kid=None)`: a fresh key pair."""
+
+    def make(alg: str = "EdDSA", kid: str | None = None) -> SigningKey:
+        return ed25519_key(kid) if alg == "EdDSA" else rsa_key(kid)
+
+    return make
+
+
+@pytest.fixture
+def make_user() -> Callable[..., auth_pb2.User]:
+    return user_message
+
+
+@pytest.fixture
+def make_tokens() -> Callable[..., auth_pb2.TokenPair]:
+    return token_pair
+
+
+@pytest.fixture
+def error_shape() -> Callable[..., str]:
+    """`error_shape(response, status, error=None)`: asserts the one error body, returns detail."""
+    return assert_error_shape
