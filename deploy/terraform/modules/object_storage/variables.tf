@@ -1,0 +1,45 @@
+variable "name" {
+  description = "Bucket name prefix (globally unique: aether-<env>-<region>-<account>)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9-]{2,40}$", var.name))
+    error_message = "name must be 3-41 lower-case letters, digits or dashes."
+  }
+}
+
+variable "buckets" {
+  description = "Buckets to create, by purpose (e.g. charts: chart images behind signed URLs)."
+  type        = set(string)
+  default     = ["charts", "exports"]
+  validation {
+    condition     = alltrue([for b in var.buckets : can(regex("^[a-z0-9-]{2,20}$", b))])
+    error_message = "bucket purposes must be 2-20 lower-case letters, digits or dashes."
+  }
+}
+
+variable "noncurrent_version_days" {
+  description = "Days a replaced object version is kept (undo window)."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.noncurrent_version_days >= 1
+    error_message = "noncurrent_version_days must be at least 1."
+  }
+}
+
+variable "access_log_bucket" {
+  description = "Bucket receiving the server access logs (\"\" to create one per module)."
+  type        = string
+  default     = ""
+}
+
+variable "kms_key_arn" {
+  description = "KMS key for SSE-KMS."
+  type        = string
+}
+
+variable "tags" {
+  description = "Tags added to every resource."
+  type        = map(string)
+  default     = {}
+}
