@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck test test-only bench-events
+.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,13 +38,20 @@ lint: setup ## ruff (lint + format), buf lint + format
 	$(UV) run ruff format --check .
 	cd protos && $(UV) run buf lint && $(UV) run buf format --diff --exit-code
 
-typecheck: setup ## mypy --strict on the shared libraries
-	$(UV) run mypy libs/common/src libs/devstack/src
+typecheck: setup ## mypy --strict on the shared libraries and every service
+	$(UV) run mypy libs/common/src libs/devstack/src $(wildcard services/*/src)
 
-test: setup lint typecheck protos-check test-only ## set up and run every check and test (what CI runs)
+helm-check: setup ## deployment checks, offline: chart lint/render/validate, skaffold, images, trivy, terraform, chart tests
+	bash deploy/helm-check.sh
+	HELM=$(CURDIR)/.tools/bin/helm $(UV) run pytest deploy/tests -q
+
+test: setup lint typecheck protos-check helm-check test-only ## set up and run every check and test (what CI runs)
 
 test-only: setup ## only the pytest suites (all of them)
 	$(UV) run pytest
 
 bench-events: setup ## outbox -> Kafka -> consumer latency and rate vs raw aiokafka
 	$(UV) run python bench/events.py
+
+bench-auth: setup ## logins/s, refreshes/s, gateway /me overhead vs a bare FastAPI app
+	$(UV) run python bench/auth.py
