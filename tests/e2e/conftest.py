@@ -1,17 +1,179 @@
 """Black-box suites through the gateway only.
 
-Every address comes from the environment (`AETHER_GATEWAY_URL`, default the local platform's
-http://127.0.0.1:8080), so the same suites run against `make dev` or a cluster. Suites arrive
-with the gateway (issue 3).
+With `AETHER_GATEWAY_URL` set (a running `make dev`, a cluster), the suites use that gateway.
+Otherwise they start every declared service as its own process against the session's real
+servers (`aether_platform`, from libs/devstack), on free ports with fresh databases.
+
+Here the platform also gets a local OIDC provider (a subprocess, like a real third party) for
+auth's OAuth login, its own Redis key prefixes (gateway limits, cache, denylist; auth's keys) and
+an anonymous rate limit high enough that the suites' own anonymous calls never trip it; plans
+keep their default limits (free: 60/min), which the rate-limit tests rely on.
+
+Tests that need the servers' insides (the SMTP Maildir, the operator CLI on auth's database)
+ask for `server_side`, which skips with the reason when the gateway is an external one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import mailbox
 import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
 
+import httpx
 import pytest
+
+from aether_devstack import oidc_provider as provider
+from aether_devstack.catalog import service_env
+from aether_devstack.fleet import Fleet
+from aether_devstack.servers import free_port
+
+OIDC_PROVIDER = "devoidc"
+# Never fetched: the OAuth test reads code and state from the provider's redirect and hands
+# them to the gateway's callback itself (what a web app's callback page does).
+OAUTH_REDIRECT_URI = "http://127.0.0.1/e2e/oauth/callback"
+# High enough for every anonymous call the suites make from 127.0.0.1 in one session.
+ANONYMOUS_LIMIT = 100_000
+
+
+def _external() -> str | None:
+    url = os.environ.get("AETHER_GATEWAY_URL")
+    return url.rstrip("/") if url else None
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    issuer: str
+    client_id: str
+    client_secret: str
+    redirect_uri: str
 
 
 @pytest.fixture(scope="session")
-def gateway_url() -> str:
-    return os.environ.get("AETHER_GATEWAY_URL", "http://127.0.0.1:8080").rstrip("/")
+def oidc_provider() -> Iterator[OidcProvider]:
+    port = free_port()
+    client_id, secret = "aether-e2e", "oidc-e2e-secret-" + secrets.token_hex(4)
+    proc = provider.spawn(
+        port, redirect_uris=[OAUTH_REDIRECT_URI], client_id=client_id, client_secret=secret
+    )
+    yield OidcProvider(f"http://127.0.0.1:{port}", client_id, secret, OAUTH_REDIRECT_URI)
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def aether_platform_env(oidc_provider: OidcProvider) -> dict[str, dict[str, str]]:
+    run = secrets.token_hex(4)
+    auth_prefix = f"e2e{run}:auth:"
+    providers = [
+        {
+            "name": OIDC_PROVIDER,
+            "display_name": "Dev OIDC",
+            "issuer": oidc_provider.issuer,
+            "client_id": oidc_provider.client_id,
+            "client_secret": oidc_provider.client_secret,
+            "redirect_uris": [oidc_provider.redirect_uri],
+        }
+    ]
+    return {
+        "auth": {
+            "AUTH_OAUTH_PROVIDERS": json.dumps(providers),
+            "AUTH_REDIS_PREFIX": auth_prefix,
+        },
+        "gateway": {
+            "GATEWAY_REDIS_KEY_PREFIX": f"e2e{run}:gateway:",
+            "GATEWAY_REVOCATION_KEY_PREFIX": auth_prefix + "revoked:",
+            "GATEWAY_RATE_LIMIT_ANONYMOUS": str(ANONYMOUS_LIMIT),
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway_url(request: pytest.FixtureRequest) -> str:
+    external = _external()
+    if external:
+        return external
+    fleet = request.getfixturevalue("aether_platform")
+    url: str = fleet.http_url("gateway")
+    return url
+
+
+@pytest.fixture(scope="session")
+def oauth_redirect_uri() -> str:
+    """The redirect URI auth's `devoidc` provider accepts (`make dev`'s one when external)."""
+    external = _external()
+    if external:
+        return os.environ.get(
+            "AETHER_E2E_OAUTH_REDIRECT_URI", f"{external}/api/auth/oauth/{OIDC_PROVIDER}/callback"
+        )
+    return OAUTH_REDIRECT_URI
+
+
+@pytest.fixture
+async def api(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    """What only a platform started here offers: the mail auth sent, the operator CLI."""
+
+    fleet: Fleet
+    maildir: Path
+
+    async def mail(self, to: str, subject: str, within: float = 10.0) -> Message:
+        """The newest mail to `to` with `subject` the local SMTP server stored."""
+        deadline = time.monotonic() + within
+        while True:
+            box = mailbox.Maildir(self.maildir, create=False)
+            found = [m for m in box if m["To"] == to and m["Subject"] == subject]
+            if found:
+                return found[-1]
+            assert time.monotonic() < deadline, f"no mail {subject!r} to {to} in {within} s"
+            await asyncio.sleep(0.05)
+
+    async def promote(self, email: str, *args: str) -> str:
+        """`python -m aether_auth.admin promote EMAIL ARGS...` with auth's own environment."""
+        spec = self.fleet.spec("auth")
+        env = service_env(spec, self.fleet.specs, self.fleet.endpoints, self.fleet.root)
+        env |= self.fleet.extra_env.get("auth", {})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aether_auth.admin",
+            "promote",
+            email,
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, f"admin CLI failed ({proc.returncode}): {err.decode()}"
+        return out.decode()
+
+
+@pytest.fixture(scope="session")
+def server_side(request: pytest.FixtureRequest) -> ServerSide:
+    if _external():
+        pytest.skip(
+            "needs the servers' insides (SMTP Maildir, auth's database via the admin CLI); "
+            "AETHER_GATEWAY_URL points at an external gateway"
+        )
+    fleet: Fleet = request.getfixturevalue("aether_platform")
+    if not fleet.endpoints.maildir:
+        pytest.skip("this backend's SMTP server does not expose its mail (AETHER_MAILDIR)")
+    return ServerSide(fleet, Path(fleet.endpoints.maildir))

@@ -1,0 +1,522 @@
+"""Benchmark: auth through the gateway (password logins/s, refreshes/s) and the gateway's overhead.
+
+    uv run python bench/auth.py [--concurrency N] [--duration S] [--client-procs P]
+
+Starts what it needs itself: the backing servers (aether_devstack NativeStack) and every declared
+service as its own process (aether_devstack Fleet: auth, gateway), on free ports with fresh
+databases; or uses AETHER_GATEWAY_URL when set (then the gateway's own rate limits apply and the
+uncached-/me gateway is not started). For the run the gateway's rate limits are raised through
+its env (GATEWAY_RATE_LIMIT_ANONYMOUS / _FREE) so they do not cut the load.
+
+Phases, each a warm-up then S seconds of N concurrent requests. Load generator: N keep-alive
+HTTP/1.1 connections on asyncio streams in this process (RawHttp; --client-procs P splits the
+GET phases over P processes); httpx (used for setup) costs ~8 ms CPU per request at this
+concurrency here and would measure itself rather than the servers:
+- logins: POST /api/auth/login (argon2id verification in auth, parameters printed);
+- refreshes: POST /api/auth/refresh, each client following its own rotating refresh token;
+- GET /api/auth/me through gateway -> gRPC -> auth: cached (the gateway keeps /me 10 minutes in
+  Redis) and uncached (a second gateway process with GATEWAY_PROFILE_CACHE_TTL_S=0, so every
+  request is a GetMe RPC), plus GET /api/auth/me/export (always an RPC);
+- the same /me JSON from a bare FastAPI app under uvicorn on this machine (one process, same
+  uvicorn settings as the services), in the same run: the ratio gateway / bare is printed.
+
+Goals: >= 30 logins/s and >= 240 refreshes/s per core; gateway path >= 0.5 of the bare app's
+requests/s. Everything (servers, services, load generator) shares this machine's cores, so the
+figures are the whole platform's on those cores, printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "correct horse battery staple"  # noqa: S105 (bench accounts)
+RAISED_LIMIT = "1000000000"
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        lat = sorted(self.latencies_ms) or [0.0]
+        p50 = statistics.median(lat)
+        p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))]
+        errors = f", {self.errors} errors" if self.errors else ""
+        return (
+            f"{self.name:<44} {self.rate:9.1f} req/s   p50 {p50:7.1f} ms   p95 {p95:7.1f} ms"
+            f"   ({self.requests} in {self.seconds:.1f} s{errors})"
+        )
+
+
+# -- load ----------------------------------------------------------------------------------------
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: the load generator's client.
+
+    httpx's AsyncClient spends ~8 ms of CPU per request at concurrency 32 on this kind of
+    machine (~130 req/s from one process, whatever the server): it would measure itself, not
+    the server. This does only what the phases need (Content-Length bodies, no redirects).
+    """
+
+    def __init__(self, base_url: str) -> None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        self.host, self.port = host, int(port.rstrip("/") or 80)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, bytes]:
+        if self._writer is None or self._reader is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if body or method != "GET":
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        try:
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            raise
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        length, close = 0, False
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                close = True
+        data = await self._reader.readexactly(length) if length else b""
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+Step = Callable[[RawHttp, int], Awaitable[bool]]
+
+
+async def drive(
+    base_url: str, step: Step, *, concurrency: int, duration: float, warmup: float
+) -> tuple[int, int, float, list[float]]:
+    """`concurrency` loops, each on its own connection, calling `step(conn, worker)` until the
+    time is up; counts after the warm-up only. Returns (ok, errors, seconds, latencies ms)."""
+    start = time.perf_counter()
+    measure_from = start + warmup
+    end = measure_from + duration
+    ok = errors = 0
+    latencies: list[float] = []
+
+    async def loop(worker: int) -> None:
+        nonlocal ok, errors
+        conn = RawHttp(base_url)
+        try:
+            while True:
+                began = time.perf_counter()
+                if began >= end:
+                    return
+                try:
+                    good = await step(conn, worker)
+                except (OSError, asyncio.IncompleteReadError):
+                    good = False
+                done = time.perf_counter()
+                if began >= measure_from:
+                    if good:
+                        ok += 1
+                        latencies.append((done - began) * 1000)
+                    else:
+                        errors += 1
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(loop(w) for w in range(concurrency)))
+    return ok, errors, duration, latencies
+
+
+async def _get_loop(
+    base_url: str, path: str, token: str, concurrency: int, duration: float, warmup: float
+) -> tuple[int, int, float, list[float]]:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def step(conn: RawHttp, worker: int) -> bool:
+        status, _ = await conn.request("GET", path, headers)
+        return status == 200
+
+    return await drive(base_url, step, concurrency=concurrency, duration=duration, warmup=warmup)
+
+
+def _get_proc(args: tuple[str, str, str, int, float, float]) -> tuple[int, int, float, list[float]]:
+    return asyncio.run(_get_loop(*args))
+
+
+def get_load(
+    name: str,
+    base_url: str,
+    path: str,
+    token: str,
+    *,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    procs: int,
+) -> Result:
+    """GETs from `procs` client processes (concurrency split between them)."""
+    if procs <= 1:
+        ok, errors, seconds, lat = asyncio.run(
+            _get_loop(base_url, path, token, concurrency, duration, warmup)
+        )
+        return Result(name, ok, errors, seconds, lat)
+    per = max(1, concurrency // procs)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(procs) as pool:
+        parts = pool.map(_get_proc, [(base_url, path, token, per, duration, warmup)] * procs)
+    return Result(
+        name,
+        sum(p[0] for p in parts),
+        sum(p[1] for p in parts),
+        duration,
+        [x for p in parts for x in p[3]],
+    )
+
+
+# -- the platform --------------------------------------------------------------------------------
+class Platform:
+    """Servers + services started here, or the external gateway of AETHER_GATEWAY_URL."""
+
+    def __init__(self) -> None:
+        self.external = os.environ.get("AETHER_GATEWAY_URL", "").rstrip("/") or None
+        self.gateway_url = self.external or ""
+        self.uncached_url: str | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._stack: Any = None
+        self._fleet: Any = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        if self.external:
+            return
+        from aether_devstack.catalog import service_env
+        from aether_devstack.fleet import Fleet
+        from aether_devstack.servers import NativeStack, free_port
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="aether-bench-", ignore_cleanup_errors=True)
+        data = Path(self._tmp.name)
+        self._stack = NativeStack(data / "servers")
+        endpoints = self._stack.start()
+        run = secrets.token_hex(4)
+        gateway_env = {
+            "GATEWAY_REDIS_KEY_PREFIX": f"bench{run}:gateway:",
+            "GATEWAY_RATE_LIMIT_ANONYMOUS": RAISED_LIMIT,
+            "GATEWAY_RATE_LIMIT_FREE": RAISED_LIMIT,
+            "AETHER_LOG_LEVEL": "WARNING",
+        }
+        extra = {"gateway": gateway_env, "auth": {"AETHER_LOG_LEVEL": "WARNING"}}
+        (data / "logs").mkdir()
+        self._fleet = Fleet(
+            endpoints, ROOT, data / "logs", extra_env=extra, only=["auth", "gateway"]
+        )
+        self._fleet.start()
+        self.gateway_url = self._fleet.http_url("gateway")
+        # A second gateway, /me never cached: every request is a GetMe RPC to auth.
+        spec = self._fleet.spec("gateway")
+        port = free_port()
+        env = service_env(spec, self._fleet.specs, endpoints, ROOT) | gateway_env
+        env |= {"AETHER_HTTP_PORT": str(port), "GATEWAY_PROFILE_CACHE_TTL_S": "0"}
+        log = (data / "logs" / "gateway-uncached.log").open("wb")
+        self._procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "aether_gateway"], env=env, stdout=log, stderr=log
+            )
+        )
+        self.uncached_url = f"http://127.0.0.1:{port}"
+        wait_http(self.uncached_url + "/healthz", self._procs[-1])
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            stop_process(proc)
+        if self._fleet is not None:
+            self._fleet.stop()
+        if self._stack is not None:
+            self._stack.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (our own http URL)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} not up after {timeout} s") from None
+            time.sleep(0.1)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_bare_app(body: dict[str, Any]) -> tuple[str, subprocess.Popen[bytes]]:
+    from aether_devstack.servers import free_port
+
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve-bare", str(port), json.dumps(body)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz", proc)
+    return url, proc
+
+
+def serve_bare(port: int, body_json: str) -> None:
+    """The baseline: FastAPI + uvicorn answering the same /me JSON, nothing behind it."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    body = json.loads(body_json)
+    app = FastAPI()
+
+    @app.get("/api/auth/me")
+    async def me() -> JSONResponse:
+        return JSONResponse(body)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+
+
+# -- the phases ----------------------------------------------------------------------------------
+async def make_users(base_url: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+
+        async def one() -> tuple[str, dict[str, Any]]:
+            email = f"bench.{secrets.token_hex(6)}@example.com"
+            reg = await client.post(
+                "/api/auth/register", json={"email": email, "password": PASSWORD}
+            )
+            reg.raise_for_status()
+            login = await client.post(
+                "/api/auth/login", json={"email": email, "password": PASSWORD}
+            )
+            login.raise_for_status()
+            return email, login.json()["tokens"]
+
+        sem = asyncio.Semaphore(8)
+
+        async def limited() -> tuple[str, dict[str, Any]]:
+            async with sem:
+                return await one()
+
+        return await asyncio.gather(*(limited() for _ in range(count)))
+
+
+async def bench_logins(
+    base_url: str, users: list[tuple[str, dict[str, Any]]], args: argparse.Namespace
+) -> Result:
+    bodies = [json.dumps({"email": email, "password": PASSWORD}).encode() for email, _ in users]
+
+    async def step(conn: RawHttp, worker: int) -> bool:
+        body = bodies[worker % len(bodies)]
+        status, _ = await conn.request("POST", "/api/auth/login", {}, body)
+        return status == 200
+
+    ok, errors, seconds, lat = await drive(
+        base_url, step, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup
+    )
+    return Result("password logins (POST /api/auth/login)", ok, errors, seconds, lat)
+
+
+async def bench_refreshes(
+    base_url: str, users: list[tuple[str, dict[str, Any]]], args: argparse.Namespace
+) -> Result:
+    chains = [tokens["refresh_token"] for _, tokens in users]
+
+    async def step(conn: RawHttp, worker: int) -> bool:
+        body = json.dumps({"refresh_token": chains[worker]}).encode()
+        status, data = await conn.request("POST", "/api/auth/refresh", {}, body)
+        if status != 200:
+            return False
+        chains[worker] = json.loads(data)["refresh_token"]
+        return True
+
+    ok, errors, seconds, lat = await drive(
+        base_url, step, concurrency=args.concurrency, duration=args.duration, warmup=args.warmup
+    )
+    return Result("refreshes (POST /api/auth/refresh)", ok, errors, seconds, lat)
+
+
+def argon2_parameters() -> str:
+    try:
+        from aether_auth.config import AuthSettings
+
+        fields = AuthSettings.model_fields
+        t = fields["argon2_time_cost"].default
+        m = fields["argon2_memory_kib"].default
+        p = fields["argon2_parallelism"].default
+        return f"argon2id t={t}, m={m // 1024} MiB, p={p} (auth's defaults, AUTH_ARGON2_*)"
+    except Exception:
+        return "argon2id (auth's configured parameters)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent requests")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="load-generator processes for the GET phases (concurrency split between them)",
+    )
+    parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BODY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_bare:
+        serve_bare(int(args.serve_bare[0]), args.serve_bare[1])
+        return
+
+    cores = os.cpu_count() or 1
+    platform = Platform()
+    bare_proc: subprocess.Popen[bytes] | None = None
+    started = time.perf_counter()
+    try:
+        platform.start()
+        base = platform.gateway_url
+        print(
+            f"gateway {base}"
+            + (" (external: its own rate limits apply)" if platform.external else "")
+        )
+        if not platform.external:
+            print(
+                "started here: servers (NativeStack), auth and gateway (Fleet), a second gateway "
+                "with GATEWAY_PROFILE_CACHE_TTL_S=0; gateway rate limits raised for the run "
+                f"(GATEWAY_RATE_LIMIT_ANONYMOUS={RAISED_LIMIT}, "
+                f"GATEWAY_RATE_LIMIT_FREE={RAISED_LIMIT})"
+            )
+        print(
+            f"cores: {cores} (servers, services and load generator all share them); "
+            f"concurrency {args.concurrency}; "
+            f"{args.warmup:g} s warm-up + {args.duration:g} s per phase; "
+            "load generator: raw asyncio HTTP/1.1 keep-alive connections (one per concurrent "
+            "request; httpx's AsyncClient manages only ~130 req/s per process here), 1 process "
+            f"for logins/refreshes, {args.client_procs} process(es) for the GET phases"
+        )
+        users = asyncio.run(make_users(base, args.concurrency))
+        token = users[0][1]["access_token"]
+
+        logins = asyncio.run(bench_logins(base, users, args))
+        refreshes = asyncio.run(bench_refreshes(base, users, args))
+
+        with httpx.Client(base_url=base, timeout=30) as client:
+            me_json = client.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+            me_json.raise_for_status()
+        bare_url, bare_proc = start_bare_app(me_json.json())
+        get = dict(
+            token=token,
+            concurrency=args.concurrency,
+            duration=args.duration,
+            warmup=args.warmup,
+            procs=args.client_procs,
+        )
+        bare = get_load(
+            "bare FastAPI app: GET /api/auth/me (same JSON)", bare_url, "/api/auth/me", **get
+        )
+        cached = get_load("gateway GET /api/auth/me (cached in Redis)", base, "/api/auth/me", **get)
+        uncached = None
+        if platform.uncached_url:
+            uncached = get_load(
+                "gateway GET /api/auth/me (uncached: GetMe RPC)",
+                platform.uncached_url,
+                "/api/auth/me",
+                **get,
+            )
+        export = get_load(
+            "gateway GET /api/auth/me/export (RPC)", base, "/api/auth/me/export", **get
+        )
+    finally:
+        if bare_proc is not None:
+            stop_process(bare_proc)
+        platform.stop()
+
+    print()
+    print(f"passwords: {argon2_parameters()}")
+    for result in (logins, refreshes, bare, cached, uncached, export):
+        if result is not None:
+            print(result.line())
+    print()
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "BELOW GOAL"
+
+    per_core_logins = logins.rate / cores
+    per_core_refreshes = refreshes.rate / cores
+    print(
+        f"logins/s per core:    {per_core_logins:7.1f}  (goal >= 30)   "
+        f"{verdict(per_core_logins >= 30)}"
+    )
+    print(
+        f"refreshes/s per core: {per_core_refreshes:7.1f}  (goal >= 240)  "
+        f"{verdict(per_core_refreshes >= 240)}"
+    )
+    for label, result in (("cached", cached), ("uncached", uncached), ("export", export)):
+        if result is None:
+            continue
+        ratio = result.rate / bare.rate if bare.rate else 0.0
+        print(
+            f"gateway {label:<8} / bare app: {ratio:5.2f}  (goal >= 0.5)   {verdict(ratio >= 0.5)}"
+        )
+    print(f"\ntotal run {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
