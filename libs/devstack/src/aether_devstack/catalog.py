@@ -35,10 +35,11 @@ import re
 import sys
 import tomllib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from aether_common.events.topics import TopicSpec
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import HOST
 
@@ -51,13 +52,6 @@ _KEYS = frozenset(
 
 class DevError(RuntimeError):
     """A problem the developer can act on; shown as one line, without a traceback."""
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int = 3
-    retention_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +129,10 @@ def _topic(item: Any, where: str) -> TopicSpec:
         and isinstance(item.get("name"), str)
         and set(item) <= {"name", "partitions", "retention_ms"}
     ):
-        return TopicSpec(item["name"], int(item.get("partitions", 3)), item.get("retention_ms"))
+        spec = TopicSpec(item["name"], partitions=int(item.get("partitions", 3)))
+        if "retention_ms" in item:
+            spec = replace(spec, retention_ms=int(item["retention_ms"]))
+        return spec
     raise DevError(f"{where}: each topic is a name or {{name, partitions, retention_ms}}")
 
 

@@ -18,11 +18,13 @@ from typing import Any
 # the other probes' timeouts fire.
 import asyncpg
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
 
-from aether_devstack.catalog import DevError, ServiceSpec, TopicSpec
+from aether_common.events.topics import TopicSpec
+from aether_common.events.topics import ensure_topics as create_topics
+from aether_devstack.catalog import DevError, ServiceSpec
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import HOST
 
@@ -60,27 +62,12 @@ async def drop_databases(endpoints: Endpoints, names: Sequence[str]) -> None:
 
 
 async def ensure_topics(endpoints: Endpoints, topics: Sequence[TopicSpec]) -> None:
-    # aiokafka's admin directly: aether_common.events.topics is for services' own start-up.
+    """The same creation services run at start (each topic with its DLQ), checked afterwards."""
+    await create_topics(endpoints.kafka_bootstrap, topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = {t.name: t for t in topics if t.name not in existing}
-        if missing:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        t.name,
-                        num_partitions=t.partitions,
-                        replication_factor=1,
-                        topic_configs={"retention.ms": str(t.retention_ms)}
-                        if t.retention_ms
-                        else None,
-                    )
-                    for t in missing.values()
-                ]
-            )
-        absent = set(missing) - set(await admin.list_topics())
+        absent = {t.name for t in topics} - set(await admin.list_topics())
         if absent:
             raise DevError(f"Kafka did not create topic(s): {', '.join(sorted(absent))}")
     finally:
