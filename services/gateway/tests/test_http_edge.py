@@ -268,7 +268,7 @@ async def test_metrics_are_exposed(gateway: Any) -> None:
     assert 'aether_http_requests_total{method="GET",route="/api/auth/jwks",status="200"}' in (
         response.text
     )
-    assert "aether_gateway_jwks_fetches_total" in response.text
+    assert "aether_jwks_fetches_total" in response.text
     assert REGISTRY.get_sample_value(
-        "aether_gateway_jwks_fetches_total", {"trigger": "initial", "outcome": "ok"}
+        "aether_jwks_fetches_total", {"trigger": "initial", "outcome": "ok"}
     )

@@ -59,3 +59,13 @@ OUTBOX_PENDING = Gauge("aether_outbox_pending", "Outbox events not yet published
 OUTBOX_PUBLISHED = Counter(
     "aether_outbox_published_total", "Outbox events published to Kafka", ["store"]
 )
+
+# Access tokens verified locally (access_tokens.py): the gateway and every service.
+TOKENS_REJECTED = Counter(
+    "aether_access_tokens_rejected_total", "Access tokens refused, by reason", ["reason"]
+)
+JWKS_FETCHES = Counter(
+    "aether_jwks_fetches_total",
+    "JWKS fetches from auth, by trigger and outcome",
+    ["trigger", "outcome"],
+)

@@ -18,9 +18,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError, Unauthenticated
 from aether_common.identity import ANONYMOUS, CallerIdentity, reset_identity, set_identity
-from aether_gateway.jwt_verify import AccessToken
 from aether_gateway.rate_limit import rate_limited_body
 from aether_gateway.resources import GatewayResources
 

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from aether.auth.v1 import auth_pb2
+from aether_common.access_tokens import AccessToken
 from aether_gateway import convert
 from aether_gateway.deps import Auth, Profiles, RequirePermission
-from aether_gateway.jwt_verify import AccessToken
 from aether_gateway.schemas import SetAccessIn, UserOut
 
 USERS_ADMIN = "users:admin"

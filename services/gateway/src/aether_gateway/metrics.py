@@ -12,14 +12,6 @@ REDIS_FAIL_OPEN = Counter(
     "Redis operations skipped or failed, so the gateway went on without them",
     ["operation"],
 )
-TOKENS_REJECTED = Counter(
-    "aether_gateway_tokens_rejected_total", "Access tokens refused, by reason", ["reason"]
-)
-JWKS_FETCHES = Counter(
-    "aether_gateway_jwks_fetches_total",
-    "JWKS fetches from auth, by trigger and outcome",
-    ["trigger", "outcome"],
-)
 PROFILE_CACHE = Counter(
     "aether_gateway_profile_cache_total", "Profile cache lookups, by outcome", ["outcome"]
 )

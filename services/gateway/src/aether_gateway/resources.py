@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from aether_common.access_tokens import JwksCache, TokenVerifier
 from aether_gateway.cache import ProfileCache
 from aether_gateway.config import GatewaySettings
-from aether_gateway.jwt_verify import JwksCache, TokenVerifier
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
 from aether_gateway.redis_guard import RedisGuard
 from aether_gateway.revocation import Revocations

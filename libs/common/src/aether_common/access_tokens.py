@@ -1,4 +1,7 @@
-"""Access tokens verified locally: auth's JWKS (fetched over gRPC and cached) + the denylist.
+"""Access tokens verified locally: auth's JWKS (fetched over gRPC and cached) + a denylist.
+
+Shared by the gateway (every request) and the services (`JwksTokenResolver`, for gRPC), so a
+service never trusts the gateway alone.
 
 What a token must satisfy (anything else is a 401 saying why):
 - algorithm EdDSA or RS256 only, and the one its key is for: never `none`, never HS* (an HS
@@ -7,7 +10,7 @@ What a token must satisfy (anything else is a 401 saying why):
   `refetch_interval_s`, so a flood of random kids cannot hammer auth;
 - header `typ` at+jwt (RFC 9068), so no other kind of JWT passes for an access token;
 - signature, `exp` (with a small leeway), `iat`, `iss`, `aud`; `sub`, `jti`, `sid` present;
-- not revoked (revocation.py).
+- not revoked, when a `RevocationCheck` is given (the gateway's Redis denylist).
 When no key could ever be fetched (auth down since start) the answer is 503, not 401: the
 client's token may be fine.
 """
@@ -19,16 +22,16 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from jwt import PyJWK
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aether_common.errors import AetherError, Unauthenticated, Unavailable
+from aether_common.identity import ANONYMOUS, CallerIdentity, bearer_token
 from aether_common.logging import get_logger
-from aether_gateway.metrics import JWKS_FETCHES, TOKENS_REJECTED
-from aether_gateway.revocation import Revocations
+from aether_common.metrics import JWKS_FETCHES, TOKENS_REJECTED
 
 ALLOWED_ALGORITHMS = frozenset({"EdDSA", "RS256"})
 MAX_TOKEN_CHARS = 8192
@@ -39,6 +42,12 @@ AT_JWT = "at+jwt"  # RFC 9068's header typ for access tokens
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti", "sid"]
 
 log = get_logger(__name__)
+
+
+class RevocationCheck(Protocol):
+    async def revoked_reason(self, jti: str, sid: str, sub: str, iat: int) -> str | None:
+        """Why the token is revoked (a metric label), or None."""
+        ...
 
 
 class TokenRejected(Unauthenticated):
@@ -207,7 +216,7 @@ class TokenVerifier:
     def __init__(
         self,
         jwks: JwksCache,
-        revocations: Revocations,
+        revocations: RevocationCheck | None = None,
         *,
         issuer: str,
         audience: str,
@@ -256,11 +265,12 @@ class TokenVerifier:
             claims = _Claims.model_validate(payload)
         except ValidationError:
             raise TokenRejected("claims", "access token claims are malformed") from None
-        reason = await self.revocations.revoked_reason(
-            claims.jti, claims.sid, claims.sub, claims.iat
-        )
-        if reason is not None:
-            raise TokenRejected(reason, "access token has been revoked")
+        if self.revocations is not None:
+            reason = await self.revocations.revoked_reason(
+                claims.jti, claims.sid, claims.sub, claims.iat
+            )
+            if reason is not None:
+                raise TokenRejected(reason, "access token has been revoked")
         return AccessToken(
             subject=claims.sub,
             jti=claims.jti,
@@ -300,3 +310,35 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise TokenRejected("malformed", "access token is malformed") from None
         return payload
+
+
+# -- services: the caller of a gRPC call ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TokenCaller(CallerIdentity):
+    """A caller identity that also carries the verified token (email_verified, sid, jti...)."""
+
+    token: AccessToken | None = field(default=None, repr=False)
+
+
+class JwksTokenResolver:
+    """aether_common.grpc's `IdentityResolver` for services: the `authorization: Bearer` token in
+    the metadata verified with auth's JWKS; no token -> anonymous (the RPC then refuses it)."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
+
+    async def resolve(self, metadata: Mapping[str, str]) -> CallerIdentity:
+        raw = bearer_token(metadata)
+        if raw is None:
+            if metadata.get("authorization"):
+                raise Unauthenticated("authorization metadata must be 'Bearer <access token>'")
+            return ANONYMOUS
+        token = await self.verifier.verify(raw)
+        return TokenCaller(
+            user_id=token.subject,
+            roles=token.roles,
+            permissions=token.permissions,
+            plan=token.plan,
+            access_token=token.raw,
+            token=token,
+        )

@@ -1,0 +1,1 @@
+"""Aether chat service."""
