@@ -232,13 +232,22 @@ async def test_a_flood_of_random_kids_does_not_hammer_auth(
     assert len(fake_auth.calls_to("GetJwks")) <= fetches + 1
 
 
+@pytest.mark.parametrize("denylist_server", ["shared", "separate"])
 async def test_revoked_tokens_are_refused(
-    gateway: Any,
+    denylist_server: str,
+    start_gateway: Any,
+    aether_endpoints: Any,
     redis: Redis,
     redis_prefix: str,
     token: Callable[..., str],
     error_shape: Callable[..., str],
 ) -> None:
+    # "shared": denylist and rate limit checked in one script; "separate": a second client (as
+    # for a denylist on its own server), so two calls.
+    overrides = {"rate_limit_free": 1000}
+    if denylist_server == "separate":
+        overrides["revocation_redis_url"] = aether_endpoints.redis_url
+    gateway = await start_gateway(**overrides)
     denylist = redis_prefix + "auth:revoked:"
     by_jti, by_session, by_user, fresh = (
         token(jti="j-logged-out"),
@@ -246,14 +255,18 @@ async def test_revoked_tokens_are_refused(
         token(sub="u-reset", iat=int(time.time()) - 60),
         token(sub="u-reset", iat=int(time.time()) + 0),
     )
+    # Seen (and cached as verified) before the revocation: must be refused all the same.
+    assert (await gateway.get(ME, headers=auth(by_jti))).status_code == 200
     await redis.set(denylist + "jti:j-logged-out", "1", ex=60)
     await redis.set(denylist + "sid:s-revoked", "1", ex=60)
     await redis.set(denylist + "user:u-reset", str(int(time.time()) - 30), ex=60)
 
     for revoked in (by_jti, by_session, by_user):
         await assert_refused(gateway, revoked, error_shape, says="revoked")
-    # Issued after the user's cut-off: fine.
-    assert (await gateway.get(ME, headers=auth(fresh))).status_code == 200
+    # Issued after the user's cut-off: fine, and counted against the user's own limit.
+    ok = await gateway.get(ME, headers=auth(fresh))
+    assert ok.status_code == 200
+    assert ok.headers["X-RateLimit-Limit"] == "1000"
 
 
 async def test_logout_denies_the_token_at_once(

@@ -40,6 +40,9 @@ MAX_KEYS = 32
 NO_KEYS_RETRY_S = 1.0
 AT_JWT = "at+jwt"  # RFC 9068's header typ for access tokens
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti", "sid"]
+# Tokens whose signature and claims were checked, kept until they expire: a client presents the
+# same token on every request for its whole life, and the signature check is the costly part.
+VERIFIED_CACHE_SIZE = 4096
 
 log = get_logger(__name__)
 
@@ -229,6 +232,8 @@ class TokenVerifier:
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        # raw token -> (claims, kid); insertion-ordered, the oldest dropped first when full.
+        self._verified: dict[str, tuple[AccessToken, str]] = {}
 
     async def verify(self, token: str) -> AccessToken:
         """The token's claims, or TokenRejected (401) / Unavailable (503)."""
@@ -239,6 +244,35 @@ class TokenVerifier:
             raise
 
     async def _verify(self, token: str) -> AccessToken:
+        cached = self._verified.get(token)
+        if cached is not None:
+            access, kid = cached
+            try:
+                if time.time() > access.expires_at + self.leeway_s:
+                    raise TokenRejected("expired", "access token has expired")
+                await self.jwks.key(kid)  # its key may have been withdrawn since
+            except TokenRejected:
+                self._verified.pop(token, None)
+                raise
+            await self._check_revoked(access)
+            return access
+        access, kid = await self._verify_signed(token)
+        await self._check_revoked(access)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (access, kid)
+        return access
+
+    async def _check_revoked(self, access: AccessToken) -> None:
+        if self.revocations is None:
+            return
+        reason = await self.revocations.revoked_reason(
+            access.jti, access.session_id, access.subject, access.issued_at
+        )
+        if reason is not None:
+            raise TokenRejected(reason, "access token has been revoked")
+
+    async def _verify_signed(self, token: str) -> tuple[AccessToken, str]:
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenRejected("malformed", "access token is too long")
         try:
@@ -265,13 +299,7 @@ class TokenVerifier:
             claims = _Claims.model_validate(payload)
         except ValidationError:
             raise TokenRejected("claims", "access token claims are malformed") from None
-        if self.revocations is not None:
-            reason = await self.revocations.revoked_reason(
-                claims.jti, claims.sid, claims.sub, claims.iat
-            )
-            if reason is not None:
-                raise TokenRejected(reason, "access token has been revoked")
-        return AccessToken(
+        access = AccessToken(
             subject=claims.sub,
             jti=claims.jti,
             issued_at=claims.iat,
@@ -283,6 +311,7 @@ class TokenVerifier:
             email_verified=claims.email_verified,
             raw=token,
         )
+        return access, kid
 
     def _decode(self, token: str, key: PyJWK, alg: str) -> dict[str, Any]:
         try:

@@ -16,7 +16,6 @@ The runner (runner.py) drives the readiness state through `readiness_of(app)`.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 import time
 import uuid
@@ -37,6 +36,7 @@ from aether_common.errors import AetherError, InternalError, ValidationFailed
 from aether_common.lifecycle import Check, Component
 from aether_common.logging import get_logger, request_id_var
 from aether_common.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from aether_common.telemetry import http_telemetry
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Kept when it looks like an id (a uuid, a trace id, a short token); anything else is replaced,
@@ -329,6 +329,7 @@ def create_http_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        telemetry=http_telemetry(),
     )
     app.state.service_name = service_name
     app.state.aether_readiness = Readiness(checks, components, check_timeout)
@@ -344,7 +345,6 @@ def create_http_app(
     app.include_router(_ops_router(service_name, app.state.aether_readiness))
     for router in routers:
         app.include_router(router)
-    _instrument(app)
     return app
 
 
@@ -365,15 +365,3 @@ def _ops_router(service_name: str, readiness: Readiness) -> APIRouter:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router
-
-
-def _instrument(app: FastAPI) -> None:
-    """Traces for every request, when the telemetry module is present (it is optional here)."""
-    try:
-        # By name: telemetry pulls in OpenTelemetry instrumentation, optional for this module.
-        telemetry = importlib.import_module("aether_common.telemetry")
-    except ImportError:
-        return
-    instrument = getattr(telemetry, "instrument_fastapi", None)
-    if instrument is not None:
-        instrument(app)

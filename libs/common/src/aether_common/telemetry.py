@@ -6,8 +6,8 @@ their trace and span ids). Later calls return the same providers and may add spa
 which is how tests attach an `InMemorySpanExporter`.
 
 Context crosses process boundaries as W3C `traceparent`/`tracestate` (+ `baggage`): in HTTP
-headers (FastAPI instrumentation), gRPC metadata (the interceptors below) and Kafka record
-headers (`inject_headers` / `extract_context`).
+headers (FastAPI's native telemetry, `http_telemetry`), gRPC metadata (the interceptors below)
+and Kafka record headers (`inject_headers` / `extract_context`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -177,15 +176,19 @@ def shutdown_telemetry() -> None:
 
 
 # -- HTTP -------------------------------------------------------------------------------------
-def instrument_fastapi(app: FastAPI) -> None:
-    """Server spans for every route but health, readiness and metrics.
+def http_telemetry() -> TelemetryConfig:
+    """FastAPI's native OpenTelemetry (`FastAPI(telemetry=...)`): a server span per request,
+    W3C context extracted from the headers, none for health, readiness and metrics.
 
-    Works before `configure_telemetry` too: the global proxy providers resolve once it runs.
+    Operation spans (one per dependency, endpoint and serialisation) and OTel HTTP metrics are
+    off: a span per request is what a trace needs, and the RED metrics are Prometheus's
+    (metrics.py). Works before `configure_telemetry` too: the global providers resolve later.
     """
-    if getattr(app, "_is_instrumented_by_opentelemetry", False):
-        return
-    excluded = ",".join(f"{path}$" for path in EXCLUDED_HTTP_PATHS)
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=excluded)
+    return {
+        "operation_spans": False,
+        "metrics": False,
+        "exclude": lambda scope: scope.get("path") in EXCLUDED_HTTP_PATHS,
+    }
 
 
 # -- gRPC -------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aether_common.access_tokens import AccessToken
+from aether_common.access_tokens import AccessToken, TokenRejected
 from aether_common.errors import AetherError, Unauthenticated
 from aether_common.identity import ANONYMOUS, CallerIdentity, reset_identity, set_identity
+from aether_common.metrics import TOKENS_REJECTED
 from aether_gateway.rate_limit import rate_limited_body
 from aether_gateway.resources import GatewayResources
 
@@ -79,17 +80,16 @@ class AccessMiddleware:
         resources: GatewayResources = scope["app"].state.gateway
         headers = Headers(scope=scope)
         access = await self._identify(resources, headers, client_ip(scope))
+        gate = await resources.gate.check(
+            access.token, access.client_ip, limits=resources.settings.rate_limit_enabled
+        )
+        if gate.revoked_reason is not None:
+            TOKENS_REJECTED.labels(gate.revoked_reason).inc()
+            error = TokenRejected(gate.revoked_reason, "access token has been revoked")
+            access = Access(access.client_ip, access.user_agent, error=error)
         scope.setdefault("state", {})["access"] = access
 
-        decision = None
-        if resources.settings.rate_limit_enabled:
-            token = access.token
-            decision = await resources.limiter.check(
-                token.subject if token else None,
-                token.plan if token else None,
-                access.client_ip,
-                token.permissions if token else frozenset(),
-            )
+        decision = gate.decision
         if decision is not None and not decision.allowed:
             response = JSONResponse(
                 rate_limited_body(decision.retry_after_s),

@@ -31,27 +31,36 @@ DEFAULT_PLAN = "free"
 # Granted by auth with the admin plan; exempts a caller whatever the configured limits say.
 UNLIMITED_PERMISSION = "ratelimit:unlimited"
 
+# window(key, limit, window ms, unique member suffix) -> admitted (0/1), remaining, retry ms.
+# Shared by the plain limit script and the gateway's access check (access_gate.py).
+WINDOW_LUA = """
+local function window(key, limit, window_ms, suffix)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window_ms)
+  local count = redis.call('ZCARD', key)
+  if count < limit then
+    redis.call('ZADD', key, now, now .. ':' .. suffix)
+    redis.call('PEXPIRE', key, window_ms)
+    return 1, limit - count - 1, 0
+  end
+  -- The entry whose expiry brings the count back under the limit (the oldest, unless the
+  -- limit was lowered while the log was fuller).
+  local entry = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+  local retry = window_ms
+  if entry[2] then retry = tonumber(entry[2]) + window_ms - now end
+  return 0, 0, retry
+end
+"""
 # KEYS[1] = the subject's log; ARGV = limit, window in ms, a unique suffix for the member.
 # Returns {admitted (0/1), remaining, retry after in ms}.
-SLIDING_WINDOW_LUA = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return {1, limit - count - 1, 0}
-end
--- The entry whose expiry brings the count back under the limit (the oldest, unless the limit
--- was lowered while the log was fuller).
-local entry = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
-local retry = window
-if entry[2] then retry = tonumber(entry[2]) + window - now end
-return {0, 0, retry}
+SLIDING_WINDOW_LUA = (
+    WINDOW_LUA
+    + """
+local admitted, remaining, retry = window(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3])
+return {admitted, remaining, retry}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,21 @@ class RateLimiter:
     def key(self, kind: str, subject: str) -> str:
         return f"{self._prefix}rl:{kind}:{subject}"
 
+    def subject(
+        self,
+        user_id: str | None,
+        plan: str | None,
+        ip: str,
+        permissions: frozenset[str] = frozenset(),
+    ) -> tuple[str, int, str] | None:
+        """(key, limit, plan label) that applies to the caller; None = not limited."""
+        limit = self.policy.limit_for(plan if user_id is not None else None)
+        if limit is None or UNLIMITED_PERMISSION in permissions:
+            return None
+        if user_id is None:
+            return self.key("ip", ip_bucket(ip)), limit, ANONYMOUS_PLAN
+        return self.key("user", user_id), limit, plan or DEFAULT_PLAN
+
     async def check(
         self,
         user_id: str | None,
@@ -114,14 +138,24 @@ class RateLimiter:
         permissions: frozenset[str] = frozenset(),
     ) -> Decision | None:
         """Count this request for the caller (the user, else the IP); None = not limited."""
-        limit = self.policy.limit_for(plan if user_id is not None else None)
-        if limit is None or UNLIMITED_PERMISSION in permissions:
+        subject = self.subject(user_id, plan, ip, permissions)
+        if subject is None:
             return None
-        key = self.key("user", user_id) if user_id is not None else self.key("ip", ip_bucket(ip))
+        key, limit, label = subject
         decision = await self.hit(key, limit)
-        if decision is not None and not decision.allowed:
-            RATE_LIMITED.labels(plan if user_id is not None else ANONYMOUS_PLAN).inc()
+        if decision is not None:
+            self.record(decision, label)
         return decision
+
+    @staticmethod
+    def decision(limit: int, admitted: int, remaining: int, retry_ms: int) -> Decision:
+        retry_s = 0 if admitted else max(1, math.ceil(int(retry_ms) / 1000))
+        return Decision(bool(admitted), limit, int(remaining), retry_s)
+
+    @staticmethod
+    def record(decision: Decision, plan_label: str) -> None:
+        if not decision.allowed:
+            RATE_LIMITED.labels(plan_label).inc()
 
     async def hit(self, key: str, limit: int) -> Decision | None:
         """Count one request against `key`; None when Redis is unavailable (fail open)."""
@@ -130,8 +164,7 @@ class RateLimiter:
             admitted, remaining, retry_ms = await self._script(
                 keys=[key], args=[limit, self.window_ms, uuid.uuid4().hex]
             )
-            retry_s = 0 if admitted else max(1, math.ceil(int(retry_ms) / 1000))
-            return Decision(bool(admitted), limit, int(remaining), retry_s)
+            return self.decision(limit, admitted, remaining, retry_ms)
 
         return await self._guard.run("rate_limit", evaluate, None)
 

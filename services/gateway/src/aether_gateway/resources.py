@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from aether_common.access_tokens import JwksCache, TokenVerifier
+from aether_gateway.access_gate import AccessGate
 from aether_gateway.cache import ProfileCache
 from aether_gateway.config import GatewaySettings
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
@@ -35,6 +36,7 @@ class GatewayResources:
     verifier: TokenVerifier
     revocations: Revocations
     limiter: RateLimiter
+    gate: AccessGate
     profiles: ProfileCache
 
     @classmethod
@@ -65,9 +67,10 @@ class GatewayResources:
             own_prefix=settings.redis_key_prefix,
             grace_s=settings.jwt_leeway_s,
         )
+        # Signature and claims only: revocation is checked with the rate limit (access_gate.py).
         verifier = TokenVerifier(
             jwks,
-            revocations,
+            None,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway_s=settings.jwt_leeway_s,
@@ -80,6 +83,7 @@ class GatewayResources:
             prefix=settings.redis_key_prefix,
             window_s=settings.rate_limit_window_s,
         )
+        gate = AccessGate(limiter, revocations, redis)
         profiles = ProfileCache(
             redis, guard, prefix=settings.redis_key_prefix, ttl_s=settings.profile_cache_ttl_s
         )
@@ -92,6 +96,7 @@ class GatewayResources:
             verifier=verifier,
             revocations=revocations,
             limiter=limiter,
+            gate=gate,
             profiles=profiles,
         )
 

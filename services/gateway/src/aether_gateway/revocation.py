@@ -44,6 +44,21 @@ class Revocations:
         self._own_prefix = own_prefix
         self._grace_s = grace_s  # the verifier's leeway: a token lives that much past exp
 
+    @property
+    def shares_server(self) -> bool:
+        """auth's denylist lives on the gateway's own Redis (one round trip can check both)."""
+        return self._auth_redis is self._own_redis
+
+    @property
+    def guard(self) -> RedisGuard:
+        return self._guard
+
+    def check_keys(self, jti: str, sid: str, sub: str) -> list[str]:
+        """The keys `revoked_reason` reads, in the order access_gate.py's script expects:
+        auth's jti, the gateway's own jti, the session, the user's not-before."""
+        keys = self._keys(jti, sid, sub)
+        return [keys["jti"], self.own_key(jti), keys["sid"], keys["user"]]
+
     def own_key(self, jti: str) -> str:
         return f"{self._own_prefix}revoked:jti:{jti}"
 
