@@ -362,6 +362,16 @@ def test_gateway_ingress_has_tls_and_websocket_timeouts(render: Renderer) -> Non
     )
 
 
+def test_only_the_public_api_is_routed_from_the_internet(render: Renderer) -> None:
+    for result in (render(), render("prod", "us")):
+        rules = result.get("Ingress", "aether-gateway")["spec"]["rules"]
+        paths = {p["path"] for rule in rules for p in rule["http"]["paths"]}
+        assert {"/api", "/ws", "/.well-known", "/health"} <= paths
+        # Prefix matching is per path element: none of these reaches /metrics or the probes.
+        assert not {"/", "/metrics", "/healthz", "/readyz"} & paths
+        assert all(p.startswith("/") and p != "/" for p in paths)
+
+
 def test_network_policies_default_deny_then_allow(render: Renderer) -> None:
     result = render("prod", "us")
     gateway = result.get("NetworkPolicy", "aether-gateway")["spec"]
