@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import smtplib
@@ -25,6 +26,7 @@ from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
 
 from aether_devstack.catalog import DevError, ServiceSpec, load_services, service_env
+from aether_devstack.cli import DEV_OIDC_PORT, dev_oauth_providers
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import DEV_PORTS, endpoints_for, tcp_open
 
@@ -146,7 +148,8 @@ env = {{ PROBE_DATABASE_URL = "{{database_url}}", PROBE_KAFKA = "{{kafka_bootstr
 
 
 def ports_free_or_skip() -> None:
-    taken = [f"{name} ({port})" for name, port in DEV_PORTS.items() if tcp_open(port)]
+    ports = DEV_PORTS | {"oidc": DEV_OIDC_PORT}
+    taken = [f"{name} ({port})" for name, port in ports.items() if tcp_open(port)]
     if taken:
         pytest.skip(f"the fixed dev ports are taken by something else: {', '.join(taken)}")
 
@@ -230,6 +233,10 @@ def test_up_serves_everything_then_ctrl_c_stops_it(tmp_path: Path, names: dict[s
         assert env["AETHER_MONGO_DATABASE"] == "aether_probe"
         assert env["AETHER_PROBE_HTTP_URL"] == f"http://127.0.0.1:{port}"
 
+        # The local OIDC provider auth signs in with (`devoidc`).
+        discovery = get_json(f"http://127.0.0.1:{DEV_OIDC_PORT}/.well-known/openid-configuration")
+        assert discovery["issuer"] == f"http://127.0.0.1:{DEV_OIDC_PORT}"
+
         # Its log lines: prefixed on the terminal, and in its own log file.
         hello = [line for line in up.lines if "probe service says hello" in line]
         assert hello
@@ -261,7 +268,7 @@ def test_up_serves_everything_then_ctrl_c_stops_it(tmp_path: Path, names: dict[s
         line.startswith("probe") and '"event":"stopped"' in line and '"exit_code":0' in line
         for line in up.lines
     ), out
-    for name, dev_port in DEV_PORTS.items():
+    for name, dev_port in (DEV_PORTS | {"oidc": DEV_OIDC_PORT}).items():
         assert not tcp_open(dev_port), f"{name} still listening on {dev_port}"
     assert not tcp_open(port)
     assert not (up.state_dir / "run").exists()
@@ -284,7 +291,7 @@ def test_down_stops_a_platform_started_elsewhere(tmp_path: Path, names: dict[str
         if up.proc.poll() is None:
             up.proc.kill()
             up.cli("down")
-    for dev_port in [*DEV_PORTS.values(), port]:
+    for dev_port in [*DEV_PORTS.values(), DEV_OIDC_PORT, port]:
         assert not tcp_open(dev_port)
     assert not (up.state_dir / "run").exists()
     assert (up.state_dir / "logs" / "probe.log").exists()  # logs are kept for reading
@@ -308,7 +315,7 @@ def test_down_cleans_up_after_up_was_killed(tmp_path: Path, names: dict[str, str
         if up.proc.poll() is None:
             up.proc.kill()
         up.cli("down")
-    for dev_port in [*DEV_PORTS.values(), port]:
+    for dev_port in [*DEV_PORTS.values(), DEV_OIDC_PORT, port]:
         assert not tcp_open(dev_port)
     assert not (up.state_dir / "run").exists()
 
@@ -365,3 +372,11 @@ def test_env_templates_are_rendered(tmp_path: Path) -> None:
     bad = ServiceSpec("auth", tmp_path, ["python"], env={"Y": "{nope}"})
     with pytest.raises(DevError, match="bad template"):
         service_env(bad, [bad], endpoints_for(tmp_path, dict(DEV_PORTS)), tmp_path)
+
+
+def test_auth_gets_the_local_provider_with_the_gateway_callback() -> None:
+    [provider] = json.loads(dev_oauth_providers("http://127.0.0.1:8080"))
+
+    assert provider["name"] == "devoidc"
+    assert provider["issuer"] == f"http://127.0.0.1:{DEV_OIDC_PORT}"
+    assert provider["redirect_uris"] == ["http://127.0.0.1:8080/api/auth/oauth/devoidc/callback"]

@@ -7,7 +7,9 @@
 `up` makes sure the machine's PostgreSQL (5432) and Redis (6379) run, starts the native servers
 on fixed ports (Kafka 9092, MongoDB 27017, Elasticsearch 9200, S3 9000, SMTP 1025) with data
 and logs under `<repo>/.dev/` (`.dev/logs/<name>.log`), checks each answers its client, creates
-the databases, topics and buckets services declare, then starts each service as its own process
+the databases, topics and buckets services declare, starts the local OpenID Connect provider
+(oidc_provider.py, :9400, the stand-in for "Sign in with ..."; auth gets it as provider
+`devoidc` unless AUTH_OAUTH_PROVIDERS is set), then starts each service as its own process
 and waits for its /healthz. Service output goes to the terminal, prefixed with the service's
 name, and to `.dev/logs/<service>.log`. `.dev/run/state.json` records the pids, so `down` and
 `status` work from another terminal. How a service declares itself: catalog.py.
@@ -34,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from aether_devstack import oidc_provider
 from aether_devstack.catalog import (
     GATEWAY,
     DevError,
@@ -55,6 +58,9 @@ from aether_devstack.servers import (
 )
 
 SERVICE_START_TIMEOUT = 60.0
+# The local OIDC provider `up` runs for auth's OAuth login (a third party's stand-in).
+DEV_OIDC_PORT = 9400
+DEV_OIDC_PROVIDER = "devoidc"
 STOP_GRACE = 15.0
 _COLORS = ("36", "33", "35", "32", "34", "91", "96", "93")
 
@@ -223,6 +229,7 @@ class Platform:
         self.endpoints = self.stack.endpoints
         self.services: list[ServiceProcess] = []
         self.state = run_state(state_dir)
+        self.oidc: subprocess.Popen[bytes] | None = None
         self.stop_requested = threading.Event()
         self._starting = True
 
@@ -263,7 +270,7 @@ class Platform:
                 f"a platform is already running (pid {previous['up']['pid']}); "
                 "`aether-dev down` stops it"
             )
-        wanted = dict(DEV_PORTS)
+        wanted = dict(DEV_PORTS) | {"oidc": DEV_OIDC_PORT}
         for spec in self.specs:
             wanted |= spec.ports
         taken = [f"{name} ({port})" for name, port in wanted.items() if tcp_open(port)]
@@ -288,12 +295,27 @@ class Platform:
             raise DevError("not healthy: " + "; ".join(f"{k}: {v}" for k, v in failing.items()))
         say("every server answers its client")
         provision(self.endpoints, self.specs)
+        self._start_oidc()
         for spec in self.specs:
             self._start_service(spec)
+
+    def _gateway_url(self) -> str:
+        gateway = next((s for s in self.specs if s.name == GATEWAY and s.http_port), None)
+        return f"http://{HOST}:{gateway.http_port if gateway else 8080}"
+
+    def _start_oidc(self) -> None:
+        callback = f"{self._gateway_url()}/api/auth/oauth/{DEV_OIDC_PROVIDER}/callback"
+        self.terminal.say(f"starting the local OIDC provider on :{DEV_OIDC_PORT}")
+        self.oidc = oidc_provider.spawn(
+            DEV_OIDC_PORT, redirect_uris=[callback], start_new_session=True
+        )
+        self._record()
 
     def _start_service(self, spec: ServiceSpec) -> None:
         argv = service_argv(spec, self.endpoints, self.root)
         env = service_env(spec, self.specs, self.endpoints, self.root)
+        if spec.name == "auth" and self.oidc is not None and "AUTH_OAUTH_PROVIDERS" not in env:
+            env["AUTH_OAUTH_PROVIDERS"] = dev_oauth_providers(self._gateway_url())
         service = ServiceProcess(spec, self.state_dir / "logs" / f"{spec.name}.log")
         self.terminal.say(f"starting {spec.name}: {' '.join(argv)}")
         service.start(argv, env, self.terminal)
@@ -307,6 +329,8 @@ class Platform:
             for name, s in self.stack.servers.items()
             if s.proc is not None
         }
+        if self.oidc is not None:
+            servers["oidc"] = process_entry(self.oidc.pid, port=DEV_OIDC_PORT)
         services = {
             s.spec.name: process_entry(
                 s.proc.pid, http_port=s.spec.http_port, grpc_port=s.spec.grpc_port
@@ -331,6 +355,11 @@ class Platform:
         for name, address in server_addresses(self.endpoints).items():
             say(f"  {name:<14} {address}")
         say(f"  {'mail':<14} {self.endpoints.maildir} (what the SMTP server received)")
+        if self.oidc is not None:
+            say(
+                f"  {'oidc':<14} http://{HOST}:{DEV_OIDC_PORT} (auth's OAuth provider "
+                f"{DEV_OIDC_PROVIDER}: approves at once, as login_hint's email)"
+            )
         if not self.specs:
             say("  no services declared yet ([tool.aether] in services/<name>/pyproject.toml)")
         for spec in self.specs:
@@ -364,9 +393,32 @@ class Platform:
         for service in reversed(self.services):
             service.stop()
         self.terminal.say("stopping servers")
+        if self.oidc is not None:
+            self.oidc.terminate()
+            try:
+                self.oidc.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                self.oidc.kill()
+                self.oidc.wait()
         self.stack.stop()
         self.state.clear()
         self.terminal.say("stopped")
+
+
+def dev_oauth_providers(gateway_url: str) -> str:
+    """AUTH_OAUTH_PROVIDERS for the local provider: the browser comes back to the gateway."""
+    return json.dumps(
+        [
+            {
+                "name": DEV_OIDC_PROVIDER,
+                "display_name": "Local OIDC provider (dev)",
+                "issuer": f"http://{HOST}:{DEV_OIDC_PORT}",
+                "client_id": oidc_provider.DEFAULT_CLIENT_ID,
+                "client_secret": oidc_provider.DEFAULT_CLIENT_SECRET,
+                "redirect_uris": [f"{gateway_url}/api/auth/oauth/{DEV_OIDC_PROVIDER}/callback"],
+            }
+        ]
+    )
 
 
 # -- down / status
@@ -398,7 +450,8 @@ def down(state_dir: Path, purge: bool, out: IO[str], timeout: float = 60.0) -> i
     if purge:
         shutil.rmtree(state_dir, ignore_errors=True)
         print(f"removed {state_dir}", file=out)
-    busy = [f"{name} ({port})" for name, port in DEV_PORTS.items() if tcp_open(port)]
+    ports = dict(DEV_PORTS) | {"oidc": DEV_OIDC_PORT}
+    busy = [f"{name} ({port})" for name, port in ports.items() if tcp_open(port)]
     if busy:
         print(f"still in use, not by a platform recorded here: {', '.join(busy)}", file=out)
         return 1

@@ -273,16 +273,24 @@ def spawn(
     client_secret: str = DEFAULT_CLIENT_SECRET,
     host: str = "127.0.0.1",
     timeout: float = 20.0,
+    start_new_session: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start the provider as a subprocess on `port` and wait until it answers (tests, e2e).
 
     The issuer is `http://HOST:PORT`. Stop it with `terminate()` then `wait()`.
+    `start_new_session`: its own process group (`aether-dev up`: Ctrl-C reaches only `up`, and
+    `down` can stop it by group).
     """
     argv = [sys.executable, "-m", "aether_devstack.oidc_provider", "--host", host]
     argv += ["--port", str(port), "--client-id", client_id, "--client-secret", client_secret]
     for uri in redirect_uris:
         argv += ["--redirect-uri", uri]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=start_new_session,
+    )
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
