@@ -658,3 +658,14 @@ def test_gateway_reads_the_revocation_denylist_from_auths_redis(render: Renderer
     gateway = result.get("Secret", "aether-gateway")["stringData"]
     auth = result.get("Secret", "aether-auth")["stringData"]
     assert gateway["GATEWAY_REVOCATION_REDIS_URL"] == auth["AETHER_REDIS_URL"]
+
+
+def test_gateway_subscribes_to_chats_fanout_redis(render: Renderer) -> None:
+    result = render("dev")
+    gateway = result.get("Secret", "aether-gateway")["stringData"]
+    chat = result.get("Secret", "aether-chat")["stringData"]
+    assert gateway["GATEWAY_CHAT_FANOUT_REDIS_URL"] == chat["AETHER_REDIS_URL"]
+    env = {
+        e["name"]: e.get("value") for e in container(result.get("Deployment", "aether-chat"))["env"]
+    }
+    assert env["AETHER_MONGO_DATABASE"] == "chat"

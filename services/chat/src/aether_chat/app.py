@@ -1,0 +1,112 @@
+"""Wiring: every object of the service built once from its settings, and the components the
+runner drives, in start order. `__main__` runs it; tests (chat's and the gateway's) start the
+same components in-process:
+
+    chat = ChatApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+    for component in chat.components(events=False):
+        await component.start()
+    target = chat.grpc.address          # "127.0.0.1:<bound port>" (chat.grpc_port: the port)
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from aether_chat.batching import SendBatcher
+from aether_chat.cache import ChatCache
+from aether_chat.callers import AuthJwks, token_resolver
+from aether_chat.config import ChatSettings
+from aether_chat.consumers import UserEventsConsumer
+from aether_chat.db import Database
+from aether_chat.events import ChatEvents, topic_specs
+from aether_chat.grpc import SERVICE_NAME, ChatServicer, register
+from aether_chat.realtime import Fanout, RedisComponent
+from aether_chat.retention import RetentionJob
+from aether_chat.service import ChatService
+from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions
+from aether_common.grpc import GrpcServer, create_server
+from aether_common.http import create_http_app
+from aether_common.lifecycle import Component
+
+
+class ChatApp:
+    def __init__(
+        self, settings: ChatSettings, *, grpc_host: str = "0.0.0.0", grpc_port: int | None = None
+    ) -> None:
+        s = self.settings = settings
+        self.redis = RedisComponent(s.redis_url, timeout_s=s.redis_timeout_s)
+        self.cache = ChatCache(self.redis.client, prefix=s.redis_prefix, ttl_s=s.cache_ttl_s)
+        self.fanout = Fanout(self.redis.client, self.cache, fanout_prefix=s.fanout_prefix)
+        self.database = Database(
+            s.mongo_url,
+            s.mongo_database,
+            pool_size=s.mongo_pool_size,
+            attempts=s.transaction_attempts,
+            on_commit=self.fanout.apply,
+        )
+        self.service = ChatService(
+            settings=s,
+            database=self.database,
+            cache=self.cache,
+            fanout=self.fanout,
+            events=ChatEvents(s.topic_prefix),
+        )
+        self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
+        self.grpc: GrpcServer = create_server(
+            "chat",
+            host=grpc_host,
+            port=s.grpc_port if grpc_port is None else grpc_port,
+            identity_resolver=token_resolver(
+                self.auth,
+                issuer=s.jwt_issuer,
+                audience=s.jwt_audience,
+                leeway_s=s.jwt_leeway_s,
+                max_age_s=s.jwks_max_age_s,
+                refetch_interval_s=s.jwks_refetch_interval_s,
+            ),
+        )
+        self.sends = SendBatcher(self.database, self.service, max_batch=s.send_batch_max)
+        servicer = ChatServicer(self.service, self.database, self.sends)
+        self.grpc.add_service(register, servicer, SERVICE_NAME)
+        self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-chat")
+        self.relay = MongoOutboxRelay(
+            self.database.db,
+            self.producer,
+            topics=topic_specs(s.topic_prefix),
+            options=RelayOptions(active_poll_s=s.outbox_poll_s),
+        )
+        self.consumer = UserEventsConsumer(
+            self.database,
+            self.service,
+            self.fanout,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group,
+            topic_prefix=s.topic_prefix,
+        )
+        self.retention = RetentionJob(self.service, interval_s=s.retention_interval_s)
+
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC port (the real one when built with grpc_port=0), once started."""
+        return self.grpc.port
+
+    def components(self, *, events: bool = True, consume: bool | None = None) -> list[Component]:
+        """Start order (the runner stops them in reverse: gRPC first, the clients last).
+        `events=False` leaves events in the outbox and consumes nothing (no Kafka needed);
+        `consume` (default: `events`) runs the user.deleted consumer (it joins its consumer
+        group in the background, which takes seconds on the local broker)."""
+        consume = events if consume is None else consume
+        kafka: list[Component] = [self.producer, self.relay] if events else []
+        if consume:
+            kafka.append(self.consumer)
+        return [
+            self.database,
+            self.redis,
+            self.auth,
+            *kafka,
+            self.retention,
+            self.grpc,
+        ]
+
+    def http_app(self) -> FastAPI:
+        return create_http_app("chat")
