@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 # The service under test: components journal what they do; stopping checks /readyz is 503 already.
 SERVICE = """
 import asyncio, sys, urllib.error, urllib.request
+from fastapi import WebSocket
 from aether_common.http import create_http_app
 from aether_common.runner import run_service
 from aether_common.settings import AetherSettings
@@ -61,7 +63,17 @@ class Settings(AetherSettings):
 
 
 components = [Recorder("grpc"), Recorder("consumer"), Recorder("relay")]
-run_service(Settings(), create_http_app("runnertest"), components, port=port)
+app = create_http_app("runnertest")
+
+
+@app.websocket("/ws")
+async def hello(websocket: WebSocket):
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()
+
+
+run_service(Settings(), app, components, port=port)
 """
 
 
@@ -149,6 +161,15 @@ def test_serves_then_stops_in_reverse_order_on_signal(
     assert {"event": "stopped", "exit_code": 0}.items() <= service.events(out)[-1].items()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", service.port), timeout=1).close()
+
+
+def test_websockets_are_served_without_per_message_deflate(service: Service) -> None:
+    service.wait_for("/readyz", 200)
+    # The client offers permessage-deflate (websockets does by default); the server declines.
+    with connect(f"ws://127.0.0.1:{service.port}/ws") as ws:
+        assert ws.recv(timeout=5) == "hello"
+        assert ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
 
 
 def test_component_failing_to_start_aborts_cleanly(tmp_path: Path) -> None:

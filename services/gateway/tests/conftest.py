@@ -8,11 +8,13 @@ metadata. Tokens are minted here with the matching private keys.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ import grpc
 import httpx
 import jwt
 import pytest
+import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
@@ -27,6 +30,7 @@ from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
+from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether_common.errors import AetherError
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.identity import metadata_to_dict
@@ -332,3 +336,157 @@ def make_tokens() -> Callable[..., auth_pb2.TokenPair]:
 def error_shape() -> Callable[..., str]:
     """`error_shape(response, status, error=None)`: asserts the one error body, returns detail."""
     return assert_error_shape
+
+
+# -- chat (the chat tests: test_chat_*.py) ---------------------------------------------------------
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+
+
+@dataclass
+class FakeChat:
+    """A ChatService peer for the gateway's own tests (edge cases, hub logic); the integration
+    tests (test_chat_integration.py) run against the real chat service instead."""
+
+    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    address: str = ""
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def answer(self, method: str, request: Any) -> Message:
+        scripted = self.answers.get(method)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if isinstance(scripted, Message):
+            return scripted
+        if scripted is not None:
+            result = scripted(request)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+        output = CHAT_SERVICE.methods_by_name[method].output_type.name
+        message: Message = getattr(chat_pb2, output)()
+        return message
+
+
+def _chat_servicer(fake: FakeChat) -> chat_pb2_grpc.ChatServiceServicer:
+    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
+        async def method(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            metadata = metadata_to_dict(context.invocation_metadata())
+            fake.calls.append(Call(name, request, metadata))
+            return await fake.answer(name, request)
+
+        return method
+
+    methods = {name: rpc(name) for name in CHAT_SERVICE.methods_by_name}
+    servicer_class = type("FakeChatServicer", (chat_pb2_grpc.ChatServiceServicer,), methods)
+    servicer: chat_pb2_grpc.ChatServiceServicer = servicer_class()
+    return servicer
+
+
+@pytest.fixture
+async def fake_chat() -> AsyncIterator[FakeChat]:
+    fake = FakeChat()
+    server: GrpcServer = create_server("chat", host="127.0.0.1", port=0)
+    server.add_service(
+        chat_pb2_grpc.add_ChatServiceServicer_to_server,
+        _chat_servicer(fake),
+        CHAT_SERVICE.full_name,
+    )
+    await server.start()
+    fake.address = server.address
+    yield fake
+    await server.stop(grace=0)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers (pytest owns the process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ServedGateway:
+    """A gateway app served by a real uvicorn on a free port (WebSocket tests)."""
+
+    app: Any
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/chat/connect"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def resources(self) -> Any:
+        return self.app.state.gateway
+
+    async def stop(self) -> None:
+        if not self.task.done():
+            self.server.should_exit = True
+            await self.task
+
+
+ServeGateway = Callable[..., Awaitable[ServedGateway]]
+
+
+@pytest.fixture
+async def serve_gateway(
+    fake_auth: FakeAuth,
+    redis: Redis,
+    redis_prefix: str,
+    settings_for: Callable[..., GatewaySettings],
+) -> AsyncIterator[ServeGateway]:
+    """`await serve_gateway(chat_grpc_target=..., **settings)`: a gateway on a real socket."""
+    served: list[ServedGateway] = []
+
+    async def start(**overrides: Any) -> ServedGateway:
+        target = overrides.pop("auth_grpc_target", fake_auth.address)
+        # This test's own channels, as chat is configured in the tests (chat_fanout_prefix).
+        overrides.setdefault("chat_fanout_prefix", redis_prefix + "chat:fanout:")
+        app = create_app(settings_for(target, **overrides))
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            ws_per_message_deflate=False,
+        )
+        server = _QuietServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("uvicorn did not start")
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        gateway = ServedGateway(app, server, task, port)
+        served.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in reversed(served):
+        await gateway.stop()
+
+
+@pytest.fixture
+def chat_fanout_prefix(redis_prefix: str) -> str:
+    """The fan-out prefix `serve_gateway` gives the gateway (and the tests give chat)."""
+    return redis_prefix + "chat:fanout:"
+
+
+@pytest.fixture
+def token_issuer_audience() -> tuple[str, str]:
+    """(iss, aud) of the tokens minted here: what a real chat service must expect."""
+    return ISSUER, AUDIENCE

@@ -71,6 +71,37 @@ class GatewaySettings(AetherSettings):
     gzip_minimum_bytes: int = Field(default=500, ge=0)
     docs_enabled: bool = True
 
+    # -- chat (chat/; the protocol is docs/chat.md) ----------------------------------------------
+    # Optional so that a gateway can run without chat (its routes then answer 503); devstack and
+    # the Helm chart set it.
+    chat_grpc_target: str | None = Field(
+        default=None, validation_alias=_env("AETHER_CHAT_GRPC_TARGET")
+    )
+    chat_timeout_s: float = Field(default=5.0, gt=0)
+    # Where chat publishes its fan-out frames: the gateway's own Redis (redis_url) when unset.
+    chat_fanout_redis_url: str | None = None
+    chat_fanout_prefix: str = "chat:fanout:"
+    # WebSocket (WS /api/chat/connect)
+    chat_ws_auth_timeout_s: float = Field(default=5.0, gt=0)
+    chat_ws_max_frame_bytes: int = Field(default=65_536, ge=1024, le=16_777_216)
+    # Frames waiting for one client; a client that lets more pile up is closed (4009).
+    chat_ws_queue_frames: int = Field(default=1024, ge=8)
+    # A ping frame after this long without a frame from the client; closed (4008) after
+    # chat_ws_idle_timeout_s without one.
+    chat_ws_heartbeat_s: float = Field(default=20.0, gt=0)
+    chat_ws_idle_timeout_s: float = Field(default=60.0, gt=0)
+    chat_ws_max_rooms: int = Field(default=500, ge=1)
+    # Client frames per window, per connection, by plan (None = unlimited).
+    chat_ws_rate_window_s: float = Field(default=60.0, gt=0)
+    chat_ws_rate_free: int | None = Field(default=300, ge=1)
+    chat_ws_rate_premium: int | None = Field(default=1200, ge=1)
+    chat_ws_rate_admin: int | None = Field(default=None, ge=1)
+    # On a seq gap, wait this long for the missing frame (pub/sub reordering) before GetHistory.
+    chat_gap_grace_s: float = Field(default=0.05, ge=0, le=5)
+    chat_history_page: int = Field(default=100, ge=1, le=500)
+    # UpdatePresence(online) for each connected user this often (chat keeps presence with a TTL).
+    chat_presence_interval_s: float = Field(default=30.0, gt=0)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -92,6 +123,17 @@ class GatewaySettings(AetherSettings):
         if self.environment is Environment.DEV and "http_host" not in self.model_fields_set:
             return DEV_HOST
         return self.http_host
+
+    @property
+    def fanout_redis_url(self) -> str:
+        return self.chat_fanout_redis_url or self.redis_url
+
+    def chat_ws_limits(self) -> dict[str, int | None]:
+        return {
+            "free": self.chat_ws_rate_free,
+            "premium": self.chat_ws_rate_premium,
+            "admin": self.chat_ws_rate_admin,
+        }
 
     def plan_limits(self) -> dict[str, int | None]:
         return {

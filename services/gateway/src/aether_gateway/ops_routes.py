@@ -49,18 +49,26 @@ async def _probe(check: Callable[[], Awaitable[bool]]) -> DependencyStatus:
 
 @router.get(
     "/api/status",
-    summary="Each dependency's health (auth gRPC health check, Redis); 503 when one is down",
+    summary="Each dependency's health (auth and chat gRPC health checks, Redis); 503 when one "
+    "is down",
     responses={503: {"model": StatusOut}},
 )
 async def status(resources: Resources) -> JSONResponse:
     async def redis_ping() -> bool:
         return bool(await resources.redis.ping())
 
-    auth, redis = await asyncio.gather(_probe(resources.auth.healthy), _probe(redis_ping))
+    checks: dict[str, Callable[[], Awaitable[bool]]] = {
+        "auth": resources.auth.healthy,
+        "redis": redis_ping,
+    }
+    if resources.chat.chat is not None:  # chat is optional (AETHER_CHAT_GRPC_TARGET)
+        checks["chat"] = resources.chat.chat.healthy
+    results = await asyncio.gather(*(_probe(check) for check in checks.values()))
+    dependencies = dict(zip(checks, results, strict=True))
     body = StatusOut(
-        status="ok" if auth.ok and redis.ok else "degraded",
+        status="ok" if all(d.ok for d in dependencies.values()) else "degraded",
         service="gateway",
         version=_version(),
-        dependencies={"auth": auth, "redis": redis},
+        dependencies=dependencies,
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.status == "ok" else 503)

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from aether_common.access_tokens import JwksCache, TokenVerifier
 from aether_gateway.access_gate import AccessGate
 from aether_gateway.cache import ProfileCache
+from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
 from aether_gateway.redis_guard import RedisGuard
@@ -38,6 +39,7 @@ class GatewayResources:
     limiter: RateLimiter
     gate: AccessGate
     profiles: ProfileCache
+    chat: ChatRuntime
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> GatewayResources:
@@ -98,9 +100,11 @@ class GatewayResources:
             limiter=limiter,
             gate=gate,
             profiles=profiles,
+            chat=ChatRuntime.open(settings),
         )
 
     async def close(self) -> None:
+        await self.chat.close()
         await self.auth.close()
         if self.revocation_redis is not self.redis:
             await self.revocation_redis.aclose()

@@ -1,0 +1,174 @@
+"""One client connection: its outbound queue and writer, its rate limit, its subscriptions.
+
+Fan-out calls `push(frame)`: no await, no lock, no encoding (the frame is encoded already), one
+bounded deque append. The connection's own writer task drains the deque into the socket, so a
+slow client only ever slows itself; when its deque is full the connection is closed (4009)
+instead of buffering without bound or holding up anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aether_common.access_tokens import AccessToken
+from aether_gateway.chat.frames import CLOSE_TOO_SLOW, Frame
+from aether_gateway.chat.metrics import QUEUE_OVERFLOWS
+
+if TYPE_CHECKING:
+    from aether_gateway.chat.hub import Subscription
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_ids = itertools.count(1)
+
+
+class SlidingLog:
+    """At most `limit` events in ANY `window_s` (the HTTP limiter's semantics, in memory)."""
+
+    __slots__ = ("_log", "limit", "window_s")
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._log: deque[float] = deque()
+
+    def hit(self, now: float) -> float:
+        """0 when admitted (and counted), else the seconds until one more would be."""
+        log = self._log
+        cutoff = now - self.window_s
+        while log and log[0] <= cutoff:
+            log.popleft()
+        if len(log) < self.limit:
+            log.append(now)
+            return 0.0
+        return max(0.001, log[0] - cutoff)
+
+
+class Connection:
+    __slots__ = (
+        "__weakref__",
+        "_room_waiter",
+        "_waiter",
+        "binary",
+        "client_ip",
+        "close_code",
+        "close_reason",
+        "closing",
+        "finished",
+        "id",
+        "last_ping",
+        "last_recv",
+        "max_queue",
+        "queue",
+        "rate",
+        "send",
+        "subs",
+        "token",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        token: AccessToken,
+        *,
+        binary: bool,
+        max_queue: int,
+        rate: SlidingLog | None,
+        client_ip: str = "",
+    ) -> None:
+        self.id = next(_ids)
+        self.send = send
+        self.token = token
+        self.user_id = token.subject
+        self.binary = binary
+        self.max_queue = max_queue
+        self.rate = rate
+        self.client_ip = client_ip
+        self.queue: deque[Frame] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
+        self.subs: dict[str, Subscription] = {}
+        self.closing = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        now = time.monotonic()
+        self.last_recv = now
+        self.last_ping = now
+
+    def __repr__(self) -> str:
+        return f"Connection({self.id}, user={self.user_id})"
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def push(self, frame: Frame) -> None:
+        if self.closing:
+            return
+        queue = self.queue
+        if len(queue) >= self.max_queue:
+            QUEUE_OVERFLOWS.inc()
+            self.close(
+                CLOSE_TOO_SLOW,
+                f"too slow: more than {self.max_queue} frames waiting to be sent",
+            )
+            return
+        queue.append(frame)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def write_loop(self) -> None:
+        """The connection's writer: one at a time, in order, until cancelled or the socket
+        fails (then the connection finishes without a close frame)."""
+        queue = self.queue
+        send = self.send
+        binary = self.binary
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while queue:
+                    frame = queue.popleft()
+                    await send(frame.msgpack_send if binary else frame.json_send)
+                    if self._room_waiter is not None and len(queue) <= self.max_queue // 2:
+                        self._wake_room_waiter()
+                waiter = loop.create_future()
+                self._waiter = waiter
+                await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the client went away mid-send (ClientDisconnected, OSError...)
+            self.close(None, "")
+
+    async def room_for(self, frames: int) -> None:
+        """Wait until `frames` more fit (history catch-up: a backlog waits, live frames don't)."""
+        frames = min(frames, self.max_queue // 2)
+        while not self.closing and len(self.queue) + frames > self.max_queue:
+            if self._room_waiter is None:
+                self._room_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room_waiter)
+
+    def _wake_room_waiter(self) -> None:
+        waiter, self._room_waiter = self._room_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- ending ----------------------------------------------------------------------------------
+    def close(self, code: int | None, reason: str) -> None:
+        """Ask for the connection to end (code None: the client is gone, no close frame).
+        Idempotent; the endpoint does the closing (ws.py) once `finished` resolves."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        self.close_reason = reason[:120]
+        self.queue.clear()
+        self._wake_room_waiter()
+        if not self.finished.done():
+            self.finished.set_result(None)

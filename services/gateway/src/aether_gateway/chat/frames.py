@@ -1,0 +1,232 @@
+"""WebSocket frames: what clients send (validated models) and what the gateway sends (`Frame`,
+encoded once and shared by every connection it goes to).
+
+Wire formats: JSON text frames by default; with the subprotocol `aether.msgpack` the server
+sends binary MessagePack frames (the same objects) and the client may send either. The full
+protocol is in docs/chat.md ("The client WebSocket protocol").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgpack  # type: ignore[import-untyped]
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+
+from aether_common.errors import AetherError
+from aether_common.http import describe_validation_errors
+
+JSON_SUBPROTOCOL = "aether.json"
+MSGPACK_SUBPROTOCOL = "aether.msgpack"
+
+# Close codes (RFC 6455 leaves 4000-4999 to applications). Documented in docs/chat.md.
+CLOSE_NORMAL = 1000
+CLOSE_SERVER_ERROR = 1011
+CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_FORBIDDEN_ORIGIN = 4003
+CLOSE_IDLE = 4008
+CLOSE_TOO_SLOW = 4009
+CLOSE_RATE_LIMITED = 4029
+
+ASGI_SEND = "websocket.send"
+
+
+class Frame:
+    """One server frame: its JSON text and, only when a MessagePack client needs it, its
+    MessagePack bytes, each made once whatever the number of connections it goes to. The ASGI
+    send messages are built once too and shared (the server only reads them)."""
+
+    __slots__ = ("_msgpack", "json_send", "kind", "obj", "seq")
+
+    def __init__(self, kind: str, obj: dict[str, Any], text: str, seq: int = 0) -> None:
+        self.kind = kind
+        self.obj = obj
+        self.seq = seq
+        self.json_send: dict[str, Any] = {"type": ASGI_SEND, "text": text}
+        self._msgpack: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Frame:
+        return cls(str(obj["type"]), obj, orjson.dumps(obj).decode())
+
+    @property
+    def msgpack_send(self) -> dict[str, Any]:
+        if self._msgpack is None:
+            self._msgpack = {"type": ASGI_SEND, "bytes": msgpack.packb(self.obj)}
+        return self._msgpack
+
+    def message(self, binary: bool) -> dict[str, Any]:
+        """The ASGI `websocket.send` message for a JSON (text) or MessagePack (binary) client."""
+        return self.msgpack_send if binary else self.json_send
+
+    def __repr__(self) -> str:
+        return f"Frame({self.json_send['text'][:80]})"
+
+
+PING = Frame.of({"type": "ping"})
+
+
+def error_frame(
+    code: str, detail: str, *, op: str | None = None, request_id: str | None = None, **extra: Any
+) -> Frame:
+    obj: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    if op is not None:
+        obj["op"] = op
+    if request_id is not None:
+        obj["id"] = request_id
+    obj.update({k: v for k, v in extra.items() if v is not None})
+    return Frame.of(obj)
+
+
+def error_from(exc: AetherError, **context: Any) -> Frame:
+    extra = dict(context)
+    if exc.retry_after is not None:
+        extra["retry_after"] = exc.retry_after
+    return error_frame(exc.error_code, exc.detail, **extra)
+
+
+# -- client frames ---------------------------------------------------------------------------------
+RoomId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")]
+RequestId = Annotated[str, StringConstraints(max_length=128)]
+Content = Annotated[str, StringConstraints(min_length=1, max_length=16_384)]
+Seq = Annotated[int, Field(ge=1, le=2**62)]
+MAX_ROOMS_PER_FRAME = 100
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # Echoed in the reply (ack / error) so a client can match them to its requests.
+    id: RequestId | None = None
+
+
+class AuthIn(_In):
+    type: Literal["auth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
+class RoomCursor(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    room_id: RoomId
+    # Resume: deliver every message with a greater seq first. Absent: live from now on.
+    after_seq: Annotated[int, Field(ge=0, le=2**62)] | None = None
+
+
+class SubscribeIn(_In):
+    type: Literal["subscribe"]
+    rooms: Annotated[list[RoomCursor], Field(min_length=1, max_length=MAX_ROOMS_PER_FRAME)]
+
+
+class UnsubscribeIn(_In):
+    type: Literal["unsubscribe"]
+    room_ids: Annotated[list[RoomId], Field(min_length=1, max_length=MAX_ROOMS_PER_FRAME)]
+
+
+class SendIn(_In):
+    type: Literal["send"]
+    room_id: RoomId
+    client_msg_id: ClientMsgId
+    content: Content
+    mentions: Annotated[list[UserId], Field(max_length=100)] = []
+    reply_to_seq: Annotated[int, Field(ge=0, le=2**62)] = 0
+
+
+class EditIn(_In):
+    type: Literal["edit"]
+    room_id: RoomId
+    seq: Seq
+    content: Content
+
+
+class DeleteIn(_In):
+    type: Literal["delete"]
+    room_id: RoomId
+    seq: Seq
+
+
+class TypingIn(_In):
+    type: Literal["typing"]
+    room_id: RoomId
+    typing: bool = True
+
+
+class ReadIn(_In):
+    type: Literal["read"]
+    room_id: RoomId
+    seq: Annotated[int, Field(ge=0, le=2**62)]
+
+
+class PingIn(_In):
+    type: Literal["ping"]
+
+
+class PongIn(_In):
+    type: Literal["pong"]
+
+
+ClientFrame = Annotated[
+    AuthIn
+    | SubscribeIn
+    | UnsubscribeIn
+    | SendIn
+    | EditIn
+    | DeleteIn
+    | TypingIn
+    | ReadIn
+    | PingIn
+    | PongIn,
+    Field(discriminator="type"),
+]
+CLIENT_FRAME = TypeAdapter(ClientFrame)
+CLIENT_TYPES = frozenset(
+    ("auth", "subscribe", "unsubscribe", "send", "edit", "delete", "typing", "read", "ping", "pong")
+)
+
+
+class BadFrame(Exception):
+    """A client frame that cannot be used; answered with an error frame, never a close."""
+
+    def __init__(self, code: str, detail: str, *, op: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.op = op
+
+
+def decode(text: str | None, data: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """A raw WebSocket message -> a JSON object (text: JSON; binary: MessagePack)."""
+    size = len(data) if data is not None else len(text or "")
+    if size > max_bytes:
+        raise BadFrame("too_large", f"frame is larger than the {max_bytes} bytes allowed")
+    try:
+        if data is not None:
+            obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        else:
+            obj = orjson.loads(text or "")
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        kind = "MessagePack" if data is not None else "JSON"
+        raise BadFrame("invalid_frame", f"frame is not valid {kind}") from None
+    if not isinstance(obj, dict):
+        raise BadFrame("invalid_frame", "frame must be an object with a 'type'")
+    return obj
+
+
+def parse(obj: dict[str, Any]) -> Any:
+    """A decoded object -> its client frame model, or BadFrame saying what is wrong."""
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise BadFrame("invalid_frame", "frame has no 'type'")
+    if kind not in CLIENT_TYPES:
+        raise BadFrame("unknown_type", f"unknown frame type {kind[:32]!r}", op=None)
+    try:
+        return CLIENT_FRAME.validate_python(obj)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        detail = describe_validation_errors(errors()) if callable(errors) else str(exc)
+        raise BadFrame("invalid_frame", detail[:500], op=kind) from None
