@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth
+.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth bench-chat
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -55,3 +55,6 @@ bench-events: setup ## outbox -> Kafka -> consumer latency and rate vs raw aioka
 
 bench-auth: setup ## logins/s, refreshes/s, gateway /me overhead vs a bare FastAPI app
 	$(UV) run python bench/auth.py
+
+bench-chat: setup ## WebSocket chat fan-out: deliveries/s, latency, lost/dup vs a bare Redis->websockets ceiling
+	$(UV) run python bench/chat.py

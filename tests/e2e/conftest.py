@@ -16,10 +16,13 @@ ask for `server_side`, which skips with the reason when the gateway is an extern
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import io
 import json
 import mailbox
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -32,8 +35,9 @@ import httpx
 import pytest
 
 from aether_devstack import oidc_provider as provider
-from aether_devstack.catalog import service_env
-from aether_devstack.fleet import Fleet
+from aether_devstack.catalog import service_argv, service_env
+from aether_devstack.cli import ServiceProcess, Terminal, signal_group
+from aether_devstack.fleet import START_TIMEOUT_S, Fleet
 from aether_devstack.servers import free_port
 
 OIDC_PROVIDER = "devoidc"
@@ -177,3 +181,99 @@ def server_side(request: pytest.FixtureRequest) -> ServerSide:
     if not fleet.endpoints.maildir:
         pytest.skip("this backend's SMTP server does not expose its mail (AETHER_MAILDIR)")
     return ServerSide(fleet, Path(fleet.endpoints.maildir))
+
+
+# -- chat: a second gateway, and the chat service's own process -----------------------------------
+@pytest.fixture(scope="session")
+def second_gateway_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Another gateway process against the same platform (its own hub and fan-out connection).
+
+    External platforms: `AETHER_E2E_SECOND_GATEWAY_URL` (another replica behind no balancer);
+    the tests that need it skip without it.
+    """
+    external = _external()
+    if external:
+        second = os.environ.get("AETHER_E2E_SECOND_GATEWAY_URL")
+        if not second:
+            pytest.skip("AETHER_GATEWAY_URL is external; set AETHER_E2E_SECOND_GATEWAY_URL")
+        yield second.rstrip("/")
+        return
+    fleet: Fleet = request.getfixturevalue("aether_platform")
+    spec = dataclasses.replace(fleet.spec("gateway"), http_port=free_port())
+    env = service_env(spec, fleet.specs, fleet.endpoints, fleet.root)
+    env |= fleet.extra_env.get("gateway", {})
+    env["AETHER_HTTP_PORT"] = str(spec.http_port)
+    process = ServiceProcess(spec, fleet.log_dir / "gateway-2.log")
+    process.start(service_argv(spec, fleet.endpoints, fleet.root), env, Terminal(io.StringIO(), 1))
+    try:
+        process.wait_healthy(START_TIMEOUT_S)
+        yield f"http://127.0.0.1:{spec.http_port}"
+    finally:
+        process.stop()
+
+
+@dataclass(frozen=True)
+class ServiceControl:
+    """Kill and restart one of the platform's service processes (fault tests)."""
+
+    fleet: Fleet
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no graceful stop, nothing in flight gets finished."""
+        proc = self.fleet.process(name).proc
+        assert proc is not None, f"{name} was never started"
+        assert proc.poll() is None, f"{name} is not running"
+        signal_group(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def start(self, name: str) -> None:
+        """Start it again (same ports, same environment) and wait for its /healthz."""
+        fleet = self.fleet
+        process = fleet.process(name)
+        env = service_env(process.spec, fleet.specs, fleet.endpoints, fleet.root)
+        env |= fleet.extra_env.get(name, {})
+        argv = service_argv(process.spec, fleet.endpoints, fleet.root)
+        process.start(argv, env, Terminal(io.StringIO(), 1))
+        process.wait_healthy(START_TIMEOUT_S)
+        # /healthz answers before the components (gRPC among them) have started: /readyz after.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        ready = f"http://127.0.0.1:{process.spec.http_port}/readyz"
+        while httpx.get(ready, timeout=2).status_code != 200:
+            assert process.exit_code is None, f"{name} exited with {process.exit_code}"
+            assert time.monotonic() < deadline, f"{name} not ready after {START_TIMEOUT_S} s"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def service_control(request: pytest.FixtureRequest) -> ServiceControl:
+    if _external():
+        pytest.skip("kills a service process: needs the platform started here, not an external one")
+    return ServiceControl(request.getfixturevalue("aether_platform"))
+
+
+@pytest.fixture(scope="session")
+async def chat_ready(gateway_url: str) -> None:
+    """Wait until chat answers through the gateway (at most 90 s).
+
+    A service answers /healthz before its components have started (devstack's Fleet waits only
+    for that), and chat starts its gRPC server last, after joining its Kafka consumer group: the
+    first chat calls after start-up would get 503 otherwise.
+    """
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
+        email = f"chat-ready.{secrets.token_hex(5)}@example.com"
+        password = "correct horse battery staple"
+        registered = await client.post(
+            "/api/auth/register", json={"email": email, "password": password}
+        )
+        assert registered.status_code == 201, registered.text
+        login = await client.post("/api/auth/login", json={"email": email, "password": password})
+        assert login.status_code == 200, login.text
+        headers = {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
+        deadline = time.monotonic() + 90
+        while True:
+            response = await client.get("/api/chat/rooms", headers=headers)
+            if response.status_code != 503:
+                assert response.status_code == 200, response.text
+                return
+            assert time.monotonic() < deadline, f"chat still unavailable: {response.text}"
+            await asyncio.sleep(1.0)
