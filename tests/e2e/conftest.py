@@ -253,12 +253,9 @@ def service_control(request: pytest.FixtureRequest) -> ServiceControl:
 
 @pytest.fixture(scope="session")
 async def chat_ready(gateway_url: str) -> None:
-    """Wait until chat answers through the gateway (at most 90 s).
-
-    A service answers /healthz before its components have started (devstack's Fleet waits only
-    for that), and chat starts its gRPC server last, after joining its Kafka consumer group: the
-    first chat calls after start-up would get 503 otherwise.
-    """
+    """Wait until chat answers through the gateway (at most 90 s): the platform started here is
+    ready when its services' /readyz say so, but an external one (AETHER_GATEWAY_URL) or a chat
+    just restarted by a test may still be starting."""
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         email = f"chat-ready.{secrets.token_hex(5)}@example.com"
         password = "correct horse battery staple"

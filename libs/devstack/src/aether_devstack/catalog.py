@@ -4,7 +4,7 @@ In `services/<name>/pyproject.toml`:
 
     [tool.aether]
     command = ["python", "-m", "aether_auth"]   # required; run in services/<name>/
-    http_port = 3001                   # health-checked at /healthz; AETHER_HTTP_PORT
+    http_port = 3001                   # waited for at /readyz; AETHER_HTTP_PORT
     grpc_port = 4001                   # AETHER_GRPC_PORT
     postgres_databases = ["aether_auth"]      # created when missing; the first one is
                                               # AETHER_DATABASE_URL

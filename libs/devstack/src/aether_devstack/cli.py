@@ -10,7 +10,7 @@ and logs under `<repo>/.dev/` (`.dev/logs/<name>.log`), checks each answers its 
 the databases, topics and buckets services declare, starts the local OpenID Connect provider
 (oidc_provider.py, :9400, the stand-in for "Sign in with ..."; auth gets it as provider
 `devoidc` unless AUTH_OAUTH_PROVIDERS is set), then starts each service as its own process
-and waits for its /healthz. Service output goes to the terminal, prefixed with the service's
+and waits for its /readyz. Service output goes to the terminal, prefixed with the service's
 name, and to `.dev/logs/<service>.log`. `.dev/run/state.json` records the pids, so `down` and
 `status` work from another terminal. How a service declares itself: catalog.py.
 """
@@ -142,11 +142,12 @@ class ServiceProcess:
                     f"service {self.spec.name} exited with {self.exit_code} while starting; "
                     f"see {self.log_path}"
                 )
-            if self.spec.http_port is None or http_healthy(self.spec.http_port):
+            # Ready, not just alive: its gRPC server and consumers run once /readyz says 200.
+            if self.spec.http_port is None or http_healthy(self.spec.http_port, "/readyz"):
                 return
             time.sleep(0.1)
         raise DevError(
-            f"service {self.spec.name}: no 200 from :{self.spec.http_port}/healthz after "
+            f"service {self.spec.name}: no 200 from :{self.spec.http_port}/readyz after "
             f"{timeout:.0f}s; see {self.log_path}"
         )
 

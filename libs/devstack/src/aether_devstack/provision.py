@@ -191,10 +191,11 @@ async def probe_all(endpoints: Endpoints, per_server_s: float = 10.0) -> dict[st
     return dict(zip(PROBES, results, strict=True))
 
 
-def http_healthy(port: int) -> bool:
-    """A service's /healthz answers 200."""
+def http_healthy(port: int, path: str = "/healthz") -> bool:
+    """A service's /healthz (alive) or /readyz (serving: every dependency and component up)
+    answers 200."""
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/healthz", timeout=1) as response:
+        with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=1) as response:
             return bool(response.status == 200)
     except (OSError, urllib.error.URLError):
         return False
