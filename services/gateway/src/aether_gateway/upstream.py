@@ -59,22 +59,16 @@ def _has_error_details(exc: grpc.aio.AioRpcError) -> bool:
     return metadata is not None and STATUS_DETAILS_KEY in metadata
 
 
-class AuthClient:
-    """auth's AuthService over one shared channel."""
+class ServiceClient:
+    """One upstream service over one shared channel: calls with the caller's token, errors
+    turned into typed ones, the standard health check. Subclasses name the service and its stub."""
 
-    name = "auth"
+    name: str
+    service: str  # full gRPC service name, for the health check
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
-        self.stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
-
-    @classmethod
-    def connect(cls, target: str, *, timeout_s: float) -> AuthClient:
-        channel = create_channel(
-            target, idempotent_methods=IDEMPOTENT_METHODS, default_timeout=timeout_s
-        )
-        return cls(channel)
 
     async def call(
         self,
@@ -90,18 +84,19 @@ class AuthClient:
         except grpc.aio.AioRpcError as exc:
             error = upstream_error(exc, self.name)
             if error.http_status >= 500:
-                log.warning("auth call failed", code=exc.code().name, error=error.error_code)
+                log.warning(
+                    "upstream call failed",
+                    service=self.name,
+                    code=exc.code().name,
+                    error=error.error_code,
+                )
             raise error from exc
 
-    async def get_jwks(self) -> str:
-        response = await self.call(self.stub.GetJwks, auth_pb2.GetJwksRequest())
-        return response.jwks_json
-
     async def healthy(self) -> bool:
-        """auth's standard gRPC health check for its AuthService."""
+        """The service's standard gRPC health check."""
         try:
             response = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=AUTH_SERVICE), timeout=HEALTH_TIMEOUT_S
+                health_pb2.HealthCheckRequest(service=self.service), timeout=HEALTH_TIMEOUT_S
             )
         except grpc.aio.AioRpcError:
             return False
@@ -109,3 +104,25 @@ class AuthClient:
 
     async def close(self) -> None:
         await self.channel.close(grace=None)
+
+
+class AuthClient(ServiceClient):
+    """auth's AuthService."""
+
+    name = "auth"
+    service = AUTH_SERVICE
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        super().__init__(channel)
+        self.stub = auth_pb2_grpc.AuthServiceStub(channel)
+
+    @classmethod
+    def connect(cls, target: str, *, timeout_s: float) -> AuthClient:
+        channel = create_channel(
+            target, idempotent_methods=IDEMPOTENT_METHODS, default_timeout=timeout_s
+        )
+        return cls(channel)
+
+    async def get_jwks(self) -> str:
+        response = await self.call(self.stub.GetJwks, auth_pb2.GetJwksRequest())
+        return response.jwks_json
