@@ -275,8 +275,8 @@ def test_inline_secrets_are_refused_in_prod(render: Renderer) -> None:
 
 def test_dev_secrets_point_at_in_cluster_datastores(render: Renderer) -> None:
     secret = render("dev").get("Secret", "aether-auth")
-    assert secret["stringData"]["AETHER_POSTGRES_DSN"].startswith("postgresql://aether:dev-only-")
-    assert "@aether-postgresql:5432/auth" in secret["stringData"]["AETHER_POSTGRES_DSN"]
+    assert secret["stringData"]["AETHER_DATABASE_URL"].startswith("postgresql://aether:dev-only-")
+    assert "@aether-postgresql:5432/auth" in secret["stringData"]["AETHER_DATABASE_URL"]
 
 
 # --- regions ------------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ class ContainerStack:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._stack = ExitStack()
-        self.smtp: ServerProcess | None = None
+        # SMTP and the LLM run natively beside the containers (no images needed for them).
+        self.natives: list[ServerProcess] = []
 
     def start(self) -> Endpoints:
         require_docker()
@@ -64,8 +65,8 @@ class ContainerStack:
             es = run(ElasticSearchContainer(IMAGES["elasticsearch"], mem_limit="1G"))
             minio = run(MinioContainer(IMAGES["minio"]))
             qdrant = run(QdrantContainer(IMAGES["qdrant"]))
-            smtp_port = free_port()
-            self.smtp = build_servers(
+            smtp_port, llm_port = free_port(), free_port()
+            servers = build_servers(
                 self.data_dir,
                 {
                     "kafka": 0,
@@ -73,10 +74,14 @@ class ContainerStack:
                     "elasticsearch": 0,
                     "s3": 0,
                     "smtp": smtp_port,
+                    "llm": llm_port,
                 },
-            )["smtp"]
-            self.smtp.start()
-            self.smtp.wait_ready()
+            )
+            self.natives = [servers["smtp"], servers["llm"]]
+            for server in self.natives:
+                server.start()
+            for server in self.natives:
+                server.wait_ready(60)
             minio_cfg = minio.get_config()
             return Endpoints(
                 postgres_dsn=pg.get_connection_url(),
@@ -92,12 +97,13 @@ class ContainerStack:
                 smtp_port=smtp_port,
                 maildir=str(self.data_dir / "mail"),
                 qdrant_location=f"http://{qdrant.rest_host_address}",
+                llm_base_url=f"http://127.0.0.1:{llm_port}/v1",
             )
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        if self.smtp is not None:
-            self.smtp.stop()
+        for server in reversed(self.natives):
+            server.stop()
         self._stack.close()

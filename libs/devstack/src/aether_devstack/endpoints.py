@@ -19,6 +19,7 @@ ENV_NAMES = {
     "smtp_port": "AETHER_SMTP_PORT",
     "maildir": "AETHER_MAILDIR",
     "qdrant_location": "AETHER_QDRANT_LOCATION",
+    "llm_base_url": "AETHER_LLM_BASE_URL",
 }
 
 
@@ -53,6 +54,8 @@ class Endpoints:
     maildir: str = ""
     # Qdrant: a server URL, or a local-mode path / ":memory:" (qdrant-client embedded).
     qdrant_location: str = ":memory:"
+    # An OpenAI-compatible API (`.../v1`): the local llama.cpp server; empty when there is none.
+    llm_base_url: str = ""
 
     def as_env(self) -> dict[str, str]:
         return {ENV_NAMES[k]: str(v) for k, v in asdict(self).items()}

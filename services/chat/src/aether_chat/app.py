@@ -14,7 +14,6 @@ from fastapi import FastAPI
 
 from aether_chat.batching import SendBatcher
 from aether_chat.cache import ChatCache
-from aether_chat.callers import AuthJwks, token_resolver
 from aether_chat.config import ChatSettings
 from aether_chat.consumers import UserEventsConsumer
 from aether_chat.db import Database
@@ -23,6 +22,7 @@ from aether_chat.grpc import SERVICE_NAME, ChatServicer, register
 from aether_chat.realtime import Fanout, RedisComponent
 from aether_chat.retention import RetentionJob
 from aether_chat.service import ChatService
+from aether_common.auth_jwks import AuthJwks, token_resolver
 from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app

@@ -1,0 +1,1 @@
+"""Aether AI service: LLM chat in modes, RAG, response cache, bounded queue, streaming, usage."""

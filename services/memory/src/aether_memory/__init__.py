@@ -1,0 +1,1 @@
+"""Aether memory service: embeddings, collections per namespace, semantic search."""
