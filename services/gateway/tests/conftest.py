@@ -29,8 +29,10 @@ from google.protobuf.message import Message
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
+from aether.ai.v1 import ai_pb2, ai_pb2_grpc
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
+from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import AetherError
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.identity import metadata_to_dict
@@ -490,3 +492,219 @@ def chat_fanout_prefix(redis_prefix: str) -> str:
 def token_issuer_audience() -> tuple[str, str]:
     """(iss, aud) of the tokens minted here: what a real chat service must expect."""
     return ISSUER, AUDIENCE
+
+
+# -- ai and memory (the AI tests: test_ai_*.py, test_memory_*.py) ----------------------------------
+AI_SERVICE = ai_pb2.DESCRIPTOR.services_by_name["AiService"]
+MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
+AI_STREAMS = frozenset(("Chat", "Analyze"))
+# In a scripted stream: wait here until the client cancels the call.
+HOLD = object()
+StreamScript = list[Any] | AetherError | Callable[[Any], AsyncIterator[Any]]
+
+
+def ai_answer_events(
+    text: str = "Hello world", *, response: type[Message] = ai_pb2.ChatResponse
+) -> list[Message]:
+    """A whole streamed answer: started, one chunk per word, done (with usage)."""
+    words = text.split(" ")
+    chunks = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+    usage = ai_pb2.Usage(
+        prompt_tokens=12,
+        completion_tokens=len(chunks),
+        total_tokens=12 + len(chunks),
+        cost_usd=0.25,
+        latency_ms=40,
+        first_token_ms=10,
+        model="smollm2-135m",
+    )
+    return [
+        response(  # type: ignore[call-arg]
+            started=ai_pb2.Started(
+                request_id="req-1", conversation_id="conv-1", mode="fast", model="smollm2-135m"
+            )
+        ),
+        *(response(chunk=ai_pb2.Chunk(content=c)) for c in chunks),  # type: ignore[call-arg]
+        response(  # type: ignore[call-arg]
+            done=ai_pb2.Done(answer=text, usage=usage, finish_reason="stop")
+        ),
+    ]
+
+
+@dataclass
+class FakeAi:
+    """An AiService peer for the gateway's own tests. Unary RPCs answer like FakeChat's;
+    Chat/Analyze stream `streams[name]`: a list of events (an AetherError in it fails the call
+    there, HOLD waits until the client cancels), an AetherError, or a callable giving an async
+    iterator. A call the client cancelled is recorded in `cancelled`."""
+
+    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
+    streams: dict[str, StreamScript] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    cancelled_event: asyncio.Event = field(default_factory=asyncio.Event)
+    streaming_event: asyncio.Event = field(default_factory=asyncio.Event)
+    address: str = ""
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_cancelled(self) -> list[str]:
+        async with asyncio.timeout(5.0):
+            await self.cancelled_event.wait()
+        return self.cancelled
+
+    async def wait_streaming(self) -> None:
+        """Until a Chat/Analyze call has reached the peer."""
+        async with asyncio.timeout(5.0):
+            await self.streaming_event.wait()
+
+    async def answer(self, method: str, request: Any) -> Message:
+        scripted = self.answers.get(method)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if isinstance(scripted, Message):
+            return scripted
+        if scripted is not None:
+            result = scripted(request)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+        output = AI_SERVICE.methods_by_name[method].output_type.name
+        message: Message = getattr(ai_pb2, output)()
+        return message
+
+    async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+        response = ai_pb2.ChatResponse if method == "Chat" else ai_pb2.AnalyzeResponse
+        scripted = self.streams.get(method)
+        if scripted is None:
+            scripted = ai_answer_events(response=response)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if callable(scripted):
+            async for item in scripted(request):
+                yield item
+            return
+        for item in scripted:
+            if item is HOLD:
+                await asyncio.Event().wait()
+            elif isinstance(item, AetherError):
+                raise item
+            else:
+                yield item
+
+
+def _ai_servicer(fake: FakeAi) -> ai_pb2_grpc.AiServiceServicer:
+    def unary(name: str) -> Callable[..., Awaitable[Message]]:
+        async def method(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
+            return await fake.answer(name, request)
+
+        return method
+
+    def streaming(name: str) -> Callable[..., AsyncIterator[Any]]:
+        async def method(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
+            fake.streaming_event.set()
+            try:
+                async for item in fake.stream(name, request):
+                    yield item
+            except asyncio.CancelledError:
+                fake.cancelled.append(name)
+                fake.cancelled_event.set()
+                raise
+
+        return method
+
+    methods = {
+        name: streaming(name) if name in AI_STREAMS else unary(name)
+        for name in AI_SERVICE.methods_by_name
+    }
+    servicer_class = type("FakeAiServicer", (ai_pb2_grpc.AiServiceServicer,), methods)
+    servicer: ai_pb2_grpc.AiServiceServicer = servicer_class()
+    return servicer
+
+
+@pytest.fixture
+async def fake_ai() -> AsyncIterator[FakeAi]:
+    fake = FakeAi()
+    server: GrpcServer = create_server("ai", host="127.0.0.1", port=0)
+    server.add_service(
+        ai_pb2_grpc.add_AiServiceServicer_to_server, _ai_servicer(fake), AI_SERVICE.full_name
+    )
+    await server.start()
+    fake.address = server.address
+    yield fake
+    await server.stop(grace=0)
+
+
+@dataclass
+class FakeMemory:
+    """A MemoryService peer: answers what a test scripted, records each call."""
+
+    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    address: str = ""
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def answer(self, method: str, request: Any) -> Message:
+        scripted = self.answers.get(method)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if isinstance(scripted, Message):
+            return scripted
+        if scripted is not None:
+            result = scripted(request)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+        output = MEMORY_SERVICE.methods_by_name[method].output_type.name
+        message: Message = getattr(memory_pb2, output)()
+        return message
+
+
+def _memory_servicer(fake: FakeMemory) -> memory_pb2_grpc.MemoryServiceServicer:
+    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
+        async def method(
+            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Message:
+            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
+            return await fake.answer(name, request)
+
+        return method
+
+    methods = {name: rpc(name) for name in MEMORY_SERVICE.methods_by_name}
+    servicer_class = type("FakeMemoryServicer", (memory_pb2_grpc.MemoryServiceServicer,), methods)
+    servicer: memory_pb2_grpc.MemoryServiceServicer = servicer_class()
+    return servicer
+
+
+@pytest.fixture
+async def fake_memory() -> AsyncIterator[FakeMemory]:
+    fake = FakeMemory()
+    server: GrpcServer = create_server("memory", host="127.0.0.1", port=0)
+    server.add_service(
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server,
+        _memory_servicer(fake),
+        MEMORY_SERVICE.full_name,
+    )
+    await server.start()
+    fake.address = server.address
+    yield fake
+    await server.stop(grace=0)
+
+
+@pytest.fixture
+def ai_events() -> Callable[..., list[Message]]:
+    """`ai_events("Hello world", response=ai_pb2.AnalyzeResponse)`: a whole streamed answer."""
+    return ai_answer_events
+
+
+@pytest.fixture
+def hold() -> object:
+    """Put in a FakeAi stream script: the stream waits there until the client cancels."""
+    return HOLD

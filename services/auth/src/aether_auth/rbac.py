@@ -54,8 +54,18 @@ PLAN_PERMISSIONS: dict[Plan, frozenset[str]] = {
 ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.USER: frozenset(),
     Role.MODERATOR: frozenset({"discussion:moderate", "chat:moderate"}),
+    # ai:admin: AI performance data and cache invalidation; memory:admin: write the shared
+    # "knowledge" namespace (memory:write only covers a user's own memories).
     Role.ADMIN: frozenset(
-        {"discussion:moderate", "chat:moderate", USERS_ADMIN, "audit:read", "ops:read"}
+        {
+            "discussion:moderate",
+            "chat:moderate",
+            USERS_ADMIN,
+            "audit:read",
+            "ops:read",
+            "ai:admin",
+            "memory:admin",
+        }
     ),
 }
 

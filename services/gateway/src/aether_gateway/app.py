@@ -23,8 +23,10 @@ from aether_common.logging import get_logger
 from aether_common.settings import Environment
 from aether_gateway import admin_routes, auth_routes, ops_routes
 from aether_gateway.access import AccessMiddleware
+from aether_gateway.ai import routes as ai_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
+from aether_gateway.memory import routes as memory_routes
 from aether_gateway.middleware import (
     BodySizeLimitMiddleware,
     SecurityHeadersMiddleware,
@@ -69,6 +71,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             auth_routes.well_known_router,
             admin_routes.router,
             chat_routes.router,
+            ai_routes.router,
+            memory_routes.router,
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,

@@ -102,6 +102,39 @@ class GatewaySettings(AetherSettings):
     # UpdatePresence(online) for each connected user this often (chat keeps presence with a TTL).
     chat_presence_interval_s: float = Field(default=30.0, gt=0)
 
+    # -- AI and memory (ai/, memory/; the public API is docs/ai.md) -----------------------------
+    # Optional like chat: without a target the routes answer 503 (and WS /ws/ai-chat closes 1013).
+    ai_grpc_target: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_AI_GRPC_TARGET", "AETHER_AI_GRPC_TARGET"),
+    )
+    memory_grpc_target: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_MEMORY_GRPC_TARGET", "AETHER_MEMORY_GRPC_TARGET"),
+    )
+    # Unary AI calls (Search runs a summary through the model, so not the 5 s of auth and chat).
+    ai_timeout_s: float = Field(default=60.0, gt=0)
+    # The whole of one streamed answer (Chat, Analyze): queue wait plus generation.
+    ai_stream_timeout_s: float = Field(default=120.0, gt=0)
+    memory_timeout_s: float = Field(default=15.0, gt=0)
+    # Retry-After on `ai_busy` (every model slot busy) when the service does not name one.
+    ai_busy_retry_after_s: int = Field(default=2, ge=1, le=300)
+    # SSE (POST /api/ai/chat/stream): a comment line after this long without an event, so
+    # proxies do not take a slow first token for a dead connection.
+    ai_sse_keepalive_s: float = Field(default=15.0, gt=0)
+    # WebSocket (WS /ws/ai-chat)
+    ai_ws_auth_timeout_s: float = Field(default=5.0, gt=0)
+    ai_ws_max_frame_bytes: int = Field(default=65_536, ge=1024, le=16_777_216)
+    # Frames waiting for one client (chunks of a generation); more and it is closed (4009).
+    ai_ws_queue_frames: int = Field(default=4096, ge=64)
+    # Closed (4008) after this long without a frame from the client while nothing generates.
+    ai_ws_idle_timeout_s: float = Field(default=300.0, gt=0)
+    # Client frames per window, per connection, by plan (None = unlimited); cancel not counted.
+    ai_ws_rate_window_s: float = Field(default=60.0, gt=0)
+    ai_ws_rate_free: int | None = Field(default=60, ge=1)
+    ai_ws_rate_premium: int | None = Field(default=300, ge=1)
+    ai_ws_rate_admin: int | None = Field(default=None, ge=1)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -133,6 +166,13 @@ class GatewaySettings(AetherSettings):
             "free": self.chat_ws_rate_free,
             "premium": self.chat_ws_rate_premium,
             "admin": self.chat_ws_rate_admin,
+        }
+
+    def ai_ws_limits(self) -> dict[str, int | None]:
+        return {
+            "free": self.ai_ws_rate_free,
+            "premium": self.ai_ws_rate_premium,
+            "admin": self.ai_ws_rate_admin,
         }
 
     def plan_limits(self) -> dict[str, int | None]:

@@ -27,7 +27,7 @@ DOCS_CSP = (
 )
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 # Tokens and personal data: never stored by browsers or shared caches unless a route says so.
-NO_STORE_PREFIXES = ("/api/auth", "/api/admin")
+NO_STORE_PREFIXES = ("/api/auth", "/api/admin", "/api/chat", "/api/ai", "/api/memory")
 
 
 class SecurityHeadersMiddleware:

@@ -49,8 +49,8 @@ async def _probe(check: Callable[[], Awaitable[bool]]) -> DependencyStatus:
 
 @router.get(
     "/api/status",
-    summary="Each dependency's health (auth and chat gRPC health checks, Redis); 503 when one "
-    "is down",
+    summary="Each dependency's health (auth, chat, ai and memory gRPC health checks, Redis); "
+    "503 when one is down",
     responses={503: {"model": StatusOut}},
 )
 async def status(resources: Resources) -> JSONResponse:
@@ -63,6 +63,10 @@ async def status(resources: Resources) -> JSONResponse:
     }
     if resources.chat.chat is not None:  # chat is optional (AETHER_CHAT_GRPC_TARGET)
         checks["chat"] = resources.chat.chat.healthy
+    if resources.ai is not None:  # ai and memory are optional too
+        checks["ai"] = resources.ai.healthy
+    if resources.memory is not None:
+        checks["memory"] = resources.memory.healthy
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     dependencies = dict(zip(checks, results, strict=True))
     body = StatusOut(

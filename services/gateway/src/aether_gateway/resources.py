@@ -7,14 +7,19 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from aether_common.access_tokens import JwksCache, TokenVerifier
+from aether_common.logging import get_logger
 from aether_gateway.access_gate import AccessGate
+from aether_gateway.ai.client import AiClient
 from aether_gateway.cache import ProfileCache
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
+from aether_gateway.memory.client import MemoryClient
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
 from aether_gateway.redis_guard import RedisGuard
 from aether_gateway.revocation import Revocations
 from aether_gateway.upstream import AuthClient
+
+log = get_logger(__name__)
 
 
 def _redis(url: str, settings: GatewaySettings) -> Redis:
@@ -40,6 +45,9 @@ class GatewayResources:
     gate: AccessGate
     profiles: ProfileCache
     chat: ChatRuntime
+    # Optional like chat: None when not configured (their routes answer 503).
+    ai: AiClient | None
+    memory: MemoryClient | None
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> GatewayResources:
@@ -101,11 +109,36 @@ class GatewayResources:
             gate=gate,
             profiles=profiles,
             chat=ChatRuntime.open(settings),
+            ai=_ai_client(settings),
+            memory=_memory_client(settings),
         )
 
     async def close(self) -> None:
         await self.chat.close()
+        if self.ai is not None:
+            await self.ai.close()
+        if self.memory is not None:
+            await self.memory.close()
         await self.auth.close()
         if self.revocation_redis is not self.redis:
             await self.revocation_redis.aclose()
         await self.redis.aclose()
+
+
+def _ai_client(settings: GatewaySettings) -> AiClient | None:
+    if settings.ai_grpc_target is None:
+        log.warning("ai is not configured (AETHER_AI_GRPC_TARGET): /api/ai answers 503")
+        return None
+    return AiClient.connect(
+        settings.ai_grpc_target,
+        timeout_s=settings.ai_timeout_s,
+        stream_timeout_s=settings.ai_stream_timeout_s,
+        busy_retry_after_s=settings.ai_busy_retry_after_s,
+    )
+
+
+def _memory_client(settings: GatewaySettings) -> MemoryClient | None:
+    if settings.memory_grpc_target is None:
+        log.warning("memory is not configured (AETHER_MEMORY_GRPC_TARGET): /api/memory answers 503")
+        return None
+    return MemoryClient.connect(settings.memory_grpc_target, timeout_s=settings.memory_timeout_s)

@@ -33,11 +33,11 @@ class MemoryServiceStub:
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
     writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-    `memory:write` permission) write or delete.
+    `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
     one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.
@@ -79,11 +79,11 @@ class MemoryServiceServicer:
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
     writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-    `memory:write` permission) write or delete.
+    `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
     one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.
@@ -157,11 +157,11 @@ class MemoryService:
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
     writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-    `memory:write` permission) write or delete.
+    `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
     one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.

@@ -34,11 +34,11 @@ class MemoryServiceStub:
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
                    writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-                   `memory:write` permission) write or delete.
+                   `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
                    one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.
@@ -68,11 +68,11 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
                    writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-                   `memory:write` permission) write or delete.
+                   `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
                    one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.
@@ -98,11 +98,11 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     for a user (the AI service doing RAG) forwards that user's token. Errors follow
     aether/common/v1/errors.proto.
 
-    Namespaces (docs/memory.md):
+    Namespaces (services/memory/README.md):
     - "memories":  a user's own notes; each record belongs to its owner, only the owner reads,
                    writes or deletes it (search is always filtered to the caller).
     - "knowledge": shared documents; every signed-in user searches them, only admins (or the
-                   `memory:write` permission) write or delete.
+                   `memory:admin` permission) write or delete.
     - "chat":      chat messages, embedded from chat.message.created events; searched only within
                    one room (room_id required), by its members.
     An unknown namespace is INVALID_ARGUMENT.

@@ -1,0 +1,404 @@
+"""Every query of the AI service. Functions take a connection the caller opened (db.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from aether_ai.db import Conn
+
+Row = Any  # an asyncpg Record
+
+
+# -- usage ---------------------------------------------------------------------------------------
+async def insert_request(
+    conn: Conn,
+    *,
+    request_id: str,
+    user_id: str,
+    conversation_id: str,
+    kind: str,
+    mode: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+    latency_ms: int,
+    first_token_ms: int,
+    cached: bool,
+) -> date | None:
+    """The request's row; its UTC day, or None when this request id was recorded before."""
+    day: date | None = await conn.fetchval(
+        """
+        INSERT INTO ai_requests (request_id, user_id, conversation_id, kind, mode, model,
+            prompt_tokens, completion_tokens, cost_usd, latency_ms, first_token_ms, cached)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING (created_at AT TIME ZONE 'UTC')::date
+        """,
+        request_id,
+        user_id,
+        conversation_id,
+        kind,
+        mode,
+        model,
+        prompt_tokens,
+        completion_tokens,
+        cost_usd,
+        latency_ms,
+        first_token_ms,
+        cached,
+    )
+    return day
+
+
+async def add_daily_usage(
+    conn: Conn,
+    *,
+    user_id: str,
+    day: date,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost_usd: float,
+    cached: bool,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO ai_usage_daily AS u (user_id, day, model, requests, cached_requests,
+            prompt_tokens, completion_tokens, cost_usd)
+        VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
+        ON CONFLICT (user_id, day, model) DO UPDATE SET
+            requests = u.requests + 1,
+            cached_requests = u.cached_requests + EXCLUDED.cached_requests,
+            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+            completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+            cost_usd = u.cost_usd + EXCLUDED.cost_usd
+        """,
+        user_id,
+        day,
+        model,
+        1 if cached else 0,
+        prompt_tokens,
+        completion_tokens,
+        cost_usd,
+    )
+
+
+async def daily_usage(conn: Conn, user_id: str, days: int) -> list[Row]:
+    """The user's aggregates of the last `days` UTC days (today included), newest day first."""
+    rows: list[Row] = await conn.fetch(
+        """
+        SELECT day, model, requests, cached_requests, prompt_tokens, completion_tokens, cost_usd
+        FROM ai_usage_daily
+        WHERE user_id = $1 AND day > (now() AT TIME ZONE 'UTC')::date - $2::int
+        ORDER BY day DESC, model
+        """,
+        user_id,
+        days,
+    )
+    return rows
+
+
+async def performance(conn: Conn, window: timedelta) -> list[Row]:
+    """One row per model plus the all-models row (model NULL), over every replica's requests."""
+    rows: list[Row] = await conn.fetch(
+        """
+        SELECT model,
+            count(*) AS requests,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95,
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY first_token_ms) AS first_token_p50,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY first_token_ms) AS first_token_p95,
+            sum(prompt_tokens) AS prompt_tokens,
+            sum(completion_tokens) AS completion_tokens,
+            sum(cost_usd) AS cost_usd,
+            avg(cached::int) AS cache_hit_rate
+        FROM ai_requests
+        WHERE created_at >= now() - $1::interval
+        GROUP BY GROUPING SETS ((model), ())
+        ORDER BY model NULLS FIRST
+        """,
+        window,
+    )
+    return rows
+
+
+# -- conversations -------------------------------------------------------------------------------
+_CONVERSATION_COLUMNS = "id, user_id, title, mode, message_count, created_at, updated_at"
+
+
+async def insert_conversation(
+    conn: Conn, conversation_id: uuid.UUID, user_id: str, title: str, mode: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO ai_conversations (id, user_id, title, mode) VALUES ($1, $2, $3, $4)",
+        conversation_id,
+        user_id,
+        title,
+        mode,
+    )
+
+
+async def find_conversation(
+    conn: Conn, user_id: str, conversation_id: uuid.UUID, *, lock: bool = False
+) -> Row | None:
+    """The user's conversation (None for another user's); `lock` holds it for an append."""
+    row: Row | None = await conn.fetchrow(
+        f"SELECT {_CONVERSATION_COLUMNS} FROM ai_conversations "  # noqa: S608 (constants)
+        f"WHERE id = $1 AND user_id = $2{' FOR UPDATE' if lock else ''}",
+        conversation_id,
+        user_id,
+    )
+    return row
+
+
+async def last_messages(conn: Conn, conversation_id: uuid.UUID, limit: int) -> list[Row]:
+    """The conversation's last `limit` messages, oldest first."""
+    rows: list[Row] = await conn.fetch(
+        """
+        SELECT role, content, mode, model, created_at FROM (
+            SELECT id, role, content, mode, model, created_at FROM ai_messages
+            WHERE conversation_id = $1 ORDER BY id DESC LIMIT $2
+        ) AS last ORDER BY id
+        """,
+        conversation_id,
+        limit,
+    )
+    return rows
+
+
+async def all_messages(conn: Conn, conversation_id: uuid.UUID) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        "SELECT role, content, mode, model, created_at FROM ai_messages "
+        "WHERE conversation_id = $1 ORDER BY id",
+        conversation_id,
+    )
+    return rows
+
+
+async def insert_messages(
+    conn: Conn, conversation_id: uuid.UUID, messages: Sequence[tuple[str, str, str, str]]
+) -> None:
+    """(role, content, mode, model) rows, in order."""
+    await conn.executemany(
+        "INSERT INTO ai_messages (conversation_id, role, content, mode, model) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        [(conversation_id, *message) for message in messages],
+    )
+
+
+async def touch_conversation(conn: Conn, conversation_id: uuid.UUID, added: int, mode: str) -> None:
+    """Count the added messages, move it to the top of the list, keep the latest mode used."""
+    await conn.execute(
+        """
+        UPDATE ai_conversations SET
+            message_count = message_count + $2,
+            updated_at = clock_timestamp(),
+            mode = CASE WHEN $3 = '' THEN mode ELSE $3 END
+        WHERE id = $1
+        """,
+        conversation_id,
+        added,
+        mode,
+    )
+
+
+async def list_conversations(
+    conn: Conn, user_id: str, limit: int, before: datetime | None
+) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        f"SELECT {_CONVERSATION_COLUMNS} FROM ai_conversations "  # noqa: S608 (constants)
+        "WHERE user_id = $1 AND ($2::timestamptz IS NULL OR updated_at < $2) "
+        "ORDER BY updated_at DESC, id DESC LIMIT $3",
+        user_id,
+        before,
+        limit,
+    )
+    return rows
+
+
+async def delete_conversation(conn: Conn, user_id: str, conversation_id: uuid.UUID) -> bool:
+    """Deletes it with its messages (cascade); False when the user has no such conversation."""
+    status: str = await conn.execute(
+        "DELETE FROM ai_conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+    )
+    return status != "DELETE 0"
+
+
+# -- preferences ---------------------------------------------------------------------------------
+async def get_mode(conn: Conn, user_id: str) -> str | None:
+    mode: str | None = await conn.fetchval(
+        "SELECT mode FROM ai_preferences WHERE user_id = $1", user_id
+    )
+    return mode
+
+
+async def set_mode(conn: Conn, user_id: str, mode: str) -> None:
+    await conn.execute(
+        """
+        INSERT INTO ai_preferences (user_id, mode) VALUES ($1, $2)
+        ON CONFLICT (user_id) DO UPDATE SET mode = EXCLUDED.mode, updated_at = now()
+        """,
+        user_id,
+        mode,
+    )
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+JOBS_CHANNEL = "ai_jobs"  # NOTIFY on submit wakes idle runners at once
+
+_JOB_COLUMNS = (
+    "id, user_id, status, attempts, answer, usage, conversation_id, error, created_at, finished_at"
+)
+
+
+async def insert_job(conn: Conn, job_id: uuid.UUID, user_id: str, request: bytes) -> Row:
+    row: Row = await conn.fetchrow(
+        f"INSERT INTO ai_jobs (id, user_id, request, status) "  # noqa: S608 (constants)
+        f"VALUES ($1, $2, $3, 'queued') RETURNING {_JOB_COLUMNS}",
+        job_id,
+        user_id,
+        request,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", JOBS_CHANNEL)  # delivered on commit
+    return row
+
+
+async def find_job(conn: Conn, user_id: str, job_id: uuid.UUID) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        f"SELECT {_JOB_COLUMNS} FROM ai_jobs "  # noqa: S608 (constants)
+        "WHERE id = $1 AND user_id = $2",
+        job_id,
+        user_id,
+    )
+    return row
+
+
+async def claim_job(conn: Conn, lease_token: uuid.UUID, lease: timedelta) -> Row | None:
+    """The oldest runnable job (queued and due, or running with an expired lease), leased to
+    `lease_token`; replicas skip each other's locked rows instead of waiting on them."""
+    row: Row | None = await conn.fetchrow(
+        """
+        UPDATE ai_jobs AS j SET
+            status = 'running',
+            attempts = j.attempts + 1,
+            lease_token = $1,
+            lease_until = now() + $2::interval,
+            started_at = coalesce(j.started_at, now())
+        FROM (
+            SELECT id FROM ai_jobs
+            WHERE (status = 'queued' AND run_after <= now())
+               OR (status = 'running' AND lease_until < now())
+            ORDER BY created_at
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) AS next
+        WHERE j.id = next.id
+        RETURNING j.id, j.user_id, j.request, j.attempts
+        """,
+        lease_token,
+        lease,
+    )
+    return row
+
+
+async def extend_lease(
+    conn: Conn, job_id: uuid.UUID, lease_token: uuid.UUID, lease: timedelta
+) -> bool:
+    """False when the lease was lost (it expired and another runner claimed the job)."""
+    status: str = await conn.execute(
+        "UPDATE ai_jobs SET lease_until = now() + $3::interval "
+        "WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        job_id,
+        lease_token,
+        lease,
+    )
+    return status != "UPDATE 0"
+
+
+async def succeed_job(
+    conn: Conn,
+    job_id: uuid.UUID,
+    lease_token: uuid.UUID,
+    *,
+    answer: str,
+    usage: bytes,
+    conversation_id: str,
+) -> bool:
+    status: str = await conn.execute(
+        """
+        UPDATE ai_jobs SET status = 'succeeded', answer = $3, usage = $4, conversation_id = $5,
+            error = '', finished_at = now(), lease_token = NULL, lease_until = NULL
+        WHERE id = $1 AND lease_token = $2
+        """,
+        job_id,
+        lease_token,
+        answer,
+        usage,
+        conversation_id,
+    )
+    return status != "UPDATE 0"
+
+
+async def fail_job(conn: Conn, job_id: uuid.UUID, lease_token: uuid.UUID, error: str) -> bool:
+    status: str = await conn.execute(
+        """
+        UPDATE ai_jobs SET status = 'failed', error = $3, finished_at = now(),
+            lease_token = NULL, lease_until = NULL
+        WHERE id = $1 AND lease_token = $2
+        """,
+        job_id,
+        lease_token,
+        error,
+    )
+    return status != "UPDATE 0"
+
+
+async def retry_job(
+    conn: Conn, job_id: uuid.UUID, lease_token: uuid.UUID, delay: timedelta
+) -> bool:
+    """Back to the queue after a failed attempt, runnable again after `delay`."""
+    status: str = await conn.execute(
+        """
+        UPDATE ai_jobs SET status = 'queued', run_after = now() + $3::interval,
+            lease_token = NULL, lease_until = NULL
+        WHERE id = $1 AND lease_token = $2
+        """,
+        job_id,
+        lease_token,
+        delay,
+    )
+    return status != "UPDATE 0"
+
+
+async def release_job(conn: Conn, job_id: uuid.UUID, lease_token: uuid.UUID) -> bool:
+    """Back to the queue, the interrupted attempt not counted (this runner is stopping)."""
+    status: str = await conn.execute(
+        """
+        UPDATE ai_jobs SET status = 'queued', attempts = greatest(attempts - 1, 0),
+            run_after = now(), lease_token = NULL, lease_until = NULL
+        WHERE id = $1 AND lease_token = $2
+        """,
+        job_id,
+        lease_token,
+    )
+    return status != "UPDATE 0"
+
+
+# -- erasure -------------------------------------------------------------------------------------
+async def erase_user(conn: Conn, user_id: str) -> dict[str, int]:
+    """Everything personal of the user (messages go with their conversations); rows per table.
+
+    The daily aggregates stay: they hold counts and cost only, kept for billing.
+    """
+    erased: dict[str, int] = {}
+    for table in ("ai_conversations", "ai_jobs", "ai_preferences", "ai_requests"):
+        status: str = await conn.execute(
+            f"DELETE FROM {table} WHERE user_id = $1",  # noqa: S608 (constant table names)
+            user_id,
+        )
+        erased[table] = int(status.rsplit(" ", 1)[-1])
+    return erased

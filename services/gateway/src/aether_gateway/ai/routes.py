@@ -1,0 +1,238 @@
+"""`/api/ai/*` REST (+ the SSE stream) and `WS /ws/ai-chat`: each route parses, calls one
+AiService RPC with the caller's token, and shapes the answer; ai's errors keep their meaning."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+from starlette.routing import WebSocketRoute
+
+from aether.ai.v1 import ai_pb2
+from aether_common.access_tokens import AccessToken
+from aether_common.errors import Forbidden
+from aether_gateway.ai import convert
+from aether_gateway.ai.client import AiClient, AiNotConfigured
+from aether_gateway.ai.schemas import (
+    ID_PATTERN,
+    UUID_PATTERN,
+    AnalyzeIn,
+    AnswerOut,
+    CacheInvalidatedOut,
+    ChatIn,
+    ConversationDetailOut,
+    ConversationsOut,
+    InvalidateCacheIn,
+    JobOut,
+    JobQueuedOut,
+    ModeIn,
+    ModeOut,
+    ModesOut,
+    PerformanceOut,
+    SearchIn,
+    SearchOut,
+    UsageReportOut,
+)
+from aether_gateway.ai.sse import MEDIA_TYPE, EventStreamResponse
+from aether_gateway.ai.stream import Transport, answer_events, collect
+from aether_gateway.ai.ws import AiChatSocket
+from aether_gateway.deps import Caller, Resources
+
+AI_ADMIN_PERMISSION = "ai:admin"
+ADMIN_ROLE = "admin"
+
+router = APIRouter(prefix="/api/ai", tags=["ai"])
+# A plain ASGI app, like chat's socket (ws.py).
+router.routes.append(WebSocketRoute("/ws/ai-chat", AiChatSocket(), name="ai_chat_ws"))
+
+
+async def get_ai(resources: Resources) -> AiClient:
+    if resources.ai is None:
+        raise AiNotConfigured()
+    return resources.ai
+
+
+async def require_ai_admin(caller: Caller) -> AccessToken:
+    """The admin role or `ai:admin`: checked here AND again by the service."""
+    if ADMIN_ROLE in caller.roles or AI_ADMIN_PERMISSION in caller.permissions:
+        return caller
+    raise Forbidden(
+        f"missing permission: {AI_ADMIN_PERMISSION}", metadata={"missing": AI_ADMIN_PERMISSION}
+    )
+
+
+Ai = Annotated[AiClient, Depends(get_ai)]
+Admin = Annotated[AccessToken, Depends(require_ai_admin)]
+JobIdPath = Annotated[str, Path(pattern=UUID_PATTERN, description="a UUID")]
+ConversationIdPath = Annotated[str, Path(pattern=ID_PATTERN)]
+
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: start, chunk..., sources, done (or error)",
+        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+async def _answer(
+    ai: AiClient,
+    request: ai_pb2.ChatRequest | ai_pb2.AnalyzeRequest,
+    caller: AccessToken,
+    transport: Transport = "rest",
+) -> AnswerOut:
+    async with aclosing(answer_events(ai, request, token=caller.raw, transport=transport)) as ev:
+        return AnswerOut.model_validate(await collect(ev))
+
+
+# -- answers -------------------------------------------------------------------------------------
+@router.post("/chat", summary="One answer, collected from the stream (Chat)")
+async def chat(body: ChatIn, caller: Caller, ai: Ai) -> AnswerOut:
+    return await _answer(ai, convert.chat_request(body), caller)
+
+
+@router.post(
+    "/chat/stream",
+    summary="One answer as Server-Sent Events (Chat)",
+    response_class=Response,
+    responses=SSE_RESPONSES,
+)
+async def chat_stream(body: ChatIn, caller: Caller, ai: Ai, resources: Resources) -> Any:
+    events = answer_events(ai, convert.chat_request(body), token=caller.raw, transport="sse")
+    return EventStreamResponse(events, keepalive_s=resources.settings.ai_sse_keepalive_s)
+
+
+@router.post("/analyze", summary="Stock analysis over the OHLCV bars sent (Analyze), collected")
+async def analyze(body: AnalyzeIn, caller: Caller, ai: Ai) -> AnswerOut:
+    return await _answer(ai, convert.analyze_request(body), caller)
+
+
+@router.post("/search", summary="Semantic search plus a summary citing the hits (Search)")
+async def search(body: SearchIn, caller: Caller, ai: Ai) -> SearchOut:
+    request = ai_pb2.SearchRequest(
+        query=body.query, namespace=body.namespace, limit=body.limit, no_summary=body.no_summary
+    )
+    answer = await ai.call(ai.stub.Search, request, token=caller.raw)
+    return SearchOut.model_validate(convert.search(answer))
+
+
+# -- modes ---------------------------------------------------------------------------------------
+@router.get("/mode", summary="The caller's default mode and every mode they may use (GetMode)")
+async def get_mode(caller: Caller, ai: Ai) -> ModesOut:
+    answer = await ai.call(ai.stub.GetMode, ai_pb2.GetModeRequest(), token=caller.raw)
+    return ModesOut.model_validate(convert.modes(answer))
+
+
+@router.post("/mode", summary="Set the caller's default mode (SetMode)")
+async def set_mode(body: ModeIn, caller: Caller, ai: Ai) -> ModeOut:
+    answer = await ai.call(ai.stub.SetMode, ai_pb2.SetModeRequest(mode=body.mode), token=caller.raw)
+    return ModeOut(mode=answer.mode)
+
+
+# -- async generation ----------------------------------------------------------------------------
+@router.post(
+    "/generate",
+    summary="An answer now (async=false, collected) or as a background job (async=true: 202)",
+    responses={202: {"model": JobQueuedOut, "description": "queued; poll GET /api/ai/jobs/{id}"}},
+)
+async def generate(
+    body: ChatIn,
+    caller: Caller,
+    ai: Ai,
+    run_async: Annotated[bool, Query(alias="async")] = False,
+) -> Any:
+    request = convert.chat_request(body)
+    if not run_async:
+        return await _answer(ai, request, caller)
+    answer = await ai.call(
+        ai.stub.SubmitJob, ai_pb2.SubmitJobRequest(request=request), token=caller.raw
+    )
+    queued = JobQueuedOut.model_validate(
+        {"job_id": answer.job.job_id, "status": convert.job_status(answer.job.status)}
+    )
+    return JSONResponse(
+        queued.model_dump(),
+        status_code=202,
+        headers={"Location": f"/api/ai/jobs/{queued.job_id}"},
+    )
+
+
+@router.get("/jobs/{job_id}", summary="A job of the caller's (GetJob)")
+async def get_job(job_id: JobIdPath, caller: Caller, ai: Ai) -> JobOut:
+    answer = await ai.call(ai.stub.GetJob, ai_pb2.GetJobRequest(job_id=job_id), token=caller.raw)
+    return JobOut.model_validate(convert.job(answer.job))
+
+
+# -- conversations -------------------------------------------------------------------------------
+@router.get("/conversations", summary="The caller's conversations, latest update first")
+async def list_conversations(
+    caller: Caller,
+    ai: Ai,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[
+        AwareDatetime | None,
+        Query(description="RFC 3339: conversations updated before this (`next_before`)"),
+    ] = None,
+) -> ConversationsOut:
+    request = ai_pb2.ListConversationsRequest(limit=limit)
+    if before is not None:
+        request.before.CopyFrom(convert.to_timestamp(before))
+    answer = await ai.call(ai.stub.ListConversations, request, token=caller.raw)
+    return ConversationsOut.model_validate(convert.conversations(answer, limit))
+
+
+@router.get("/conversations/{conversation_id}", summary="A conversation and its messages")
+async def get_conversation(
+    conversation_id: ConversationIdPath, caller: Caller, ai: Ai
+) -> ConversationDetailOut:
+    request = ai_pb2.GetConversationRequest(conversation_id=conversation_id)
+    answer = await ai.call(ai.stub.GetConversation, request, token=caller.raw)
+    return ConversationDetailOut.model_validate(convert.conversation_detail(answer))
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a conversation of the caller's",
+)
+async def delete_conversation(
+    conversation_id: ConversationIdPath, caller: Caller, ai: Ai
+) -> Response:
+    request = ai_pb2.DeleteConversationRequest(conversation_id=conversation_id)
+    await ai.call(ai.stub.DeleteConversation, request, token=caller.raw)
+    return Response(status_code=204)
+
+
+# -- usage and admin -----------------------------------------------------------------------------
+@router.get("/usage", summary="The caller's usage per day and model (GetUsage)")
+async def usage(
+    caller: Caller, ai: Ai, days: Annotated[int, Query(ge=1, le=366)] = 30
+) -> UsageReportOut:
+    answer = await ai.call(ai.stub.GetUsage, ai_pb2.GetUsageRequest(days=days), token=caller.raw)
+    return UsageReportOut.model_validate(convert.usage_report(answer))
+
+
+@router.get(
+    "/admin/performance",
+    summary="Admin: latency percentiles, cache hit rate, queue depth, tokens and cost",
+)
+async def performance(
+    admin: Admin, ai: Ai, window_minutes: Annotated[int, Query(ge=1, le=10_080)] = 60
+) -> PerformanceOut:
+    request = ai_pb2.GetPerformanceRequest(window_minutes=window_minutes)
+    answer = await ai.call(ai.stub.GetPerformance, request, token=admin.raw)
+    return PerformanceOut.model_validate(convert.performance(answer))
+
+
+@router.post("/admin/cache/invalidate", summary="Admin: drop cached answers (all, or one mode's)")
+async def invalidate_cache(
+    admin: Admin, ai: Ai, body: InvalidateCacheIn | None = None
+) -> CacheInvalidatedOut:
+    mode = body.mode if body is not None and body.mode is not None else ""
+    answer = await ai.call(
+        ai.stub.InvalidateCache, ai_pb2.InvalidateCacheRequest(mode=mode), token=admin.raw
+    )
+    return CacheInvalidatedOut(removed=answer.removed)

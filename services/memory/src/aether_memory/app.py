@@ -1,0 +1,116 @@
+"""Wiring: every object of the service built once from its settings, and the components the
+runner drives, in start order. `__main__` runs it; tests (memory's and the AI service's) start
+the same components in-process:
+
+    memory = MemoryApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+    for component in memory.components(events=False):
+        await component.start()
+    target = memory.grpc.address        # "127.0.0.1:<bound port>"
+
+`embedder=` shares one already-loaded model between apps (tests); by default the settings
+choose it (MEMORY_EMBEDDER).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from aether_common.auth_jwks import AuthJwks, token_resolver
+from aether_common.grpc import GrpcServer, create_server
+from aether_common.http import create_http_app
+from aether_common.lifecycle import Component
+from aether_memory.access import NAMESPACES
+from aether_memory.config import MemorySettings
+from aether_memory.consumers import ContentConsumer
+from aether_memory.db import Database
+from aether_memory.embeddings import Embedder, Embeddings, build_embedder
+from aether_memory.grpc import SERVICE_NAME, MemoryServicer, register
+from aether_memory.index import VectorIndex
+from aether_memory.rebuild import IndexRebuild
+from aether_memory.rooms import RoomMembership
+from aether_memory.service import MemoryService
+
+
+class MemoryApp:
+    def __init__(
+        self,
+        settings: MemorySettings,
+        *,
+        grpc_host: str = "0.0.0.0",
+        grpc_port: int | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        s = self.settings = settings
+        self.database = Database(s.database_url, pool_size=s.database_pool_size)
+        model = embedder or build_embedder(s)
+        # One worker for the local model (concurrent ONNX runs only fight over the cores);
+        # an HTTP endpoint takes a few requests at once.
+        self.embeddings = Embeddings(
+            model, batch_size=s.embed_batch_size, workers=1 if model.kind == "local" else 4
+        )
+        api_key = s.qdrant_api_key
+        self.index = VectorIndex(
+            s.qdrant_location,
+            prefix=s.collection_prefix,
+            namespaces=[ns.value for ns in NAMESPACES],
+            dimensions=model.dimensions,
+            api_key=api_key.get_secret_value() if api_key else None,
+            timeout_s=s.qdrant_timeout_s,
+        )
+        self.rebuild = IndexRebuild(
+            self.database, self.index, self.embeddings, page_size=s.embed_batch_size * 4
+        )
+        self.rooms = RoomMembership(s.chat_grpc_target, timeout_s=s.chat_timeout_s)
+        self.service = MemoryService(
+            settings=s,
+            database=self.database,
+            embeddings=self.embeddings,
+            index=self.index,
+            rooms=self.rooms,
+        )
+        self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
+        self.grpc: GrpcServer = create_server(
+            "memory",
+            host=grpc_host,
+            port=s.grpc_port if grpc_port is None else grpc_port,
+            identity_resolver=token_resolver(
+                self.auth,
+                issuer=s.jwt_issuer,
+                audience=s.jwt_audience,
+                leeway_s=s.jwt_leeway_s,
+                max_age_s=s.jwks_max_age_s,
+                refetch_interval_s=s.jwks_refetch_interval_s,
+            ),
+        )
+        self.grpc.add_service(register, MemoryServicer(self.service, self.database), SERVICE_NAME)
+        self.consumer = ContentConsumer(
+            self.database,
+            self.service,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group,
+            topic_prefix=s.topic_prefix,
+        )
+
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC port (the real one when built with grpc_port=0), once started."""
+        return self.grpc.port
+
+    def components(self, *, events: bool = True) -> list[Component]:
+        """Start order (the runner stops them in reverse: gRPC first, the clients last).
+        The model loads before gRPC serves, so /readyz turns ready only with it loaded.
+        `events=False` consumes nothing (no Kafka needed)."""
+        consume: list[Component] = [self.consumer] if events else []
+        return [
+            self.database,
+            self.index,
+            self.embeddings,
+            self.rebuild,
+            self.auth,
+            self.rooms,
+            *consume,
+            self.grpc,
+        ]
+
+    def http_app(self) -> FastAPI:
+        return create_http_app("memory")

@@ -1,0 +1,214 @@
+"""The vector index: Qdrant, one collection per namespace (`<prefix><namespace>`), cosine.
+
+The same AsyncQdrantClient code runs against a Qdrant server (a URL) in production and against
+qdrant-client's local mode (a directory, or ":memory:") when embedded. Points carry only what
+searches filter on (user_id, room_id, created_at as epoch seconds); texts and metadata are read
+from PostgreSQL, the source of truth, so a point left behind by a crash never surfaces.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from qdrant_client import AsyncQdrantClient, models
+
+from aether_common.logging import get_logger
+from aether_memory.embeddings import Vectors
+
+log = get_logger(__name__)
+
+# Payload indexes (server only: local mode scans anyway and warns about them).
+KEYWORD_FIELDS = ("user_id", "room_id")
+TIME_FIELD = "created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    id: uuid.UUID
+    user_id: str
+    room_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    point_id: uuid.UUID
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    user_id: str | None = None
+    room_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def to_qdrant(self) -> models.Filter | None:
+        must: list[models.Condition] = []
+        for key, value in (("user_id", self.user_id), ("room_id", self.room_id)):
+            if value is not None:
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+        if self.created_after is not None or self.created_before is not None:
+            after, before = self.created_after, self.created_before
+            must.append(
+                models.FieldCondition(
+                    key=TIME_FIELD,
+                    range=models.Range(
+                        gte=after.timestamp() if after else None,
+                        lt=before.timestamp() if before else None,
+                    ),
+                )
+            )
+        return models.Filter(must=must) if must else None
+
+
+class VectorIndex:
+    """Component: the Qdrant client; creates the namespaces' collections at start."""
+
+    name = "qdrant"
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        prefix: str,
+        namespaces: Iterable[str],
+        dimensions: int,
+        api_key: str | None = None,
+        timeout_s: int = 10,
+    ) -> None:
+        self.location = location
+        self.prefix = prefix
+        self.namespaces = tuple(namespaces)
+        self.dimensions = dimensions
+        self.is_server = location.startswith(("http://", "https://"))
+        self._api_key = api_key
+        self._timeout_s = timeout_s
+        self._client: AsyncQdrantClient | None = None
+        # Namespaces whose collection this start had to create (empty: rebuilt from PostgreSQL).
+        self.created: list[str] = []
+
+    @property
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            raise RuntimeError("qdrant client not started")
+        return self._client
+
+    def collection(self, namespace: str) -> str:
+        return self.prefix + namespace
+
+    async def start(self) -> None:
+        if self.is_server:
+            client = AsyncQdrantClient(
+                url=self.location, api_key=self._api_key, timeout=self._timeout_s
+            )
+        elif self.location == ":memory:":
+            client = AsyncQdrantClient(location=":memory:")
+        else:
+            client = AsyncQdrantClient(path=self.location)
+        self._client = client
+        self.created = []
+        try:
+            for namespace in self.namespaces:
+                if await self._ensure_collection(self.collection(namespace)):
+                    self.created.append(namespace)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def ready(self) -> bool:
+        if self._client is None:
+            return False
+        await self._client.get_collections()
+        return True
+
+    async def _ensure_collection(self, name: str) -> bool:
+        """Create the collection if missing (True), or check its vector size (False)."""
+        client = self.client
+        if await client.collection_exists(name):
+            info = await client.get_collection(name)
+            vectors = info.config.params.vectors
+            size = vectors.size if isinstance(vectors, models.VectorParams) else None
+            if size != self.dimensions:
+                raise RuntimeError(
+                    f"Qdrant collection {name} holds vectors of size {size}, the embedder makes "
+                    f"{self.dimensions}: a changed model needs a new MEMORY_COLLECTION_PREFIX"
+                )
+            return False
+        await client.create_collection(
+            name,
+            vectors_config=models.VectorParams(
+                size=self.dimensions, distance=models.Distance.COSINE
+            ),
+        )
+        if self.is_server:
+            for field in KEYWORD_FIELDS:
+                await client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
+            await client.create_payload_index(name, TIME_FIELD, models.PayloadSchemaType.FLOAT)
+        log.info("qdrant collection created", collection=name, size=self.dimensions)
+        return True
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def upsert(self, namespace: str, points: Sequence[Point], vectors: Vectors) -> None:
+        if not points:
+            return
+        await self.client.upsert(
+            self.collection(namespace),
+            points=[
+                models.PointStruct(
+                    id=str(point.id),
+                    vector=vector.tolist(),
+                    payload={
+                        "user_id": point.user_id,
+                        "room_id": point.room_id,
+                        TIME_FIELD: point.created_at.timestamp(),
+                    },
+                )
+                for point, vector in zip(points, vectors, strict=True)
+            ],
+            wait=True,
+        )
+
+    async def delete(self, namespace: str, point_ids: Sequence[uuid.UUID]) -> None:
+        if not point_ids:
+            return
+        await self.client.delete(
+            self.collection(namespace),
+            points_selector=models.PointIdsList(points=[str(p) for p in point_ids]),
+            wait=True,
+        )
+
+    async def delete_user(self, namespace: str, user_id: str) -> None:
+        await self.client.delete(
+            self.collection(namespace),
+            points_selector=models.FilterSelector(filter=Filters(user_id=user_id).to_qdrant()),
+            wait=True,
+        )
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def search(
+        self,
+        namespace: str,
+        vector: Sequence[float],
+        *,
+        filters: Filters,
+        limit: int,
+        min_score: float | None,
+    ) -> list[Hit]:
+        response = await self.client.query_points(
+            self.collection(namespace),
+            query=list(vector),
+            query_filter=filters.to_qdrant(),
+            limit=limit,
+            score_threshold=min_score,
+            with_payload=False,
+        )
+        return [Hit(uuid.UUID(str(point.id)), point.score) for point in response.points]

@@ -1,0 +1,315 @@
+"""The memory service in-process on a free gRPC port, against the session's real servers
+(PostgreSQL, Kafka and Qdrant's location from the devstack plugin) and two real gRPC peers:
+
+- auth: an AuthService serving a JWKS built from a real Ed25519 key pair, so memory fetches and
+  verifies keys exactly as it will against auth; tokens are minted here with the private key;
+- chat: a ChatService answering CheckMembership from a table of room members. It verifies the
+  forwarded token itself and answers for its subject, so a test passes only if memory forwards
+  the caller's own token.
+
+Each test gets its own PostgreSQL database, Qdrant collection prefix and Kafka topic prefix.
+One local model is loaded for the session and shared by every app (`embedder=`).
+The `memory` fixture is the running service plus the helpers tests share, since test modules
+cannot import each other here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from aether.auth.v1 import auth_pb2, auth_pb2_grpc
+from aether.chat.v1 import chat_pb2, chat_pb2_grpc
+from aether.memory.v1 import memory_pb2, memory_pb2_grpc
+from aether_common.errors import AetherError
+from aether_common.grpc import GrpcServer, checked, create_channel, create_server
+from aether_common.lifecycle import Component
+from aether_devstack.endpoints import Endpoints
+from aether_memory.app import MemoryApp
+from aether_memory.config import MemorySettings
+from aether_memory.embeddings import LocalEmbedder
+
+if TYPE_CHECKING:  # only the type stubs know the async stub class
+    Stub = memory_pb2_grpc.MemoryServiceAsyncStub
+else:
+    Stub = memory_pb2_grpc.MemoryServiceStub
+
+ISSUER = "aether-auth"
+AUDIENCE = "aether"
+
+
+# -- keys, tokens and the auth peer ------------------------------------------------------------
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private: Ed25519PrivateKey
+    jwk: dict[str, Any]
+
+
+def new_key() -> SigningKey:
+    private = Ed25519PrivateKey.generate()
+    kid = f"ed-{uuid.uuid4().hex[:8]}"
+    jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key())) | {
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+    }
+    return SigningKey(kid, private, jwk)
+
+
+def mint(key: SigningKey, sub: str, **claims: Any) -> str:
+    """An access token as auth issues them (a free user unless claims say otherwise)."""
+    now = int(time.time())
+    payload = {
+        "sub": sub,
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + 900,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "plan": "free",
+        "roles": ["user"],
+        "perms": ["memory:read"],
+        "sid": uuid.uuid4().hex,
+    } | claims
+    return jwt.encode(
+        payload, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": "at+jwt"}
+    )
+
+
+class _AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, jwks: list[dict[str, Any]]) -> None:
+        self._jwks = jwks
+
+    async def GetJwks(
+        self, request: auth_pb2.GetJwksRequest, context: Any
+    ) -> auth_pb2.GetJwksResponse:
+        return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self._jwks}))
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    return new_key()
+
+
+@pytest.fixture(scope="session")
+async def auth_address(signing_key: SigningKey) -> AsyncIterator[str]:
+    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
+    server.add_service(
+        auth_pb2_grpc.add_AuthServiceServicer_to_server,
+        _AuthServicer([signing_key.jwk]),  # type: ignore[abstract]  # GetJwks is all we call
+        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    )
+    await server.start()
+    yield server.address
+    await server.stop(grace=0)
+
+
+# -- the chat peer -----------------------------------------------------------------------------
+@dataclass
+class FakeChat:
+    """Room members, and who asked (the verified subject of each forwarded token)."""
+
+    public_key: Any
+    members: dict[str, set[str]] = field(default_factory=dict)
+    asked_by: list[str] = field(default_factory=list)
+    address: str = ""
+
+    def room(self, *member_ids: str) -> str:
+        room_id = str(uuid.uuid4())
+        self.members[room_id] = set(member_ids)
+        return room_id
+
+
+class _ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, fake: FakeChat) -> None:
+        self._fake = fake
+
+    async def CheckMembership(
+        self, request: chat_pb2.CheckMembershipRequest, context: Any
+    ) -> chat_pb2.CheckMembershipResponse:
+        metadata = dict(context.invocation_metadata())
+        raw = str(metadata.get("authorization", "")).removeprefix("Bearer ")
+        try:
+            claims = jwt.decode(raw, self._fake.public_key, algorithms=["EdDSA"], audience=AUDIENCE)
+        except jwt.PyJWTError:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "no valid token forwarded")
+        user = claims["sub"]
+        self._fake.asked_by.append(user)
+        member_of = [r for r in request.room_ids if user in self._fake.members.get(r, set())]
+        return chat_pb2.CheckMembershipResponse(member_of=member_of)
+
+
+@pytest.fixture(scope="session")
+async def chat_peer(signing_key: SigningKey) -> AsyncIterator[FakeChat]:
+    fake = FakeChat(public_key=signing_key.private.public_key())
+    server: GrpcServer = create_server("chat", host="127.0.0.1", port=0)
+    server.add_service(
+        chat_pb2_grpc.add_ChatServiceServicer_to_server,
+        _ChatServicer(fake),  # type: ignore[abstract]  # CheckMembership is all we call
+        chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    )
+    await server.start()
+    fake.address = server.address
+    yield fake
+    await server.stop(grace=0)
+
+
+# -- the model, loaded once --------------------------------------------------------------------
+@pytest.fixture(scope="session")
+async def local_embedder() -> LocalEmbedder:
+    embedder = LocalEmbedder()
+    await embedder.start()
+    return embedder
+
+
+# -- the service -------------------------------------------------------------------------------
+@pytest.fixture
+def memory_settings(
+    aether_endpoints: Endpoints,
+    pg_dsn: str,
+    topic_prefix: str,
+    auth_address: str,
+    chat_peer: FakeChat,
+) -> MemorySettings:
+    return MemorySettings.model_validate(
+        {
+            "environment": "test",
+            "database_url": pg_dsn,
+            "qdrant_location": aether_endpoints.qdrant_location,
+            "collection_prefix": "t" + uuid.uuid4().hex[:10] + "_",
+            "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+            "topic_prefix": topic_prefix,
+            "auth_grpc_target": auth_address,
+            "chat_grpc_target": chat_peer.address,
+            "database_pool_size": 5,
+        }
+    )
+
+
+@dataclass
+class Memory:
+    """The running service and the helpers tests share."""
+
+    app: MemoryApp
+    stub: Stub
+    settings: MemorySettings
+    key: SigningKey
+    chat: FakeChat
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def user(self, name: str = "user") -> str:
+        return f"{name}-{uuid.uuid4().hex[:10]}"
+
+    def token(self, user_id: str, **claims: Any) -> str:
+        return mint(self.key, user_id, **claims)
+
+    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
+        """Call metadata for `user_id` (one token per user unless claims differ)."""
+        if claims:
+            return (("authorization", f"Bearer {self.token(user_id, **claims)}"),)
+        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, self.token(user_id))
+        return (("authorization", f"Bearer {token}"),)
+
+    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        return self.auth(user_id, roles=["admin"], plan="admin")
+
+    async def upsert(
+        self, caller: str, namespace: str, /, *records: memory_pb2.Record | str, **claims: Any
+    ) -> memory_pb2.UpsertResponse:
+        pbs = [memory_pb2.Record(text=r) if isinstance(r, str) else r for r in records]
+        return await self.stub.Upsert(
+            memory_pb2.UpsertRequest(namespace=namespace, records=pbs),
+            metadata=self.auth(caller, **claims),
+        )
+
+    async def search(
+        self, caller: str, namespace: str, query: str, /, **fields: Any
+    ) -> list[memory_pb2.SearchHit]:
+        """`claims={...}` mints a token with those claims; other keywords are request fields."""
+        claims = fields.pop("claims", {})
+        response = await self.stub.Search(
+            memory_pb2.SearchRequest(namespace=namespace, query=query, **fields),
+            metadata=self.auth(caller, **claims),
+        )
+        return list(response.hits)
+
+
+StartMemory = Callable[..., Awaitable[Memory]]
+
+
+@pytest.fixture
+async def start_memory(
+    memory_settings: MemorySettings,
+    signing_key: SigningKey,
+    chat_peer: FakeChat,
+    local_embedder: LocalEmbedder,
+) -> AsyncIterator[StartMemory]:
+    """Start the service (the wiring of `python -m aether_memory`, gRPC on a free port).
+    `events=True` also runs the consumer; settings can be overridden by keyword."""
+    started: list[tuple[MemoryApp, list[Component], grpc.aio.Channel | None]] = []
+
+    async def start(*, events: bool = False, shared_model: bool = True, **overrides: Any) -> Memory:
+        settings = memory_settings.model_copy(update=overrides)
+        app = MemoryApp(
+            settings,
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            embedder=local_embedder if shared_model and settings.embedder == "local" else None,
+        )
+        components: list[Component] = []
+        started.append((app, components, None))
+        for component in app.components(events=events):
+            await component.start()
+            components.append(component)
+        channel = create_channel(app.grpc.address, default_timeout=30)
+        started[-1] = (app, components, channel)
+        stub: Stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        return Memory(app, stub, settings, signing_key, chat_peer)
+
+    yield start
+    for app, components, channel in reversed(started):
+        if channel is not None:
+            await channel.close(grace=None)
+        if app.index in components:  # leave the session's Qdrant location as it was
+            for name in [app.index.collection(ns) for ns in app.index.namespaces]:
+                await app.index.client.delete_collection(name)
+        for component in reversed(components):
+            await component.stop()
+
+
+@pytest.fixture
+async def memory(start_memory: StartMemory) -> Memory:
+    return await start_memory()
+
+
+# -- plain helpers (fixtures hand them out; test modules cannot import this file) -------------
+async def failure(call: Awaitable[Any]) -> AetherError:
+    """The typed error a call failed with (rebuilt from its gRPC status and details)."""
+    try:
+        await checked(call)
+    except AetherError as exc:
+        return exc
+    raise AssertionError("the call succeeded")
+
+
+@dataclass(frozen=True)
+class Kit:
+    failure: Callable[[Awaitable[Any]], Awaitable[AetherError]]
+    mint: Callable[..., str]
+    new_key: Callable[[], SigningKey]
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return Kit(failure, mint, new_key)
