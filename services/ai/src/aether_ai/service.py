@@ -291,25 +291,26 @@ class AiService:
         modes: Sequence[str],
         outcomes: Sequence[Outcome],
     ) -> ai_pb2.Done:
-        """Usage recorded (one row per agent) and both turns appended: then Done may go."""
+        """Usage recorded (one row per agent) and both turns appended: then Done may go. The
+        writes are independent transactions, so they run at once."""
+        writes = []
         if inp.agents:
             for agent, outcome in zip(inp.agents, outcomes, strict=True):
                 part_id = f"{request_id}/{agent}"
-                await self._record(part_id, user_id, conversation_id, kind, agent, outcome)
+                writes.append(self._record(part_id, user_id, conversation_id, kind, agent, outcome))
             merged = merge(inp.agents, outcomes)
             done = _done(merged.answer, merged.usage, merged.finish_reason, merged.parts)
         else:
             outcome = outcomes[0]
-            await self._record(request_id, user_id, conversation_id, kind, modes[0], outcome)
+            writes.append(
+                self._record(request_id, user_id, conversation_id, kind, modes[0], outcome)
+            )
             done = _done(outcome.answer, outcome.usage, outcome.finish_reason)
-        await self._conversations.append(
-            user_id,
-            conversation_id,
-            [
-                Turn("user", inp.message, conversation_mode, ""),
-                Turn("assistant", done.answer, conversation_mode, done.usage.model),
-            ],
-        )
+        turns = [
+            Turn("user", inp.message, conversation_mode, ""),
+            Turn("assistant", done.answer, conversation_mode, done.usage.model),
+        ]
+        await asyncio.gather(*writes, self._conversations.append(user_id, conversation_id, turns))
         return done
 
     async def _stream_agents(
