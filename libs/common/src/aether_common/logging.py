@@ -72,6 +72,9 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
     root.setLevel(level.upper())
     # Access logs come from our middleware, with ids; uvicorn's own would duplicate them.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request at INFO (each LLM call, each readiness probe): ours say more.
+    for noisy in ("httpx", "httpx2"):  # httpx2: the client inside the openai SDK
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
