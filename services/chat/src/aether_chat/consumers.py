@@ -1,8 +1,7 @@
 """Kafka consumers: `aether.user.deleted.v1` (auth) erases what chat holds about the account.
 
-The consumer starts in the background and retries until Kafka answers: chat serves its RPCs from
-MongoDB and Redis, so a broker outage (or the seconds a consumer group takes to form) never
-delays or stops the service; erasures wait in the topic meanwhile.
+The consumer joins in the background and retries until Kafka answers (BackgroundConsumer): chat
+serves its RPCs from MongoDB and Redis; erasures wait in the topic meanwhile.
 
 The common `EventConsumer` de-duplicates by event id in `processed_events`, in the same MongoDB
 transaction as the handler's writes (the handler writes through `ctx.tx`, the session), retries
@@ -14,8 +13,7 @@ again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -26,26 +24,20 @@ from aether_chat.metrics import USERS_ERASED
 from aether_chat.realtime import Fanout
 from aether_chat.service import ChatService
 from aether_common.events import (
+    BackgroundConsumer,
     ConsumerOptions,
     Event,
     EventConsumer,
     EventProducer,
     HandleContext,
     MongoIdempotencyStore,
-    TopicSpec,
-    ensure_topics,
 )
 from aether_common.logging import get_logger
 
 log = get_logger(__name__)
 
-START_BACKOFF_S = 0.5
-MAX_START_BACKOFF_S = 30.0
-# How long stop() waits for a start in progress (a group join) before abandoning it.
-STOP_WAIT_S = 15.0
 
-
-class UserEventsConsumer:
+class UserEventsConsumer(BackgroundConsumer):
     """Component: the consumer group member for auth's user events."""
 
     def __init__(
@@ -60,74 +52,29 @@ class UserEventsConsumer:
         options: ConsumerOptions | None = None,
         dlq_producer: EventProducer | None = None,
     ) -> None:
-        self.name = f"consumer:{group_id}"
+        super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
         self._database = database
         self._service = service
         self._fanout = fanout
-        self.bootstrap = bootstrap
-        self.topic = topic_prefix + USER_DELETED
+        self._group_id = group_id
+        self._options = options
+        self._dlq_producer = dlq_producer
         self.store = MongoIdempotencyStore(database.db)
-        self.consumer: EventConsumer[AsyncClientSession] = EventConsumer(
-            bootstrap,
-            group_id,
+
+    def build(self) -> EventConsumer[Any]:
+        consumer: EventConsumer[AsyncClientSession] = EventConsumer(
+            self.bootstrap,
+            self._group_id,
             self.store,
-            options=options,
-            dlq_producer=dlq_producer,
+            options=self._options,
+            dlq_producer=self._dlq_producer,
             name=self.name,
         )
-        self.consumer.add_handler(self.topic, auth_events.UserDeleted, self.user_deleted)
+        consumer.add_handler(self.topics[0], auth_events.UserDeleted, self.user_deleted)
+        return consumer
 
-        self._starting: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._running = False
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        self._starting = asyncio.create_task(self._start_consuming(), name=f"{self.name}-start")
-
-    async def _start_consuming(self) -> None:
-        backoff = START_BACKOFF_S
-        while not self._stopping.is_set():
-            try:
-                # auth owns the topic; creating it if missing (idempotent) spares a consumer
-                # that starts first a long wait for metadata before it sees the topic.
-                await ensure_topics(self.bootstrap, [TopicSpec(self.topic)])
-                await self.store.ensure_indexes()
-                await self.consumer.start()
-            except Exception as exc:  # Kafka or MongoDB away: try again, never give up
-                log.warning("consumer cannot start yet; retrying", error=repr(exc))
-                with contextlib.suppress(Exception):
-                    await self.consumer.stop()  # release what the failed start opened
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, MAX_START_BACKOFF_S)
-            else:
-                self._running = True
-                return
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        task, self._starting = self._starting, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._running = False
-        await self.consumer.stop()
-
-    async def ready(self) -> bool:
-        """Alive: consuming, or still trying to start (Kafka is not chat's to wait for)."""
-        if self._running:
-            return await self.consumer.ready()
-        return self._starting is not None and not self._starting.done()
-
-    async def wait_running(self, within_s: float) -> None:
-        """Until the consumer has joined its group (tests)."""
-        if self._starting is not None:
-            await asyncio.wait_for(asyncio.shield(self._starting), within_s)
+    async def prepare(self) -> None:
+        await self.store.ensure_indexes()  # MongoDB may still be coming up
 
     async def user_deleted(
         self, event: Event[auth_events.UserDeleted], ctx: HandleContext[AsyncClientSession]

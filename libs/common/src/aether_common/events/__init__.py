@@ -9,6 +9,7 @@ Each module's docstring states its guarantees; bench/events.py measures the pipe
 """
 
 from aether_common.events import outbox_mongo, outbox_pg
+from aether_common.events.background import BackgroundConsumer
 from aether_common.events.consumer import ConsumerOptions, EventConsumer, HandleContext, Handler
 from aether_common.events.envelope import (
     Event,
@@ -34,6 +35,7 @@ from aether_common.events.topics import TopicSpec, dlq_topic, ensure_topics
 __all__ = [
     "OUTBOX_DDL",
     "PROCESSED_EVENTS_DDL",
+    "BackgroundConsumer",
     "Claim",
     "ConsumerOptions",
     "Event",

@@ -15,7 +15,6 @@ import time
 import uuid
 from contextlib import aclosing
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
@@ -24,7 +23,7 @@ from aether.ai.v1 import ai_pb2
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError, InternalError
 from aether_common.logging import get_logger
-from aether_gateway.access import bearer, client_ip
+from aether_gateway.access import client_ip
 from aether_gateway.ai import convert
 from aether_gateway.ai import frames as f
 from aether_gateway.ai.client import AiClient
@@ -35,28 +34,21 @@ from aether_gateway.chat.connection import Connection, SlidingLog
 from aether_gateway.chat.frames import Frame
 from aether_gateway.rate_limit import UNLIMITED_PERMISSION, RatePolicy
 from aether_gateway.resources import GatewayResources
+from aether_gateway.ws_handshake import (
+    Refused,
+    WebSocketGone,
+    authenticate,
+    check_origin,
+    check_url,
+    first_frame,
+)
 
 log = get_logger(__name__)
 
 CLOSE_SEND_TIMEOUT_S = 5.0
-URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "auth")
 PONG = Frame.of({"type": "pong"})
 # How often the watchdog looks at the connection (at most; less with a short idle timeout).
 WATCHDOG_TICK_S = 1.0
-
-
-class Refused(Exception):
-    """Ends the handshake with an error frame, then this close code and reason."""
-
-    def __init__(self, code: int, reason: str, error: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.error = error
-
-
-class WebSocketGone(Exception):
-    pass
 
 
 class AiChatSocket:
@@ -86,14 +78,14 @@ class _Session:
         # Accepted first even when refusing, so that browsers see the error and close code.
         await self.send({"type": "websocket.accept"})
         try:
-            self._check_origin()
-            self._check_url()
+            check_origin(self.headers, self.settings.cors_origins)
+            check_url(self.scope)
             ai = self.resources.ai
             if ai is None:
                 raise Refused(
                     f.CLOSE_TRY_LATER, "ai is not configured on this gateway", "unavailable"
                 )
-            token = await self._authenticate()
+            token = await authenticate(self.resources, self.scope, self.headers, self._auth_frame)
         except Refused as refused:
             await self._refuse(refused)
             return
@@ -101,46 +93,8 @@ class _Session:
             return
         await self._serve(ai, token)
 
-    def _check_origin(self) -> None:
-        origin = self.headers.get("origin")
-        if origin is None:
-            return  # not a browser
-        origin = origin.rstrip("/")
-        if origin in self.settings.cors_origins:
-            return
-        host = self.headers.get("host")
-        if host is not None and urlsplit(origin).netloc == host:
-            return  # same origin as the gateway itself
-        raise Refused(f.CLOSE_FORBIDDEN_ORIGIN, "origin not allowed", "forbidden_origin")
-
-    def _check_url(self) -> None:
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
-        if any(name in query for name in URL_TOKEN_PARAMS):
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED,
-                "tokens in the URL are refused: use the Authorization header or an auth frame",
-                "token_in_url",
-            )
-
-    async def _authenticate(self) -> AccessToken:
-        raw, error = bearer(self.headers)
-        if error is not None:
-            raise Refused(f.CLOSE_UNAUTHENTICATED, error.detail, error.error_code)
-        if raw is None:
-            raw = await self._auth_frame()
-        return await self._verify(raw)
-
     async def _auth_frame(self) -> str:
-        timeout = self.settings.ai_ws_auth_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
-                message = await self.receive()
-        except TimeoutError:
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED, f"no auth frame within {timeout:g} s", "auth_timeout"
-            ) from None
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketGone
+        message = await first_frame(self.receive, self.settings.ai_ws_auth_timeout_s)
         try:
             frame = f.parse(
                 f.decode(
@@ -159,32 +113,12 @@ class _Session:
             )
         return frame.token
 
-    async def _verify(self, raw: str) -> AccessToken:
-        try:
-            token = await self.resources.verifier.verify(raw)
-        except AetherError as exc:
-            code = f.CLOSE_TRY_LATER if exc.http_status >= 500 else f.CLOSE_UNAUTHENTICATED
-            raise Refused(code, exc.detail[:120], exc.error_code) from None
-        # Revocation and the caller's HTTP rate limit: a connect counts as one request.
-        gate = await self.resources.gate.check(
-            token, client_ip(self.scope), limits=self.settings.rate_limit_enabled
-        )
-        if gate.revoked_reason is not None:
-            raise Refused(f.CLOSE_UNAUTHENTICATED, "access token has been revoked", "invalid_token")
-        decision = gate.decision
-        if decision is not None and not decision.allowed:
-            raise Refused(
-                f.CLOSE_RATE_LIMITED,
-                f"rate limit exceeded; retry in {decision.retry_after_s} s",
-                "rate_limited",
-            )
-        return token
-
     async def _refuse(self, refused: Refused) -> None:
         status = f.CLOSE_STATUS.get(refused.code, 400)
         WS_CLOSES.labels(str(refused.code)).inc()
         with contextlib.suppress(Exception):
-            await self.send(error_frame(refused.error, refused.reason, status).json_send)
+            if refused.error is not None:
+                await self.send(error_frame(refused.error, refused.reason, status).json_send)
             await self.send(
                 {"type": "websocket.close", "code": refused.code, "reason": refused.reason}
             )
