@@ -18,11 +18,10 @@ import inspect
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import (
     AbstractAsyncContextManager,
     asynccontextmanager,
-    contextmanager,
     suppress,
 )
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -355,43 +354,41 @@ def outgoing_context_interceptors(
     ]
 
 
-@contextmanager
-def _client_observation(method: str) -> Iterator[Callable[[grpc.StatusCode], None]]:
-    started = time.perf_counter()
-    recorded = False
-
-    def record(code: grpc.StatusCode) -> None:
-        nonlocal recorded
-        if not recorded:
-            recorded = True
-            GRPC_CLIENT_HANDLED.labels(method=method, code=code.name).inc()
-            GRPC_CLIENT_LATENCY.labels(method=method).observe(time.perf_counter() - started)
-
-    try:
-        yield record
-    except BaseException:
-        record(grpc.StatusCode.CANCELLED)
-        raise
+def _record_client(method: str, code: grpc.StatusCode, started: float) -> None:
+    GRPC_CLIENT_HANDLED.labels(method=method, code=code.name).inc()
+    GRPC_CLIENT_LATENCY.labels(method=method).observe(time.perf_counter() - started)
 
 
+# No generator-based context manager here: a generator abandoned mid-call is closed by the garbage
+# collector, at any allocation, and its cleanup would then record a metric while prometheus_client
+# may hold the same (non-reentrant) lock on this thread: the gateway hung that way once, a
+# cancelled AI stream's observation collected inside another observation's `labels()`. Plain
+# try/finally in coroutines and async generators runs from the event loop instead (asyncio
+# finalizes abandoned async generators in a task).
 async def _observe_unary(call: Any, method: str) -> Any:
-    with _client_observation(method) as record:
-        record(await call.code())  # waits for the call; does not raise on failure
+    started = time.perf_counter()
+    code = grpc.StatusCode.CANCELLED
+    try:
+        code = await call.code()  # waits for the call; does not raise on failure
+    finally:
+        _record_client(method, code, started)
     return call
 
 
 async def _observe_stream(call: Any, method: str) -> AsyncIterator[Any]:
     # Streams are observed by iterating them: read them with `async for`, not `call.read()`.
-    with _client_observation(method) as record:
-        try:
-            async for response in call:
-                yield response
-        finally:
-            if call.done():
-                record(await call.code())
-            else:  # the reader stopped early
-                call.cancel()
-                record(grpc.StatusCode.CANCELLED)
+    started = time.perf_counter()
+    code = grpc.StatusCode.CANCELLED
+    try:
+        async for response in call:
+            yield response
+        code = await call.code()
+    finally:
+        if not call.done():  # the reader stopped early
+            call.cancel()
+        elif code is grpc.StatusCode.CANCELLED:  # failed while streaming (it raised)
+            code = await call.code()
+        _record_client(method, code, started)
 
 
 class _MetricsUnaryUnary(_UnaryUnary):
