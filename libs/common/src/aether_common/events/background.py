@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ MAX_START_BACKOFF_S = 30.0
 STOP_WAIT_S = 15.0
 
 
-class BackgroundConsumer:
+class BackgroundConsumer(ABC):
     """Component base: subclasses give `build()` (and optionally `prepare()`)."""
 
     def __init__(self, name: str, bootstrap: str, topics: Sequence[str]) -> None:
@@ -49,10 +50,11 @@ class BackgroundConsumer:
         self._starting: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
+    @abstractmethod
     def build(self) -> EventConsumer[Any]:
-        raise NotImplementedError
+        """A fresh consumer with its handlers (one per start attempt)."""
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # noqa: B027 (an optional hook: most consumers need none)
         """Run before each start attempt."""
 
     async def start(self) -> None:
