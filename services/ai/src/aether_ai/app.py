@@ -24,7 +24,6 @@ from aether_ai.llm import LlmClient
 from aether_ai.preferences import Preferences
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import MemoryClient, Retriever
-from aether_ai.redis_component import RedisComponent
 from aether_ai.service import AiService
 from aether_ai.usage import UsageStore
 from aether_common.auth_jwks import AuthJwks, token_resolver
@@ -32,6 +31,7 @@ from aether_common.events import EventProducer
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.redis_component import RedisComponent
 
 
 class AiApp:

@@ -20,7 +20,6 @@ from aether_auth.keys import KeyRing
 from aether_auth.mailer import Mailer
 from aether_auth.oidc import OAuthStates, OidcProviders
 from aether_auth.passwords import Passwords
-from aether_auth.redis_client import RedisComponent
 from aether_auth.resolver import AccessTokenResolver
 from aether_auth.revocation import RevocationList
 from aether_auth.service import AuthService
@@ -31,6 +30,7 @@ from aether_common.events import EventProducer, PgOutboxRelay
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.redis_component import RedisComponent
 
 
 class AuthApp:
@@ -39,7 +39,7 @@ class AuthApp:
     ) -> None:
         s = self.settings = settings
         self.database = Database(s.database_url)
-        self.redis = RedisComponent(s.redis_url)
+        self.redis = RedisComponent(s.redis_url, timeout_s=2.0, decode_responses=True)
         redis = self.redis.client
         self.box = SecretBox(s.key_encryption_secret.get_secret_value())
         self.keys = KeyRing(self.database, self.box, timedelta(seconds=s.access_token_ttl_s))

@@ -19,7 +19,7 @@ from aether_chat.consumers import UserEventsConsumer
 from aether_chat.db import Database
 from aether_chat.events import ChatEvents, topic_specs
 from aether_chat.grpc import SERVICE_NAME, ChatServicer, register
-from aether_chat.realtime import Fanout, RedisComponent
+from aether_chat.realtime import Fanout
 from aether_chat.retention import RetentionJob
 from aether_chat.service import ChatService
 from aether_common.auth_jwks import AuthJwks, token_resolver
@@ -27,6 +27,7 @@ from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.redis_component import RedisComponent
 
 
 class ChatApp:

@@ -29,34 +29,6 @@ log = get_logger(__name__)
 SEEN_TTL_S = 30 * 24 * 3600
 
 
-class RedisComponent:
-    """The Redis client as a lifecycle Component (readiness pings it; stop closes it)."""
-
-    name = "redis"
-
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        # Bytes in and out: frames and cached protobuf are bytes; connections open lazily.
-        self.client: Redis = Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            health_check_interval=30,
-        )
-
-    async def start(self) -> None:
-        await self.client.ping()
-
-    async def stop(self) -> None:
-        await self.client.aclose()
-
-    async def ready(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except RedisError:
-            return False
-
-
 class Fanout:
     def __init__(self, redis: Redis, cache: ChatCache, *, fanout_prefix: str) -> None:
         self._redis = redis

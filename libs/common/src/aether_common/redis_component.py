@@ -1,4 +1,7 @@
-"""The Redis client as a lifecycle Component (readiness pings it; stop closes it)."""
+"""The Redis client as a lifecycle Component: start pings it, readiness pings it, stop closes it.
+
+redis = RedisComponent(settings.redis_url, timeout_s=1.0)   # `redis.client` is the client
+"""
 
 from __future__ import annotations
 
@@ -9,11 +12,12 @@ from redis.exceptions import RedisError
 class RedisComponent:
     name = "redis"
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        # Bytes in and out (cached answers are orjson bytes); connections open lazily.
+    def __init__(self, url: str, *, timeout_s: float, decode_responses: bool = False) -> None:
+        # Connections open lazily; short timeouts so an outage fails calls fast instead of
+        # stalling them.
         self.client: Redis = Redis.from_url(
             url,
-            decode_responses=False,
+            decode_responses=decode_responses,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             health_check_interval=30,
