@@ -15,7 +15,7 @@ from aether.auth.v1 import auth_pb2
 from aether_auth import events, mfa
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox, SecretBoxError
-from aether_auth.passwords import Passwords, policy_violation
+from aether_auth.passwords import Passwords, meets_owasp_minimum, policy_violation
 from aether_auth.rbac import (
     USERS_ADMIN,
     Plan,
@@ -54,7 +54,7 @@ def test_settings_from_the_devstack_names(env: pytest.MonkeyPatch) -> None:
     assert settings.database_url.endswith("/aether_auth")
     assert settings.public_base_url == "http://127.0.0.1:8080"
     assert (settings.access_token_ttl_s, settings.refresh_token_ttl_s) == (900, 30 * 86400)
-    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (2, 19 * 1024)
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (5, 7 * 1024)
     assert settings.oauth_providers == []
     # The service's own names win over the platform's.
     env.setenv("AUTH_DATABASE_URL", "postgresql://elsewhere/auth")
@@ -140,13 +140,62 @@ async def test_argon2id_hashing_and_rehash_on_parameter_change() -> None:
         assert check.ok
         assert check.needs_rehash
         new_hash = await strong.hash("correct horse battery staple")
-        assert new_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+        assert new_hash.startswith("$argon2id$v=19$m=7168,t=5,p=1$")
         assert not (await strong.verify(new_hash, "correct horse battery staple")).needs_rehash
         assert not (await strong.verify(new_hash, "wrong")).ok
         assert not (await strong.verify("not a hash", "wrong")).ok
+        assert not (await strong.verify("$argon2id$v=19$ünïcode", "wrong")).ok
     finally:
         await weak.stop()
         await strong.stop()
+
+
+async def test_hashes_from_other_argon2id_implementations_verify() -> None:
+    # Made by argon2-cffi (the hasher before libsodium) with two lanes: still a valid login,
+    # rehashed to the configured one-lane parameters.
+    earlier = (
+        "$argon2id$v=19$m=8192,t=1,p=2$gGNSLLlYLAhZUZVXJtLL4Q$"
+        "vt0s55hVtdiWqGsNsFTiqkUDzR3+mqslrtTkxBuX88I"
+    )
+    passwords = Passwords(workers=1)
+    try:
+        check = await passwords.verify(earlier, "pw")
+        assert check.ok
+        assert check.needs_rehash
+        assert not (await passwords.verify(earlier, "pw2")).ok
+    finally:
+        await passwords.stop()
+
+
+@pytest.mark.parametrize(
+    ("time_cost", "memory_kib", "meets"),
+    [
+        (5, 7 * 1024, True),
+        (2, 19 * 1024, True),
+        (1, 46 * 1024, True),
+        (4, 12 * 1024, True),
+        (4, 7 * 1024, False),
+        (1, 19 * 1024, False),
+        (64, 4 * 1024, False),
+    ],
+)
+def test_owasp_minimum(time_cost: int, memory_kib: int, meets: bool) -> None:
+    assert meets_owasp_minimum(time_cost, memory_kib) is meets
+
+
+def test_weaker_hashing_than_owasp_is_refused_outside_dev_and_test(
+    env: pytest.MonkeyPatch,
+) -> None:
+    env.setenv("AUTH_ARGON2_TIME_COST", "1")
+    env.setenv("AUTH_ARGON2_MEMORY_KIB", "8192")
+    assert load_settings(AuthSettings).argon2_time_cost == 1  # AETHER_ENV=dev
+    env.setenv("AETHER_ENV", "prod")
+    env.setenv("AUTH_KEY_ENCRYPTION_SECRET", "a-real-secret-of-some-length-0123456789")
+    with pytest.raises(SettingsError, match="weaker than every OWASP argon2id configuration"):
+        load_settings(AuthSettings)
+    env.setenv("AUTH_ARGON2_TIME_COST", "2")
+    env.setenv("AUTH_ARGON2_MEMORY_KIB", "19456")
+    assert load_settings(AuthSettings).argon2_memory_kib == 19456
 
 
 # -- MFA -----------------------------------------------------------------------------------

@@ -51,7 +51,6 @@ class AuthApp:
         self.passwords = Passwords(
             time_cost=s.argon2_time_cost,
             memory_kib=s.argon2_memory_kib,
-            parallelism=s.argon2_parallelism,
             workers=s.password_hash_workers,
         )
         self.providers = OidcProviders(s.oauth_providers, timeout_s=s.oauth_http_timeout_s)

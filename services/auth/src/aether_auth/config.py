@@ -13,6 +13,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from aether_auth.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp_minimum
 from aether_common.settings import AetherSettings, Environment, is_placeholder
 
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -89,10 +90,11 @@ class AuthSettings(AetherSettings):
     # Every Redis key the service writes starts with this (tests give each test its own).
     redis_prefix: str = "auth:"
 
-    # -- passwords (argon2id; OWASP minimum by default) ----------------------------------------
-    argon2_time_cost: int = Field(default=2, ge=1)
-    argon2_memory_kib: int = Field(default=19 * 1024, ge=8 * 1024)
-    argon2_parallelism: int = Field(default=1, ge=1)
+    # -- passwords (argon2id, one lane) ---------------------------------------------------------
+    # OWASP's m=7 MiB, t=5 configuration (Keycloak's default too); weaker than every OWASP
+    # configuration is refused outside dev and test (passwords.OWASP_ARGON2ID).
+    argon2_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=64)
+    argon2_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=1024, le=4 * 1024 * 1024)
     # Threads that hash (argon2 releases the GIL): one per core by default.
     password_hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     password_min_length: int = Field(default=10, ge=8, le=64)
@@ -142,6 +144,17 @@ class AuthSettings(AetherSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _refuse_weak_password_hashing(self) -> Self:
+        weak = not meets_owasp_minimum(self.argon2_time_cost, self.argon2_memory_kib)
+        if weak and self.environment not in (Environment.DEV, Environment.TEST):
+            raise ValueError(
+                f"AUTH_ARGON2_TIME_COST={self.argon2_time_cost} with AUTH_ARGON2_MEMORY_KIB="
+                f"{self.argon2_memory_kib} is weaker than every OWASP argon2id configuration "
+                "(e.g. t=5 with 7168 KiB, t=2 with 19456 KiB); refused outside dev and test"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_providers(self) -> Self:
