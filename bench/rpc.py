@@ -9,7 +9,8 @@ on (INFO, as services run; JSON lines written to /dev/null).
 This process calls it N times one after another over a plain `grpc.aio.insecure_channel` and
 over `aether_common.grpc.create_channel` (deadline and identity, OpenTelemetry and metrics
 interceptors), with and without the retry service config. Printed per pair: latency p50/p95
-and the client's CPU per call. Both sides run uvloop, as the services do.
+and the CPU per call of the client (this process) and of the server (read from /proc). Both
+sides run uvloop, as the services do.
 """
 
 from __future__ import annotations
@@ -62,20 +63,31 @@ def serve(kind: str, port: int, ready: Any) -> None:
     uvloop.run(main())
 
 
-async def measure(channel: grpc.aio.Channel, calls: int) -> tuple[float, float, float]:
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    channel: grpc.aio.Channel, calls: int, server_pid: int
+) -> tuple[float, float, float, float]:
     stub = probe_pb2_grpc.ProbeServiceStub(channel)
     request = probe_pb2.EchoRequest(message="x")
     for _ in range(WARMUP):
         await stub.Echo(request)
     latencies: list[float] = []
     cpu = time.process_time()
+    server_cpu = process_cpu_s(server_pid)
     for _ in range(calls):
         t0 = time.perf_counter()
         await stub.Echo(request)
         latencies.append((time.perf_counter() - t0) * 1000)
     cpu_ms = (time.process_time() - cpu) / calls * 1000
+    server_ms = (process_cpu_s(server_pid) - server_cpu) / calls * 1000
     latencies.sort()
-    return latencies[calls // 2], latencies[int(calls * 0.95)], cpu_ms
+    return latencies[calls // 2], latencies[int(calls * 0.95)], cpu_ms, server_ms
 
 
 def main() -> None:
@@ -93,7 +105,10 @@ def main() -> None:
         "create_channel, no retry config": create_channel,
     }
     print(f"cores: {os.cpu_count()}; {args.calls} sequential Echo calls per pair")
-    print(f"{'server':<30}{'client':<34}{'p50 ms':>8}{'p95 ms':>8}{'client CPU ms':>15}")
+    print(
+        f"{'server':<30}{'client':<34}{'p50 ms':>8}{'p95 ms':>8}"
+        f"{'client CPU ms':>15}{'server CPU ms':>15}"
+    )
     for kind in ("plain", "create_server", "create_server + access log"):
         port = free_port()
         ready = multiprocessing.Event()
@@ -102,12 +117,12 @@ def main() -> None:
         if not ready.wait(30):
             raise RuntimeError(f"the {kind} server did not start")
 
-        async def run(kind: str = kind, port: int = port) -> None:
+        async def run(kind: str = kind, port: int = port, pid: int = server.pid or 0) -> None:
             for name, make in clients.items():
                 channel = make(f"127.0.0.1:{port}")
-                p50, p95, cpu = await measure(channel, args.calls)
+                p50, p95, cpu, server_cpu = await measure(channel, args.calls, pid)
                 await channel.close()
-                print(f"{kind:<30}{name:<34}{p50:8.2f}{p95:8.2f}{cpu:15.2f}")
+                print(f"{kind:<30}{name:<34}{p50:8.2f}{p95:8.2f}{cpu:15.2f}{server_cpu:15.2f}")
 
         try:
             uvloop.run(run())

@@ -26,12 +26,7 @@ from typing import Any, TypeVar
 import grpc
 
 from aether_common import errors
-from aether_common.grpc.interceptors import (
-    ClientInterceptor,
-    client_metrics_interceptors,
-    outgoing_context_interceptors,
-)
-from aether_common.telemetry import grpc_client_interceptors
+from aether_common.grpc.interceptors import client_interceptors
 
 T = TypeVar("T")
 
@@ -109,13 +104,12 @@ def create_channel(
     default_stream_timeout: float | None = None,
     retry: RetryPolicy = RetryPolicy(),  # frozen: one shared default is safe
     credentials: grpc.ChannelCredentials | None = None,
-    interceptors: Sequence[ClientInterceptor] = (),
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (`host:port` or `dns:///name:port`).
 
-    `credentials` switches to TLS (`grpc.ssl_channel_credentials(...)`); `interceptors` run
-    innermost, after ours; `options` override ours key by key.
+    `credentials` switches to TLS (`grpc.ssl_channel_credentials(...)`); `options` override
+    ours key by key.
     """
     merged: dict[str, Any] = {
         **dict(KEEPALIVE_OPTIONS),
@@ -127,12 +121,7 @@ def create_channel(
     }
     merged.update(dict(options))
     # Typed loosely: grpc-stubs has no usable type for a client interceptor.
-    chain: list[Any] = [
-        *outgoing_context_interceptors(default_timeout, default_stream_timeout),
-        *grpc_client_interceptors(),
-        *client_metrics_interceptors(),
-        *interceptors,
-    ]
+    chain: list[Any] = client_interceptors(default_timeout, default_stream_timeout)
     channel_options = list(merged.items())
     if credentials is not None:
         return grpc.aio.secure_channel(

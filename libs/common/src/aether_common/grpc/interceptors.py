@@ -1,14 +1,23 @@
-"""grpc.aio interceptors: request context, metrics and error mapping, server and client side.
+"""grpc.aio interceptors: everything a call gets, in ONE layer per side.
 
-Server order (outermost first, see server.py): OpenTelemetry -> `RequestContextInterceptor` ->
-`MetricsInterceptor` -> `ErrorMappingInterceptor` -> servicer. Each server interceptor wraps the
-method handler's behavior in one `around()` async context manager, so the same code serves
-unary and streaming methods.
+Server (`ServerCallInterceptor`), per call and in this order:
+1. a SERVER span continuing the caller's trace (W3C `traceparent` in the metadata), made the
+   current span while the servicer runs; health and reflection calls are not traced;
+2. the request id (a sane incoming `x-request-id`, else a new one) and the caller identity (the
+   configured `IdentityResolver`; a refusal ends the call with its status) in contextvars;
+3. the servicer; what it raises leaves as a status: an `AetherError` as its code, message and
+   google.rpc details, a failed downstream call with its meaning kept, anything else as
+   INTERNAL with a generic message (the real one only in the log);
+4. `aether_grpc_server_handled_total{method,code}`, the latency histogram, the span's status
+   and one access-log line.
 
-Client order (see client.py): `OutgoingContextInterceptor` (default deadline, request id and
-caller identity in metadata) -> OpenTelemetry (span + traceparent) -> `ClientMetricsInterceptor`.
-grpc.aio files a client interceptor under ONE call kind, so each client interceptor is built as
-one instance per kind (`*_interceptors()` functions).
+Client (`client_interceptors()`, one instance per call kind: grpc.aio files an interceptor
+under one kind): the default deadline, the request id, the caller identity and the trace context
+in the metadata, a CLIENT span, `aether_grpc_client_handled_total{method,code}` and the latency.
+
+One layer rather than one interceptor per concern: each grpc.aio interceptor is a layer of
+Python around every call, and four of them on each side more than doubled a call's cost
+(`make bench-rpc`). The wrapped server handler is made once per method, not once per call.
 """
 
 from __future__ import annotations
@@ -19,20 +28,20 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import (
-    AbstractAsyncContextManager,
-    asynccontextmanager,
-    suppress,
-)
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 import structlog
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from aether_common import errors
 from aether_common.identity import (
+    ANONYMOUS,
     AnonymousResolver,
+    CallerIdentity,
     IdentityResolver,
     current_identity,
     identity_to_metadata,
@@ -68,11 +77,41 @@ ClientInterceptor: TypeAlias = _UnaryUnary | _UnaryStream | _StreamUnary | _Stre
 
 REQUEST_ID_KEY = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-# Probes and reflection calls are logged at debug only: they come every few seconds.
+# Probes and reflection calls: not traced, and logged at debug only (they come every few seconds).
 QUIET_SERVICE_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 GENERIC_INTERNAL_MESSAGE = "internal error"
+# OpenTelemetry's RPC semantic conventions.
+RPC_SYSTEM = "rpc.system"
+RPC_SERVICE = "rpc.service"
+RPC_METHOD = "rpc.method"
+RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"
 
 log = get_logger(__name__)
+_tracer = trace.get_tracer("aether_common.grpc")
+
+
+def _quiet(method: str) -> bool:
+    return method.startswith(QUIET_SERVICE_PREFIXES)
+
+
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: name}
+
+
+def _end_span(span: Span | None, code: grpc.StatusCode, detail: str = "") -> None:
+    if span is None:
+        return
+    span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, f"{code.name}: {detail}" if detail else code.name))
+    span.end()
+
+
+def _reset(reset: Callable[[], None]) -> None:
+    # A streaming call's generator may be finalised in another context; then nothing to undo.
+    with suppress(ValueError):
+        reset()
 
 
 # == server side ================================================================================
@@ -84,21 +123,37 @@ async def abort_with(context: Context, error: errors.AetherError, domain: str) -
 
 
 def outcome_code(context: Context, exc: BaseException | None) -> grpc.StatusCode:
-    """The status a call ended with, as far as an outer interceptor can tell."""
+    """The status a call ended with."""
     if exc is None or isinstance(exc, grpc.aio.AbortError):
         return context.code() or grpc.StatusCode.OK
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
     if isinstance(exc, errors.AetherError):
         return exc.grpc_code
     return grpc.StatusCode.UNKNOWN  # what grpc reports for an unhandled exception
 
 
-class _WrappingInterceptor(_ServerInterceptor):
-    """Runs `around(method, context)` around every call of every method handler."""
+class _ServerCall:
+    """One call's state from start to end: span, request id, identity, clock."""
 
-    def around(self, method: str, context: Context) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+    __slots__ = ("context", "identity", "method", "span", "started", "tokens", "user_id")
+
+    def __init__(self, method: str, context: Context) -> None:
+        self.method = method
+        self.context = context
+        self.started = time.perf_counter()
+        self.span: Span | None = None
+        self.identity: CallerIdentity = ANONYMOUS
+        self.user_id: str | None = None
+        self.tokens: list[Callable[[], None]] = []
+
+
+class ServerCallInterceptor(_ServerInterceptor):
+    def __init__(self, resolver: IdentityResolver | None = None, *, domain: str = "aether") -> None:
+        self._resolver: IdentityResolver = resolver or AnonymousResolver()
+        self._domain = domain
+        # Handlers come from the services registered before start: wrap each method once.
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
 
     async def intercept_service(
         self,
@@ -107,165 +162,153 @@ class _WrappingInterceptor(_ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        method = handler_call_details.method
+        try:
+            return self._handlers[method]  # type: ignore[return-value]
+        except KeyError:
+            pass
         handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED
+        # None (an unknown method: grpc answers UNIMPLEMENTED) is not remembered: the cache
+        # only holds methods that exist, so a caller cannot grow it.
+        if handler is None:
             return handler
-        return _wrap_handler(handler, handler_call_details.method, self.around)
-
-
-def _wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    method: str,
-    around: Callable[[str, Context], AbstractAsyncContextManager[None]],
-) -> grpc.RpcMethodHandler[Any, Any]:
-    def unary(behavior: Behavior) -> Behavior:
-        async def wrapped(request: Any, context: Context) -> Any:
-            async with around(method, context):
-                result = behavior(request, context)
-                return await result if inspect.isawaitable(result) else result
-
+        wrapped = self._wrap(handler, method)
+        self._handlers[method] = wrapped
         return wrapped
 
-    def stream(behavior: Behavior) -> Behavior:
-        async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with around(method, context):
-                result = behavior(request, context)
-                if inspect.isawaitable(result):  # a servicer that uses context.write()
-                    await result
-                    return
-                async for response in result:
-                    yield response
-
-        return wrapped
-
-    serde = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **serde)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **serde)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **serde)
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **serde)
-    return handler
-
-
-def _record_server(method: str, code: grpc.StatusCode, seconds: float) -> None:
-    GRPC_SERVER_HANDLED.labels(method=method, code=code.name).inc()
-    GRPC_SERVER_LATENCY.labels(method=method).observe(seconds)
-
-
-class RequestContextInterceptor(_WrappingInterceptor):
-    """Binds the request id and the caller identity for the call, and logs one access line."""
-
-    def __init__(self, resolver: IdentityResolver | None = None, *, domain: str = "aether") -> None:
-        self._resolver: IdentityResolver = resolver or AnonymousResolver()
-        self._domain = domain
-
-    @asynccontextmanager
-    async def around(self, method: str, context: Context) -> AsyncIterator[None]:
-        started = time.perf_counter()
+    # -- one call ---------------------------------------------------------------------------
+    async def _begin(self, method: str, context: Context) -> _ServerCall:
+        call = _ServerCall(method, context)
         metadata = metadata_to_dict(context.invocation_metadata())
+        if not _quiet(method):
+            parent = propagate.extract(metadata)
+            call.span = _tracer.start_span(
+                method, context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
+            )
+            span_token = otel_context.attach(trace.set_span_in_context(call.span, parent))
+            call.tokens.append(lambda: otel_context.detach(span_token))
         incoming = metadata.get(REQUEST_ID_KEY, "")
         request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         id_token = request_id_var.set(request_id)
+        call.tokens.append(lambda: request_id_var.reset(id_token))
+        if call.span is not None:
+            call.span.set_attribute("aether.request_id", request_id)
         try:
-            try:
-                identity = await self._resolver.resolve(metadata)
-            except Exception as exc:
-                # Outside the error-mapping interceptor: map (and count) a refused caller here.
-                await self._refuse(method, context, exc, started)
-            span = trace.get_current_span()
-            span.set_attribute("aether.request_id", request_id)
-            if identity.user_id is not None:
-                span.set_attribute("enduser.id", identity.user_id)
-            identity_token = set_identity(identity)
-            outcome: BaseException | None = None
-            try:
-                with structlog.contextvars.bound_contextvars(
-                    grpc_method=method, user_id=identity.user_id
-                ):
-                    yield
-            except BaseException as exc:
-                outcome = exc
-                raise
-            finally:
-                self._access_log(method, outcome_code(context, outcome), started, identity.user_id)
-                _reset(lambda: reset_identity(identity_token))
-        finally:
-            _reset(lambda: request_id_var.reset(id_token))
+            call.identity = await self._resolver.resolve(metadata)
+        except Exception as exc:
+            await self._refuse(call, exc)
+        call.user_id = call.identity.user_id
+        if call.span is not None and call.user_id is not None:
+            call.span.set_attribute("enduser.id", call.user_id)
+        identity_token = set_identity(call.identity)
+        call.tokens.append(lambda: reset_identity(identity_token))
+        bound = structlog.contextvars.bind_contextvars(grpc_method=method, user_id=call.user_id)
+        call.tokens.append(lambda: structlog.contextvars.reset_contextvars(**bound))
+        return call
 
-    async def _refuse(
-        self, method: str, context: Context, exc: Exception, started: float
-    ) -> NoReturn:
+    async def _refuse(self, call: _ServerCall, exc: Exception) -> NoReturn:
         if not isinstance(exc, errors.AetherError):
-            log.exception("grpc.identity_resolver_failed", method=method)
+            log.exception("grpc.identity_resolver_failed", method=call.method)
             exc = errors.InternalError(GENERIC_INTERNAL_MESSAGE)
-        self._access_log(method, exc.grpc_code, started, None)
-        _record_server(method, exc.grpc_code, time.perf_counter() - started)
-        await abort_with(context, exc, self._domain)
+        self._end(call, exc.grpc_code, exc.detail)
+        await abort_with(call.context, exc, self._domain)
 
-    @staticmethod
-    def _access_log(
-        method: str, code: grpc.StatusCode, started: float, user_id: str | None
-    ) -> None:
-        quiet = method.startswith(QUIET_SERVICE_PREFIXES) and code is grpc.StatusCode.OK
-        (log.debug if quiet else log.info)(
-            "grpc.request",
-            method=method,
-            code=code.name,
-            user_id=user_id,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-
-
-def _reset(reset: Callable[[], None]) -> None:
-    # A streaming call's generator may be finalised in another context; then nothing to undo.
-    with suppress(ValueError):
-        reset()
-
-
-class MetricsInterceptor(_WrappingInterceptor):
-    """aether_grpc_server_handled_total{method,code} and the handling-latency histogram."""
-
-    @asynccontextmanager
-    async def around(self, method: str, context: Context) -> AsyncIterator[None]:
-        started = time.perf_counter()
-        outcome: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            outcome = exc
-            raise
-        finally:
-            _record_server(method, outcome_code(context, outcome), time.perf_counter() - started)
-
-
-class ErrorMappingInterceptor(_WrappingInterceptor):
-    """AetherError -> its status + details; a failed downstream call keeps its meaning; anything
-    else -> INTERNAL with a generic message (the real one only in the log, with traceback)."""
-
-    def __init__(self, *, domain: str = "aether") -> None:
-        self._domain = domain
-
-    @asynccontextmanager
-    async def around(self, method: str, context: Context) -> AsyncIterator[None]:
-        try:
-            yield
-        except grpc.aio.AbortError:
-            raise  # the servicer aborted on purpose
-        except errors.AetherError as exc:
-            await abort_with(context, exc, self._domain)
-        except grpc.aio.AioRpcError as exc:
+    async def _fail(self, call: _ServerCall, exc: Exception) -> NoReturn:
+        """Turn what the servicer raised into the call's status (raises AbortError)."""
+        if isinstance(exc, errors.AetherError):
+            await abort_with(call.context, exc, self._domain)
+        if isinstance(exc, grpc.aio.AioRpcError):
             # An uncaught failure of a call this servicer made: pass on its typed error.
-            log.warning("grpc.downstream_error", method=method, code=exc.code().name)
-            await abort_with(context, errors.from_grpc_error(exc), self._domain)
-        except Exception:
-            log.exception("grpc.unhandled_error", method=method)
-            await abort_with(context, errors.InternalError(GENERIC_INTERNAL_MESSAGE), self._domain)
+            log.warning("grpc.downstream_error", method=call.method, code=exc.code().name)
+            await abort_with(call.context, errors.from_grpc_error(exc), self._domain)
+        log.exception("grpc.unhandled_error", method=call.method)
+        if call.span is not None:
+            call.span.record_exception(exc)
+        await abort_with(call.context, errors.InternalError(GENERIC_INTERNAL_MESSAGE), self._domain)
+
+    def _end(self, call: _ServerCall, code: grpc.StatusCode, detail: str = "") -> None:
+        seconds = time.perf_counter() - call.started
+        GRPC_SERVER_HANDLED.labels(call.method, code.name).inc()
+        GRPC_SERVER_LATENCY.labels(call.method).observe(seconds)
+        (log.debug if _quiet(call.method) and code is grpc.StatusCode.OK else log.info)(
+            "grpc.request",
+            method=call.method,
+            code=code.name,
+            user_id=call.user_id,
+            duration_ms=round(seconds * 1000, 2),
+        )
+        _end_span(call.span, code, detail or (call.context.details() or ""))
+        call.span = None
+        for reset in reversed(call.tokens):
+            _reset(reset)
+        call.tokens.clear()
+
+    def _settle(self, call: _ServerCall, exc: BaseException | None) -> None:
+        self._end(call, outcome_code(call.context, exc))
+
+    # -- wrapping a handler -----------------------------------------------------------------
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        def unary(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: Context) -> Any:
+                call = await self._begin(method, context)
+                outcome: BaseException | None = None
+                try:
+                    result = behavior(request, context)
+                    return await result if inspect.isawaitable(result) else result
+                except (grpc.aio.AbortError, asyncio.CancelledError) as exc:
+                    outcome = exc
+                    raise
+                except Exception as exc:
+                    try:
+                        await self._fail(call, exc)
+                    except BaseException as mapped:
+                        outcome = mapped
+                        raise
+                finally:
+                    self._settle(call, outcome)
+
+            return wrapped
+
+        def stream(behavior: Behavior) -> Behavior:
+            async def wrapped(request: Any, context: Context) -> AsyncIterator[Any]:
+                call = await self._begin(method, context)
+                outcome: BaseException | None = None
+                try:
+                    result = behavior(request, context)
+                    if inspect.isawaitable(result):  # a servicer that uses context.write()
+                        await result
+                        return
+                    async for response in result:
+                        yield response
+                except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as exc:
+                    outcome = exc
+                    raise
+                except Exception as exc:
+                    try:
+                        await self._fail(call, exc)
+                    except BaseException as mapped:
+                        outcome = mapped
+                        raise
+                finally:
+                    self._settle(call, outcome)
+
+            return wrapped
+
+        serde = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **serde)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **serde)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **serde)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **serde)
+        return handler
 
 
 # == client side ================================================================================
@@ -274,16 +317,22 @@ def _method_name(method: str | bytes) -> str:
     return method.decode() if isinstance(method, bytes) else method
 
 
-class _OutgoingContext:
-    """Adds what every outgoing call carries: a deadline, the request id, the caller identity."""
+def _record_client(method: str, code: grpc.StatusCode, started: float) -> None:
+    GRPC_CLIENT_HANDLED.labels(method, code.name).inc()
+    GRPC_CLIENT_LATENCY.labels(method).observe(time.perf_counter() - started)
+
+
+class _ClientCall:
+    """Prepares an outgoing call: deadline, metadata, span."""
 
     def __init__(self, default_timeout: float | None, default_stream_timeout: float | None) -> None:
         self._unary_timeout = default_timeout
         self._stream_timeout = default_stream_timeout
 
-    def details(
+    def prepare(
         self, details: grpc.aio.ClientCallDetails, *, streaming: bool
-    ) -> grpc.aio.ClientCallDetails:
+    ) -> tuple[grpc.aio.ClientCallDetails, str, Span | None]:
+        method = _method_name(details.method)
         timeout = details.timeout
         if timeout is None:
             timeout = self._stream_timeout if streaming else self._unary_timeout
@@ -294,69 +343,19 @@ class _OutgoingContext:
         for key, value in identity_to_metadata(current_identity()):
             if key not in metadata:  # what the caller set explicitly wins
                 metadata.add(key, value)
-        return grpc.aio.ClientCallDetails(
+        span: Span | None = None
+        if not _quiet(method):
+            span = _tracer.start_span(
+                method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
+            )
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            for key, value in carrier.items():
+                metadata.add(key, value)
+        prepared = grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
-
-
-class _OutgoingUnaryUnary(_OutgoingContext, _UnaryUnary):
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await continuation(self.details(client_call_details, streaming=False), request)
-
-
-class _OutgoingUnaryStream(_OutgoingContext, _UnaryStream):
-    async def intercept_unary_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        return await continuation(self.details(client_call_details, streaming=True), request)
-
-
-class _OutgoingStreamUnary(_OutgoingContext, _StreamUnary):
-    async def intercept_stream_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        details = self.details(client_call_details, streaming=False)
-        return await continuation(details, request_iterator)
-
-
-class _OutgoingStreamStream(_OutgoingContext, _StreamStream):
-    async def intercept_stream_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        details = self.details(client_call_details, streaming=True)
-        return await continuation(details, request_iterator)
-
-
-def outgoing_context_interceptors(
-    default_timeout: float | None, default_stream_timeout: float | None = None
-) -> list[ClientInterceptor]:
-    """Default deadline (unary / streaming responses) + request id + caller identity."""
-    args = (default_timeout, default_stream_timeout)
-    return [
-        _OutgoingUnaryUnary(*args),
-        _OutgoingUnaryStream(*args),
-        _OutgoingStreamUnary(*args),
-        _OutgoingStreamStream(*args),
-    ]
-
-
-def _record_client(method: str, code: grpc.StatusCode, started: float) -> None:
-    GRPC_CLIENT_HANDLED.labels(method=method, code=code.name).inc()
-    GRPC_CLIENT_LATENCY.labels(method=method).observe(time.perf_counter() - started)
+        return prepared, method, span
 
 
 # No generator-based context manager here: a generator abandoned mid-call is closed by the garbage
@@ -365,19 +364,20 @@ def _record_client(method: str, code: grpc.StatusCode, started: float) -> None:
 # cancelled AI stream's observation collected inside another observation's `labels()`. Plain
 # try/finally in coroutines and async generators runs from the event loop instead (asyncio
 # finalizes abandoned async generators in a task).
-async def _observe_unary(call: Any, method: str) -> Any:
-    started = time.perf_counter()
+async def _observe_unary(call: Any, method: str, span: Span | None, started: float) -> Any:
     code = grpc.StatusCode.CANCELLED
     try:
         code = await call.code()  # waits for the call; does not raise on failure
     finally:
         _record_client(method, code, started)
+        _end_span(span, code)
     return call
 
 
-async def _observe_stream(call: Any, method: str) -> AsyncIterator[Any]:
+async def _observe_stream(
+    call: Any, method: str, span: Span | None, started: float
+) -> AsyncIterator[Any]:
     # Streams are observed by iterating them: read them with `async for`, not `call.read()`.
-    started = time.perf_counter()
     code = grpc.StatusCode.CANCELLED
     try:
         async for response in call:
@@ -389,57 +389,70 @@ async def _observe_stream(call: Any, method: str) -> AsyncIterator[Any]:
         elif code is grpc.StatusCode.CANCELLED:  # failed while streaming (it raised)
             code = await call.code()
         _record_client(method, code, started)
+        _end_span(span, code)
 
 
-class _MetricsUnaryUnary(_UnaryUnary):
+class _UnaryUnaryLayer(_ClientCall, _UnaryUnary):
     async def intercept_unary_unary(
         self,
         continuation: Callable[..., Any],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        call = await continuation(client_call_details, request)
-        return await _observe_unary(call, _method_name(client_call_details.method))
+        started = time.perf_counter()
+        details, method, span = self.prepare(client_call_details, streaming=False)
+        call = await continuation(details, request)
+        return await _observe_unary(call, method, span, started)
 
 
-class _MetricsUnaryStream(_UnaryStream):
+class _UnaryStreamLayer(_ClientCall, _UnaryStream):
     async def intercept_unary_stream(
         self,
         continuation: Callable[..., Any],
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> Any:
-        call = await continuation(client_call_details, request)
-        return _observe_stream(call, _method_name(client_call_details.method))
+        started = time.perf_counter()
+        details, method, span = self.prepare(client_call_details, streaming=True)
+        call = await continuation(details, request)
+        return _observe_stream(call, method, span, started)
 
 
-class _MetricsStreamUnary(_StreamUnary):
+class _StreamUnaryLayer(_ClientCall, _StreamUnary):
     async def intercept_stream_unary(
         self,
         continuation: Callable[..., Any],
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        call = await continuation(client_call_details, request_iterator)
-        return await _observe_unary(call, _method_name(client_call_details.method))
+        started = time.perf_counter()
+        details, method, span = self.prepare(client_call_details, streaming=False)
+        call = await continuation(details, request_iterator)
+        return await _observe_unary(call, method, span, started)
 
 
-class _MetricsStreamStream(_StreamStream):
+class _StreamStreamLayer(_ClientCall, _StreamStream):
     async def intercept_stream_stream(
         self,
         continuation: Callable[..., Any],
         client_call_details: grpc.aio.ClientCallDetails,
         request_iterator: Any,
     ) -> Any:
-        call = await continuation(client_call_details, request_iterator)
-        return _observe_stream(call, _method_name(client_call_details.method))
+        started = time.perf_counter()
+        details, method, span = self.prepare(client_call_details, streaming=True)
+        call = await continuation(details, request_iterator)
+        return _observe_stream(call, method, span, started)
 
 
-def client_metrics_interceptors() -> list[ClientInterceptor]:
-    """aether_grpc_client_handled_total{method,code} and the client latency histogram."""
+def client_interceptors(
+    default_timeout: float | None, default_stream_timeout: float | None = None
+) -> list[ClientInterceptor]:
+    """The client layer for each call kind (unary or streaming responses get their default
+    deadline: `default_timeout` / `default_stream_timeout`)."""
+    args = (default_timeout, default_stream_timeout)
     return [
-        _MetricsUnaryUnary(),
-        _MetricsUnaryStream(),
-        _MetricsStreamUnary(),
-        _MetricsStreamStream(),
+        _UnaryUnaryLayer(*args),
+        _UnaryStreamLayer(*args),
+        _StreamUnaryLayer(*args),
+        _StreamStreamLayer(*args),
     ]

@@ -1,4 +1,4 @@
-"""The gRPC server every service runs: grpc.aio, health, reflection, our interceptors.
+"""The gRPC server every service runs: grpc.aio, health, reflection, our call interceptor.
 
     server = create_server("chat", port=settings.grpc_port, identity_resolver=jwt_resolver)
     server.add_service(chat_pb2_grpc.add_ChatServiceServicer_to_server, ChatServicer(...),
@@ -23,14 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
-from aether_common.grpc.interceptors import (
-    ErrorMappingInterceptor,
-    MetricsInterceptor,
-    RequestContextInterceptor,
-)
+from aether_common.grpc.interceptors import ServerCallInterceptor
 from aether_common.identity import IdentityResolver
 from aether_common.logging import get_logger
-from aether_common.telemetry import grpc_server_interceptor
 
 OVERALL = ""  # the health service's name for the server as a whole
 
@@ -69,7 +64,6 @@ class GrpcServer:
         grace: float = 10.0,
         drain_delay: float = 0.0,
         identity_resolver: IdentityResolver | None = None,
-        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ServerCredentials | None = None,
         maximum_concurrent_rpcs: int | None = None,
@@ -83,7 +77,6 @@ class GrpcServer:
             service_name if service_name.startswith("aether.") else (f"aether.{service_name}")
         )
         self._resolver = identity_resolver
-        self._extra_interceptors = list(interceptors)
         self._options = {**dict(SERVER_OPTIONS), **dict(options)}
         self._credentials = credentials
         self._max_rpcs = maximum_concurrent_rpcs
@@ -126,13 +119,7 @@ class GrpcServer:
         if self._server is not None:
             raise RuntimeError("a GrpcServer starts once; create a new one")
         server = grpc.aio.server(
-            interceptors=[
-                grpc_server_interceptor(),
-                RequestContextInterceptor(self._resolver, domain=self._domain),
-                MetricsInterceptor(),
-                *self._extra_interceptors,
-                ErrorMappingInterceptor(domain=self._domain),
-            ],
+            interceptors=[ServerCallInterceptor(self._resolver, domain=self._domain)],
             options=list(self._options.items()),
             maximum_concurrent_rpcs=self._max_rpcs,
         )
@@ -196,7 +183,6 @@ def create_server(
     grace: float = 10.0,
     drain_delay: float = 0.0,
     identity_resolver: IdentityResolver | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
     options: Sequence[tuple[str, Any]] = (),
     credentials: grpc.ServerCredentials | None = None,
     maximum_concurrent_rpcs: int | None = None,
@@ -204,8 +190,7 @@ def create_server(
     """A `GrpcServer` for `service_name` (its errors carry domain `aether.<service_name>`).
 
     `port=0` binds a free port (tests); read it back from `.port` after `start()`.
-    `identity_resolver` verifies callers (default: everyone anonymous). `interceptors` run
-    inside ours, just before error mapping, so what they raise is mapped too.
+    `identity_resolver` verifies callers (default: everyone anonymous).
     """
     return GrpcServer(
         service_name,
@@ -214,7 +199,6 @@ def create_server(
         grace=grace,
         drain_delay=drain_delay,
         identity_resolver=identity_resolver,
-        interceptors=interceptors,
         options=options,
         credentials=credentials,
         maximum_concurrent_rpcs=maximum_concurrent_rpcs,
