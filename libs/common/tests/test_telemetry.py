@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -27,13 +29,37 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter.clear()
 
 
-def test_configuring_twice_keeps_one_global_provider() -> None:
+def test_configuring_twice_keeps_one_global_provider(spans: InMemorySpanExporter) -> None:
     first = configure_telemetry("aether-test")
     second = configure_telemetry("aether-test")
 
     assert first is second
     assert isinstance(trace.get_tracer_provider(), TracerProvider)
     assert trace.get_tracer_provider() is first.tracer_provider
+
+
+def test_no_tracer_provider_until_spans_have_somewhere_to_go() -> None:
+    # A process of its own: the global provider can be set once per process.
+    code = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import "
+        "InMemorySpanExporter\n"
+        "from aether_common.telemetry import configure_telemetry\n"
+        "state = configure_telemetry('aether-test')\n"
+        "assert state.tracer_provider is None\n"
+        "assert not isinstance(trace.get_tracer_provider(), TracerProvider)\n"
+        "with trace.get_tracer('t').start_as_current_span('s') as span:\n"
+        "    assert not span.get_span_context().is_valid\n"
+        "exporter = InMemorySpanExporter()\n"
+        "configure_telemetry('aether-test', span_exporter=exporter)\n"
+        "assert trace.get_tracer_provider() is state.tracer_provider\n"
+        "with trace.get_tracer('t').start_as_current_span('s'):\n"
+        "    pass\n"
+        "assert [s.name for s in exporter.get_finished_spans()] == ['s']\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_trace_context_travels_in_record_headers(spans: InMemorySpanExporter) -> None:

@@ -1,13 +1,15 @@
 """OpenTelemetry for a service process: tracer/meter providers, W3C propagation, instrumentation.
 
-`configure_telemetry()` installs the global providers once per process: spans are batched to an
-OTLP collector when an endpoint is configured, and dropped otherwise (they still give log lines
-their trace and span ids). Later calls return the same providers and may add span exporters,
-which is how tests attach an `InMemorySpanExporter`.
+`configure_telemetry()` installs the global providers once per process. Tracing is on when
+something receives the spans: an OTLP endpoint (spans batched to the collector) or a span
+exporter added later (how tests attach an `InMemorySpanExporter`); then log lines carry trace
+and span ids too. With neither, no tracer provider is installed and no span is made: on the
+gateway a span per request cost more CPU than the rest of a cached request, for traces nobody
+would receive (the request id still joins the logs of every service a request crossed).
 
 Context crosses process boundaries as W3C `traceparent`/`tracestate` (+ `baggage`): in HTTP
-headers (FastAPI's native telemetry, `http_telemetry`), gRPC metadata (the interceptors below)
-and Kafka record headers (`inject_headers` / `extract_context`).
+headers (FastAPI's native telemetry, `http_telemetry`), gRPC metadata (aether_common.grpc's
+interceptors) and Kafka record headers (`inject_headers` / `extract_context`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -38,7 +39,6 @@ from aether_common.logging import get_logger
 
 # Probes and scrapes every few seconds would drown the real traces.
 EXCLUDED_HTTP_PATHS = ("/healthz", "/readyz", "/metrics")
-EXCLUDED_GRPC_SERVICE_PREFIXES = ("grpc.health.", "grpc.reflection.")
 
 log = get_logger(__name__)
 
@@ -48,18 +48,32 @@ class Telemetry:
     """The process's providers, as installed globally by `configure_telemetry`."""
 
     service_name: str
-    tracer_provider: TracerProvider
+    resource: Resource
     meter_provider: MeterProvider
+    # Installed with the first span exporter (None: tracing is off).
+    tracer_provider: TracerProvider | None = None
     otlp_endpoint: str | None = None
     _span_exporters: list[SpanExporter] = field(default_factory=list)
 
     def add_span_exporter(self, exporter: SpanExporter, *, batch: bool = False) -> None:
-        """Export every span also to `exporter` (synchronously unless `batch`); idempotent."""
+        """Export every span also to `exporter` (synchronously unless `batch`); idempotent.
+        The first one turns tracing on."""
         if any(existing is exporter for existing in self._span_exporters):
             return
         self._span_exporters.append(exporter)
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
-        self.tracer_provider.add_span_processor(processor)
+        self._tracing().add_span_processor(processor)
+
+    def _tracing(self) -> TracerProvider:
+        if self.tracer_provider is None:
+            provider = TracerProvider(resource=self.resource)
+            trace.set_tracer_provider(provider)
+            installed = trace.get_tracer_provider()
+            if installed is not provider and isinstance(installed, TracerProvider):
+                # Someone set an SDK provider before us (a test harness): add to it.
+                provider = installed
+            self.tracer_provider = provider
+        return self.tracer_provider
 
 
 _lock = threading.Lock()
@@ -76,7 +90,8 @@ def configure_telemetry(
     otlp_insecure: bool = True,
     metric_export_interval_s: float = 60.0,
 ) -> Telemetry:
-    """Install the global tracer and meter providers (first call) and W3C propagation.
+    """Install the meter provider and W3C propagation (first call), and the tracer provider
+    once spans have somewhere to go (`otlp_endpoint` or `span_exporter`).
 
     Safe to call again: the first call's resource and metric export stay; a later call may add
     `span_exporter` and, if none was set before, OTLP span export.
@@ -122,13 +137,6 @@ def _install(
         attributes["deployment.environment.name"] = environment
     resource = Resource.create(attributes)
 
-    tracer_provider = TracerProvider(resource=resource)
-    trace.set_tracer_provider(tracer_provider)
-    installed = trace.get_tracer_provider()
-    if installed is not tracer_provider and isinstance(installed, TracerProvider):
-        # Someone set an SDK provider before us (a test harness): add to it rather than lose spans.
-        tracer_provider = installed
-
     readers: list[MetricReader] = []
     if otlp_endpoint:
         readers.append(
@@ -143,7 +151,7 @@ def _install(
     propagate.set_global_textmap(
         CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
     )
-    state = Telemetry(service_name, tracer_provider, meter_provider)
+    state = Telemetry(service_name, resource, meter_provider)
     if otlp_endpoint:
         state.otlp_endpoint = otlp_endpoint
         state.add_span_exporter(_otlp_span_exporter(otlp_endpoint, otlp_insecure), batch=True)
@@ -170,8 +178,9 @@ def shutdown_telemetry() -> None:
         state = _state
     if state is None:
         return
-    state.tracer_provider.force_flush()
-    state.tracer_provider.shutdown()
+    if state.tracer_provider is not None:
+        state.tracer_provider.force_flush()
+        state.tracer_provider.shutdown()
     state.meter_provider.shutdown()
 
 
@@ -189,36 +198,6 @@ def http_telemetry() -> TelemetryConfig:
         "metrics": False,
         "exclude": lambda scope: scope.get("path") in EXCLUDED_HTTP_PATHS,
     }
-
-
-# -- gRPC -------------------------------------------------------------------------------------
-def _traced(details: Any) -> bool:
-    method = getattr(details, "method", b"")
-    if isinstance(method, bytes):  # grpc.aio client details carry bytes (grpc/grpc#31092)
-        method = method.decode()
-    service = str(method).lstrip("/").partition("/")[0]
-    return not service.startswith(EXCLUDED_GRPC_SERVICE_PREFIXES)
-
-
-def grpc_server_interceptor() -> grpc.aio.ServerInterceptor[Any, Any]:
-    """The OpenTelemetry grpc.aio server interceptor: continues the caller's trace."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(  # type: ignore[no-untyped-call]
-        filter_=_traced
-    )
-    return interceptor
-
-
-def grpc_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """The OpenTelemetry grpc.aio client interceptors (one per call kind): client spans and
-    `traceparent` in the outgoing metadata."""
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
-    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors(  # type: ignore[no-untyped-call]
-        filter_=_traced
-    )
-    return interceptors
 
 
 # -- Kafka (and any other header carrier) ------------------------------------------------------
