@@ -68,6 +68,12 @@ class Result:
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    def cpu_line(self) -> str:
+        return ", ".join(
+            f"{proc} {1000 * seconds / max(1, self.requests):.2f} ms"
+            for proc, seconds in (self.cpu_s or {}).items()
+        )
+
     def line(self) -> str:
         lat = sorted(self.latencies_ms) or [0.0]
         p50 = statistics.median(lat)
@@ -207,7 +213,13 @@ async def drive(
 
 
 async def _get_loop(
-    base_url: str, path: str, token: str, concurrency: int, duration: float, warmup: float
+    base_url: str,
+    path: str,
+    token: str,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    cpu: CpuMeter | None = None,
 ) -> tuple[int, int, float, list[float]]:
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -215,7 +227,9 @@ async def _get_loop(
         status, _ = await conn.request("GET", path, headers)
         return status == 200
 
-    return await drive(base_url, step, concurrency=concurrency, duration=duration, warmup=warmup)
+    return await drive(
+        base_url, step, concurrency=concurrency, duration=duration, warmup=warmup, cpu=cpu
+    )
 
 
 def _get_proc(args: tuple[str, str, str, int, float, float]) -> tuple[int, int, float, list[float]]:
@@ -232,13 +246,15 @@ def get_load(
     duration: float,
     warmup: float,
     procs: int,
+    cpu: CpuMeter | None = None,
 ) -> Result:
-    """GETs from `procs` client processes (concurrency split between them)."""
+    """GETs from `procs` client processes (concurrency split between them); the servers' CPU
+    is metered with one client process."""
     if procs <= 1:
         ok, errors, seconds, lat = asyncio.run(
-            _get_loop(base_url, path, token, concurrency, duration, warmup)
+            _get_loop(base_url, path, token, concurrency, duration, warmup, cpu)
         )
-        return Result(name, ok, errors, seconds, lat)
+        return Result(name, ok, errors, seconds, lat, dict(cpu.spent) if cpu else None)
     per = max(1, concurrency // procs)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(procs) as pool:
@@ -260,6 +276,7 @@ class Platform:
         self.external = os.environ.get("AETHER_GATEWAY_URL", "").rstrip("/") or None
         self.gateway_url = self.external or ""
         self.uncached_url: str | None = None
+        self.uncached_pid = 0
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stack: Any = None
         self._fleet: Any = None
@@ -302,6 +319,7 @@ class Platform:
             )
         )
         self.uncached_url = f"http://127.0.0.1:{port}"
+        self.uncached_pid = self._procs[-1].pid
         wait_http(self.uncached_url + "/healthz", self._procs[-1])
 
     def pids(self) -> dict[str, int]:
@@ -467,16 +485,49 @@ async def bench_refreshes(
 
 
 def argon2_parameters() -> str:
-    try:
-        from aether_auth.config import AuthSettings
+    from aether_auth.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST
 
-        fields = AuthSettings.model_fields
-        t = fields["argon2_time_cost"].default
-        m = fields["argon2_memory_kib"].default
-        p = fields["argon2_parallelism"].default
-        return f"argon2id t={t}, m={m // 1024} MiB, p={p} (auth's defaults, AUTH_ARGON2_*)"
-    except Exception:
-        return "argon2id (auth's configured parameters)"
+    return (
+        f"argon2id t={DEFAULT_TIME_COST}, m={DEFAULT_MEMORY_KIB // 1024} MiB, p=1 "
+        "(auth's defaults, AUTH_ARGON2_*; OWASP's 7 MiB configuration and Keycloak's default)"
+    )
+
+
+def hash_cost_lines(rounds: int = 40) -> list[str]:
+    """CPU of one verification at auth's parameters: auth's hasher (libsodium, in its worker
+    thread) beside argon2-cffi's portable wheel (in the lock through minio), one at a time."""
+    from aether_auth.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, Passwords
+
+    password = PASSWORD
+
+    async def ours() -> float:
+        passwords = Passwords(workers=1)
+        try:
+            stored = await passwords.hash(password)
+            await passwords.verify(stored, password)
+            started = time.process_time()
+            for _ in range(rounds):
+                assert (await passwords.verify(stored, password)).ok
+            return time.process_time() - started
+        finally:
+            await passwords.stop()
+
+    ms = asyncio.run(ours()) / rounds * 1000
+    lines = [f"one verification, libsodium (PyNaCl, auth's hasher) {ms:6.1f} ms CPU"]
+    try:
+        from argon2 import PasswordHasher, Type
+    except ImportError:
+        return lines
+    cffi = PasswordHasher(
+        time_cost=DEFAULT_TIME_COST, memory_cost=DEFAULT_MEMORY_KIB, parallelism=1, type=Type.ID
+    )
+    stored = cffi.hash(password)
+    started = time.process_time()
+    for _ in range(rounds):
+        cffi.verify(stored, password)
+    ms = (time.process_time() - started) / rounds * 1000
+    lines.append(f"one verification, argon2-cffi (portable wheel)     {ms:6.1f} ms CPU")
+    return lines
 
 
 def main() -> None:
@@ -543,19 +594,35 @@ def main() -> None:
             procs=args.client_procs,
         )
         bare = get_load(
-            "bare FastAPI app: GET /api/auth/me (same JSON)", bare_url, "/api/auth/me", **get
+            "bare FastAPI app: GET /api/auth/me (same JSON)",
+            bare_url,
+            "/api/auth/me",
+            **get,
+            cpu=CpuMeter({"bare app": bare_proc.pid}),
         )
-        cached = get_load("gateway GET /api/auth/me (cached in Redis)", base, "/api/auth/me", **get)
+        cached = get_load(
+            "gateway GET /api/auth/me (cached in Redis)",
+            base,
+            "/api/auth/me",
+            **get,
+            cpu=CpuMeter(pids) if pids else None,
+        )
         uncached = None
         if platform.uncached_url:
+            uncached_pids = {"auth": pids["auth"], "gateway": platform.uncached_pid}
             uncached = get_load(
                 "gateway GET /api/auth/me (uncached: GetMe RPC)",
                 platform.uncached_url,
                 "/api/auth/me",
                 **get,
+                cpu=CpuMeter(uncached_pids) if pids else None,
             )
         export = get_load(
-            "gateway GET /api/auth/me/export (RPC)", base, "/api/auth/me/export", **get
+            "gateway GET /api/auth/me/export (RPC)",
+            base,
+            "/api/auth/me/export",
+            **get,
+            cpu=CpuMeter(pids) if pids else None,
         )
     finally:
         if bare_proc is not None:
@@ -564,9 +631,15 @@ def main() -> None:
 
     print()
     print(f"passwords: {argon2_parameters()}")
+    for line in hash_cost_lines():
+        print(f"  {line}")
     for result in (logins, refreshes, bare, cached, uncached, export):
         if result is not None:
             print(result.line())
+    print()
+    for result in (bare, cached, uncached, export):
+        if result is not None and result.cpu_s:
+            print(f"CPU per request, {result.name.split(':')[0]:<38} {result.cpu_line()}")
     print()
 
     def verdict(ok: bool) -> str:
@@ -582,13 +655,9 @@ def main() -> None:
             # Keycloak's sizing counts the vCPUs given to Keycloak itself (the database is
             # sized apart): the like-for-like figure is requests per second of auth's CPU.
             per_auth_core = result.rate * result.seconds / result.cpu_s["auth"]
-            spent = ", ".join(
-                f"{proc} {1000 * seconds / max(1, result.requests):.2f} ms"
-                for proc, seconds in result.cpu_s.items()
-            )
             print(
                 f"{name}/s per core of auth:          {per_auth_core:7.1f}  (goal >= {goal})   "
-                f"{verdict(per_auth_core >= goal)}   (CPU per request: {spent})"
+                f"{verdict(per_auth_core >= goal)}   (CPU per request: {result.cpu_line()})"
             )
     for label, result in (("cached", cached), ("uncached", uncached), ("export", export)):
         if result is None:

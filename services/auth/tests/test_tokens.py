@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aether.auth.v1 import auth_pb2
 from aether_auth import repository
+from aether_auth.tokens import LEEWAY_S
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -205,3 +207,20 @@ async def _record(auth: Any, email: str) -> repository.UserRecord:
         user = await repository.get_user_by_email(conn, email)
     assert user is not None
     return user
+
+
+async def test_a_token_verified_before_is_refused_once_it_expires(auth: Any, kit: Any) -> None:
+    email, token = await _user_and_token(auth, kit)
+    user = await _record(auth, email)
+    sid = uuid.UUID(jwt.decode(token, options={"verify_signature": False})["sid"])
+    # Valid for one more second, leeway included; verifying it once keeps it in the cache.
+    tokens = auth.app.tokens
+    short, _ = tokens.issue(user, sid, now=time.time() - tokens.ttl_s - LEEWAY_S + 1)
+    me = await auth.stub.GetMe(auth_pb2.GetMeRequest(), metadata=kit.bearer(short))
+    assert me.user.email == email
+
+    await asyncio.sleep(1.5)
+
+    error = await kit.failure(auth.stub.GetMe(auth_pb2.GetMeRequest(), metadata=kit.bearer(short)))
+    assert error.http_status == 401
+    assert "expired" in error.detail

@@ -13,9 +13,14 @@ from redis.asyncio import Redis
 
 from aether.auth.v1 import auth_pb2
 from aether_common import errors
+from aether_gateway.cache import SHAPE
 from aether_gateway.errors import UpstreamNotImplemented
 
 CLIENT_IP = "203.0.113.7"
+
+
+def profile_key(redis_prefix: str, user_id: str) -> str:
+    return f"{redis_prefix}gw:profile:{SHAPE}:{user_id}"
 
 
 def auth(token: str) -> dict[str, str]:
@@ -221,11 +226,11 @@ async def test_me_is_cached_and_invalidated_by_an_update(
 
     first = await gateway.get("/api/auth/me", headers=auth(access))
     second = await gateway.get("/api/auth/me", headers=auth(access))
-    ttl = await redis.ttl(f"{redis_prefix}gw:profile:u-7")
+    ttl = await redis.ttl(profile_key(redis_prefix, "u-7"))
     patched = await gateway.patch(
         "/api/auth/me", json={"display_name": "Ada L."}, headers=auth(access)
     )
-    cached_after_patch = await redis.exists(f"{redis_prefix}gw:profile:u-7")
+    cached_after_patch = await redis.exists(profile_key(redis_prefix, "u-7"))
     fake_auth.answers["GetMe"] = auth_pb2.GetMeResponse(
         user=make_user("u-7", display_name="Ada L.")
     )
@@ -280,12 +285,12 @@ async def test_profile_changes_drop_the_cached_profile(
 ) -> None:
     access = token(sub="u-9")
     await gateway.get("/api/auth/me", headers=auth(access))
-    assert await redis.exists(f"{redis_prefix}gw:profile:u-9") == 1
+    assert await redis.exists(profile_key(redis_prefix, "u-9")) == 1
 
     response = await gateway.request(method, path, json=body, headers=auth(access))
 
     assert response.status_code in (200, 204), response.text
-    assert await redis.exists(f"{redis_prefix}gw:profile:u-9") == 0
+    assert await redis.exists(profile_key(redis_prefix, "u-9")) == 0
     (call,) = fake_auth.calls_to(rpc)
     assert call.metadata["authorization"] == f"Bearer {access}"
 
@@ -378,7 +383,7 @@ async def test_set_user_access(
     token: Callable[..., str],
     make_user: Callable[..., Any],
 ) -> None:
-    await redis.set(f"{redis_prefix}gw:profile:u-2", "{}", ex=600)
+    await redis.set(profile_key(redis_prefix, "u-2"), "{}", ex=600)
     fake_auth.answers["SetUserAccess"] = auth_pb2.SetUserAccessResponse(
         user=make_user("u-2", plan=auth_pb2.PLAN_PREMIUM, role=auth_pb2.ROLE_MODERATOR)
     )
@@ -397,7 +402,7 @@ async def test_set_user_access(
     assert call.request.plan == auth_pb2.PLAN_PREMIUM
     assert call.request.role == auth_pb2.ROLE_MODERATOR
     assert call.metadata["authorization"] == f"Bearer {admin}"
-    assert await redis.exists(f"{redis_prefix}gw:profile:u-2") == 0
+    assert await redis.exists(profile_key(redis_prefix, "u-2")) == 0
 
 
 async def test_set_user_access_leaves_what_is_not_sent(

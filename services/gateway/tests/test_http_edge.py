@@ -208,6 +208,26 @@ async def test_large_answers_are_gzipped(gateway: Any) -> None:
     assert response.json()["info"]["title"] == "Aether API"  # httpx decoded it
 
 
+async def test_answers_say_they_vary_by_origin_and_encoding(start_gateway: Any) -> None:
+    gateway = await start_gateway(cors_origins=[ORIGIN])
+
+    plain = await gateway.get("/openapi.json", headers={"Accept-Encoding": "identity"})
+    gzipped = await gateway.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    from_browser = await gateway.get(
+        "/openapi.json", headers={"Accept-Encoding": "gzip", "Origin": ORIGIN}
+    )
+
+    def vary(response: Any) -> list[str]:
+        return [v.strip() for v in response.headers["Vary"].split(",")]
+
+    assert "Content-Encoding" not in plain.headers
+    assert vary(plain) == ["Origin"]
+    assert gzipped.headers["Content-Encoding"] == "gzip"
+    assert sorted(vary(gzipped)) == ["Accept-Encoding", "Origin"]
+    assert from_browser.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert sorted(vary(from_browser)) == ["Accept-Encoding", "Origin"]
+
+
 async def test_small_answers_are_not(gateway: Any) -> None:
     response = await gateway.get("/health", headers={"Accept-Encoding": "gzip"})
 

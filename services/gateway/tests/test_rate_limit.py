@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.rate_limit import RateLimiter, RatePolicy, ip_bucket
 from aether_gateway.redis_guard import RedisGuard
 
@@ -72,7 +73,8 @@ async def test_replicas_sharing_redis_never_admit_more_than_the_limit(
     clients = [Redis.from_url(redis_url) for _ in range(4)]
     policy = RatePolicy({"free": 60}, anonymous_limit=60)
     limiters = [
-        RateLimiter(c, RedisGuard(), policy, prefix=redis_prefix, window_s=60) for c in clients
+        RateLimiter(AutoPipeline(c), RedisGuard(), policy, prefix=redis_prefix, window_s=60)
+        for c in clients
     ]
     try:
         decisions = await asyncio.gather(

@@ -1,10 +1,12 @@
 """The HTTP face every service shares: one app factory, one error shape, health and metrics.
 
-`create_http_app` returns a FastAPI app that already has
+`create_http_app` returns a FastAPI app that already has, in one middleware layer
+(`RequestMiddleware`):
 - a request id per request (a sane incoming `X-Request-ID` is kept, else one is made), echoed
   on the response and bound to `request_id_var` so every log line carries it;
 - RED metrics labelled by the route TEMPLATE (`/users/{user_id}`), never the raw path, so the
   label set stays bounded; requests that match no route share one label;
+and, in its handlers and routes:
 - one JSON error shape `{"error": code, "detail": message, "status_code": n}` for typed domain
   errors, validation failures, malformed JSON, 404/405 and anything unexpected (a generic 500,
   logged with its traceback, never leaked);
@@ -136,14 +138,25 @@ def readiness_of(app: FastAPI) -> Readiness:
 
 
 # -- middleware (plain ASGI: cheaper than BaseHTTPMiddleware and contextvar-safe) -------------
-class RequestIdMiddleware:
-    """Outermost: gives the request an id, binds it for logs and echoes it on the response."""
+ResponseHeaders = Callable[[Scope], Sequence[tuple[bytes, bytes]]]
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestMiddleware:
+    """Outermost of ours, one layer for what every request gets: an id (bound for logs, echoed
+    on the response), the RED metrics, the last-resort 500 in the one error shape, and the
+    service's own response headers (`response_headers(scope)`, each set unless the app did).
+
+    One layer rather than one middleware per concern: every ASGI layer wraps `send` again, and
+    on a proxy like the gateway those layers cost more than the work itself.
+    """
+
+    def __init__(self, app: ASGIApp, response_headers: ResponseHeaders | None = None) -> None:
         self.app = app
+        self.response_headers = response_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
@@ -151,77 +164,67 @@ class RequestIdMiddleware:
             incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         )
         scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode()))
-                message["headers"] = headers
-            await send(message)
-
         token = request_id_var.set(request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            if kind == "http":
+                await self._http(scope, receive, send, request_id.encode())
+            else:
+                await self.app(scope, receive, send)
         finally:
             request_id_var.reset(token)
 
-
-class MetricsMiddleware:
-    """RED metrics per method and route template; the status is whatever was finally sent."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: bytes) -> None:
         status = 500
+        started_response = False
         root_path = scope.get("root_path", "")
+        extra = self.response_headers(scope) if self.response_headers is not None else ()
 
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
+                headers = [
+                    (k, v) for k, v in message.get("headers", ()) if k not in _REPLACED_HEADERS
+                ]
+                headers.append((b"x-request-id", request_id))
+                if extra:
+                    _add_missing(headers, extra)
+                message["headers"] = headers
             await send(message)
 
         started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            route = _route_template(scope, root_path)
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
-
-
-class ErrorBoundaryMiddleware:
-    """Last resort: an exception no handler took becomes the generic 500, logged in full.
-
-    Inside the request-id and metrics middleware, so that 500 carries the id and is counted.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        response_started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracking)
+            await self.app(scope, receive, send_wrapper)
         except Exception:
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
-            if response_started:
+            if started_response:
                 raise  # too late for a clean answer; the server closes the connection
-            await _error_response(InternalError("internal server error"))(scope, receive, send)
+            await _error_response(InternalError("internal server error"))(
+                scope, receive, send_wrapper
+            )
+        finally:
+            route = _route_template(scope, root_path)
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+# Never passed on from the app: ours is the request id, and a service does not name its software.
+_REPLACED_HEADERS = frozenset((b"x-request-id", b"server"))
+
+
+def _add_missing(headers: list[tuple[bytes, bytes]], extra: Sequence[tuple[bytes, bytes]]) -> None:
+    """Each extra header unless the app set it; `vary` values are merged into the app's."""
+    present = {k: i for i, (k, _) in enumerate(headers)}
+    for key, value in extra:
+        at = present.get(key)
+        if at is None:
+            headers.append((key, value))
+        elif key == b"vary":
+            current = headers[at][1]
+            if value.lower() not in {v.strip().lower() for v in current.split(b",")}:
+                headers[at] = (key, current + b", " + value)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -316,11 +319,13 @@ def create_http_app(
     check_timeout: float = 2.0,
     version: str = "0.1.0",
     docs: bool = True,
+    response_headers: ResponseHeaders | None = None,
 ) -> FastAPI:
     """A FastAPI app with Aether's middleware, error handlers and ops endpoints.
 
     `checks` and `components` feed /readyz (the runner adds the components it drives too);
-    `lifespan` is the service's own (create pools and clients there, not in globals).
+    `lifespan` is the service's own (create pools and clients there, not in globals);
+    `response_headers(scope)` gives headers every HTTP answer carries unless the app set them.
     """
     app = FastAPI(
         title=service_name,
@@ -337,14 +342,13 @@ def create_http_app(
     app.add_exception_handler(AetherError, _on_aether_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    # add_middleware wraps: the last added is the outermost.
-    app.add_middleware(ErrorBoundaryMiddleware)
-    app.add_middleware(MetricsMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestMiddleware, response_headers=response_headers)
 
-    app.include_router(_ops_router(service_name, app.state.aether_readiness))
-    for router in routers:
-        app.include_router(router)
+    # The routes go straight into the app's router, not as included routers: FastAPI >= 0.137
+    # keeps an included router as one node and scans its routes again on every request that
+    # reaches it, so each router placed before a route made that route dearer.
+    for router in (_ops_router(service_name, app.state.aether_readiness), *routers):
+        app.router.routes.extend(router.routes)
     return app
 
 

@@ -17,6 +17,7 @@ import asyncpg
 from aether_common.errors import Unavailable
 from aether_common.logging import get_logger
 from aether_common.migrations import migrate
+from aether_common.postgres import create_pool
 
 log = get_logger(__name__)
 
@@ -49,9 +50,7 @@ class Database:
 
     async def start(self) -> None:
         await migrate(self.dsn, importlib.resources.files("aether_ai") / "migrations")
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=self._min_size, max_size=self._max_size
-        )
+        self._pool = await create_pool(self.dsn, min_size=self._min_size, max_size=self._max_size)
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
+from aether_common.redis_pipeline import AutoPipeline
+
 # Beyond the access-token TTL: the verifiers' clock-skew leeway.
 _LEEWAY_S = 60
 
@@ -23,6 +25,8 @@ _LEEWAY_S = 60
 class RevocationList:
     def __init__(self, redis: Redis, prefix: str, access_token_ttl_s: int) -> None:
         self._redis = redis
+        # The check runs on every authenticated call: concurrent ones share a round trip.
+        self._reads = AutoPipeline(redis)
         self.prefix = prefix + "revoked:"
         self._ttl = access_token_ttl_s + _LEEWAY_S
 
@@ -55,8 +59,8 @@ class RevocationList:
 
     async def is_revoked(self, *, jti: str, sid: str, sub: str, iat: int) -> bool:
         """One round trip: this runs on every authenticated call."""
-        token, session, user = await self._redis.mget(
-            [self._jti(jti), self._sid(sid), self._user(sub)]
+        token, session, user = await self._reads.execute(
+            "MGET", self._jti(jti), self._sid(sid), self._user(sub)
         )
         if token is not None or session is not None:
             return True

@@ -26,6 +26,10 @@ from aether_common.errors import Unauthenticated
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (a JWT typ)
 LEEWAY_S = 30  # clock skew tolerated between replicas and services
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "iat", "exp", "sid"]
+# Tokens whose signature and claims were checked: a session presents the same token on every
+# call, and PyJWT's decoding is the costly part (its base64 check walks the token byte by byte
+# in Python). A hit still checks expiry and that the signing key is still ours.
+VERIFIED_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,8 @@ class AccessTokens:
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
+        # raw token -> its claims; insertion-ordered, the oldest dropped first when full.
+        self._verified: dict[str, AccessClaims] = {}
 
     def issue(
         self, user: UserRecord, session_id: uuid.UUID, *, now: float | None = None
@@ -93,6 +99,22 @@ class AccessTokens:
 
     async def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; Unauthenticated saying why otherwise."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if time.time() > claims.exp + LEEWAY_S:
+                del self._verified[token]
+                raise Unauthenticated("access token expired", code="token_expired")
+            if await self._keys.verification_key(claims.kid) is None:
+                del self._verified[token]
+                raise Unauthenticated("access token signed by an unknown key", code="invalid_token")
+            return claims
+        claims = await self._verify_signed(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = claims
+        return claims
+
+    async def _verify_signed(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:

@@ -1,10 +1,12 @@
-"""Who is calling and whether they may: the token verified once per request, then the rate limit.
+"""Who is calling and whether they may: the body limit, the token verified once per request, then
+the rate limit, in one middleware layer.
 
 Runs as middleware (not a route dependency) so that every request counts against the limit,
-including unknown routes and bodies that fail to parse. A token that does not verify does not
-stop the request here: the caller is limited per IP, and a route that needs a caller answers 401
-with the reason (`deps.require_caller`). Ops paths (probes, metrics) are neither verified nor
-limited.
+including unknown routes and bodies that fail to parse. A declared body over the limit is
+refused first, before any token is looked at (middleware.py has the limit itself). A token that
+does not verify does not stop the request here: the caller is limited per IP, and a route that
+needs a caller answers 401 with the reason (`deps.require_caller`). Ops paths (probes, metrics)
+are neither verified nor limited.
 
 The outcome lands in `scope["state"]["access"]` (`request.state.access`) and in the identity
 contextvar (aether_common.identity), so logs and outgoing gRPC calls carry the caller.
@@ -22,6 +24,7 @@ from aether_common.access_tokens import AccessToken, TokenRejected
 from aether_common.errors import AetherError, Unauthenticated
 from aether_common.identity import ANONYMOUS, CallerIdentity, reset_identity, set_identity
 from aether_common.metrics import TOKENS_REJECTED
+from aether_gateway.middleware import declared_body_refusal, limited_receive
 from aether_gateway.rate_limit import rate_limited_body
 from aether_gateway.resources import GatewayResources
 
@@ -70,15 +73,24 @@ def identity_of(token: AccessToken) -> CallerIdentity:
 
 
 class AccessMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPS_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = declared_body_refusal(headers, self.max_body_bytes)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        receive = limited_receive(receive, self.max_body_bytes)
+        if scope["path"] in OPS_PATHS:
             await self.app(scope, receive, send)
             return
         resources: GatewayResources = scope["app"].state.gateway
-        headers = Headers(scope=scope)
         access = await self._identify(resources, headers, client_ip(scope))
         gate = await resources.gate.check(
             access.token, access.client_ip, limits=resources.settings.rate_limit_enabled

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from aether_common.access_tokens import AccessToken
+from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.rate_limit import WINDOW_LUA, Decision, RateLimiter
 from aether_gateway.revocation import Revocations
 
@@ -43,10 +43,10 @@ class GateResult:
 
 
 class AccessGate:
-    def __init__(self, limiter: RateLimiter, revocations: Revocations, redis: Any) -> None:
+    def __init__(self, limiter: RateLimiter, revocations: Revocations, redis: AutoPipeline) -> None:
         self.limiter = limiter
         self.revocations = revocations
-        self._script: Any = redis.register_script(ACCESS_LUA)
+        self._script = redis.script(ACCESS_LUA)
 
     async def check(self, token: AccessToken | None, ip: str, *, limits: bool = True) -> GateResult:
         if token is None:

@@ -1,8 +1,9 @@
 """The gateway app: Aether's HTTP base (aether_common.http) + the edge middleware + the routes.
 
 Middleware, outermost first:
-  SecurityHeaders -> RequestId -> Metrics -> ErrorBoundary   (the last three: create_http_app)
-  -> GZip -> CORS -> BodySizeLimit -> Access (token + rate limit) -> routes
+  Request (create_http_app: request id, RED metrics, the generic 500, security headers)
+  -> gzip (only for clients that accept it) -> CORS -> Access (body limit, token, rate limit)
+  -> routes
 so a 429, a 413 or a refused preflight still carries the request id, security headers and CORS
 headers, and is counted in the RED metrics.
 """
@@ -16,7 +17,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 
 from aether_common.http import create_http_app
 from aether_common.logging import get_logger
@@ -27,11 +27,7 @@ from aether_gateway.ai import routes as ai_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory import routes as memory_routes
-from aether_gateway.middleware import (
-    BodySizeLimitMiddleware,
-    SecurityHeadersMiddleware,
-    cors_middleware,
-)
+from aether_gateway.middleware import CompressionMiddleware, cors_middleware, security_headers
 from aether_gateway.resources import GatewayResources
 
 DESCRIPTION = """The public entry to Aether. Errors always answer
@@ -76,15 +72,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,
+        response_headers=security_headers(hsts_max_age_s=settings.hsts_max_age_s),
     )
     app.title = "Aether API"
     app.description = DESCRIPTION
     # Appended = inside create_http_app's request-id, metrics and error-boundary middleware.
     app.user_middleware += [
-        Middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_bytes),
+        Middleware(CompressionMiddleware, minimum_size=settings.gzip_minimum_bytes),
         cors_middleware(settings.cors_origins),
-        Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
-        Middleware(AccessMiddleware),
+        Middleware(AccessMiddleware, max_body_bytes=settings.max_body_bytes),
     ]
-    app.add_middleware(SecurityHeadersMiddleware, hsts_max_age_s=settings.hsts_max_age_s)
     return app

@@ -1,59 +1,64 @@
-"""GET /api/auth/me answers cached in Redis per user (`<prefix>profile:<user id>`, JSON).
+"""GET /api/auth/me answers cached in Redis per user, for `ttl_s` (10 minutes).
 
-Filled on a miss, for `ttl_s` (10 minutes); dropped whenever the gateway relays a change to that
-user's profile (PATCH me, password, MFA, email verification, access change, deletion). A change
-made elsewhere shows after at most the TTL. Redis down: every lookup is a miss (fail open).
+Filled on a miss; dropped whenever the gateway relays a change to that user's profile (PATCH me,
+password, MFA, email verification, access change, deletion). A change made elsewhere shows after
+at most the TTL. Redis down: every lookup is a miss (fail open).
+
+The cached value is the exact JSON the route answers with, so a hit is sent as it is, never
+parsed and serialised again. The key (`<prefix>profile:<shape>:<user id>`) carries a
+fingerprint of the answer's schema: a release that changes the shape of UserOut never serves
+an answer cached by an older one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from typing import Any
 
 from redis.asyncio import Redis
 
+from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.metrics import PROFILE_CACHE
 from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.schemas import UserOut
+
+SHAPE = hashlib.sha256(
+    json.dumps(UserOut.model_json_schema(), sort_keys=True).encode()
+).hexdigest()[:12]
 
 
 class ProfileCache:
-    def __init__(self, redis: Redis, guard: RedisGuard, *, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, pipeline: AutoPipeline, guard: RedisGuard, *, prefix: str, ttl_s: int
+    ) -> None:
         self._redis = redis
+        self._pipeline = pipeline  # reads: many requests at once share a round trip
         self._guard = guard
         self._prefix = prefix
         self.ttl_s = ttl_s
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}profile:{user_id}"
+        return f"{self._prefix}profile:{SHAPE}:{user_id}"
 
-    async def get(self, user_id: str) -> dict[str, Any] | None:
+    async def get(self, user_id: str) -> bytes | None:
+        """The cached answer (JSON), or None."""
         if self.ttl_s <= 0:
             return None
 
-        async def read() -> str | None:
-            value: bytes | str | None = await self._redis.get(self.key(user_id))
-            return value.decode() if isinstance(value, bytes) else value
+        async def read() -> bytes | None:
+            value: bytes | str | None = await self._pipeline.execute("GET", self.key(user_id))
+            return value.encode() if isinstance(value, str) else value
 
-        raw = await self._guard.run("profile_cache_get", read, None)
-        if raw is None:
-            PROFILE_CACHE.labels("miss").inc()
-            return None
-        try:
-            profile: dict[str, Any] = json.loads(raw)
-        except ValueError:
-            PROFILE_CACHE.labels("corrupt").inc()
-            return None
-        PROFILE_CACHE.labels("hit").inc()
-        return profile
+        cached = await self._guard.run("profile_cache_get", read, None)
+        PROFILE_CACHE.labels("miss" if cached is None else "hit").inc()
+        return cached
 
-    async def put(self, user_id: str, profile: dict[str, Any]) -> None:
+    async def put(self, user_id: str, answer: UserOut) -> None:
         if self.ttl_s <= 0:
             return
 
         async def write() -> None:
-            await self._redis.set(
-                self.key(user_id), json.dumps(profile, separators=(",", ":")), ex=self.ttl_s
-            )
+            await self._redis.set(self.key(user_id), answer.model_dump_json(), ex=self.ttl_s)
 
         await self._guard.run("profile_cache_put", write, None)
 

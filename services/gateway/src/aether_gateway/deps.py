@@ -21,37 +21,12 @@ class MissingCredentials(Unauthenticated):
         return {"WWW-Authenticate": 'Bearer realm="aether"'}
 
 
-async def get_resources(request: Request) -> GatewayResources:
+def resources_of(request: Request) -> GatewayResources:
     resources: GatewayResources = request.app.state.gateway
     return resources
 
 
-Resources = Annotated[GatewayResources, Depends(get_resources)]
-
-
-async def get_auth(resources: Resources) -> AuthClient:
-    return resources.auth
-
-
-async def get_profiles(resources: Resources) -> ProfileCache:
-    return resources.profiles
-
-
-async def get_jwks(resources: Resources) -> JwksCache:
-    return resources.jwks
-
-
-async def get_revocations(resources: Resources) -> Revocations:
-    return resources.revocations
-
-
-Auth = Annotated[AuthClient, Depends(get_auth)]
-Profiles = Annotated[ProfileCache, Depends(get_profiles)]
-Jwks = Annotated[JwksCache, Depends(get_jwks)]
-RevocationList = Annotated[Revocations, Depends(get_revocations)]
-
-
-async def get_access(request: Request) -> Access:
+def access_of(request: Request) -> Access:
     access: Access | None = getattr(request.state, "access", None)
     if access is None:  # a path the access middleware skips
         user_agent = request.headers.get("user-agent", "")[:MAX_USER_AGENT]
@@ -59,11 +34,38 @@ async def get_access(request: Request) -> Access:
     return access
 
 
-AccessInfo = Annotated[Access, Depends(get_access)]
+# Each alias below is ONE dependency that reads the request itself: FastAPI solves (and checks)
+# every node of a dependency tree on every request, so nesting them would cost per request.
+async def get_resources(request: Request) -> GatewayResources:
+    return resources_of(request)
 
 
-async def require_caller(access: AccessInfo) -> AccessToken:
+async def get_auth(request: Request) -> AuthClient:
+    return resources_of(request).auth
+
+
+async def get_profiles(request: Request) -> ProfileCache:
+    return resources_of(request).profiles
+
+
+async def get_jwks(request: Request) -> JwksCache:
+    return resources_of(request).jwks
+
+
+async def get_revocations(request: Request) -> Revocations:
+    return resources_of(request).revocations
+
+
+async def get_access(request: Request) -> Access:
+    return access_of(request)
+
+
+async def require_caller(request: Request) -> AccessToken:
     """The verified caller, else 401 saying why (or 503 when tokens cannot be checked now)."""
+    return caller_of(access_of(request))
+
+
+def caller_of(access: Access) -> AccessToken:
     if access.token is not None:
         return access.token
     if access.error is not None:
@@ -71,14 +73,19 @@ async def require_caller(access: AccessInfo) -> AccessToken:
     raise MissingCredentials("authentication required: send 'Authorization: Bearer <token>'")
 
 
-Caller = Annotated[AccessToken, Depends(require_caller)]
-
-
-async def get_client_info(access: AccessInfo) -> auth_pb2.ClientInfo:
+async def get_client_info(request: Request) -> auth_pb2.ClientInfo:
     """What auth records of the end client (throttling, security events)."""
+    access = access_of(request)
     return auth_pb2.ClientInfo(ip=access.client_ip, user_agent=access.user_agent)
 
 
+Resources = Annotated[GatewayResources, Depends(get_resources)]
+Auth = Annotated[AuthClient, Depends(get_auth)]
+Profiles = Annotated[ProfileCache, Depends(get_profiles)]
+Jwks = Annotated[JwksCache, Depends(get_jwks)]
+RevocationList = Annotated[Revocations, Depends(get_revocations)]
+AccessInfo = Annotated[Access, Depends(get_access)]
+Caller = Annotated[AccessToken, Depends(require_caller)]
 Client = Annotated[auth_pb2.ClientInfo, Depends(get_client_info)]
 
 
@@ -88,7 +95,8 @@ class RequirePermission:
     def __init__(self, permission: str) -> None:
         self.permission = permission
 
-    async def __call__(self, caller: Caller) -> AccessToken:
+    async def __call__(self, request: Request) -> AccessToken:
+        caller = caller_of(access_of(request))
         if self.permission not in caller.permissions:
             raise Forbidden(
                 f"missing permission: {self.permission}", metadata={"missing": self.permission}

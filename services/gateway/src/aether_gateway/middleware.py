@@ -1,19 +1,24 @@
-"""The HTTP edge: security headers, request body limit, CORS that answers in the one error shape.
+"""The HTTP edge: security headers, the request body limit, gzip for clients that accept it, CORS
+that answers in the one error shape.
 
-Plain ASGI middleware (no BaseHTTPMiddleware: cheaper, and contextvars flow through).
+Plain ASGI (no BaseHTTPMiddleware: cheaper, and contextvars flow through). The security headers
+ride on aether_common.http's RequestMiddleware and the body limit on the access layer
+(access.py): a layer of their own each would wrap every request again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from aether_common.http import ResponseHeaders
 from aether_gateway.errors import error_response
 
 # APIs answer JSON only: nothing may load, frame or submit anything from our responses.
@@ -30,40 +35,37 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 NO_STORE_PREFIXES = ("/api/auth", "/api/admin", "/api/chat", "/api/ai", "/api/memory")
 
 
-class SecurityHeadersMiddleware:
-    """Outermost, so every answer (errors and the generic 500 included) carries the headers."""
+def security_headers(*, hsts_max_age_s: int) -> ResponseHeaders:
+    """The headers every answer carries (errors and the generic 500 included), for
+    aether_common.http's RequestMiddleware (the outermost layer), each unless a route set it."""
+    common = [
+        # Answers differ by Origin (CORS headers), whether or not this request sent one.
+        (b"vary", b"Origin"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    api = [*common, (b"content-security-policy", API_CSP.encode())]
+    docs = [*common, (b"content-security-policy", DOCS_CSP.encode())]
+    no_store = (b"cache-control", b"no-store")
+    hsts = (
+        (b"strict-transport-security", f"max-age={hsts_max_age_s}; includeSubDomains".encode())
+        if hsts_max_age_s
+        else None
+    )
 
-    def __init__(self, app: ASGIApp, *, hsts_max_age_s: int) -> None:
-        self.app = app
-        self.hsts = f"max-age={hsts_max_age_s}; includeSubDomains" if hsts_max_age_s else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def headers(scope: Scope) -> list[tuple[bytes, bytes]]:
         path: str = scope["path"]
+        chosen = docs if path in DOCS_PATHS else api
+        if path.startswith(NO_STORE_PREFIXES):
+            chosen = [*chosen, no_store]
         # uvicorn sets the scheme from X-Forwarded-Proto when the peer is a trusted proxy.
-        https = scope.get("scheme") == "https"
+        if hsts is not None and scope.get("scheme") == "https":
+            chosen = [*chosen, hsts]
+        return chosen
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if "server" in headers:
-                    del headers["server"]
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("X-Frame-Options", "DENY")
-                headers.setdefault("Referrer-Policy", "no-referrer")
-                headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-                headers.setdefault(
-                    "Content-Security-Policy", DOCS_CSP if path in DOCS_PATHS else API_CSP
-                )
-                if path.startswith(NO_STORE_PREFIXES):
-                    headers.setdefault("Cache-Control", "no-store")
-                if https and self.hsts:
-                    headers.setdefault("Strict-Transport-Security", self.hsts)
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    return headers
 
 
 class BodyTooLarge(HTTPException):
@@ -74,48 +76,64 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than the {limit} bytes allowed")
 
 
-class BodySizeLimitMiddleware:
-    """413 for a declared Content-Length over the limit (before reading a byte), and for a body
-    without one (chunked) as soon as what arrived passes the limit."""
+def declared_body_refusal(headers: Headers, max_bytes: int) -> Response | None:
+    """400 for a bad Content-Length, 413 for one over the limit (before reading a byte)."""
+    declared = headers.get("content-length")
+    if declared is None:
+        return None
+    if not declared.isdigit():
+        return error_response(400, "bad_request", "invalid Content-Length header")
+    if int(declared) > max_bytes:
+        return error_response(
+            413, "payload_too_large", f"request body is larger than the {max_bytes} bytes allowed"
+        )
+    return None
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
+
+def limited_receive(receive: Receive, max_bytes: int) -> Receive:
+    """`receive`, raising BodyTooLarge as soon as a body without Content-Length (chunked)
+    passes the limit."""
+    received = 0
+
+    async def receive_limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                raise BodyTooLarge(max_bytes)
+        return message
+
+    return receive_limited
+
+
+class CompressionMiddleware(GZipMiddleware):
+    """Starlette's gzip, engaged only for clients that accept it (the others skip its layer)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await error_response(400, "bad_request", "invalid Content-Length header")(
-                    scope, receive, send
-                )
+        if scope["type"] == "http":
+            for key, value in scope["headers"]:
+                if key == b"accept-encoding":
+                    if b"gzip" in value:
+                        break
+                    await self.app(scope, receive, send)
+                    return
+            else:
+                await self.app(scope, receive, send)
                 return
-            if int(declared) > self.max_bytes:
-                await error_response(
-                    413,
-                    "payload_too_large",
-                    f"request body is larger than the {self.max_bytes} bytes allowed",
-                )(scope, receive, send)
-                return
-        received = 0
-
-        async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, receive_limited, send)
+        await super().__call__(scope, receive, send)
 
 
 class JsonCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS, but a refused preflight answers in the one error shape (not plain text)."""
+    """Starlette's CORS, engaged only for requests that carry an Origin (the others skip its
+    layer; their `Vary: Origin` comes with the security headers), and a refused preflight
+    answers in the one error shape (not plain text)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not any(k == b"origin" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)

@@ -19,10 +19,8 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from redis.asyncio import Redis
-
+from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.metrics import RATE_LIMITED
 from aether_gateway.redis_guard import RedisGuard
 
@@ -99,14 +97,14 @@ class RatePolicy:
 class RateLimiter:
     def __init__(
         self,
-        redis: Redis,
+        redis: AutoPipeline,
         guard: RedisGuard,
         policy: RatePolicy,
         *,
         prefix: str,
         window_s: float,
     ) -> None:
-        self._script: Any = redis.register_script(SLIDING_WINDOW_LUA)
+        self._script = redis.script(SLIDING_WINDOW_LUA)
         self._guard = guard
         self.policy = policy
         self._prefix = prefix

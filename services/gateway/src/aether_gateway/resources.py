@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from aether_common.access_tokens import JwksCache, TokenVerifier
 from aether_common.logging import get_logger
+from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.access_gate import AccessGate
 from aether_gateway.ai.client import AiClient
 from aether_gateway.cache import ProfileCache
@@ -36,6 +37,7 @@ def _redis(url: str, settings: GatewaySettings) -> Redis:
 class GatewayResources:
     settings: GatewaySettings
     redis: Redis
+    pipeline: AutoPipeline
     revocation_redis: Redis
     auth: AuthClient
     jwks: JwksCache
@@ -86,20 +88,27 @@ class GatewayResources:
             leeway_s=settings.jwt_leeway_s,
             expected_typ=settings.jwt_typ,
         )
+        # The per-request Redis work (access check, rate limit, cached profile) is pipelined.
+        pipeline = AutoPipeline(redis)
         limiter = RateLimiter(
-            redis,
+            pipeline,
             guard,
             RatePolicy(settings.plan_limits(), settings.rate_limit_anonymous),
             prefix=settings.redis_key_prefix,
             window_s=settings.rate_limit_window_s,
         )
-        gate = AccessGate(limiter, revocations, redis)
+        gate = AccessGate(limiter, revocations, pipeline)
         profiles = ProfileCache(
-            redis, guard, prefix=settings.redis_key_prefix, ttl_s=settings.profile_cache_ttl_s
+            redis,
+            pipeline,
+            guard,
+            prefix=settings.redis_key_prefix,
+            ttl_s=settings.profile_cache_ttl_s,
         )
         return cls(
             settings=settings,
             redis=redis,
+            pipeline=pipeline,
             revocation_redis=revocation_redis,
             auth=auth,
             jwks=jwks,
@@ -120,6 +129,7 @@ class GatewayResources:
         if self.memory is not None:
             await self.memory.close()
         await self.auth.close()
+        await self.pipeline.aclose()
         if self.revocation_redis is not self.redis:
             await self.revocation_redis.aclose()
         await self.redis.aclose()

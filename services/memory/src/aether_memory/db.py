@@ -16,6 +16,7 @@ import asyncpg
 import orjson
 
 from aether_common.migrations import migrate
+from aether_common.postgres import create_pool
 
 
 class Database:
@@ -36,9 +37,7 @@ class Database:
 
     async def start(self) -> None:
         await migrate(self.dsn, importlib.resources.files("aether_memory") / "migrations")
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self._pool_size, init=_codecs
-        )
+        self._pool = await create_pool(self.dsn, max_size=self._pool_size, init=_codecs)
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None

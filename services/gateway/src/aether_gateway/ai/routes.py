@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from starlette.routing import WebSocketRoute
@@ -39,7 +39,7 @@ from aether_gateway.ai.schemas import (
 from aether_gateway.ai.sse import MEDIA_TYPE, EventStreamResponse
 from aether_gateway.ai.stream import Transport, answer_events, collect
 from aether_gateway.ai.ws import AiChatSocket
-from aether_gateway.deps import Caller, Resources
+from aether_gateway.deps import Caller, Resources, access_of, caller_of, resources_of
 
 AI_ADMIN_PERMISSION = "ai:admin"
 ADMIN_ROLE = "admin"
@@ -49,14 +49,16 @@ router = APIRouter(prefix="/api/ai", tags=["ai"])
 router.routes.append(WebSocketRoute("/ws/ai-chat", AiChatSocket(), name="ai_chat_ws"))
 
 
-async def get_ai(resources: Resources) -> AiClient:
-    if resources.ai is None:
+async def get_ai(request: Request) -> AiClient:
+    ai = resources_of(request).ai
+    if ai is None:
         raise AiNotConfigured()
-    return resources.ai
+    return ai
 
 
-async def require_ai_admin(caller: Caller) -> AccessToken:
+async def require_ai_admin(request: Request) -> AccessToken:
     """The admin role or `ai:admin`: checked here AND again by the service."""
+    caller = caller_of(access_of(request))
     if ADMIN_ROLE in caller.roles or AI_ADMIN_PERMISSION in caller.permissions:
         return caller
     raise Forbidden(

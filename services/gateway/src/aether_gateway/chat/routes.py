@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
@@ -31,15 +31,15 @@ from aether_gateway.chat.schemas import (
     SendMessageOut,
 )
 from aether_gateway.chat.ws import ChatSocket
-from aether_gateway.deps import Caller, Resources
+from aether_gateway.deps import Caller, resources_of
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 # Starlette's WebSocketRoute with a plain ASGI app: no per-frame wrapper (ws.py).
 router.routes.append(WebSocketRoute("/api/chat/connect", ChatSocket(), name="chat_connect"))
 
 
-async def get_chat(resources: Resources) -> ChatClient:
-    return resources.chat.client()
+async def get_chat(request: Request) -> ChatClient:
+    return resources_of(request).chat.client()
 
 
 Chat = Annotated[ChatClient, Depends(get_chat)]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from aether.memory.v1 import memory_pb2
-from aether_gateway.deps import Caller, Resources
+from aether_gateway.deps import Caller, resources_of
 from aether_gateway.memory import convert
 from aether_gateway.memory.client import MemoryClient, MemoryNotConfigured
 from aether_gateway.memory.schemas import (
@@ -23,10 +23,11 @@ from aether_gateway.memory.schemas import (
 router = APIRouter(prefix="/api/memory", tags=["memory"])
 
 
-async def get_memory(resources: Resources) -> MemoryClient:
-    if resources.memory is None:
+async def get_memory(request: Request) -> MemoryClient:
+    memory = resources_of(request).memory
+    if memory is None:
         raise MemoryNotConfigured()
-    return resources.memory
+    return memory
 
 
 Memory = Annotated[MemoryClient, Depends(get_memory)]
