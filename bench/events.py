@@ -198,6 +198,7 @@ async def run_outbox(
             PgIdempotencyStore(pool),
             options=ConsumerOptions(
                 auto_offset_reset="latest",
+                fetch_max_wait_ms=10,  # as the raw consumer: tansu holds a fetch this long
                 session_timeout_ms=2000,
                 heartbeat_interval_ms=200,
             ),

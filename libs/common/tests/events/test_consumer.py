@@ -35,6 +35,7 @@ from aether_common.telemetry import configure_telemetry
 # Short session timeout: the local broker completes a group join in about that long.
 FAST = ConsumerOptions(
     max_attempts=3,
+    fetch_max_wait_ms=10,  # the local broker holds a fetch this long even with records ready
     backoff_s=0.01,
     session_timeout_ms=1000,
     heartbeat_interval_ms=100,

@@ -73,6 +73,7 @@ class AiApp:
             preferences=self.preferences,
             usage=self.usage,
             jobs=self.jobs,
+            database=self.database,
         )
         self.job_runner = JobRunner(
             self.jobs,

@@ -2,7 +2,10 @@
 
 A conversation belongs to one user; another user's id answers exactly like an unknown one
 (NotFound, same message), so ids cannot be probed. The engine reads the last few turns as the
-model's history and appends the question and the answer once it has the answer.
+model's history and appends the question and the answer once it has the answer, in the
+transaction that also records the usage (service.py). A new conversation gets its id at once
+(the answer's first frame carries it) and is stored with its first turns: an answer that never
+finished leaves no empty conversation behind.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
 from aether_ai import repository
-from aether_ai.db import Database
+from aether_ai.db import Conn, Database
 from aether_common.errors import NotFound, ValidationFailed
 
 ROLES = frozenset({"user", "assistant"})
@@ -34,6 +37,18 @@ class Turn:
     content: str
     mode: str = ""
     model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The conversation an answer belongs to: its id, the turns the model sees, and, for one
+    not stored yet, what it is created with."""
+
+    id: str
+    history: builtins.list[Turn]
+    is_new: bool = False
+    title: str = ""
+    mode: str = ""
 
 
 def parse_conversation_id(conversation_id: str) -> uuid.UUID:
@@ -64,16 +79,12 @@ class Conversations:
 
     async def start_or_continue(
         self, user_id: str, conversation_id: str, *, first_message: str, mode: str
-    ) -> tuple[str, builtins.list[Turn]]:
-        """An empty id starts a new conversation (no history); else the user's conversation and
-        its last `history_turns` turns, oldest first."""
+    ) -> Conversation:
+        """An empty id starts a new conversation (an id, no history, nothing stored yet); else
+        the user's conversation and its last `history_turns` turns, oldest first."""
         if not conversation_id:
-            new_id = uuid.uuid4()
-            async with self._db.transaction() as conn:
-                await repository.insert_conversation(
-                    conn, new_id, user_id, title_of(first_message), mode
-                )
-            return str(new_id), []
+            new_id = str(uuid.uuid4())
+            return Conversation(new_id, [], is_new=True, title=title_of(first_message), mode=mode)
         key = parse_conversation_id(conversation_id)
         async with self._db.connection() as conn:
             if await repository.find_conversation(conn, user_id, key) is None:
@@ -84,24 +95,41 @@ class Conversations:
                 else []
             )
         history = [Turn(r["role"], r["content"], r["mode"], r["model"]) for r in rows]
-        return str(key), history
+        return Conversation(str(key), history)
 
-    async def append(self, user_id: str, conversation_id: str, turns: Sequence[Turn]) -> None:
-        """Adds the turns in order and moves the conversation to the top of the user's list."""
+    async def append(
+        self,
+        user_id: str,
+        conversation: Conversation | str,
+        turns: Sequence[Turn],
+        *,
+        conn: Conn | None = None,
+    ) -> None:
+        """Adds the turns in order (creating a new conversation with them) and moves the
+        conversation to the top of the user's list; in `conn`'s transaction when given."""
+        if conn is None:
+            async with self._db.transaction() as own:
+                await self.append(user_id, conversation, turns, conn=own)
+            return
         for turn in turns:
             if turn.role not in ROLES:
                 raise ValueError(f"a turn's role is 'user' or 'assistant', not {turn.role!r}")
-        key = parse_conversation_id(conversation_id)
-        async with self._db.transaction() as conn:
-            if await repository.find_conversation(conn, user_id, key, lock=True) is None:
-                raise NotFound(NOT_FOUND)
-            if not turns:
-                return
-            await repository.insert_messages(
-                conn, key, [(t.role, t.content, t.mode, t.model) for t in turns]
+        if isinstance(conversation, str):
+            conversation = Conversation(conversation, [])
+        key = parse_conversation_id(conversation.id)
+        if conversation.is_new:
+            await repository.insert_conversation(
+                conn, key, user_id, conversation.title, conversation.mode
             )
-            latest_mode = next((t.mode for t in reversed(turns) if t.mode), "")
-            await repository.touch_conversation(conn, key, len(turns), latest_mode)
+        elif await repository.find_conversation(conn, user_id, key, lock=True) is None:
+            raise NotFound(NOT_FOUND)
+        if not turns:
+            return
+        await repository.insert_messages(
+            conn, key, [(t.role, t.content, t.mode, t.model) for t in turns]
+        )
+        latest_mode = next((t.mode for t in reversed(turns) if t.mode), "")
+        await repository.touch_conversation(conn, key, len(turns), latest_mode)
 
     async def list(
         self, user_id: str, limit: int, before: datetime | None

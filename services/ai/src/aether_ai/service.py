@@ -26,7 +26,8 @@ from aether_ai.answers import Answer, Answers, Outcome, Plan
 from aether_ai.cache import ALL_MODES, cache_key, context_hash
 from aether_ai.callers import Caller
 from aether_ai.config import AUTO, MEMORIES, AiSettings, ModeConfig
-from aether_ai.conversations import Conversations, Turn
+from aether_ai.conversations import Conversation, Conversations, Turn
+from aether_ai.db import Conn, Database
 from aether_ai.jobs import JobResult, Jobs
 from aether_ai.metrics import ROUTED
 from aether_ai.preferences import Preferences
@@ -75,8 +76,10 @@ class AiService:
         preferences: Preferences,
         usage: UsageStore,
         jobs: Jobs,
+        database: Database,
     ) -> None:
         self.settings = settings
+        self._database = database
         self.answers = answers
         self._retriever = retriever
         self._memory = memory
@@ -195,6 +198,8 @@ class AiService:
         kind: str,
         mode: str,
         outcome: Outcome,
+        *,
+        conn: Conn | None = None,
     ) -> None:
         u = outcome.usage
         await self._usage.record(
@@ -211,7 +216,8 @@ class AiService:
                 latency_ms=u.latency_ms,
                 first_token_ms=u.first_token_ms,
                 cached=u.cached,
-            )
+            ),
+            conn=conn,
         )
 
     # == Chat ====================================================================================
@@ -228,11 +234,9 @@ class AiService:
         else:
             modes = [await self.resolve_mode(user, inp.mode, inp.message)]
             conversation_mode = modes[0]
-        conversation_id, history = "", list[Turn]()
-        if inp.conversation_id:
-            conversation_id, history = await self._conversations.start_or_continue(
-                user, inp.conversation_id, first_message=inp.message, mode=conversation_mode
-            )
+        conversation = await self._conversations.start_or_continue(
+            user, inp.conversation_id, first_message=inp.message, mode=conversation_mode
+        )
         retrieval = await self._retrieve(inp.message, [self.settings.modes[m] for m in modes])
         plans = [
             self._plan(
@@ -244,21 +248,17 @@ class AiService:
                 started=started,
                 no_cache=inp.no_cache,
                 retrieval=retrieval,
-                history=history,
+                history=conversation.history,
             )
             for mode in modes
         ]
         async with AsyncExitStack() as stack:
             # Every part's cache lookup, and a slot for each miss, before anything is sent.
             opened = [await stack.enter_async_context(self.answers.open(plan)) for plan in plans]
-            if not conversation_id:
-                conversation_id, _ = await self._conversations.start_or_continue(
-                    user, "", first_message=inp.message, mode=conversation_mode
-                )
             yield ai_pb2.ChatResponse(
                 started=ai_pb2.Started(
                     request_id=request_id,
-                    conversation_id=conversation_id,
+                    conversation_id=conversation.id,
                     mode=conversation_mode,
                     model=",".join(dict.fromkeys(plan.model for plan in plans)),
                     agents=list(inp.agents),
@@ -276,7 +276,7 @@ class AiService:
         if retrieval.snippets and any(plan.footer for plan in plans):
             yield ai_pb2.ChatResponse(sources=retrieval.sources_pb())
         done = await self._conclude(
-            "chat", request_id, user, conversation_id, inp, conversation_mode, modes, outcomes
+            "chat", request_id, user, conversation, inp, conversation_mode, modes, outcomes
         )
         yield ai_pb2.ChatResponse(done=done)
 
@@ -285,32 +285,35 @@ class AiService:
         kind: str,
         request_id: str,
         user_id: str,
-        conversation_id: str,
+        conversation: Conversation,
         inp: ChatInput,
         conversation_mode: str,
         modes: Sequence[str],
         outcomes: Sequence[Outcome],
     ) -> ai_pb2.Done:
-        """Usage recorded (one row per agent) and both turns appended: then Done may go. The
-        writes are independent transactions, so they run at once."""
-        writes = []
+        """Usage recorded (one row per agent, with its event) and both turns appended (a new
+        conversation created with them), in one transaction: then Done may go."""
         if inp.agents:
-            for agent, outcome in zip(inp.agents, outcomes, strict=True):
-                part_id = f"{request_id}/{agent}"
-                writes.append(self._record(part_id, user_id, conversation_id, kind, agent, outcome))
+            usage = [
+                (f"{request_id}/{agent}", agent, outcome)
+                for agent, outcome in zip(inp.agents, outcomes, strict=True)
+            ]
             merged = merge(inp.agents, outcomes)
             done = _done(merged.answer, merged.usage, merged.finish_reason, merged.parts)
         else:
+            usage = [(request_id, modes[0], outcomes[0])]
             outcome = outcomes[0]
-            writes.append(
-                self._record(request_id, user_id, conversation_id, kind, modes[0], outcome)
-            )
             done = _done(outcome.answer, outcome.usage, outcome.finish_reason)
         turns = [
             Turn("user", inp.message, conversation_mode, ""),
             Turn("assistant", done.answer, conversation_mode, done.usage.model),
         ]
-        await asyncio.gather(*writes, self._conversations.append(user_id, conversation_id, turns))
+        async with self._database.transaction() as conn:
+            for part_id, mode, outcome in usage:
+                await self._record(
+                    part_id, user_id, conversation.id, kind, mode, outcome, conn=conn
+                )
+            await self._conversations.append(user_id, conversation, turns, conn=conn)
         return done
 
     async def _stream_agents(
@@ -476,7 +479,7 @@ class AiService:
         else:
             modes = [await self.resolve_mode(user_id, inp.mode, inp.message)]
             conversation_mode = modes[0]
-        conversation_id, history = await self._conversations.start_or_continue(
+        conversation = await self._conversations.start_or_continue(
             user_id, inp.conversation_id, first_message=inp.message, mode=conversation_mode
         )
         plans = [
@@ -488,7 +491,7 @@ class AiService:
                 user_id=user_id,
                 started=started,
                 no_cache=inp.no_cache,
-                history=history,
+                history=conversation.history,
             )
             for mode in modes
         ]
@@ -497,13 +500,13 @@ class AiService:
             "job",
             str(uuid.uuid4()),
             user_id,
-            conversation_id,
+            conversation,
             inp,
             conversation_mode,
             modes,
             outcomes,
         )
-        return JobResult(answer=done.answer, usage=done.usage, conversation_id=conversation_id)
+        return JobResult(answer=done.answer, usage=done.usage, conversation_id=conversation.id)
 
     async def _answer_text(self, plan: Plan) -> Outcome:
         async with self.answers.open(plan) as answer:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aether.ai.v1 import ai_pb2, events_pb2
 from aether_ai import repository
-from aether_ai.db import Database
+from aether_ai.db import Conn, Database
 from aether_ai.events import request_completed
 from aether_common.errors import ValidationFailed
 from aether_common.events import outbox_pg
@@ -61,42 +61,46 @@ class UsageStore:
         self._db = db
         self._topic_prefix = topic_prefix
 
-    async def record(self, completion: Completion) -> None:
-        """The request row, the day's aggregate and the outbox event, in one transaction."""
+    async def record(self, completion: Completion, *, conn: Conn | None = None) -> None:
+        """The request row, the day's aggregate and the outbox event, in one transaction:
+        `conn`'s when given (the answer's turns go in the same one), else its own."""
         c = completion
         if not c.request_id or not c.user_id:
             raise ValueError("a completion needs a request id and a user id")
         if c.kind not in KINDS:
             raise ValueError(f"unknown completion kind {c.kind!r}")
-        async with self._db.transaction() as conn:
-            day = await repository.insert_request(
-                conn,
-                request_id=c.request_id,
-                user_id=c.user_id,
-                conversation_id=c.conversation_id,
-                kind=c.kind,
-                mode=c.mode,
-                model=c.model,
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                cost_usd=c.cost_usd,
-                latency_ms=c.latency_ms,
-                first_token_ms=c.first_token_ms,
-                cached=c.cached,
-            )
-            if day is None:
-                return  # recorded before: counted once, published once
-            await repository.add_daily_usage(
-                conn,
-                user_id=c.user_id,
-                day=day,
-                model=c.model,
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                cost_usd=c.cost_usd,
-                cached=c.cached,
-            )
-            await outbox_pg.add(conn, request_completed(c.to_event_payload(), self._topic_prefix))
+        if conn is None:
+            async with self._db.transaction() as own:
+                await self.record(completion, conn=own)
+            return
+        day = await repository.insert_request(
+            conn,
+            request_id=c.request_id,
+            user_id=c.user_id,
+            conversation_id=c.conversation_id,
+            kind=c.kind,
+            mode=c.mode,
+            model=c.model,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+            latency_ms=c.latency_ms,
+            first_token_ms=c.first_token_ms,
+            cached=c.cached,
+        )
+        if day is None:
+            return  # recorded before: counted once, published once
+        await repository.add_daily_usage(
+            conn,
+            user_id=c.user_id,
+            day=day,
+            model=c.model,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+            cached=c.cached,
+        )
+        await outbox_pg.add(conn, request_completed(c.to_event_payload(), self._topic_prefix))
 
     async def usage(self, user_id: str, days: int) -> ai_pb2.GetUsageResponse:
         """The user's usage per UTC day per model over the last `days` days (today included)."""

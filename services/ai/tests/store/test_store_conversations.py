@@ -10,18 +10,24 @@ from aether_ai.db import Database
 from aether_ai.preferences import Preferences
 
 
-async def test_start_append_and_continue_with_the_last_turns(store_db: Database) -> None:
+async def test_start_append_and_continue_with_the_last_turns(
+    store_db: Database, store_kit: Any
+) -> None:
     conversations = Conversations(store_db, history_turns=3)
     first = "  \nWhat moves the price of gold?\nAnd silver?"
-    conversation_id, history = await conversations.start_or_continue(
-        "alice", "", first_message=first, mode="fast"
-    )
-    assert history == []
+    new = await conversations.start_or_continue("alice", "", first_message=first, mode="fast")
+    conversation_id = new.id
+    assert new.history == []
+    assert new.is_new
     assert uuid.UUID(conversation_id)
+    # Nothing is stored until its first turns are.
+    assert (await store_kit.failure(conversations.get("alice", conversation_id))).code == (
+        "not_found"
+    )
 
     await conversations.append(
         "alice",
-        conversation_id,
+        new,
         [
             Turn("user", first, "fast"),
             Turn("assistant", "Rates, the dollar, fear.", "fast", "smollm2"),
@@ -32,11 +38,11 @@ async def test_start_append_and_continue_with_the_last_turns(store_db: Database)
         conversation_id,
         [Turn("user", "And silver?", "learn"), Turn("assistant", "Industry too.", "learn", "m2")],
     )
-    same_id, history = await conversations.start_or_continue(
+    same = await conversations.start_or_continue(
         "alice", conversation_id, first_message="ignored", mode="learn"
     )
-    assert same_id == conversation_id
-    assert history == [
+    assert (same.id, same.is_new) == (conversation_id, False)
+    assert same.history == [
         Turn("assistant", "Rates, the dollar, fear.", "fast", "smollm2"),
         Turn("user", "And silver?", "learn"),
         Turn("assistant", "Industry too.", "learn", "m2"),
@@ -69,7 +75,9 @@ async def test_another_users_or_an_unknown_conversation_is_not_found(
     store_db: Database, store_kit: Any
 ) -> None:
     conversations = Conversations(store_db)
-    mine, _ = await conversations.start_or_continue("alice", "", first_message="hi", mode="fast")
+    started = await conversations.start_or_continue("alice", "", first_message="hi", mode="fast")
+    await conversations.append("alice", started, [Turn("user", "hi")])
+    mine = started.id
     unknown = str(uuid.uuid4())
     for conversation_id in (mine, unknown):
         calls = [
@@ -82,7 +90,7 @@ async def test_another_users_or_an_unknown_conversation_is_not_found(
         assert {(e.code, e.detail) for e in errors} == {("not_found", "conversation not found")}
     # Bob's attempts changed nothing of Alice's.
     got = await conversations.get("alice", mine)
-    assert got.conversation.message_count == 0
+    assert got.conversation.message_count == 1
 
 
 async def test_a_non_uuid_id_is_a_validation_error(store_db: Database, store_kit: Any) -> None:
@@ -103,12 +111,12 @@ async def test_a_non_uuid_id_is_a_validation_error(store_db: Database, store_kit
 async def test_list_most_recent_first_with_a_cursor(store_db: Database, store_kit: Any) -> None:
     conversations = Conversations(store_db)
     ids = []
-    for n in range(5):
-        conversation_id, _ = await conversations.start_or_continue(
-            "alice", "", first_message=f"question {n}", mode="fast"
+    for user, n in [*(("alice", n) for n in range(5)), ("bob", 5)]:
+        started = await conversations.start_or_continue(
+            user, "", first_message=f"question {n}", mode="fast"
         )
-        ids.append(conversation_id)
-    await conversations.start_or_continue("bob", "", first_message="not alice's", mode="fast")
+        await conversations.append(user, started, [Turn("user", f"question {n}")])
+        ids.append(started.id)
     # Answering the oldest moves it to the top.
     await conversations.append("alice", ids[0], [Turn("user", "again")])
     expected = [ids[0], ids[4], ids[3], ids[2], ids[1]]
@@ -122,7 +130,7 @@ async def test_list_most_recent_first_with_a_cursor(store_db: Database, store_ki
     assert [c.conversation_id for c in page3.conversations] == expected[4:]
     everything = await conversations.list("alice", 100, None)
     assert [c.conversation_id for c in everything.conversations] == expected
-    assert everything.conversations[0].message_count == 1
+    assert everything.conversations[0].message_count == 2
 
     for bad in (0, 101):
         assert (await store_kit.failure(conversations.list("alice", bad, None))).code == (
@@ -134,10 +142,9 @@ async def test_delete_removes_the_conversation_and_its_messages(
     store_db: Database, store_kit: Any
 ) -> None:
     conversations = Conversations(store_db)
-    conversation_id, _ = await conversations.start_or_continue(
-        "alice", "", first_message="bye", mode="fast"
-    )
-    await conversations.append("alice", conversation_id, [Turn("user", "bye")])
+    started = await conversations.start_or_continue("alice", "", first_message="bye", mode="fast")
+    await conversations.append("alice", started, [Turn("user", "bye")])
+    conversation_id = started.id
     await conversations.delete("alice", conversation_id)
 
     assert (await store_kit.failure(conversations.get("alice", conversation_id))).code == (

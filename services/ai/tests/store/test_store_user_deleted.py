@@ -30,11 +30,11 @@ SELECT
 async def populate(db: Database, user_id: str) -> None:
     conversations = Conversations(db)
     for n in range(2):
-        conversation_id, _ = await conversations.start_or_continue(
+        conversation = await conversations.start_or_continue(
             user_id, "", first_message=f"q{n}", mode="fast"
         )
         await conversations.append(
-            user_id, conversation_id, [Turn("user", f"q{n}"), Turn("assistant", "a")]
+            user_id, conversation, [Turn("user", f"q{n}"), Turn("assistant", "a")]
         )
     await Jobs(db).submit(user_id, ai_pb2.ChatRequest(message="later"))
     await Preferences(db).set_mode(user_id, "learn")
