@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -277,6 +278,7 @@ class Platform:
         self.gateway_url = self.external or ""
         self.uncached_url: str | None = None
         self.uncached_pid = 0
+        self.redis_url = os.environ.get("AETHER_REDIS_URL", "redis://127.0.0.1:6379/0")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stack: Any = None
         self._fleet: Any = None
@@ -293,6 +295,7 @@ class Platform:
         data = Path(self._tmp.name)
         self._stack = NativeStack(data / "servers")
         endpoints = self._stack.start()
+        self.redis_url = endpoints.redis_url
         run = secrets.token_hex(4)
         gateway_env = {
             "GATEWAY_REDIS_KEY_PREFIX": f"bench{run}:gateway:",
@@ -367,29 +370,59 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def start_bare_app(body: dict[str, Any]) -> tuple[str, subprocess.Popen[bytes]]:
+def start_bare_app(
+    body: dict[str, Any], redis_url: str | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """The bare app; with `redis_url`, the floor app (see serve_bare)."""
     from aether_devstack.servers import free_port
 
     port = free_port()
     argv = [sys.executable, __file__, "--serve-bare", str(port), json.dumps(body)]
+    if redis_url:
+        argv += ["--floor-redis", redis_url]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz", proc)
     return url, proc
 
 
-def serve_bare(port: int, body_json: str) -> None:
-    """The baseline: FastAPI + uvicorn answering the same /me JSON, nothing behind it."""
+def serve_bare(port: int, body_json: str, floor_redis: str | None) -> None:
+    """The baseline: FastAPI + uvicorn answering the same /me JSON, nothing behind it.
+
+    With `floor_redis`, the floor of a gateway built this way: the same app doing only the Redis
+    work a rate-limited cached /me cannot skip, one sliding-window script (ZREMRANGEBYSCORE,
+    ZCARD, ZADD) and one cached read, through the gateway's auto-pipeline; no token check,
+    middleware, routes or headers of the gateway's.
+    """
     import uvicorn
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     body = json.loads(body_json)
     app = FastAPI()
 
-    @app.get("/api/auth/me")
-    async def me() -> JSONResponse:
-        return JSONResponse(body)
+    if floor_redis is None:
+
+        @app.get("/api/auth/me")
+        async def me() -> Response:
+            return JSONResponse(body)
+
+    else:
+        from redis.asyncio import Redis
+
+        from aether_common.redis_pipeline import AutoPipeline
+        from aether_gateway.rate_limit import SLIDING_WINDOW_LUA
+
+        pipeline = AutoPipeline(Redis.from_url(floor_redis))
+        window = pipeline.script(SLIDING_WINDOW_LUA)
+        cached = f"bench-floor:{secrets.token_hex(4)}"
+        member = itertools.count()
+
+        @app.get("/api/auth/me")
+        async def me_floor() -> Response:
+            await window(keys=[cached + ":rl"], args=[RAISED_LIMIT, 60_000, next(member)])
+            raw = await pipeline.execute("GET", cached)
+            return Response(raw or json.dumps(body), media_type="application/json")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -542,9 +575,10 @@ def main() -> None:
         help="load-generator processes for the GET phases (concurrency split between them)",
     )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BODY"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor-redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        serve_bare(int(args.serve_bare[0]), args.serve_bare[1])
+        serve_bare(int(args.serve_bare[0]), args.serve_bare[1], args.floor_redis)
         return
 
     cores = os.cpu_count() or 1
@@ -600,6 +634,19 @@ def main() -> None:
             **get,
             cpu=CpuMeter({"bare app": bare_proc.pid}),
         )
+        stop_process(bare_proc)
+        bare_proc = None
+        floor_url, floor_proc = start_bare_app(me_json.json(), platform.redis_url)
+        try:
+            floor = get_load(
+                "floor: bare app + the Redis work of a cached /me",
+                floor_url,
+                "/api/auth/me",
+                **get,
+                cpu=CpuMeter({"floor app": floor_proc.pid}),
+            )
+        finally:
+            stop_process(floor_proc)
         cached = get_load(
             "gateway GET /api/auth/me (cached in Redis)",
             base,
@@ -633,11 +680,11 @@ def main() -> None:
     print(f"passwords: {argon2_parameters()}")
     for line in hash_cost_lines():
         print(f"  {line}")
-    for result in (logins, refreshes, bare, cached, uncached, export):
+    for result in (logins, refreshes, bare, floor, cached, uncached, export):
         if result is not None:
             print(result.line())
     print()
-    for result in (bare, cached, uncached, export):
+    for result in (bare, floor, cached, uncached, export):
         if result is not None and result.cpu_s:
             print(f"CPU per request, {result.name.split(':')[0]:<38} {result.cpu_line()}")
     print()
@@ -659,6 +706,7 @@ def main() -> None:
                 f"{name}/s per core of auth:          {per_auth_core:7.1f}  (goal >= {goal})   "
                 f"{verdict(per_auth_core >= goal)}   (CPU per request: {result.cpu_line()})"
             )
+    print(f"floor            / bare app: {floor.rate / bare.rate if bare.rate else 0.0:5.2f}")
     for label, result in (("cached", cached), ("uncached", uncached), ("export", export)):
         if result is None:
             continue

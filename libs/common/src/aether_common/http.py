@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -153,6 +153,7 @@ class RequestMiddleware:
     def __init__(self, app: ASGIApp, response_headers: ResponseHeaders | None = None) -> None:
         self.app = app
         self.response_headers = response_headers
+        self._children: dict[tuple[str, str], tuple[_ByStatus, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -161,7 +162,7 @@ class RequestMiddleware:
             return
         incoming = _header(scope, b"x-request-id")
         request_id = (
-            incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+            incoming if incoming and _SANE_REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
         )
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
@@ -204,10 +205,30 @@ class RequestMiddleware:
                 scope, receive, send_wrapper
             )
         finally:
-            route = _route_template(scope, root_path)
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+            requests, latency = self._metrics(scope["method"], _route_template(scope, root_path))
+            requests[status].inc()
+            latency.observe(time.perf_counter() - started)
+
+    def _metrics(self, method: str, route: str) -> tuple[_ByStatus, Any]:
+        """The metric children of a method and route template (a bounded set), made once."""
+        key = (method, route)
+        found = self._children.get(key)
+        if found is None:
+            found = _ByStatus(method, route), HTTP_LATENCY.labels(method, route)
+            self._children[key] = found
+        return found
+
+
+class _ByStatus(dict[int, Any]):
+    """aether_http_requests_total's children of one method and route, by status."""
+
+    def __init__(self, method: str, route: str) -> None:
+        super().__init__()
+        self.method, self.route = method, route
+
+    def __missing__(self, status: int) -> Any:
+        child = self[status] = HTTP_REQUESTS.labels(self.method, self.route, str(status))
+        return child
 
 
 # Never passed on from the app: ours is the request id, and a service does not name its software.
@@ -347,7 +368,8 @@ def create_http_app(
     # The routes go straight into the app's router, not as included routers: FastAPI >= 0.137
     # keeps an included router as one node and scans its routes again on every request that
     # reaches it, so each router placed before a route made that route dearer.
-    for router in (_ops_router(service_name, app.state.aether_readiness), *routers):
+    # Probes and scrapes come every few seconds; the service's own routes are matched first.
+    for router in (*routers, _ops_router(service_name, app.state.aether_readiness)):
         app.router.routes.extend(router.routes)
     return app
 

@@ -9,7 +9,6 @@ calls. Either way Redis failing fails open (redis_guard.py).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from aether_common.access_tokens import AccessToken
@@ -71,7 +70,7 @@ class AccessGate:
         key, limit, label = subject if subject is not None else ("", 0, "")
         if subject is not None:
             keys.append(key)
-        args = [token.issued_at, limit, self.limiter.window_ms, uuid.uuid4().hex]
+        args = [token.issued_at, limit, self.limiter.window_ms, self.limiter.member()]
 
         async def evaluate() -> list[int] | None:
             result: list[int] = await self._script(keys=keys, args=args)

@@ -15,8 +15,9 @@ anonymous ones (and for requests whose token did not verify).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -109,6 +110,13 @@ class RateLimiter:
         self.policy = policy
         self._prefix = prefix
         self.window_ms = max(1, int(window_s * 1000))
+        # Members of a window log must be unique across replicas: a random process prefix and
+        # a counter (cheaper than a uuid per request).
+        self._members = itertools.count()
+        self._member_prefix = secrets.token_hex(8)
+
+    def member(self) -> str:
+        return f"{self._member_prefix}{next(self._members)}"
 
     def key(self, kind: str, subject: str) -> str:
         return f"{self._prefix}rl:{kind}:{subject}"
@@ -160,7 +168,7 @@ class RateLimiter:
 
         async def evaluate() -> Decision:
             admitted, remaining, retry_ms = await self._script(
-                keys=[key], args=[limit, self.window_ms, uuid.uuid4().hex]
+                keys=[key], args=[limit, self.window_ms, self.member()]
             )
             return self.decision(limit, admitted, remaining, retry_ms)
 
