@@ -8,9 +8,9 @@
 Why: redis-py spends a few hundred microseconds of CPU on each command's round trip (connection
 pool, timeouts, parsing), more than the gateway's whole request otherwise costs; under load many
 requests need Redis at once, and one pipeline for all of them costs a fraction per command
-(`make bench-auth` prints the gateway's CPU per request). Nothing waits to fill a batch: the
-first command schedules the flush for the next loop turn, so a lone command leaves at once (as a
-plain call, without pipeline overhead).
+(`make bench-auth` prints the gateway's CPU per request). Nothing waits to fill a batch: a
+command that finds no round trip in flight goes at once as a plain call; the ones issued while
+a round trip is in flight gather, and leave together on the next loop turn.
 
 Each command keeps its own outcome: one that fails (a Lua error, a wrong type) fails only its
 caller; a connection failure fails every command of its batch with the same RedisError, so
@@ -35,15 +35,23 @@ class AutoPipeline:
         self.redis = redis
         self._pending: list[_Command] = []
         self._flushing: set[asyncio.Task[None]] = set()
+        self._direct = 0  # plain calls in flight
 
-    def execute(self, *args: Any) -> asyncio.Future[Any]:
-        """Queue one command (`"GET", key`); the future holds its reply or its error."""
+    async def execute(self, *args: Any) -> Any:
+        """One command (`"GET", key`): its reply, or its error raised."""
+        if not self._direct and not self._flushing and not self._pending:
+            # Nothing to share a round trip with: no pipeline, no extra loop turns.
+            self._direct += 1
+            try:
+                return await cast(Any, self.redis).execute_command(*args)  # untyped in redis-py
+            finally:
+                self._direct -= 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append((args, future))
-        return future
+        return await future
 
     def script(self, source: str) -> BatchedScript:
         return BatchedScript(self, source)
