@@ -133,6 +133,10 @@ def outcome_code(context: Context, exc: BaseException | None) -> grpc.StatusCode
     return grpc.StatusCode.UNKNOWN  # what grpc reports for an unhandled exception
 
 
+# The outcome of a call whose exception was turned into its status: read from the context.
+_ABORTED = grpc.aio.AbortError()
+
+
 class _ServerCall:
     """One call's state from start to end: span, request id, identity, clock."""
 
@@ -214,7 +218,8 @@ class ServerCallInterceptor(_ServerInterceptor):
         await abort_with(call.context, exc, self._domain)
 
     async def _fail(self, call: _ServerCall, exc: Exception) -> NoReturn:
-        """Turn what the servicer raised into the call's status (raises AbortError)."""
+        """Turn what the servicer raised into the call's status: context.abort raises
+        AbortError, and the status set is the call's outcome (`_ABORTED`)."""
         if isinstance(exc, errors.AetherError):
             await abort_with(call.context, exc, self._domain)
         if isinstance(exc, grpc.aio.AioRpcError):
@@ -261,11 +266,8 @@ class ServerCallInterceptor(_ServerInterceptor):
                     outcome = exc
                     raise
                 except Exception as exc:
-                    try:
-                        await self._fail(call, exc)
-                    except BaseException as mapped:
-                        outcome = mapped
-                        raise
+                    outcome = _ABORTED
+                    await self._fail(call, exc)
                 finally:
                     self._settle(call, outcome)
 
@@ -286,11 +288,8 @@ class ServerCallInterceptor(_ServerInterceptor):
                     outcome = exc
                     raise
                 except Exception as exc:
-                    try:
-                        await self._fail(call, exc)
-                    except BaseException as mapped:
-                        outcome = mapped
-                        raise
+                    outcome = _ABORTED
+                    await self._fail(call, exc)
                 finally:
                     self._settle(call, outcome)
 
