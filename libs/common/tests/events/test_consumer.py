@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from aether_common.events import (
     dlq_topic,
     envelope_headers,
 )
+from aether_common.events.idempotency import PROCESSED_COLLECTION
 from aether_common.telemetry import configure_telemetry
 
 # Short session timeout: the local broker completes a group join in about that long.
@@ -321,6 +323,47 @@ async def test_mongo_store_handles_a_duplicate_once(
     await until(marker_handled, what="the marker event")
     assert calls == {twice.id: 1, marker.id: 1}
     assert await mongo_db["handled"].count_documents({}) == 2
+
+
+async def test_handled_ids_are_forgotten_after_the_retention(
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    mongo_db: AsyncDatabase[dict[str, Any]],
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
+    topic_prefix: str,
+) -> None:
+    group = topic_prefix + "g"
+    await pg_pool.execute(
+        "INSERT INTO processed_events (consumer_group, event_id, processed_at) VALUES "
+        "($1, 'old', now() - interval '8 days'), ($1, 'recent', now() - interval '6 days')",
+        group,
+    )
+    await pg_consumer(record_in_pg, replace(FAST, purge_every_s=0.1))
+    event = make_event(probe_topic.name, 1)
+    await producer.publish(event)
+
+    async def old_forgotten() -> bool:
+        rows = await pg_pool.fetch(
+            "SELECT event_id FROM processed_events WHERE consumer_group = $1", group
+        )
+        return {r["event_id"] for r in rows} == {"recent", event.id}
+
+    await until(old_forgotten, what="the 8-day-old id purged, the others kept")
+
+    # The Mongo store forgets the same way (besides its TTL index).
+    store = MongoIdempotencyStore(mongo_db)
+    now = datetime.now(UTC)
+    await mongo_db[PROCESSED_COLLECTION].insert_many(
+        [
+            {"_id": "g:old", "processed_at": now - timedelta(days=8)},
+            {"_id": "g:recent", "processed_at": now - timedelta(days=6)},
+        ]
+    )
+    assert await store.purge(timedelta(days=7)) == 1
+    assert [d["_id"] async for d in mongo_db[PROCESSED_COLLECTION].find({})] == ["g:recent"]
 
 
 async def test_rebalance_commits_before_handing_partitions_over(

@@ -9,6 +9,8 @@ runner drives, in start order. `__main__` runs it; tests start the same componen
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from aether_ai.answers import Answers
@@ -24,6 +26,7 @@ from aether_ai.llm import LlmClient
 from aether_ai.preferences import Preferences
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import MemoryClient, Retriever
+from aether_ai.retention import RetentionJob
 from aether_ai.service import AiService
 from aether_ai.usage import UsageStore
 from aether_common.auth_jwks import AuthJwks, token_resolver
@@ -83,6 +86,12 @@ class AiApp:
             lease_s=s.job_lease_s,
             max_attempts=s.job_max_attempts,
         )
+        self.retention = RetentionJob(
+            self.database,
+            interval_s=s.retention_interval_s,
+            request_log=timedelta(days=s.request_log_retention_days),
+            finished_jobs=timedelta(days=s.job_retention_days),
+        )
         self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
         self.grpc: GrpcServer = create_server(
             "ai",
@@ -126,6 +135,7 @@ class AiApp:
             *kafka,
             self.invalidations,
             self.job_runner,
+            self.retention,
             self.grpc,
         ]
 

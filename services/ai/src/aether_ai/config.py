@@ -254,6 +254,13 @@ class AiSettings(AetherSettings):
     job_lease_s: float = Field(default=300.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1, le=20)
 
+    # -- retention ---------------------------------------------------------------------------
+    # Per-request rows (the admin performance view reads at most 7 days); the per-day usage
+    # aggregates are kept. Finished jobs (their answers) are kept this long after finishing.
+    request_log_retention_days: int = Field(default=30, ge=7, le=3660)
+    job_retention_days: int = Field(default=7, ge=1, le=3660)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+
     @field_validator("models", mode="before")
     @classmethod
     def _merge_models(cls, value: Any) -> Any:

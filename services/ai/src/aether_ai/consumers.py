@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
@@ -46,6 +47,9 @@ class _DatabaseIdempotencyStore:
     async def claim(self, group: str, event_ids: Sequence[str]) -> AsyncIterator[Claim[Any]]:
         async with PgIdempotencyStore(self._db.pool).claim(group, event_ids) as claim:
             yield claim
+
+    async def purge(self, older_than: timedelta) -> int:
+        return await PgIdempotencyStore(self._db.pool).purge(older_than)
 
 
 class UserEventsConsumer(BackgroundConsumer):

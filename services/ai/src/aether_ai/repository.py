@@ -402,3 +402,20 @@ async def erase_user(conn: Conn, user_id: str) -> dict[str, int]:
         )
         erased[table] = int(status.rsplit(" ", 1)[-1])
     return erased
+
+
+# -- retention ------------------------------------------------------------------------------
+async def purge_requests(conn: Conn, older_than: timedelta) -> int:
+    status: str = await conn.execute(
+        "DELETE FROM ai_requests WHERE created_at < now() - $1::interval", older_than
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def purge_finished_jobs(conn: Conn, older_than: timedelta) -> int:
+    status: str = await conn.execute(
+        "DELETE FROM ai_jobs WHERE status IN ('succeeded', 'failed') "
+        "AND finished_at < now() - $1::interval",
+        older_than,
+    )
+    return int(status.rsplit(" ", 1)[-1])

@@ -4,19 +4,18 @@ links, old sessions, login history past its retention)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 from aether_auth import repository
 from aether_auth.db import Database
 from aether_auth.keys import KeyRing
 from aether_common.logging import get_logger
+from aether_common.periodic import Periodic
 
 log = get_logger(__name__)
 
 
-class Housekeeper:
+class Housekeeper(Periodic):
     name = "housekeeper"
 
     def __init__(
@@ -28,25 +27,11 @@ class Housekeeper:
         rotation_interval: timedelta | None,
         login_history_retention: timedelta,
     ) -> None:
+        super().__init__(interval_s=interval_s)
         self._db = database
         self._keys = keys
-        self.interval_s = interval_s
         self._rotation = rotation_interval
         self._retention = login_history_retention
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name=self.name)
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def ready(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     async def run_once(self) -> None:
         if self._rotation is not None:
@@ -59,11 +44,3 @@ class Housekeeper:
             )
         if any(purged.values()):
             log.info("expired rows purged", **purged)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.run_once()
-            except Exception:  # upkeep must outlive a database hiccup
-                log.exception("housekeeping failed; will retry")

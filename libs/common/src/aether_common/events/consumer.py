@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -97,6 +98,10 @@ class ConsumerOptions:
     heartbeat_interval_ms: int = 3_000
     auto_offset_reset: str = "earliest"
     stop_grace_s: float = 10.0
+    # Handled event ids are remembered this long (a redelivery comes within minutes; a topic
+    # keeps records for days), then forgotten by a purge every `purge_every_s`.
+    dedup_retention_s: float = 7 * 24 * 3600.0
+    purge_every_s: float = 3600.0
 
 
 class _Abandon(Exception):
@@ -144,6 +149,7 @@ class EventConsumer(Generic[T]):
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
+        self._next_purge = 0.0
 
     def add_handler(self, topic: str, message_type: type[M], handler: Handler[M, T]) -> None:
         if self._kafka is not None:
@@ -254,6 +260,19 @@ class EventConsumer(Generic[T]):
                 await self._commit(self._assigned)
                 self._last_commit = time.monotonic()
                 self._report_lag()
+            if time.monotonic() >= self._next_purge:
+                self._next_purge = time.monotonic() + opts.purge_every_s
+                await self._purge_processed()
+
+    async def _purge_processed(self) -> None:
+        """Every member purges (a DELETE by an indexed time: harmless when repeated)."""
+        try:
+            purged = await self.store.purge(timedelta(seconds=self.options.dedup_retention_s))
+        except Exception as exc:  # a later round tries again; consuming must go on
+            log.warning("purging handled event ids failed", group=self.group_id, error=repr(exc))
+            return
+        if purged:
+            log.info("forgot handled event ids", group=self.group_id, ids=purged)
 
     async def _process(self, records: list[Any]) -> None:
         """Handle records in order; a malformed one goes to the DLQ between the runs around it."""

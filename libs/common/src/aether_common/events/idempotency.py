@@ -35,6 +35,10 @@ class IdempotencyStore(Protocol[T]):
         """A transaction recording the ids; `fresh` holds those not recorded before."""
         ...
 
+    async def purge(self, older_than: timedelta) -> int:
+        """Forget ids recorded longer ago than `older_than`; how many were forgotten."""
+        ...
+
 
 PROCESSED_EVENTS_DDL = """
 CREATE TABLE IF NOT EXISTS processed_events (
@@ -118,3 +122,10 @@ class MongoIdempotencyStore:
                 )
             prefix = len(group) + 1
             yield Claim(session, frozenset(key[prefix:] for key in fresh))
+
+    async def purge(self, older_than: timedelta) -> int:
+        """The TTL index forgets them too; this covers servers whose TTL monitor lags or is
+        missing (the local stand-in)."""
+        cutoff = datetime.now(UTC) - older_than
+        result = await self.db[PROCESSED_COLLECTION].delete_many({"processed_at": {"$lt": cutoff}})
+        return int(result.deleted_count)
