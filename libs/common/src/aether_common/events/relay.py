@@ -201,7 +201,9 @@ class OutboxRelay(ABC):
 
     async def _wait_for_rows(self) -> None:
         if time.monotonic() - self._last_rows < self.options.active_for_s:
-            await self._idle(self.options.active_poll_s)
+            # While rows keep coming, poll on the clock and let rows gather meanwhile: a wake
+            # per insert (MongoDB's change stream) would cost a fetch and a mark per row.
+            await self._pause(self.options.active_poll_s)
         elif self._listening is not True:
             # Ask for notifications, then read once more before sleeping: a row committed
             # before writers saw the request would otherwise wait for the poll interval.
