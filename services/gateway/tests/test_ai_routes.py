@@ -97,6 +97,7 @@ async def test_chat_collects_the_stream_and_forwards_the_request_and_token(
         model="smollm2-135m",
         conversation_id="conv-1",
         no_cache=True,
+        final_only=True,  # collected: the service sends no chunks
     )
     assert call.metadata["authorization"] == caller["Authorization"]
 
@@ -181,6 +182,7 @@ async def test_analyze_sends_the_bars_and_collects_the_answer(
     assert call.request.symbol == "BRK.B"
     assert call.request.question == "trend?"
     assert call.request.no_cache is True
+    assert call.request.final_only is True
     assert len(call.request.bars) == 3
     first = call.request.bars[0]
     assert first.time.ToDatetime() == datetime(2025, 1, 1)

@@ -107,13 +107,17 @@ class Answer:
         return self._outcome
 
     async def pieces(self) -> AsyncGenerator[str, None]:
+        # Inner generators are closed explicitly when the reader stops early: the generation's
+        # stream (and so the upstream call) must close now, not when collected.
         if self._hit is not None:
-            async for piece in self._replay(self._hit):
-                yield piece
+            async with aclosing(self._replay(self._hit)) as replayed:
+                async for piece in replayed:
+                    yield piece
             return
         try:
-            async for piece in self._generate():
-                yield piece
+            async with aclosing(self._generate()) as generated:
+                async for piece in generated:
+                    yield piece
         except (asyncio.CancelledError, GeneratorExit):
             if self._outcome is None:
                 GENERATIONS_CANCELLED.inc()

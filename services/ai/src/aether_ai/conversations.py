@@ -117,19 +117,17 @@ class Conversations:
         if isinstance(conversation, str):
             conversation = Conversation(conversation, [])
         key = parse_conversation_id(conversation.id)
+        messages = [(t.role, t.content, t.mode, t.model) for t in turns]
+        latest_mode = next((t.mode for t in reversed(turns) if t.mode), "")
         if conversation.is_new:
+            mode = latest_mode or conversation.mode
             await repository.insert_conversation(
-                conn, key, user_id, conversation.title, conversation.mode
+                conn, key, user_id, conversation.title, mode, messages
             )
         elif await repository.find_conversation(conn, user_id, key, lock=True) is None:
             raise NotFound(NOT_FOUND)
-        if not turns:
-            return
-        await repository.insert_messages(
-            conn, key, [(t.role, t.content, t.mode, t.model) for t in turns]
-        )
-        latest_mode = next((t.mode for t in reversed(turns) if t.mode), "")
-        await repository.touch_conversation(conn, key, len(turns), latest_mode)
+        elif messages:
+            await repository.append_messages(conn, key, messages, latest_mode)
 
     async def list(
         self, user_id: str, limit: int, before: datetime | None

@@ -6,6 +6,7 @@ client that cancels stops the generation (service.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
@@ -29,15 +30,17 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
         self, request: ai_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[ai_pb2.ChatResponse]:
         caller = require_caller()
-        async for event in self._service.chat(caller, request):
-            yield event
+        async with aclosing(self._service.chat(caller, request)) as events:
+            async for event in events:
+                yield event
 
     async def Analyze(
         self, request: ai_pb2.AnalyzeRequest, context: Context
     ) -> AsyncIterator[ai_pb2.AnalyzeResponse]:
         caller = require_caller()
-        async for event in self._service.analyze(caller, request):
-            yield event
+        async with aclosing(self._service.analyze(caller, request)) as events:
+            async for event in events:
+                yield event
 
     async def Search(
         self, request: ai_pb2.SearchRequest, context: Context

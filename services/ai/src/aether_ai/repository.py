@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aether_ai.db import Conn
@@ -13,7 +13,7 @@ Row = Any  # an asyncpg Record
 
 
 # -- usage ---------------------------------------------------------------------------------------
-async def insert_request(
+async def record_request(
     conn: Conn,
     *,
     request_id: str,
@@ -28,15 +28,28 @@ async def insert_request(
     latency_ms: int,
     first_token_ms: int,
     cached: bool,
-) -> date | None:
-    """The request's row; its UTC day, or None when this request id was recorded before."""
-    day: date | None = await conn.fetchval(
+) -> bool:
+    """The request's row and its share of the day's aggregate, in one round trip; False (and
+    nothing counted) when this request id was recorded before."""
+    counted: bool | None = await conn.fetchval(
         """
-        INSERT INTO ai_requests (request_id, user_id, conversation_id, kind, mode, model,
-            prompt_tokens, completion_tokens, cost_usd, latency_ms, first_token_ms, cached)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-        ON CONFLICT (request_id) DO NOTHING
-        RETURNING (created_at AT TIME ZONE 'UTC')::date
+        WITH request AS (
+            INSERT INTO ai_requests (request_id, user_id, conversation_id, kind, mode, model,
+                prompt_tokens, completion_tokens, cost_usd, latency_ms, first_token_ms, cached)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (request_id) DO NOTHING
+            RETURNING (created_at AT TIME ZONE 'UTC')::date AS day
+        )
+        INSERT INTO ai_usage_daily AS u (user_id, day, model, requests, cached_requests,
+            prompt_tokens, completion_tokens, cost_usd)
+        SELECT $2, request.day, $6, 1, CASE WHEN $12 THEN 1 ELSE 0 END, $7, $8, $9 FROM request
+        ON CONFLICT (user_id, day, model) DO UPDATE SET
+            requests = u.requests + 1,
+            cached_requests = u.cached_requests + EXCLUDED.cached_requests,
+            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+            completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+            cost_usd = u.cost_usd + EXCLUDED.cost_usd
+        RETURNING true
         """,
         request_id,
         user_id,
@@ -51,40 +64,7 @@ async def insert_request(
         first_token_ms,
         cached,
     )
-    return day
-
-
-async def add_daily_usage(
-    conn: Conn,
-    *,
-    user_id: str,
-    day: date,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost_usd: float,
-    cached: bool,
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO ai_usage_daily AS u (user_id, day, model, requests, cached_requests,
-            prompt_tokens, completion_tokens, cost_usd)
-        VALUES ($1, $2, $3, 1, $4, $5, $6, $7)
-        ON CONFLICT (user_id, day, model) DO UPDATE SET
-            requests = u.requests + 1,
-            cached_requests = u.cached_requests + EXCLUDED.cached_requests,
-            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
-            completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
-            cost_usd = u.cost_usd + EXCLUDED.cost_usd
-        """,
-        user_id,
-        day,
-        model,
-        1 if cached else 0,
-        prompt_tokens,
-        completion_tokens,
-        cost_usd,
-    )
+    return bool(counted)
 
 
 async def daily_usage(conn: Conn, user_id: str, days: int) -> list[Row]:
@@ -130,12 +110,41 @@ async def performance(conn: Conn, window: timedelta) -> list[Row]:
 _CONVERSATION_COLUMNS = "id, user_id, title, mode, message_count, created_at, updated_at"
 
 
+# (role, content, mode, model) rows as four arrays: unnest keeps their order (WITH ORDINALITY),
+# so the identity ids, which order a conversation, follow it.
+_MESSAGES_FROM_ARRAYS = """
+    INSERT INTO ai_messages (conversation_id, role, content, mode, model)
+    SELECT $1, m.role, m.content, m.mode, m.model
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS m(role, content, mode, model, n)
+    ORDER BY m.n
+"""
+
+
+def _columns(messages: Sequence[tuple[str, str, str, str]]) -> list[list[str]]:
+    return [list(column) for column in zip(*messages, strict=True)] if messages else [[]] * 4
+
+
 async def insert_conversation(
-    conn: Conn, conversation_id: uuid.UUID, user_id: str, title: str, mode: str
+    conn: Conn,
+    conversation_id: uuid.UUID,
+    user_id: str,
+    title: str,
+    mode: str,
+    messages: Sequence[tuple[str, str, str, str]],
 ) -> None:
+    """A new conversation with its first (role, content, mode, model) messages, in one round
+    trip."""
     await conn.execute(
-        "INSERT INTO ai_conversations (id, user_id, title, mode) VALUES ($1, $2, $3, $4)",
+        f"""
+        WITH conversation AS (
+            INSERT INTO ai_conversations (id, user_id, title, mode, message_count, updated_at)
+            VALUES ($1, $6, $7, $8, cardinality($2::text[]), clock_timestamp())
+        )
+        {_MESSAGES_FROM_ARRAYS}
+        """,  # noqa: S608 (constants)
         conversation_id,
+        *_columns(messages),
         user_id,
         title,
         mode,
@@ -179,30 +188,26 @@ async def all_messages(conn: Conn, conversation_id: uuid.UUID) -> list[Row]:
     return rows
 
 
-async def insert_messages(
-    conn: Conn, conversation_id: uuid.UUID, messages: Sequence[tuple[str, str, str, str]]
+async def append_messages(
+    conn: Conn,
+    conversation_id: uuid.UUID,
+    messages: Sequence[tuple[str, str, str, str]],
+    latest_mode: str,
 ) -> None:
-    """(role, content, mode, model) rows, in order."""
-    await conn.executemany(
-        "INSERT INTO ai_messages (conversation_id, role, content, mode, model) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        [(conversation_id, *message) for message in messages],
-    )
-
-
-async def touch_conversation(conn: Conn, conversation_id: uuid.UUID, added: int, mode: str) -> None:
-    """Count the added messages, move it to the top of the list, keep the latest mode used."""
+    """Adds (role, content, mode, model) messages in order, counts them, moves the conversation
+    to the top of the list and keeps the latest mode used ('' keeps it), in one round trip."""
     await conn.execute(
-        """
+        f"""
+        WITH added AS ({_MESSAGES_FROM_ARRAYS})
         UPDATE ai_conversations SET
-            message_count = message_count + $2,
+            message_count = message_count + cardinality($2::text[]),
             updated_at = clock_timestamp(),
-            mode = CASE WHEN $3 = '' THEN mode ELSE $3 END
+            mode = CASE WHEN $6 = '' THEN mode ELSE $6 END
         WHERE id = $1
-        """,
+        """,  # noqa: S608 (constants)
         conversation_id,
-        added,
-        mode,
+        *_columns(messages),
+        latest_mode,
     )
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from datetime import UTC
@@ -56,6 +56,7 @@ class ChatInput:
     conversation_id: str
     agents: tuple[str, ...]
     no_cache: bool
+    final_only: bool = False  # no Chunk events: the caller reads only Done
 
 
 def _done(
@@ -105,6 +106,7 @@ class AiService:
             conversation_id=validation.conversation_id(request.conversation_id),
             agents=agents,
             no_cache=request.no_cache,
+            final_only=request.final_only,
         )
 
     async def default_mode(self, user_id: str) -> str:
@@ -223,7 +225,7 @@ class AiService:
     # == Chat ====================================================================================
     async def chat(
         self, caller: Caller, request: ai_pb2.ChatRequest
-    ) -> AsyncIterator[ai_pb2.ChatResponse]:
+    ) -> AsyncGenerator[ai_pb2.ChatResponse, None]:
         started = time.perf_counter()
         inp = self.chat_input(request)
         request_id = str(uuid.uuid4())
@@ -266,12 +268,15 @@ class AiService:
                 )
             )
             if inp.agents:
-                async for event in self._stream_agents(list(inp.agents), opened):
-                    yield event
+                async with aclosing(self._stream_agents(list(inp.agents), opened)) as events:
+                    async for event in events:
+                        if not inp.final_only:
+                            yield event
             else:
                 async with aclosing(opened[0].pieces()) as pieces:
                     async for piece in pieces:
-                        yield ai_pb2.ChatResponse(chunk=ai_pb2.Chunk(content=piece))
+                        if not inp.final_only:
+                            yield ai_pb2.ChatResponse(chunk=ai_pb2.Chunk(content=piece))
             outcomes = [answer.outcome for answer in opened]
         if retrieval.snippets and any(plan.footer for plan in plans):
             yield ai_pb2.ChatResponse(sources=retrieval.sources_pb())
@@ -318,7 +323,7 @@ class AiService:
 
     async def _stream_agents(
         self, agents: list[str], opened: list[Answer]
-    ) -> AsyncIterator[ai_pb2.ChatResponse]:
+    ) -> AsyncGenerator[ai_pb2.ChatResponse, None]:
         """The agents' pieces as they come, tagged with the agent; every part runs at once."""
         queue: asyncio.Queue[tuple[str, str] | BaseException | None] = asyncio.Queue()
 
@@ -356,7 +361,7 @@ class AiService:
     # == Analyze =================================================================================
     async def analyze(
         self, caller: Caller, request: ai_pb2.AnalyzeRequest
-    ) -> AsyncIterator[ai_pb2.AnalyzeResponse]:
+    ) -> AsyncGenerator[ai_pb2.AnalyzeResponse, None]:
         started = time.perf_counter()
         s = self.settings
         symbol = validation.symbol(request.symbol)
@@ -390,7 +395,8 @@ class AiService:
             )
             async with aclosing(answer.pieces()) as pieces:
                 async for piece in pieces:
-                    yield ai_pb2.AnalyzeResponse(chunk=ai_pb2.Chunk(content=piece))
+                    if not request.final_only:
+                        yield ai_pb2.AnalyzeResponse(chunk=ai_pb2.Chunk(content=piece))
             outcome = answer.outcome
         if plan.footer:
             yield ai_pb2.AnalyzeResponse(sources=retrieval.sources_pb())

@@ -73,7 +73,7 @@ class UsageStore:
             async with self._db.transaction() as own:
                 await self.record(completion, conn=own)
             return
-        day = await repository.insert_request(
+        counted = await repository.record_request(
             conn,
             request_id=c.request_id,
             user_id=c.user_id,
@@ -88,18 +88,8 @@ class UsageStore:
             first_token_ms=c.first_token_ms,
             cached=c.cached,
         )
-        if day is None:
+        if not counted:
             return  # recorded before: counted once, published once
-        await repository.add_daily_usage(
-            conn,
-            user_id=c.user_id,
-            day=day,
-            model=c.model,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            cost_usd=c.cost_usd,
-            cached=c.cached,
-        )
         await outbox_pg.add(conn, request_completed(c.to_event_payload(), self._topic_prefix))
 
     async def usage(self, user_id: str, days: int) -> ai_pb2.GetUsageResponse:

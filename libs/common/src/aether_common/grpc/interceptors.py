@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
@@ -282,8 +282,12 @@ class ServerCallInterceptor(_ServerInterceptor):
                     if inspect.isawaitable(result):  # a servicer that uses context.write()
                         await result
                         return
-                    async for response in result:
-                        yield response
+                    # Closed here, not left to the garbage collector, when the call ends early
+                    # (cancelled at a yield): its cleanup (a model slot, an upstream stream)
+                    # must run now.
+                    async with aclosing(result) as responses:
+                        async for response in responses:
+                            yield response
                 except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit) as exc:
                     outcome = exc
                     raise

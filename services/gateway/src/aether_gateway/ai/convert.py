@@ -50,7 +50,8 @@ def struct(value: Struct) -> dict[str, Any]:
 
 
 # -- requests ------------------------------------------------------------------------------------
-def chat_request(body: ChatIn) -> ai_pb2.ChatRequest:
+def chat_request(body: ChatIn, *, final_only: bool = False) -> ai_pb2.ChatRequest:
+    """`final_only` for a REST collect: the service then sends no chunks."""
     return ai_pb2.ChatRequest(
         message=body.message,
         mode=body.mode or "",
@@ -58,10 +59,11 @@ def chat_request(body: ChatIn) -> ai_pb2.ChatRequest:
         conversation_id=body.conversation_id or "",
         agents=body.agents or [],
         no_cache=body.no_cache,
+        final_only=final_only,
     )
 
 
-def analyze_request(body: AnalyzeIn) -> ai_pb2.AnalyzeRequest:
+def analyze_request(body: AnalyzeIn, *, final_only: bool = False) -> ai_pb2.AnalyzeRequest:
     return ai_pb2.AnalyzeRequest(
         symbol=body.symbol,
         bars=[
@@ -78,6 +80,7 @@ def analyze_request(body: AnalyzeIn) -> ai_pb2.AnalyzeRequest:
         question=body.question,
         model=body.model or "",
         no_cache=body.no_cache,
+        final_only=final_only,
     )
 
 

@@ -92,7 +92,7 @@ async def _answer(
 # -- answers -------------------------------------------------------------------------------------
 @router.post("/chat", summary="One answer, collected from the stream (Chat)")
 async def chat(body: ChatIn, caller: Caller, ai: Ai) -> AnswerOut:
-    return await _answer(ai, convert.chat_request(body), caller)
+    return await _answer(ai, convert.chat_request(body, final_only=True), caller)
 
 
 @router.post(
@@ -108,7 +108,7 @@ async def chat_stream(body: ChatIn, caller: Caller, ai: Ai, resources: Resources
 
 @router.post("/analyze", summary="Stock analysis over the OHLCV bars sent (Analyze), collected")
 async def analyze(body: AnalyzeIn, caller: Caller, ai: Ai) -> AnswerOut:
-    return await _answer(ai, convert.analyze_request(body), caller)
+    return await _answer(ai, convert.analyze_request(body, final_only=True), caller)
 
 
 @router.post("/search", summary="Semantic search plus a summary citing the hits (Search)")

@@ -56,10 +56,15 @@ async def answer_events(
             if item[0] == "chunk" and first_chunk:
                 first_chunk = False
                 FIRST_CHUNK.labels(transport).observe(time.perf_counter() - began)
-            yield item
             if item[0] == "done":
+                # Read the call to its end (its OK status follows `done` at once) rather than
+                # cancel a finished call: a cancel costs both sides more than the read.
+                async for _ in responses:
+                    pass
                 outcome = "done"
+                yield item
                 return
+            yield item
         outcome = "error"
         raise UpstreamProtocolError("the ai service ended the answer without finishing it")
     except AetherError:

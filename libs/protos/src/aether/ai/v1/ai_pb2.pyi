@@ -52,6 +52,7 @@ class ChatRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
+    FINAL_ONLY_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """1..max_prompt_chars (8,000 by default) characters after trimming."""
     mode: _builtins.str
@@ -62,6 +63,10 @@ class ChatRequest(_message.Message):
     """Continue a conversation of the caller's; "" starts a new one."""
     no_cache: _builtins.bool
     """Skip the response cache (read and write)."""
+    final_only: _builtins.bool
+    """The caller reads only the whole answer (a REST collect): no Chunk events are sent;
+    Started, Sources and Done come as always.
+    """
     @_builtins.property
     def agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Multi-agent: 2-4 distinct modes answered in parallel and merged; overrides `mode`."""
@@ -75,10 +80,11 @@ class ChatRequest(_message.Message):
         conversation_id: _builtins.str = ...,
         agents: _abc.Iterable[_builtins.str] | None = ...,
         no_cache: _builtins.bool = ...,
+        final_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "conversation_id", b"conversation_id", "message", b"message", "mode", b"mode", "model", b"model", "no_cache", b"no_cache"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "conversation_id", b"conversation_id", "final_only", b"final_only", "message", b"message", "mode", b"mode", "model", b"model", "no_cache", b"no_cache"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,12 +385,15 @@ class AnalyzeRequest(_message.Message):
     QUESTION_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
+    FINAL_ONLY_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """1-16 chars of [A-Z0-9.^=-] after upper-casing."""
     question: _builtins.str
     """Optional question about the series (at most 2,000 characters)."""
     model: _builtins.str
     no_cache: _builtins.bool
+    final_only: _builtins.bool
+    """As ChatRequest.final_only."""
     @_builtins.property
     def bars(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bar]:
         """2-5,000 bars in time order; high >= max(open, close), low <= min(open, close), volume >= 0."""
@@ -397,10 +406,11 @@ class AnalyzeRequest(_message.Message):
         question: _builtins.str = ...,
         model: _builtins.str = ...,
         no_cache: _builtins.bool = ...,
+        final_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "final_only", b"final_only", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
