@@ -207,6 +207,22 @@ async def test_final_only_sends_no_chunks_but_the_same_answer_and_records(
     assert sorted(c.message_count for c in listed.conversations) == [2, 2, 2, 2]
 
 
+async def test_deltas_that_arrive_close_together_share_a_chunk(start_ai: Any, kit: Any) -> None:
+    prompt = "Write a long essay on the history of stock market number 1."
+    modes = {"fast": {"max_tokens": 20, "temperature": 0}}  # runs to max_tokens
+    each = await start_ai(stream_coalesce_ms=0, modes=modes)
+    one_by_one = await each.chat(each.user(), prompt, mode="fast", no_cache=True)
+    chunks = [e for e in one_by_one if e.WhichOneof("event") == "chunk"]
+    assert len(chunks) == one_by_one[-1].done.usage.completion_tokens == 20
+
+    joined = await start_ai(stream_coalesce_ms=1000, modes=modes)
+    together = await joined.chat(joined.user(), prompt, mode="fast", no_cache=True)
+    # The first delta at once, then the rest within the second: one more chunk at the end.
+    assert kit.kinds(together) == ["started", "chunk", "chunk", "done"]
+    assert together[-1].done.answer == kit.text_of(together) == one_by_one[-1].done.answer
+    assert together[-1].done.usage.completion_tokens == 20  # still counted per delta
+
+
 async def test_bad_input_is_invalid_argument_with_a_message(ai: Any, kit: Any) -> None:
     user = ai.user()
     cases: list[tuple[dict[str, Any], str]] = [

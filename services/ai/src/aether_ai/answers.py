@@ -164,6 +164,12 @@ class Answer:
         first_token_at: float | None = None
         finish: Finish | None = None
         over_budget = False
+        # Deltas that arrive within `coalesce_s` of the last piece sent go out together: each
+        # piece costs a gRPC message, a gateway frame and a client read, CPU taken from a model
+        # server that shares the machine (bench/ai.py). The first delta goes at once.
+        coalesce_s = self._answers.coalesce_s
+        pending: list[str] = []
+        sent_at = 0.0
         stream = self._answers.llm.stream(
             plan.model, plan.messages, temperature=plan.temperature, max_tokens=plan.max_tokens
         )
@@ -184,9 +190,16 @@ class Answer:
                             first_token_at - plan.started
                         )
                     parts.append(event.text)
-                    yield event.text
+                    pending.append(event.text)
+                    now = time.perf_counter()
+                    if now - sent_at >= coalesce_s:
+                        sent_at = now
+                        yield "".join(pending)
+                        pending.clear()
                 else:
                     finish = event
+        if pending:
+            yield "".join(pending)
         if plan.footer:
             yield plan.footer
         if over_budget:
@@ -232,10 +245,13 @@ class Answer:
 
 
 class Answers:
-    def __init__(self, llm: LlmClient, cache: ResponseCache, slots: ModelSlots) -> None:
+    def __init__(
+        self, llm: LlmClient, cache: ResponseCache, slots: ModelSlots, *, coalesce_s: float = 0.0
+    ) -> None:
         self.llm = llm
         self.cache = cache
         self.slots = slots
+        self.coalesce_s = coalesce_s
 
     @asynccontextmanager
     async def open(self, plan: Plan) -> AsyncIterator[Answer]:

@@ -64,7 +64,9 @@ class AiApp:
         self.jobs = Jobs(self.database)
         self.service = AiService(
             s,
-            answers=Answers(self.llm, self.cache, self.slots),
+            answers=Answers(
+                self.llm, self.cache, self.slots, coalesce_s=s.stream_coalesce_ms / 1000
+            ),
             retriever=Retriever(
                 self.memory,
                 limit=s.rag_limit,

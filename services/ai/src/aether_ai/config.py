@@ -248,6 +248,11 @@ class AiSettings(AetherSettings):
     max_concurrency: int = Field(default=5, ge=1, le=1000)
     queue_timeout_s: float = Field(default=30.0, gt=0)
 
+    # -- streaming ---------------------------------------------------------------------------
+    # A streamed chunk carries every delta that arrived within this many ms of the previous
+    # chunk (the first delta is sent at once); 0 sends each delta as its own chunk.
+    stream_coalesce_ms: int = Field(default=25, ge=0, le=1000)
+
     # -- jobs ---------------------------------------------------------------------------------
     job_concurrency: int = Field(default=2, ge=1, le=100)
     job_poll_s: float = Field(default=0.5, gt=0)

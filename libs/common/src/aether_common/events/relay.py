@@ -41,7 +41,7 @@ class RelayOptions:
     # writers the cost of notifying); after `active_for_s` without any it asks for
     # notifications and sleeps, waking on one or after `poll_interval` at the latest.
     active_poll_s: float = 0.005
-    active_for_s: float = 1.0
+    active_for_s: float = 0.1
     poll_interval: float = 1.0
     retry_backoff: float = 0.2
     max_backoff: float = 5.0
