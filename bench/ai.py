@@ -22,7 +22,9 @@ Measured, in one run:
    `WS /ws/ai-chat` (gateway -> gRPC stream -> ai -> the same server), no_cache. Per run:
    first-token latency (request sent -> first content) and decode rate (tokens after the first /
    time from first to last token). Medians over the runs, and the ratio gateway / raw.
-   Goal: >= 0.95 of the raw tokens/s.
+   Goal: >= 0.95 of the raw tokens/s. Beside it, the CPU per token of whoever reads the tokens
+   (this process for raw; ai, gateway and this process through the gateway, from /proc): the
+   llama.cpp server's threads share these cores with them.
 3. Embeddings/s: the memory service's local embedder (all-MiniLM-L6-v2 int8 ONNX) in this
    process, batches of 64 varied sentences.
 4. Search p95 over --vectors points (default 100,000): qdrant-client local mode (what the memory
@@ -51,6 +53,7 @@ import orjson
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from auth import cpu_seconds
 from chat import ARGON2_BENCH, RAISED_LIMIT, ROOT, RawHttp, new_user, percentile
 
 PROMPT = "Explain in a few sentences what a stock market index is."
@@ -119,6 +122,10 @@ class Platform:
         )
         self._fleet.start()
         self.gateway_url = self._fleet.http_url("gateway")
+
+    def pid(self, name: str) -> int:
+        pid: int = self._fleet.process(name).proc.pid
+        return pid
 
     def stop(self) -> None:
         if self._fleet is not None:
@@ -360,9 +367,20 @@ async def platform_phases(platform: Platform, args: argparse.Namespace) -> None:
 
     raw: list[StreamRun] = []
     through: list[StreamRun] = []
+    # CPU per token of who reads the tokens (llama.cpp's own threads share these cores).
+    pids = {name: platform.pid(name) for name in ("ai", "gateway")}
+    spent = dict.fromkeys(["raw client", "ai", "gateway", "client"], 0.0)
     for _ in range(args.streams):
+        t0 = time.process_time()
         raw.append(await raw_stream(platform.llm_url, args.max_tokens))
+        t1 = time.process_time()
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         through.append(await gateway_stream(base, token))
+        t2 = time.process_time()
+        for name, pid in pids.items():
+            spent[name] += cpu_seconds(pid) - before[name]
+        spent["raw client"] += t1 - t0
+        spent["client"] += t2 - t1
     raw_rate = statistics.median(r.tokens_per_s for r in raw)
     gw_rate = statistics.median(r.tokens_per_s for r in through)
     print(
@@ -378,6 +396,14 @@ async def platform_phases(platform: Platform, args: argparse.Namespace) -> None:
     ratio = gw_rate / raw_rate
     verdict = "ok" if ratio >= GOAL_STREAM_RATIO else "MISSED"
     print(f"streaming ratio gateway/raw: {ratio:.2f}; goal >= 0.95: {verdict}")
+    raw_tokens = sum(r.tokens for r in raw)
+    gw_tokens = sum(r.tokens for r in through)
+    print(
+        f"CPU per token: raw client {1000 * spent['raw client'] / raw_tokens:.2f} ms; "
+        f"through the gateway: ai {1000 * spent['ai'] / gw_tokens:.2f}, "
+        f"gateway {1000 * spent['gateway'] / gw_tokens:.2f}, "
+        f"client {1000 * spent['client'] / gw_tokens:.2f} ms"
+    )
 
 
 if __name__ == "__main__":
