@@ -6,7 +6,6 @@ client that cancels stops the generation (service.py)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
@@ -26,21 +25,17 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
         self._service = service
 
     # -- answers -------------------------------------------------------------------------------
-    async def Chat(
+    # The service's own generators, returned as they are: the server interceptor iterates
+    # (and, when the call ends early, closes) them, with no relaying layer per message here.
+    def Chat(
         self, request: ai_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[ai_pb2.ChatResponse]:
-        caller = require_caller()
-        async with aclosing(self._service.chat(caller, request)) as events:
-            async for event in events:
-                yield event
+        return self._service.chat(require_caller(), request)
 
-    async def Analyze(
+    def Analyze(
         self, request: ai_pb2.AnalyzeRequest, context: Context
     ) -> AsyncIterator[ai_pb2.AnalyzeResponse]:
-        caller = require_caller()
-        async with aclosing(self._service.analyze(caller, request)) as events:
-            async for event in events:
-                yield event
+        return self._service.analyze(require_caller(), request)
 
     async def Search(
         self, request: ai_pb2.SearchRequest, context: Context
