@@ -177,7 +177,10 @@ class Answer:
             while True:
                 left = deadline - time.perf_counter()
                 try:
-                    event = await asyncio.wait_for(anext(stream), timeout=max(0.0, left))
+                    # Not asyncio.wait_for: on 3.11 it can swallow a cancel that comes as the
+                    # delta does, and the generation would then run on with its slot held.
+                    async with asyncio.timeout(max(0.0, left)):
+                        event = await anext(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:

@@ -78,7 +78,6 @@ class AiApp:
             preferences=self.preferences,
             usage=self.usage,
             jobs=self.jobs,
-            database=self.database,
         )
         self.job_runner = JobRunner(
             self.jobs,
@@ -110,7 +109,9 @@ class AiApp:
         )
         self.grpc.add_service(register, AiServicer(self.service), SERVICE_NAME)
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-ai")
-        self.relay = build_relay(self.database, self.producer, topic_prefix=s.topic_prefix)
+        self.relay = build_relay(
+            self.database, self.producer, topic_prefix=s.topic_prefix, poll_s=s.outbox_poll_s
+        )
         self.consumer = UserEventsConsumer(
             self.database,
             bootstrap=s.kafka_bootstrap,

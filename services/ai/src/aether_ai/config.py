@@ -196,6 +196,10 @@ class AiSettings(AetherSettings):
     # Kafka topics (and the consumer group) are `<topic_prefix><name>`: empty in production.
     topic_prefix: str = ""
     consumer_group: str = "ai"
+    # While events flow the outbox relay polls this often. Each poll that finds rows costs a
+    # fetch, a send and a mark: at 5 ms (the library default) a request every few ms paid all
+    # three for its one event, about a third of a cache hit's CPU here (docs/operations.md).
+    outbox_poll_s: float = Field(default=0.05, gt=0, le=5)
     auth_grpc_target: str = Field(
         validation_alias=_alias("AI_AUTH_GRPC_TARGET", "AETHER_AUTH_GRPC_TARGET")
     )

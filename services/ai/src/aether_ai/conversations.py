@@ -3,7 +3,7 @@
 A conversation belongs to one user; another user's id answers exactly like an unknown one
 (NotFound, same message), so ids cannot be probed. The engine reads the last few turns as the
 model's history and appends the question and the answer once it has the answer, in the
-transaction that also records the usage (service.py). A new conversation gets its id at once
+statement that also records the usage (service.py). A new conversation gets its id at once
 (the answer's first frame carries it) and is stored with its first turns: an answer that never
 finished leaves no empty conversation behind.
 """
@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
 from aether_ai import repository
-from aether_ai.db import Conn, Database
+from aether_ai.db import Database
 from aether_common.errors import NotFound, ValidationFailed
 
 ROLES = frozenset({"user", "assistant"})
@@ -103,31 +103,29 @@ class Conversations:
         conversation: Conversation | str,
         turns: Sequence[Turn],
         *,
-        conn: Conn | None = None,
+        requests: Sequence[repository.RequestRow] = (),
     ) -> None:
         """Adds the turns in order (creating a new conversation with them) and moves the
-        conversation to the top of the user's list; in `conn`'s transaction when given."""
-        if conn is None:
-            async with self._db.transaction() as own:
-                await self.append(user_id, conversation, turns, conn=own)
-            return
+        conversation to the top of the user's list; `requests` (the answer's usage,
+        UsageStore.rows) are written in the same statement. NotFound when the conversation is
+        not (or no longer) the user's: its turns are not written, the usage still is."""
         for turn in turns:
             if turn.role not in ROLES:
                 raise ValueError(f"a turn's role is 'user' or 'assistant', not {turn.role!r}")
         if isinstance(conversation, str):
             conversation = Conversation(conversation, [])
-        key = parse_conversation_id(conversation.id)
-        messages = [(t.role, t.content, t.mode, t.model) for t in turns]
         latest_mode = next((t.mode for t in reversed(turns) if t.mode), "")
-        if conversation.is_new:
-            mode = latest_mode or conversation.mode
-            await repository.insert_conversation(
-                conn, key, user_id, conversation.title, mode, messages
-            )
-        elif await repository.find_conversation(conn, user_id, key, lock=True) is None:
+        write = repository.ConversationWrite(
+            id=parse_conversation_id(conversation.id),
+            is_new=conversation.is_new,
+            title=conversation.title,
+            mode=(latest_mode or conversation.mode) if conversation.is_new else latest_mode,
+            messages=[(t.role, t.content, t.mode, t.model) for t in turns],
+        )
+        async with self._db.connection() as conn:
+            stored = await repository.record_exchange(conn, user_id, requests, write)
+        if not stored:
             raise NotFound(NOT_FOUND)
-        elif messages:
-            await repository.append_messages(conn, key, messages, latest_mode)
 
     async def list(
         self, user_id: str, limit: int, before: datetime | None

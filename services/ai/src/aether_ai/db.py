@@ -2,7 +2,8 @@
 
 The stores (usage, conversations, preferences, jobs) are the boundary of their own writes: each
 public call opens one `transaction()`, runs its queries from repository.py on that connection,
-queues outbox events in it, and commits or rolls back as a whole.
+queues outbox events in it, and commits or rolls back as a whole; a write that is one statement
+(an answer's usage, events and turns: repository.record_exchange) needs only a `connection()`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        """A pooled connection for reads that need no transaction."""
+        """A pooled connection for reads, and for writes made in one statement (which commits
+        or rolls back as a whole)."""
         try:
             async with self.pool.acquire() as conn:
                 yield conn

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aether.ai.v1 import events_pb2
 from aether_ai.db import Database
-from aether_common.events import Event, EventProducer, PgOutboxRelay, TopicSpec
+from aether_common.events import Event, EventProducer, PgOutboxRelay, RelayOptions, TopicSpec
 from aether_common.lifecycle import Component
 
 SOURCE = "ai"
@@ -36,6 +36,14 @@ def request_completed(
     )
 
 
-def build_relay(db: Database, producer: EventProducer, *, topic_prefix: str = "") -> Component:
-    """The outbox relay, started after `db` (whose migrations create the outbox) and `producer`."""
-    return PgOutboxRelay(db.dsn, producer, topics=topic_specs(topic_prefix))
+def build_relay(
+    db: Database, producer: EventProducer, *, topic_prefix: str = "", poll_s: float = 0.05
+) -> Component:
+    """The outbox relay, started after `db` (whose migrations create the outbox) and `producer`;
+    it polls every `poll_s` while events flow."""
+    return PgOutboxRelay(
+        db.dsn,
+        producer,
+        topics=topic_specs(topic_prefix),
+        options=RelayOptions(active_poll_s=poll_s),
+    )

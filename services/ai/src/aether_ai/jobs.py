@@ -219,8 +219,11 @@ class JobRunner:
                 log.warning("cannot claim a job", error=repr(exc))
                 job = None
             if job is None:
+                # Not asyncio.wait_for: on 3.11 it can swallow the cancel of stop() when the
+                # wake comes at the same time, and this loop would never end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
                 continue
             try:
                 await self._execute(job)

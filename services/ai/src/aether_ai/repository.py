@@ -4,67 +4,160 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from aether_ai.db import Conn
+from aether_common.events import outbox_pg
 
 Row = Any  # an asyncpg Record
 
 
-# -- usage ---------------------------------------------------------------------------------------
-async def record_request(
+# -- exchanges: usage, events and turns ------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One answered request (an agent's part of an answer) and its outbox event."""
+
+    request_id: str
+    kind: str
+    conversation_id: str
+    mode: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: int
+    first_token_ms: int
+    cached: bool
+    event: tuple[str, str, bytes]  # outbox_pg.outbox_row: (event_id, topic, envelope)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationWrite:
+    """Turns for a conversation: a new one is created with them, an existing one (the user's)
+    gets them appended and moves to the top of the list."""
+
+    id: uuid.UUID
+    is_new: bool
+    title: str  # a new conversation's
+    mode: str  # a new conversation's; for an existing one the latest mode used ('' keeps it)
+    messages: Sequence[tuple[str, str, str, str]]  # (role, content, mode, model), in order
+
+
+# One statement, so one round trip and no BEGIN/COMMIT: the request rows, their share of the
+# day's aggregates, their events and the turns commit together or not at all. A request id seen
+# before (a retried write) counts and publishes nothing. Arrays travel as text[] (asyncpg's only
+# built-in array codec besides oid[]: others cost a catalog query per connection) and are cast
+# here; envelopes as hex. An existing conversation is updated before its messages are numbered
+# (the insert reads `touched`), so the row lock orders concurrent appends.
+_RECORD_EXCHANGE = f"""
+WITH part AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+        $7::text[]::int[], $8::text[]::int[], $9::text[]::float8[], $10::text[]::int[],
+        $11::text[]::int[], $12::text[]::bool[], $13::text[], $14::text[], $15::text[])
+        WITH ORDINALITY AS p(request_id, kind, conversation_id, mode, model, prompt_tokens,
+            completion_tokens, cost_usd, latency_ms, first_token_ms, cached, event_id, topic,
+            envelope, n)
+),
+request AS (
+    INSERT INTO ai_requests (request_id, user_id, conversation_id, kind, mode, model,
+        prompt_tokens, completion_tokens, cost_usd, latency_ms, first_token_ms, cached)
+    SELECT request_id, $1, conversation_id, kind, mode, model, prompt_tokens, completion_tokens,
+        cost_usd, latency_ms, first_token_ms, cached FROM part ORDER BY n
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING request_id, model, prompt_tokens, completion_tokens, cost_usd, cached,
+        (created_at AT TIME ZONE 'UTC')::date AS day
+),
+daily AS (
+    INSERT INTO ai_usage_daily AS u (user_id, day, model, requests, cached_requests,
+        prompt_tokens, completion_tokens, cost_usd)
+    SELECT $1, day, model, count(*), count(*) FILTER (WHERE cached), sum(prompt_tokens),
+        sum(completion_tokens), sum(cost_usd)
+    FROM request GROUP BY day, model
+    ON CONFLICT (user_id, day, model) DO UPDATE SET
+        requests = u.requests + EXCLUDED.requests,
+        cached_requests = u.cached_requests + EXCLUDED.cached_requests,
+        prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+        cost_usd = u.cost_usd + EXCLUDED.cost_usd
+),
+event AS (
+    INSERT INTO {outbox_pg.OUTBOX_TABLE} (event_id, topic, envelope)
+    SELECT part.event_id, part.topic, decode(part.envelope, 'hex')
+    FROM part JOIN request USING (request_id) ORDER BY part.n
+),
+created AS (
+    INSERT INTO ai_conversations (id, user_id, title, mode, message_count, updated_at)
+    SELECT $16, $1, $18, $19, cardinality($20::text[]), clock_timestamp() WHERE $17
+    RETURNING id
+),
+touched AS (
+    UPDATE ai_conversations SET
+        message_count = message_count + cardinality($20::text[]),
+        updated_at = clock_timestamp(),
+        mode = CASE WHEN $19 = '' THEN mode ELSE $19 END
+    WHERE NOT $17 AND id = $16 AND user_id = $1
+    RETURNING id
+),
+conversation AS (SELECT id FROM created UNION ALL SELECT id FROM touched),
+message AS (
+    INSERT INTO ai_messages (conversation_id, role, content, mode, model)
+    SELECT conversation.id, m.role, m.content, m.mode, m.model
+    FROM conversation, unnest($20::text[], $21::text[], $22::text[], $23::text[])
+        WITH ORDINALITY AS m(role, content, mode, model, n)
+    ORDER BY m.n
+)
+SELECT EXISTS (SELECT FROM conversation)
+"""  # noqa: S608 (a constant)
+
+
+def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[str]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
+
+
+async def record_exchange(
     conn: Conn,
-    *,
-    request_id: str,
     user_id: str,
-    conversation_id: str,
-    kind: str,
-    mode: str,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    cost_usd: float,
-    latency_ms: int,
-    first_token_ms: int,
-    cached: bool,
+    requests: Sequence[RequestRow],
+    conversation: ConversationWrite | None = None,
 ) -> bool:
-    """The request's row and its share of the day's aggregate, in one round trip; False (and
-    nothing counted) when this request id was recorded before."""
-    counted: bool | None = await conn.fetchval(
-        """
-        WITH request AS (
-            INSERT INTO ai_requests (request_id, user_id, conversation_id, kind, mode, model,
-                prompt_tokens, completion_tokens, cost_usd, latency_ms, first_token_ms, cached)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            ON CONFLICT (request_id) DO NOTHING
-            RETURNING (created_at AT TIME ZONE 'UTC')::date AS day
-        )
-        INSERT INTO ai_usage_daily AS u (user_id, day, model, requests, cached_requests,
-            prompt_tokens, completion_tokens, cost_usd)
-        SELECT $2, request.day, $6, 1, CASE WHEN $12 THEN 1 ELSE 0 END, $7, $8, $9 FROM request
-        ON CONFLICT (user_id, day, model) DO UPDATE SET
-            requests = u.requests + 1,
-            cached_requests = u.cached_requests + EXCLUDED.cached_requests,
-            prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
-            completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
-            cost_usd = u.cost_usd + EXCLUDED.cost_usd
-        RETURNING true
-        """,
-        request_id,
-        user_id,
-        conversation_id,
-        kind,
-        mode,
-        model,
-        prompt_tokens,
-        completion_tokens,
-        cost_usd,
-        latency_ms,
-        first_token_ms,
-        cached,
+    """Writes an exchange in one statement (see above); False when `conversation` is an
+    existing one that is not (or no longer) the user's: then no turns were written."""
+    request_columns = _text_columns(
+        [
+            (
+                r.request_id,
+                r.kind,
+                r.conversation_id,
+                r.mode,
+                r.model,
+                str(r.prompt_tokens),
+                str(r.completion_tokens),
+                repr(r.cost_usd),
+                str(r.latency_ms),
+                str(r.first_token_ms),
+                "true" if r.cached else "false",
+                r.event[0],
+                r.event[1],
+                r.event[2].hex(),
+            )
+            for r in requests
+        ],
+        14,
     )
-    return bool(counted)
+    c = conversation
+    stored: bool = await conn.fetchval(
+        _RECORD_EXCHANGE,
+        user_id,
+        *request_columns,
+        c.id if c else None,
+        c.is_new if c else False,
+        c.title if c else "",
+        c.mode if c else "",
+        *_text_columns(c.messages if c else [], 4),
+    )
+    return stored or c is None
 
 
 async def daily_usage(conn: Conn, user_id: str, days: int) -> list[Row]:
@@ -110,54 +203,11 @@ async def performance(conn: Conn, window: timedelta) -> list[Row]:
 _CONVERSATION_COLUMNS = "id, user_id, title, mode, message_count, created_at, updated_at"
 
 
-# (role, content, mode, model) rows as four arrays: unnest keeps their order (WITH ORDINALITY),
-# so the identity ids, which order a conversation, follow it.
-_MESSAGES_FROM_ARRAYS = """
-    INSERT INTO ai_messages (conversation_id, role, content, mode, model)
-    SELECT $1, m.role, m.content, m.mode, m.model
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
-        WITH ORDINALITY AS m(role, content, mode, model, n)
-    ORDER BY m.n
-"""
-
-
-def _columns(messages: Sequence[tuple[str, str, str, str]]) -> list[list[str]]:
-    return [list(column) for column in zip(*messages, strict=True)] if messages else [[]] * 4
-
-
-async def insert_conversation(
-    conn: Conn,
-    conversation_id: uuid.UUID,
-    user_id: str,
-    title: str,
-    mode: str,
-    messages: Sequence[tuple[str, str, str, str]],
-) -> None:
-    """A new conversation with its first (role, content, mode, model) messages, in one round
-    trip."""
-    await conn.execute(
-        f"""
-        WITH conversation AS (
-            INSERT INTO ai_conversations (id, user_id, title, mode, message_count, updated_at)
-            VALUES ($1, $6, $7, $8, cardinality($2::text[]), clock_timestamp())
-        )
-        {_MESSAGES_FROM_ARRAYS}
-        """,  # noqa: S608 (constants)
-        conversation_id,
-        *_columns(messages),
-        user_id,
-        title,
-        mode,
-    )
-
-
-async def find_conversation(
-    conn: Conn, user_id: str, conversation_id: uuid.UUID, *, lock: bool = False
-) -> Row | None:
-    """The user's conversation (None for another user's); `lock` holds it for an append."""
+async def find_conversation(conn: Conn, user_id: str, conversation_id: uuid.UUID) -> Row | None:
+    """The user's conversation (None for another user's)."""
     row: Row | None = await conn.fetchrow(
         f"SELECT {_CONVERSATION_COLUMNS} FROM ai_conversations "  # noqa: S608 (constants)
-        f"WHERE id = $1 AND user_id = $2{' FOR UPDATE' if lock else ''}",
+        "WHERE id = $1 AND user_id = $2",
         conversation_id,
         user_id,
     )
@@ -186,29 +236,6 @@ async def all_messages(conn: Conn, conversation_id: uuid.UUID) -> list[Row]:
         conversation_id,
     )
     return rows
-
-
-async def append_messages(
-    conn: Conn,
-    conversation_id: uuid.UUID,
-    messages: Sequence[tuple[str, str, str, str]],
-    latest_mode: str,
-) -> None:
-    """Adds (role, content, mode, model) messages in order, counts them, moves the conversation
-    to the top of the list and keeps the latest mode used ('' keeps it), in one round trip."""
-    await conn.execute(
-        f"""
-        WITH added AS ({_MESSAGES_FROM_ARRAYS})
-        UPDATE ai_conversations SET
-            message_count = message_count + cardinality($2::text[]),
-            updated_at = clock_timestamp(),
-            mode = CASE WHEN $6 = '' THEN mode ELSE $6 END
-        WHERE id = $1
-        """,  # noqa: S608 (constants)
-        conversation_id,
-        *_columns(messages),
-        latest_mode,
-    )
 
 
 async def list_conversations(

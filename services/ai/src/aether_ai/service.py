@@ -27,7 +27,6 @@ from aether_ai.cache import ALL_MODES, cache_key, context_hash
 from aether_ai.callers import Caller
 from aether_ai.config import AUTO, MEMORIES, AiSettings, ModeConfig
 from aether_ai.conversations import Conversation, Conversations, Turn
-from aether_ai.db import Conn, Database
 from aether_ai.jobs import JobResult, Jobs
 from aether_ai.metrics import ROUTED
 from aether_ai.preferences import Preferences
@@ -77,10 +76,8 @@ class AiService:
         preferences: Preferences,
         usage: UsageStore,
         jobs: Jobs,
-        database: Database,
     ) -> None:
         self.settings = settings
-        self._database = database
         self.answers = answers
         self._retriever = retriever
         self._memory = memory
@@ -192,7 +189,7 @@ class AiService:
             started=started,
         )
 
-    async def _record(
+    def _completion(
         self,
         request_id: str,
         user_id: str,
@@ -200,26 +197,21 @@ class AiService:
         kind: str,
         mode: str,
         outcome: Outcome,
-        *,
-        conn: Conn | None = None,
-    ) -> None:
+    ) -> Completion:
         u = outcome.usage
-        await self._usage.record(
-            Completion(
-                request_id=request_id,
-                user_id=user_id,
-                conversation_id=conversation_id,
-                kind=kind,
-                mode=mode,
-                model=u.model,
-                prompt_tokens=u.prompt_tokens,
-                completion_tokens=u.completion_tokens,
-                cost_usd=u.cost_usd,
-                latency_ms=u.latency_ms,
-                first_token_ms=u.first_token_ms,
-                cached=u.cached,
-            ),
-            conn=conn,
+        return Completion(
+            request_id=request_id,
+            user_id=user_id,
+            conversation_id=conversation_id,
+            kind=kind,
+            mode=mode,
+            model=u.model,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cost_usd=u.cost_usd,
+            latency_ms=u.latency_ms,
+            first_token_ms=u.first_token_ms,
+            cached=u.cached,
         )
 
     # == Chat ====================================================================================
@@ -297,7 +289,7 @@ class AiService:
         outcomes: Sequence[Outcome],
     ) -> ai_pb2.Done:
         """Usage recorded (one row per agent, with its event) and both turns appended (a new
-        conversation created with them), in one transaction: then Done may go."""
+        conversation created with them), in one statement: then Done may go."""
         if inp.agents:
             usage = [
                 (f"{request_id}/{agent}", agent, outcome)
@@ -313,12 +305,13 @@ class AiService:
             Turn("user", inp.message, conversation_mode, ""),
             Turn("assistant", done.answer, conversation_mode, done.usage.model),
         ]
-        async with self._database.transaction() as conn:
-            for part_id, mode, outcome in usage:
-                await self._record(
-                    part_id, user_id, conversation.id, kind, mode, outcome, conn=conn
-                )
-            await self._conversations.append(user_id, conversation, turns, conn=conn)
+        completions = [
+            self._completion(part_id, user_id, conversation.id, kind, mode, outcome)
+            for part_id, mode, outcome in usage
+        ]
+        await self._conversations.append(
+            user_id, conversation, turns, requests=self._usage.rows(completions)
+        )
         return done
 
     async def _stream_agents(
@@ -400,7 +393,9 @@ class AiService:
             outcome = answer.outcome
         if plan.footer:
             yield ai_pb2.AnalyzeResponse(sources=retrieval.sources_pb())
-        await self._record(request_id, caller.user_id, "", "analyze", mode_name, outcome)
+        await self._usage.record(
+            self._completion(request_id, caller.user_id, "", "analyze", mode_name, outcome)
+        )
         yield ai_pb2.AnalyzeResponse(
             done=_done(outcome.answer, outcome.usage, outcome.finish_reason)
         )
@@ -460,7 +455,9 @@ class AiService:
                 async for _ in pieces:
                     pass
             outcome = answer.outcome
-        await self._record(str(uuid.uuid4()), caller.user_id, "", "search", SEARCH_MODE, outcome)
+        await self._usage.record(
+            self._completion(str(uuid.uuid4()), caller.user_id, "", "search", SEARCH_MODE, outcome)
+        )
         response.summary = outcome.answer
         response.usage.CopyFrom(outcome.usage)
         return response

@@ -1,18 +1,20 @@
 """Usage and cost: one row per answered request, a per-user daily aggregate, and the event.
 
-`record()` is idempotent by request id (a retried write counts once). `performance()` reads the
-request rows of every replica; the caller adds this replica's live figures.
+`record()` is idempotent by request id (a retried write counts once and publishes once).
+`performance()` reads the request rows of every replica; the caller adds this replica's live
+figures.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from aether.ai.v1 import ai_pb2, events_pb2
 from aether_ai import repository
-from aether_ai.db import Conn, Database
+from aether_ai.db import Database
 from aether_ai.events import request_completed
 from aether_common.errors import ValidationFailed
 from aether_common.events import outbox_pg
@@ -61,36 +63,39 @@ class UsageStore:
         self._db = db
         self._topic_prefix = topic_prefix
 
-    async def record(self, completion: Completion, *, conn: Conn | None = None) -> None:
-        """The request row, the day's aggregate and the outbox event, in one transaction:
-        `conn`'s when given (the answer's turns go in the same one), else its own."""
-        c = completion
-        if not c.request_id or not c.user_id:
-            raise ValueError("a completion needs a request id and a user id")
-        if c.kind not in KINDS:
-            raise ValueError(f"unknown completion kind {c.kind!r}")
-        if conn is None:
-            async with self._db.transaction() as own:
-                await self.record(completion, conn=own)
-            return
-        counted = await repository.record_request(
-            conn,
-            request_id=c.request_id,
-            user_id=c.user_id,
-            conversation_id=c.conversation_id,
-            kind=c.kind,
-            mode=c.mode,
-            model=c.model,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            cost_usd=c.cost_usd,
-            latency_ms=c.latency_ms,
-            first_token_ms=c.first_token_ms,
-            cached=c.cached,
-        )
-        if not counted:
-            return  # recorded before: counted once, published once
-        await outbox_pg.add(conn, request_completed(c.to_event_payload(), self._topic_prefix))
+    def rows(self, completions: Sequence[Completion]) -> list[repository.RequestRow]:
+        """The completions as request rows with their events, for `record` or for an answer's
+        write with its turns (Conversations.append)."""
+        rows = []
+        for c in completions:
+            if not c.request_id or not c.user_id:
+                raise ValueError("a completion needs a request id and a user id")
+            if c.kind not in KINDS:
+                raise ValueError(f"unknown completion kind {c.kind!r}")
+            event = request_completed(c.to_event_payload(), self._topic_prefix)
+            rows.append(
+                repository.RequestRow(
+                    request_id=c.request_id,
+                    kind=c.kind,
+                    conversation_id=c.conversation_id,
+                    mode=c.mode,
+                    model=c.model,
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    cost_usd=c.cost_usd,
+                    latency_ms=c.latency_ms,
+                    first_token_ms=c.first_token_ms,
+                    cached=c.cached,
+                    event=outbox_pg.outbox_row(event),
+                )
+            )
+        return rows
+
+    async def record(self, completion: Completion) -> None:
+        """The request row, the day's aggregate and the outbox event, in one statement."""
+        rows = self.rows([completion])
+        async with self._db.connection() as conn:
+            await repository.record_exchange(conn, completion.user_id, rows)
 
     async def usage(self, user_id: str, days: int) -> ai_pb2.GetUsageResponse:
         """The user's usage per UTC day per model over the last `days` days (today included)."""

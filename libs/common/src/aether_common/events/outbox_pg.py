@@ -1,7 +1,9 @@
 """Transactional outbox on PostgreSQL: events commit or roll back with the state change.
 
 A service copies `OUTBOX_DDL` into one of its migrations, calls `add(conn, event)` inside the
-transaction that changes state, and runs a `PgOutboxRelay`. An idle relay is woken by a NOTIFY
+transaction that changes state (or, to spare that transaction's round trips, inserts the
+`outbox_row(event)` values into `OUTBOX_TABLE` in the same statement as the change: a
+data-modifying CTE), and runs a `PgOutboxRelay`. An idle relay is woken by a NOTIFY
 sent on commit (never on rollback); a busy one polls every few milliseconds instead, and either
 way a slow poll covers a lost notification. A session advisory lock makes one replica drain at
 a time; the others wait and take over when its connection goes away. Marking rows sent uses
@@ -87,11 +89,17 @@ async def add(conn: Any, event: Event[Any]) -> None:
     await add_many(conn, [event])
 
 
+def outbox_row(event: Event[Any]) -> tuple[str, str, bytes]:
+    """The (event_id, topic, envelope) columns of an event's `event_outbox` row."""
+    envelope = event.to_envelope()
+    return envelope.id, envelope.type, envelope.SerializeToString()
+
+
 async def add_many(conn: Any, events: Sequence[Event[Any]]) -> None:
     """Several events, in order, in one round trip (asyncpg pipelines executemany)."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox add() must run inside the transaction that changes state")
-    rows = [(e.id, e.type, e.SerializeToString()) for e in map(Event.to_envelope, events)]
+    rows = [outbox_row(event) for event in events]
     if len(rows) == 1:
         await conn.execute(_INSERT, *rows[0])
     else:

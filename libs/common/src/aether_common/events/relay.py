@@ -255,12 +255,16 @@ class OutboxRelay(ABC):
         if purged:
             log.info("outbox purged sent rows", relay=self.name, rows=purged)
 
+    # asyncio.timeout rather than wait_for: no task per wait, and on 3.11 wait_for can swallow
+    # a cancel that comes as the event is set.
     async def _idle(self, seconds: float) -> None:
         """Wait for an insert notification, a stop, or the poll interval."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but return at once on stop."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
