@@ -200,6 +200,23 @@ class Ai:
         call = self.stub.Analyze(ai_pb2.AnalyzeRequest(**fields), metadata=self.auth(user_id))
         return [event async for event in call]
 
+    async def chat_whole(
+        self, user_id: str, message: str, **fields: Any
+    ) -> ai_pb2.ChatWholeResponse:
+        """One ChatWhole call (the unary whole answer)."""
+        request = ai_pb2.ChatWholeRequest(request=ai_pb2.ChatRequest(message=message, **fields))
+        answer: ai_pb2.ChatWholeResponse = await self.stub.ChatWhole(
+            request, metadata=self.auth(user_id)
+        )
+        return answer
+
+    async def analyze_whole(self, user_id: str, **fields: Any) -> ai_pb2.AnalyzeWholeResponse:
+        request = ai_pb2.AnalyzeWholeRequest(request=ai_pb2.AnalyzeRequest(**fields))
+        answer: ai_pb2.AnalyzeWholeResponse = await self.stub.AnalyzeWhole(
+            request, metadata=self.auth(user_id)
+        )
+        return answer
+
 
 StartAi = Callable[..., Awaitable[Ai]]
 

@@ -53,11 +53,9 @@ async def test_analyze_streams_an_answer_over_the_bars(ai: Any, kit: Any) -> Non
     assert usage.requests == 1
     assert usage.days[0].model == "large"
 
-    collected = await ai.analyze(
-        user, symbol="aapl", bars=series(60), question="Is the trend up?", final_only=True
-    )
-    assert kit.kinds(collected) == ["started", "done"]
-    assert collected[-1].done.answer.strip()
+    whole = await ai.analyze_whole(user, symbol="aapl", bars=series(60), question="Trend up?")
+    assert whole.started.mode == "stock_analysis"
+    assert whole.done.answer.strip()
 
 
 async def test_analyze_refuses_bad_bars_with_a_message(ai: Any, kit: Any) -> None:

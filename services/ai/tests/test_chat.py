@@ -177,27 +177,24 @@ async def test_multi_agent_answers_merge_each_agents_part(ai: Any, kit: Any) -> 
     assert usage.requests == 2  # one row per agent
 
 
-async def test_final_only_sends_no_chunks_but_the_same_answer_and_records(
-    ai: Any, kit: Any
+async def test_chat_whole_gives_the_streamed_answer_in_one_response_and_records(
+    ai: Any,
 ) -> None:
     user = ai.user()
     streamed = await ai.chat(user, "What is a bond?", mode="fast")
-    # The same question again, collected: the cached answer, without its chunks.
-    collected = await ai.chat(user, "What is a bond?", mode="fast", final_only=True)
-    assert kit.kinds(collected) == ["started", "done"]
-    assert collected[0].started.cached
-    assert collected[-1].done.answer == streamed[-1].done.answer
+    # The same question again, whole: the cached answer.
+    whole = await ai.chat_whole(user, "What is a bond?", mode="fast")
+    assert whole.started.cached
+    assert whole.started.conversation_id
+    assert whole.done.answer == streamed[-1].done.answer
 
-    fresh = await ai.chat(user, "What is a dividend?", mode="fast", final_only=True, no_cache=True)
-    assert kit.kinds(fresh) == ["started", "done"]
-    assert fresh[-1].done.answer.strip()
-    assert fresh[-1].done.usage.completion_tokens > 0
+    fresh = await ai.chat_whole(user, "What is a dividend?", mode="fast", no_cache=True)
+    assert not fresh.started.cached
+    assert fresh.done.answer.strip()
+    assert fresh.done.usage.completion_tokens > 0
 
-    merged = await ai.chat(
-        user, "What is a share split?", agents=["fast", "learn"], final_only=True
-    )
-    assert kit.kinds(merged) == ["started", "done"]
-    assert [p.agent for p in merged[-1].done.parts] == ["fast", "learn"]
+    merged = await ai.chat_whole(user, "What is a share split?", agents=["fast", "learn"])
+    assert [p.agent for p in merged.done.parts] == ["fast", "learn"]
 
     usage = await ai.stub.GetUsage(ai_pb2.GetUsageRequest(), metadata=ai.auth(user))
     assert usage.requests == 5  # each recorded: streamed, cached, fresh, one row per agent
@@ -205,6 +202,14 @@ async def test_final_only_sends_no_chunks_but_the_same_answer_and_records(
         ai_pb2.ListConversationsRequest(), metadata=ai.auth(user)
     )
     assert sorted(c.message_count for c in listed.conversations) == [2, 2, 2, 2]
+
+
+async def test_chat_whole_refuses_bad_input_like_chat(ai: Any, kit: Any) -> None:
+    error = await kit.failure(ai.chat_whole(ai.user(), "   "))
+    assert error.grpc_code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "message" in error.detail
+    error = await kit.failure(ai.chat_whole(ai.user(), "hi", mode="telepathy"))
+    assert "telepathy" in error.detail
 
 
 async def test_deltas_that_arrive_close_together_share_a_chunk(start_ai: Any, kit: Any) -> None:

@@ -48,6 +48,8 @@ async def test_rag_answers_carry_sources_and_a_footer_with_the_retrieved_ids(
     assert again[0].started.cached
     assert again[-1].done.answer == done.answer
     assert [s.id for s in again[-2].sources.sources] == [s.id for s in sources]
+    whole = await ai.chat_whole(user, "What does the RSI indicator measure?", mode="web_search")
+    assert (whole.done.answer, list(whole.sources)) == (done.answer, list(sources))
 
 
 async def test_memories_are_searched_with_the_callers_own_token(

@@ -498,6 +498,7 @@ def token_issuer_audience() -> tuple[str, str]:
 AI_SERVICE = ai_pb2.DESCRIPTOR.services_by_name["AiService"]
 MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
 AI_STREAMS = frozenset(("Chat", "Analyze"))
+AI_WHOLE = {"ChatWhole": "Chat", "AnalyzeWhole": "Analyze"}  # whole answer -> its stream
 # In a scripted stream: wait here until the client cancels the call.
 HOLD = object()
 StreamScript = list[Any] | AetherError | Callable[[Any], AsyncIterator[Any]]
@@ -536,7 +537,9 @@ class FakeAi:
     """An AiService peer for the gateway's own tests. Unary RPCs answer like FakeChat's;
     Chat/Analyze stream `streams[name]`: a list of events (an AetherError in it fails the call
     there, HOLD waits until the client cancels), an AetherError, or a callable giving an async
-    iterator. A call the client cancelled is recorded in `cancelled`."""
+    iterator. ChatWhole/AnalyzeWhole, unless scripted in `answers`, answer with the whole of
+    what Chat/Analyze would stream, as the service does. A call the client cancelled is
+    recorded in `cancelled`."""
 
     answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
     streams: dict[str, StreamScript] = field(default_factory=dict)
@@ -571,6 +574,14 @@ class FakeAi:
             return answer
         output = AI_SERVICE.methods_by_name[method].output_type.name
         message: Message = getattr(ai_pb2, output)()
+        if method in AI_WHOLE:
+            self.streaming_event.set()
+            async for event in self.stream(AI_WHOLE[method], request.request):
+                kind = event.WhichOneof("event")
+                if kind == "sources":
+                    message.sources.extend(event.sources.sources)  # type: ignore[attr-defined]
+                elif kind != "chunk":
+                    getattr(message, kind).CopyFrom(getattr(event, kind))
         return message
 
     async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
@@ -599,7 +610,12 @@ def _ai_servicer(fake: FakeAi) -> ai_pb2_grpc.AiServiceServicer:
             self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message:
             fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            return await fake.answer(name, request)
+            try:
+                return await fake.answer(name, request)
+            except asyncio.CancelledError:
+                fake.cancelled.append(name)
+                fake.cancelled_event.set()
+                raise
 
         return method
 
@@ -673,7 +689,12 @@ def _memory_servicer(fake: FakeMemory) -> memory_pb2_grpc.MemoryServiceServicer:
             self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message:
             fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            return await fake.answer(name, request)
+            try:
+                return await fake.answer(name, request)
+            except asyncio.CancelledError:
+                fake.cancelled.append(name)
+                fake.cancelled_event.set()
+                raise
 
         return method
 

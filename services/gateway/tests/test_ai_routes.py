@@ -1,9 +1,11 @@
 """/api/ai/* REST: each route calls its AiService RPC with the caller's token and shapes the answer
-(the streamed ones collected); bad input is a 4xx in the one error shape before any gRPC call;
-ai's errors keep their meaning. ai is a scripted gRPC peer here (FakeAi in conftest.py)."""
+(chat, analyze and generate: one whole answer); bad input is a 4xx in the one error shape before
+any gRPC call; ai's errors keep their meaning. ai is a scripted gRPC peer here (FakeAi in
+conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -77,7 +79,7 @@ def admin(token: Callable[..., str]) -> dict[str, str]:
 
 
 # -- answers -------------------------------------------------------------------------------------
-async def test_chat_collects_the_stream_and_forwards_the_request_and_token(
+async def test_chat_answers_whole_and_forwards_the_request_and_token(
     api: Any, fake_ai: Any, caller: dict[str, str]
 ) -> None:
     body = {
@@ -90,14 +92,13 @@ async def test_chat_collects_the_stream_and_forwards_the_request_and_token(
     response = await api.post("/api/ai/chat", json=body, headers=caller)
     assert response.status_code == 200, response.text
     assert response.json() == ANSWER_OUT
-    (call,) = fake_ai.calls_to("Chat")
-    assert call.request == ai_pb2.ChatRequest(
+    (call,) = fake_ai.calls_to("ChatWhole")  # one unary call, no stream
+    assert call.request.request == ai_pb2.ChatRequest(
         message="What is a candle?",
         mode="fast",
         model="smollm2-135m",
         conversation_id="conv-1",
         no_cache=True,
-        final_only=True,  # collected: the service sends no chunks
     )
     assert call.metadata["authorization"] == caller["Authorization"]
 
@@ -167,10 +168,10 @@ async def test_a_multi_agent_answer_keeps_its_parts_and_sources(
         "usage": usage_out,
         "finish_reason": "cached",
     }
-    assert list(fake_ai.calls_to("Chat")[0].request.agents) == ["fast", "learn"]
+    assert list(fake_ai.calls_to("ChatWhole")[0].request.request.agents) == ["fast", "learn"]
 
 
-async def test_analyze_sends_the_bars_and_collects_the_answer(
+async def test_analyze_sends_the_bars_and_answers_whole(
     api: Any, fake_ai: Any, caller: dict[str, str], ai_events: Any
 ) -> None:
     fake_ai.streams["Analyze"] = ai_events(response=ai_pb2.AnalyzeResponse)
@@ -178,13 +179,13 @@ async def test_analyze_sends_the_bars_and_collects_the_answer(
     response = await api.post("/api/ai/analyze", json=body, headers=caller)
     assert response.status_code == 200, response.text
     assert response.json() == ANSWER_OUT
-    (call,) = fake_ai.calls_to("Analyze")
-    assert call.request.symbol == "BRK.B"
-    assert call.request.question == "trend?"
-    assert call.request.no_cache is True
-    assert call.request.final_only is True
-    assert len(call.request.bars) == 3
-    first = call.request.bars[0]
+    (call,) = fake_ai.calls_to("AnalyzeWhole")
+    analyze = call.request.request
+    assert analyze.symbol == "BRK.B"
+    assert analyze.question == "trend?"
+    assert analyze.no_cache is True
+    assert len(analyze.bars) == 3
+    first = analyze.bars[0]
     assert first.time.ToDatetime() == datetime(2025, 1, 1)
     assert (first.open, first.high, first.low, first.close, first.volume) == (
         10,
@@ -195,7 +196,7 @@ async def test_analyze_sends_the_bars_and_collects_the_answer(
     )
 
 
-async def test_a_stream_that_ends_without_done_is_a_502(
+async def test_a_whole_answer_without_done_is_a_502(
     api: Any, fake_ai: Any, caller: dict[str, str], ai_events: Any, error_shape: Any
 ) -> None:
     fake_ai.streams["Chat"] = ai_events()[:-1]
@@ -295,7 +296,7 @@ async def test_generate_queues_a_job_or_answers_now(
     now = await api.post("/api/ai/generate", json={"message": "now"}, headers=caller)
     assert now.status_code == 200, now.text
     assert now.json() == ANSWER_OUT
-    assert fake_ai.calls_to("Chat")[0].request.message == "now"
+    assert fake_ai.calls_to("ChatWhole")[0].request.request.message == "now"
 
 
 async def test_a_job_is_read_by_its_id(api: Any, fake_ai: Any, caller: dict[str, str]) -> None:
@@ -633,6 +634,27 @@ async def test_ai_errors_keep_their_meaning(
     error_shape(await api.post("/api/ai/chat", json={"message": "hi"}, headers=caller), 400)
 
 
+async def test_a_whole_answer_has_an_answers_deadline_not_a_unary_calls(
+    start_gateway: Any, fake_ai: Any, caller: dict[str, str], ai_events: Any, error_shape: Any
+) -> None:
+    api = await start_gateway(
+        ai_grpc_target=fake_ai.address, ai_timeout_s=0.2, ai_stream_timeout_s=1.0
+    )
+
+    async def slow(request: Any) -> Any:
+        await asyncio.sleep(0.5)  # past the unary deadline, within the answer's
+        for event in ai_events():
+            yield event
+
+    fake_ai.streams["Chat"] = slow
+    response = await api.post("/api/ai/chat", json={"message": "hi"}, headers=caller)
+    assert response.status_code == 200, response.text
+    assert response.json() == ANSWER_OUT
+    # Other unary calls keep the short one.
+    fake_ai.answers["Search"] = lambda request: asyncio.sleep(0.5, ai_pb2.SearchResponse())
+    error_shape(await api.post("/api/ai/search", json={"query": "x"}, headers=caller), 504)
+
+
 async def test_ai_busy_is_a_503_with_retry_after(
     api: Any, fake_ai: Any, caller: dict[str, str], error_shape: Any
 ) -> None:
@@ -647,7 +669,7 @@ async def test_ai_busy_is_a_503_with_retry_after(
     assert response.headers["retry-after"] == "7"
 
 
-async def test_a_failure_mid_stream_fails_the_collected_answer(
+async def test_a_failure_mid_answer_fails_the_whole_answer(
     api: Any, fake_ai: Any, caller: dict[str, str], ai_events: Any, error_shape: Any
 ) -> None:
     events = ai_events()

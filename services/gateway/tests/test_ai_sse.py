@@ -99,7 +99,6 @@ async def test_the_stream_is_start_chunks_sources_done_in_order(
     ]
     (call,) = fake_ai.calls_to("Chat")
     assert (call.request.message, call.request.mode) == ("hi", "fast")
-    assert call.request.final_only is False  # streamed: every chunk is wanted
     assert call.metadata["authorization"] == caller["Authorization"]
 
 

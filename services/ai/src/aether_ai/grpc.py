@@ -1,12 +1,14 @@
 """The AiService gRPC servicer: identify the caller, call the service, answer. Every RPC is
 "caller" (ai.proto): no verified token, no call. Errors are typed (aether_common.errors) and
-mapped by the server's interceptor; Chat and Analyze stream their events as they come, and a
-client that cancels stops the generation (service.py)."""
+mapped by the server's interceptor; Chat and Analyze stream their events as they come,
+ChatWhole and AnalyzeWhole answer once with the whole; a client that cancels stops the
+generation (service.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
 from aether_ai.callers import require_admin, require_caller
@@ -18,6 +20,26 @@ SERVICE_NAME = ai_pb2.DESCRIPTOR.services_by_name["AiService"].full_name
 
 def register(servicer: AiServicer, server: Any) -> None:
     ai_pb2_grpc.add_AiServiceServicer_to_server(servicer, server)
+
+
+Whole = TypeVar("Whole", ai_pb2.ChatWholeResponse, ai_pb2.AnalyzeWholeResponse)
+
+
+async def _whole(
+    events: AsyncGenerator[ai_pb2.ChatResponse | ai_pb2.AnalyzeResponse, None], whole: Whole
+) -> Whole:
+    """The answer's Started, Sources and Done in one message (a cancelled call closes the
+    generator, and so frees its model slot, before this returns)."""
+    async with aclosing(events):
+        async for event in events:
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                whole.started.CopyFrom(event.started)
+            elif kind == "sources":
+                whole.sources.extend(event.sources.sources)
+            elif kind == "done":
+                whole.done.CopyFrom(event.done)
+    return whole
 
 
 class AiServicer(ai_pb2_grpc.AiServiceServicer):
@@ -36,6 +58,18 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
         self, request: ai_pb2.AnalyzeRequest, context: Context
     ) -> AsyncIterator[ai_pb2.AnalyzeResponse]:
         return self._service.analyze(require_caller(), request)
+
+    async def ChatWhole(
+        self, request: ai_pb2.ChatWholeRequest, context: Context
+    ) -> ai_pb2.ChatWholeResponse:
+        events = self._service.chat(require_caller(), request.request, chunks=False)
+        return await _whole(events, ai_pb2.ChatWholeResponse())
+
+    async def AnalyzeWhole(
+        self, request: ai_pb2.AnalyzeWholeRequest, context: Context
+    ) -> ai_pb2.AnalyzeWholeResponse:
+        events = self._service.analyze(require_caller(), request.request, chunks=False)
+        return await _whole(events, ai_pb2.AnalyzeWholeResponse())
 
     async def Search(
         self, request: ai_pb2.SearchRequest, context: Context

@@ -55,7 +55,6 @@ class ChatInput:
     conversation_id: str
     agents: tuple[str, ...]
     no_cache: bool
-    final_only: bool = False  # no Chunk events: the caller reads only Done
 
 
 def _done(
@@ -103,7 +102,6 @@ class AiService:
             conversation_id=validation.conversation_id(request.conversation_id),
             agents=agents,
             no_cache=request.no_cache,
-            final_only=request.final_only,
         )
 
     async def default_mode(self, user_id: str) -> str:
@@ -216,8 +214,10 @@ class AiService:
 
     # == Chat ====================================================================================
     async def chat(
-        self, caller: Caller, request: ai_pb2.ChatRequest
+        self, caller: Caller, request: ai_pb2.ChatRequest, *, chunks: bool = True
     ) -> AsyncGenerator[ai_pb2.ChatResponse, None]:
+        """The answer's events; `chunks=False` (a caller that reads only the whole answer) skips
+        the Chunk events."""
         started = time.perf_counter()
         inp = self.chat_input(request)
         request_id = str(uuid.uuid4())
@@ -262,12 +262,12 @@ class AiService:
             if inp.agents:
                 async with aclosing(self._stream_agents(list(inp.agents), opened)) as events:
                     async for event in events:
-                        if not inp.final_only:
+                        if chunks:
                             yield event
             else:
                 async with aclosing(opened[0].pieces()) as pieces:
                     async for piece in pieces:
-                        if not inp.final_only:
+                        if chunks:
                             yield ai_pb2.ChatResponse(chunk=ai_pb2.Chunk(content=piece))
             outcomes = [answer.outcome for answer in opened]
         if retrieval.snippets and any(plan.footer for plan in plans):
@@ -353,8 +353,9 @@ class AiService:
 
     # == Analyze =================================================================================
     async def analyze(
-        self, caller: Caller, request: ai_pb2.AnalyzeRequest
+        self, caller: Caller, request: ai_pb2.AnalyzeRequest, *, chunks: bool = True
     ) -> AsyncGenerator[ai_pb2.AnalyzeResponse, None]:
+        """As chat()."""
         started = time.perf_counter()
         s = self.settings
         symbol = validation.symbol(request.symbol)
@@ -388,7 +389,7 @@ class AiService:
             )
             async with aclosing(answer.pieces()) as pieces:
                 async for piece in pieces:
-                    if not request.final_only:
+                    if chunks:
                         yield ai_pb2.AnalyzeResponse(chunk=ai_pb2.Chunk(content=piece))
             outcome = answer.outcome
         if plan.footer:

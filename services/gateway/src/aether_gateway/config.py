@@ -114,7 +114,7 @@ class GatewaySettings(AetherSettings):
     )
     # Unary AI calls (Search runs a summary through the model, so not the 5 s of auth and chat).
     ai_timeout_s: float = Field(default=60.0, gt=0)
-    # The whole of one streamed answer (Chat, Analyze): queue wait plus generation.
+    # The whole of one answer (Chat, Analyze; streamed or whole): queue wait plus generation.
     ai_stream_timeout_s: float = Field(default=120.0, gt=0)
     memory_timeout_s: float = Field(default=15.0, gt=0)
     # Retry-After on `ai_busy` (every model slot busy) when the service does not name one.

@@ -76,11 +76,13 @@ class ServiceClient:
         request: Req,
         *,
         token: str | None = None,
+        deadline_s: float | None = None,
     ) -> Resp:
-        """`await auth.call(auth.stub.GetMe, GetMeRequest(), token=caller.raw)`."""
+        """`await auth.call(auth.stub.GetMe, GetMeRequest(), token=caller.raw)`; `deadline_s`
+        replaces the channel's default deadline."""
         metadata = grpc.aio.Metadata((AUTHORIZATION_KEY, f"Bearer {token}")) if token else None
         try:
-            return await rpc(request, metadata=metadata)
+            return await rpc(request, metadata=metadata, timeout=deadline_s)
         except grpc.aio.AioRpcError as exc:
             error = upstream_error(exc, self.name)
             if error.http_status >= 500:

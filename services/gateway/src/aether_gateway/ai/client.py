@@ -1,8 +1,9 @@
 """ai's AiService over one shared gRPC channel, every call made with the caller's token.
 
-Unary calls go through ServiceClient.call (typed errors, as for auth and chat); the streamed
-answers (Chat, Analyze) through `stream`, which cancels the call whenever its reader stops early
-(client gone, cancel frame), so the service frees the model slot at once.
+Unary calls go through ServiceClient.call (typed errors, as for auth and chat), whole answers
+(ChatWhole, AnalyzeWhole) through `whole`, with an answer's deadline; the streamed answers (Chat,
+Analyze) through `stream`, which cancels the call whenever its reader stops early (client gone,
+cancel frame), so the service frees the model slot at once.
 """
 
 from __future__ import annotations
@@ -57,10 +58,17 @@ class AiClient(ServiceClient):
     name = "ai"
     service = AI_SERVICE
 
-    def __init__(self, channel: grpc.aio.Channel, *, busy_retry_after_s: int) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        busy_retry_after_s: int,
+        answer_timeout_s: float | None = None,
+    ) -> None:
         super().__init__(channel)
         self.stub = ai_pb2_grpc.AiServiceStub(channel)
         self.busy_retry_after_s = busy_retry_after_s
+        self.answer_timeout_s = answer_timeout_s
 
     @classmethod
     def connect(
@@ -72,7 +80,9 @@ class AiClient(ServiceClient):
             default_timeout=timeout_s,
             default_stream_timeout=stream_timeout_s,
         )
-        return cls(channel, busy_retry_after_s=busy_retry_after_s)
+        return cls(
+            channel, busy_retry_after_s=busy_retry_after_s, answer_timeout_s=stream_timeout_s
+        )
 
     def _busy_hint(self, error: AetherError) -> AetherError:
         # Every slot busy: the client should come back, and the 503 says when.
@@ -86,12 +96,20 @@ class AiClient(ServiceClient):
         request: Req,
         *,
         token: str | None = None,
+        deadline_s: float | None = None,
     ) -> Resp:
         try:
-            return await super().call(rpc, request, token=token)
+            return await super().call(rpc, request, token=token, deadline_s=deadline_s)
         except AetherError as error:
             self._busy_hint(error)
             raise
+
+    async def whole(
+        self, rpc: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req, *, token: str
+    ) -> Resp:
+        """A whole answer: a unary call with a streamed answer's deadline (queue wait plus
+        generation), not the short one of the other unary calls."""
+        return await self.call(rpc, request, token=token, deadline_s=self.answer_timeout_s)
 
     async def stream(
         self,

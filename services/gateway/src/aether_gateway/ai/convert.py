@@ -50,8 +50,7 @@ def struct(value: Struct) -> dict[str, Any]:
 
 
 # -- requests ------------------------------------------------------------------------------------
-def chat_request(body: ChatIn, *, final_only: bool = False) -> ai_pb2.ChatRequest:
-    """`final_only` for a REST collect: the service then sends no chunks."""
+def chat_request(body: ChatIn) -> ai_pb2.ChatRequest:
     return ai_pb2.ChatRequest(
         message=body.message,
         mode=body.mode or "",
@@ -59,11 +58,10 @@ def chat_request(body: ChatIn, *, final_only: bool = False) -> ai_pb2.ChatReques
         conversation_id=body.conversation_id or "",
         agents=body.agents or [],
         no_cache=body.no_cache,
-        final_only=final_only,
     )
 
 
-def analyze_request(body: AnalyzeIn, *, final_only: bool = False) -> ai_pb2.AnalyzeRequest:
+def analyze_request(body: AnalyzeIn) -> ai_pb2.AnalyzeRequest:
     return ai_pb2.AnalyzeRequest(
         symbol=body.symbol,
         bars=[
@@ -80,7 +78,6 @@ def analyze_request(body: AnalyzeIn, *, final_only: bool = False) -> ai_pb2.Anal
         question=body.question,
         model=body.model or "",
         no_cache=body.no_cache,
-        final_only=final_only,
     )
 
 
@@ -161,6 +158,15 @@ def event(message: StreamEvent) -> Event | None:
     if kind == "done":
         return "done", done(message.done)
     return None
+
+
+def whole(message: ai_pb2.ChatWholeResponse | ai_pb2.AnalyzeWholeResponse) -> dict[str, Any]:
+    """A whole answer (ChatWhole, AnalyzeWhole) in the shape of `AnswerOut`."""
+    return {
+        **started(message.started),
+        "sources": [source(item) for item in message.sources],
+        **done(message.done),
+    }
 
 
 # -- the other answers ---------------------------------------------------------------------------

@@ -3,7 +3,6 @@ AiService RPC with the caller's token, and shapes the answer; ai's errors keep t
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -37,7 +36,7 @@ from aether_gateway.ai.schemas import (
     UsageReportOut,
 )
 from aether_gateway.ai.sse import MEDIA_TYPE, EventStreamResponse
-from aether_gateway.ai.stream import Transport, answer_events, collect
+from aether_gateway.ai.stream import UpstreamProtocolError, answer_events
 from aether_gateway.ai.ws import AiChatSocket
 from aether_gateway.deps import Caller, Resources, access_of, caller_of, resources_of
 
@@ -79,20 +78,22 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _answer(
-    ai: AiClient,
-    request: ai_pb2.ChatRequest | ai_pb2.AnalyzeRequest,
-    caller: AccessToken,
-    transport: Transport = "rest",
-) -> AnswerOut:
-    async with aclosing(answer_events(ai, request, token=caller.raw, transport=transport)) as ev:
-        return AnswerOut.model_validate(await collect(ev))
+def _answer_out(answer: ai_pb2.ChatWholeResponse | ai_pb2.AnalyzeWholeResponse) -> AnswerOut:
+    if not answer.HasField("done"):
+        raise UpstreamProtocolError("the ai service answered without finishing the answer")
+    return AnswerOut.model_validate(convert.whole(answer))
+
+
+async def _chat_whole(ai: AiClient, request: ai_pb2.ChatRequest, caller: AccessToken) -> AnswerOut:
+    whole = ai_pb2.ChatWholeRequest(request=request)
+    answer = await ai.whole(ai.stub.ChatWhole, whole, token=caller.raw)
+    return _answer_out(answer)
 
 
 # -- answers -------------------------------------------------------------------------------------
-@router.post("/chat", summary="One answer, collected from the stream (Chat)")
+@router.post("/chat", summary="One answer, whole (ChatWhole)")
 async def chat(body: ChatIn, caller: Caller, ai: Ai) -> AnswerOut:
-    return await _answer(ai, convert.chat_request(body, final_only=True), caller)
+    return await _chat_whole(ai, convert.chat_request(body), caller)
 
 
 @router.post(
@@ -106,9 +107,11 @@ async def chat_stream(body: ChatIn, caller: Caller, ai: Ai, resources: Resources
     return EventStreamResponse(events, keepalive_s=resources.settings.ai_sse_keepalive_s)
 
 
-@router.post("/analyze", summary="Stock analysis over the OHLCV bars sent (Analyze), collected")
+@router.post("/analyze", summary="Stock analysis over the OHLCV bars sent, whole (AnalyzeWhole)")
 async def analyze(body: AnalyzeIn, caller: Caller, ai: Ai) -> AnswerOut:
-    return await _answer(ai, convert.analyze_request(body, final_only=True), caller)
+    whole = ai_pb2.AnalyzeWholeRequest(request=convert.analyze_request(body))
+    answer = await ai.whole(ai.stub.AnalyzeWhole, whole, token=caller.raw)
+    return _answer_out(answer)
 
 
 @router.post("/search", summary="Semantic search plus a summary citing the hits (Search)")
@@ -136,7 +139,7 @@ async def set_mode(body: ModeIn, caller: Caller, ai: Ai) -> ModeOut:
 # -- async generation ----------------------------------------------------------------------------
 @router.post(
     "/generate",
-    summary="An answer now (async=false, collected) or as a background job (async=true: 202)",
+    summary="An answer now (async=false, whole) or as a background job (async=true: 202)",
     responses={202: {"model": JobQueuedOut, "description": "queued; poll GET /api/ai/jobs/{id}"}},
 )
 async def generate(
@@ -147,7 +150,7 @@ async def generate(
 ) -> Any:
     request = convert.chat_request(body)
     if not run_async:
-        return await _answer(ai, request, caller)
+        return await _chat_whole(ai, request, caller)
     answer = await ai.call(
         ai.stub.SubmitJob, ai_pb2.SubmitJobRequest(request=request), token=caller.raw
     )

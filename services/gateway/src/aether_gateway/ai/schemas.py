@@ -150,7 +150,7 @@ class PartOut(Response):
 
 
 class AnswerOut(Response):
-    """A whole answer (POST /api/ai/chat, /analyze, /generate): the collected stream."""
+    """A whole answer (POST /api/ai/chat, /analyze, /generate)."""
 
     answer: str
     conversation_id: str

@@ -1,5 +1,6 @@
-"""One streamed answer (Chat or Analyze) as public events, shared by the three transports: REST
-collects it (`collect`), SSE writes it as events (sse.py), the WebSocket as frames (ws.py).
+"""One streamed answer (Chat or Analyze) as public events, shared by the two streaming
+transports: SSE writes it as events (sse.py), the WebSocket as frames (ws.py). (REST answers
+are one unary call, ChatWhole or AnalyzeWhole: routes.py.)
 
 Events, in order: `start`, `chunk`..., `sources` (when RAG ran), `done`. The iterator must be
 closed (`contextlib.aclosing`) or its reader cancelled for the upstream call to be cancelled.
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncGenerator
+from typing import Literal
 
 import grpc
 
@@ -21,7 +22,7 @@ from aether_gateway.ai.client import AiClient
 from aether_gateway.ai.convert import Event
 from aether_gateway.ai.metrics import FIRST_CHUNK, STREAMS
 
-Transport = Literal["rest", "sse", "ws"]
+Transport = Literal["sse", "ws"]
 
 
 class UpstreamProtocolError(AetherError):
@@ -77,28 +78,3 @@ async def answer_events(
         # Closes the call (cancelling it when it is still running) before this returns.
         await responses.aclose()
         STREAMS.labels(transport, outcome).inc()
-
-
-async def collect(events: AsyncIterator[Event]) -> dict[str, Any]:
-    """The whole answer of a stream, in the shape of `AnswerOut`."""
-    answer: dict[str, Any] = {
-        "answer": "",
-        "conversation_id": "",
-        "request_id": "",
-        "mode": "",
-        "model": "",
-        "agents": [],
-        "cached": False,
-        "sources": [],
-        "parts": [],
-        "usage": None,
-        "finish_reason": "",
-    }
-    async for kind, data in events:
-        if kind == "start":
-            answer.update(data)
-        elif kind == "sources":
-            answer["sources"] = data["sources"]
-        elif kind == "done":
-            answer.update(data)
-    return answer

@@ -52,7 +52,6 @@ class ChatRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     AGENTS_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
-    FINAL_ONLY_FIELD_NUMBER: _builtins.int
     message: _builtins.str
     """1..max_prompt_chars (8,000 by default) characters after trimming."""
     mode: _builtins.str
@@ -63,10 +62,6 @@ class ChatRequest(_message.Message):
     """Continue a conversation of the caller's; "" starts a new one."""
     no_cache: _builtins.bool
     """Skip the response cache (read and write)."""
-    final_only: _builtins.bool
-    """The caller reads only the whole answer (a REST collect): no Chunk events are sent;
-    Started, Sources and Done come as always.
-    """
     @_builtins.property
     def agents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Multi-agent: 2-4 distinct modes answered in parallel and merged; overrides `mode`."""
@@ -80,11 +75,10 @@ class ChatRequest(_message.Message):
         conversation_id: _builtins.str = ...,
         agents: _abc.Iterable[_builtins.str] | None = ...,
         no_cache: _builtins.bool = ...,
-        final_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "conversation_id", b"conversation_id", "final_only", b"final_only", "message", b"message", "mode", b"mode", "model", b"model", "no_cache", b"no_cache"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "conversation_id", b"conversation_id", "message", b"message", "mode", b"mode", "model", b"model", "no_cache", b"no_cache"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,15 +379,12 @@ class AnalyzeRequest(_message.Message):
     QUESTION_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
-    FINAL_ONLY_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """1-16 chars of [A-Z0-9.^=-] after upper-casing."""
     question: _builtins.str
     """Optional question about the series (at most 2,000 characters)."""
     model: _builtins.str
     no_cache: _builtins.bool
-    final_only: _builtins.bool
-    """As ChatRequest.final_only."""
     @_builtins.property
     def bars(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bar]:
         """2-5,000 bars in time order; high >= max(open, close), low <= min(open, close), volume >= 0."""
@@ -406,15 +397,116 @@ class AnalyzeRequest(_message.Message):
         question: _builtins.str = ...,
         model: _builtins.str = ...,
         no_cache: _builtins.bool = ...,
-        final_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "final_only", b"final_only", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AnalyzeRequest: _TypeAlias = AnalyzeRequest  # noqa: Y015
+
+@_typing.final
+class ChatWholeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___ChatRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___ChatRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatWholeRequest: _TypeAlias = ChatWholeRequest  # noqa: Y015
+
+@_typing.final
+class ChatWholeResponse(_message.Message):
+    """What Chat's events carry, less the chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___Started: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___Source]:
+        """The sources cited (when RAG ran)."""
+
+    @_builtins.property
+    def done(self) -> Global___Done: ...
+    def __init__(
+        self,
+        *,
+        started: Global___Started | None = ...,
+        sources: _abc.Iterable[Global___Source] | None = ...,
+        done: Global___Done | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "sources", b"sources", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatWholeResponse: _TypeAlias = ChatWholeResponse  # noqa: Y015
+
+@_typing.final
+class AnalyzeWholeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___AnalyzeRequest: ...
+    def __init__(
+        self,
+        *,
+        request: Global___AnalyzeRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyzeWholeRequest: _TypeAlias = AnalyzeWholeRequest  # noqa: Y015
+
+@_typing.final
+class AnalyzeWholeResponse(_message.Message):
+    """The same fields as ChatWholeResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___Started: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___Source]: ...
+    @_builtins.property
+    def done(self) -> Global___Done: ...
+    def __init__(
+        self,
+        *,
+        started: Global___Started | None = ...,
+        sources: _abc.Iterable[Global___Source] | None = ...,
+        done: Global___Done | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "sources", b"sources", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyzeWholeResponse: _TypeAlias = AnalyzeWholeResponse  # noqa: Y015
 
 @_typing.final
 class AnalyzeResponse(_message.Message):

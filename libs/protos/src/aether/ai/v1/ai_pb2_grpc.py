@@ -50,10 +50,20 @@ class AiServiceStub:
                 request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatRequest.SerializeToString,
                 response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatResponse.FromString,
                 _registered_method=True)
+        self.ChatWhole = channel.unary_unary(
+                '/aether.ai.v1.AiService/ChatWhole',
+                request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeRequest.SerializeToString,
+                response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeResponse.FromString,
+                _registered_method=True)
         self.Analyze = channel.unary_stream(
                 '/aether.ai.v1.AiService/Analyze',
                 request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeRequest.SerializeToString,
                 response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeResponse.FromString,
+                _registered_method=True)
+        self.AnalyzeWhole = channel.unary_unary(
+                '/aether.ai.v1.AiService/AnalyzeWhole',
+                request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeRequest.SerializeToString,
+                response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeResponse.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/aether.ai.v1.AiService/Search',
@@ -133,8 +143,23 @@ class AiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChatWhole(self, request, context):
+        """The same answer in one response, for a caller that reads only the whole of it (the
+        gateway's REST answers): no chunks, and a unary call costs both sides less than a stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Analyze(self, request, context):
         """Stock analysis over OHLCV bars passed in (mode stock_analysis), streamed like Chat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnalyzeWhole(self, request, context):
+        """As ChatWhole, for Analyze.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,10 +246,20 @@ def add_AiServiceServicer_to_server(servicer, server):
                     request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatRequest.FromString,
                     response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatResponse.SerializeToString,
             ),
+            'ChatWhole': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChatWhole,
+                    request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeRequest.FromString,
+                    response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeResponse.SerializeToString,
+            ),
             'Analyze': grpc.unary_stream_rpc_method_handler(
                     servicer.Analyze,
                     request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeRequest.FromString,
                     response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeResponse.SerializeToString,
+            ),
+            'AnalyzeWhole': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnalyzeWhole,
+                    request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeRequest.FromString,
+                    response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -331,6 +366,33 @@ class AiService:
             _registered_method=True)
 
     @staticmethod
+    def ChatWhole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.ai.v1.AiService/ChatWhole',
+            aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeRequest.SerializeToString,
+            aether_dot_ai_dot_v1_dot_ai__pb2.ChatWholeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Analyze(request,
             target,
             options=(),
@@ -347,6 +409,33 @@ class AiService:
             '/aether.ai.v1.AiService/Analyze',
             aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeRequest.SerializeToString,
             aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeWhole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.ai.v1.AiService/AnalyzeWhole',
+            aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeRequest.SerializeToString,
+            aether_dot_ai_dot_v1_dot_ai__pb2.AnalyzeWholeResponse.FromString,
             options,
             channel_credentials,
             insecure,

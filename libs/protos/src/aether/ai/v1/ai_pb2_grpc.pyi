@@ -46,8 +46,14 @@ class AiServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AiServiceAsyncStub: ...
     Chat: _grpc.UnaryStreamMultiCallable[_ai_pb2.ChatRequest, _ai_pb2.ChatResponse]
     """One answer, streamed: Started, then Chunk..., Sources (when RAG ran), then Done."""
+    ChatWhole: _grpc.UnaryUnaryMultiCallable[_ai_pb2.ChatWholeRequest, _ai_pb2.ChatWholeResponse]
+    """The same answer in one response, for a caller that reads only the whole of it (the
+    gateway's REST answers): no chunks, and a unary call costs both sides less than a stream.
+    """
     Analyze: _grpc.UnaryStreamMultiCallable[_ai_pb2.AnalyzeRequest, _ai_pb2.AnalyzeResponse]
     """Stock analysis over OHLCV bars passed in (mode stock_analysis), streamed like Chat."""
+    AnalyzeWhole: _grpc.UnaryUnaryMultiCallable[_ai_pb2.AnalyzeWholeRequest, _ai_pb2.AnalyzeWholeResponse]
+    """As ChatWhole, for Analyze."""
     Search: _grpc.UnaryUnaryMultiCallable[_ai_pb2.SearchRequest, _ai_pb2.SearchResponse]
     """Semantic search through the memory service plus a short summary that cites the hits."""
     GetMode: _grpc.UnaryUnaryMultiCallable[_ai_pb2.GetModeRequest, _ai_pb2.GetModeResponse]
@@ -85,8 +91,14 @@ class AiServiceAsyncStub(AiServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryStreamMultiCallable[_ai_pb2.ChatRequest, _ai_pb2.ChatResponse]  # type: ignore[assignment]
     """One answer, streamed: Started, then Chunk..., Sources (when RAG ran), then Done."""
+    ChatWhole: _aio.UnaryUnaryMultiCallable[_ai_pb2.ChatWholeRequest, _ai_pb2.ChatWholeResponse]  # type: ignore[assignment]
+    """The same answer in one response, for a caller that reads only the whole of it (the
+    gateway's REST answers): no chunks, and a unary call costs both sides less than a stream.
+    """
     Analyze: _aio.UnaryStreamMultiCallable[_ai_pb2.AnalyzeRequest, _ai_pb2.AnalyzeResponse]  # type: ignore[assignment]
     """Stock analysis over OHLCV bars passed in (mode stock_analysis), streamed like Chat."""
+    AnalyzeWhole: _aio.UnaryUnaryMultiCallable[_ai_pb2.AnalyzeWholeRequest, _ai_pb2.AnalyzeWholeResponse]  # type: ignore[assignment]
+    """As ChatWhole, for Analyze."""
     Search: _aio.UnaryUnaryMultiCallable[_ai_pb2.SearchRequest, _ai_pb2.SearchResponse]  # type: ignore[assignment]
     """Semantic search through the memory service plus a short summary that cites the hits."""
     GetMode: _aio.UnaryUnaryMultiCallable[_ai_pb2.GetModeRequest, _ai_pb2.GetModeResponse]  # type: ignore[assignment]
@@ -129,12 +141,30 @@ class AiServiceServicer(metaclass=_abc_1.ABCMeta):
         """One answer, streamed: Started, then Chunk..., Sources (when RAG ran), then Done."""
 
     @_abc_1.abstractmethod
+    def ChatWhole(
+        self,
+        request: _ai_pb2.ChatWholeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ai_pb2.ChatWholeResponse, _abc.Awaitable[_ai_pb2.ChatWholeResponse]]:
+        """The same answer in one response, for a caller that reads only the whole of it (the
+        gateway's REST answers): no chunks, and a unary call costs both sides less than a stream.
+        """
+
+    @_abc_1.abstractmethod
     def Analyze(
         self,
         request: _ai_pb2.AnalyzeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ai_pb2.AnalyzeResponse], _abc.AsyncIterator[_ai_pb2.AnalyzeResponse]]:
         """Stock analysis over OHLCV bars passed in (mode stock_analysis), streamed like Chat."""
+
+    @_abc_1.abstractmethod
+    def AnalyzeWhole(
+        self,
+        request: _ai_pb2.AnalyzeWholeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ai_pb2.AnalyzeWholeResponse, _abc.Awaitable[_ai_pb2.AnalyzeWholeResponse]]:
+        """As ChatWhole, for Analyze."""
 
     @_abc_1.abstractmethod
     def Search(
