@@ -6,10 +6,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aether_ai.db import Conn
 from aether_common.events import outbox_pg
+
+if TYPE_CHECKING:  # usage.py builds the rows and imports this module
+    from aether_ai.usage import Completion
 
 Row = Any  # an asyncpg Record
 
@@ -19,17 +22,7 @@ Row = Any  # an asyncpg Record
 class RequestRow:
     """One answered request (an agent's part of an answer) and its outbox event."""
 
-    request_id: str
-    kind: str
-    conversation_id: str
-    mode: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_ms: int
-    first_token_ms: int
-    cached: bool
+    completion: Completion
     event: tuple[str, str, bytes]  # outbox_pg.outbox_row: (event_id, topic, envelope)
 
 
@@ -112,6 +105,26 @@ SELECT EXISTS (SELECT FROM conversation)
 """  # noqa: S608 (a constant)
 
 
+def _request_texts(row: RequestRow) -> tuple[str, ...]:
+    c, (event_id, topic, envelope) = row.completion, row.event
+    return (
+        c.request_id,
+        c.kind,
+        c.conversation_id,
+        c.mode,
+        c.model,
+        str(c.prompt_tokens),
+        str(c.completion_tokens),
+        repr(c.cost_usd),
+        str(c.latency_ms),
+        str(c.first_token_ms),
+        "true" if c.cached else "false",
+        event_id,
+        topic,
+        envelope.hex(),
+    )
+
+
 def _text_columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[str]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
@@ -124,40 +137,19 @@ async def record_exchange(
 ) -> bool:
     """Writes an exchange in one statement (see above); False when `conversation` is an
     existing one that is not (or no longer) the user's: then no turns were written."""
-    request_columns = _text_columns(
-        [
-            (
-                r.request_id,
-                r.kind,
-                r.conversation_id,
-                r.mode,
-                r.model,
-                str(r.prompt_tokens),
-                str(r.completion_tokens),
-                repr(r.cost_usd),
-                str(r.latency_ms),
-                str(r.first_token_ms),
-                "true" if r.cached else "false",
-                r.event[0],
-                r.event[1],
-                r.event[2].hex(),
-            )
-            for r in requests
-        ],
-        14,
-    )
-    c = conversation
+    request_columns = _text_columns([_request_texts(r) for r in requests], 14)
+    w = conversation
     stored: bool = await conn.fetchval(
         _RECORD_EXCHANGE,
         user_id,
         *request_columns,
-        c.id if c else None,
-        c.is_new if c else False,
-        c.title if c else "",
-        c.mode if c else "",
-        *_text_columns(c.messages if c else [], 4),
+        w.id if w else None,
+        w.is_new if w else False,
+        w.title if w else "",
+        w.mode if w else "",
+        *_text_columns(w.messages if w else [], 4),
     )
-    return stored or c is None
+    return stored or w is None
 
 
 async def daily_usage(conn: Conn, user_id: str, days: int) -> list[Row]:

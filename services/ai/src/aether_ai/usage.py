@@ -73,22 +73,7 @@ class UsageStore:
             if c.kind not in KINDS:
                 raise ValueError(f"unknown completion kind {c.kind!r}")
             event = request_completed(c.to_event_payload(), self._topic_prefix)
-            rows.append(
-                repository.RequestRow(
-                    request_id=c.request_id,
-                    kind=c.kind,
-                    conversation_id=c.conversation_id,
-                    mode=c.mode,
-                    model=c.model,
-                    prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens,
-                    cost_usd=c.cost_usd,
-                    latency_ms=c.latency_ms,
-                    first_token_ms=c.first_token_ms,
-                    cached=c.cached,
-                    event=outbox_pg.outbox_row(event),
-                )
-            )
+            rows.append(repository.RequestRow(c, outbox_pg.outbox_row(event)))
         return rows
 
     async def record(self, completion: Completion) -> None:
