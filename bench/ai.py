@@ -16,7 +16,8 @@ Measured, in one run:
    alone costs milliseconds of CPU per request here). Every answer must say `cached: true`.
    Client-side latency p50/p95/p99. Goal: p95 < 5 ms. Beside it, the floor of any AI request
    through the gateway: `GET /api/ai/mode` (one unary gRPC call to ai, one PostgreSQL read), and
-   `GET /api/auth/me` answered from the gateway's own cache (no gRPC call at all).
+   `GET /api/auth/me` answered from the gateway's own cache (no gRPC call at all), and the write
+   each hit commits before it answers, timed alone on the same PostgreSQL.
 2. Streaming: the same prompt, `max_tokens` and temperature 0, alternately (a) straight to the
    llama.cpp server (`POST /v1/chat/completions`, stream) and (b) through the gateway's
    `WS /ws/ai-chat` (gateway -> gRPC stream -> ai -> the same server), no_cache. Per run:
@@ -44,9 +45,11 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import numpy as np
 import orjson
@@ -72,6 +75,7 @@ class Platform:
         self._fleet: Any = None
         self.gateway_url = ""
         self.llm_url = ""
+        self.postgres_dsn = ""  # an admin DSN of the PostgreSQL the services use
 
     def start(self, max_tokens: int) -> None:
         from aether_devstack.fleet import Fleet
@@ -82,6 +86,7 @@ class Platform:
         self._stack = NativeStack(data / "servers")
         endpoints = self._stack.start()
         self.llm_url = endpoints.llm_base_url
+        self.postgres_dsn = endpoints.postgres_dsn
         run = secrets.token_hex(4)
         quiet = {"AETHER_LOG_LEVEL": "WARNING"}
         extra = {
@@ -170,6 +175,39 @@ async def cache_hits(base: str, token: str, count: int) -> list[float]:
         return latencies
     finally:
         http.close()
+
+
+async def hit_writes(admin_dsn: str, count: int) -> list[float]:
+    """The write a cache hit commits before it answers (its usage row, the day's aggregate, the
+    outbox event and a new conversation with both turns: one statement), alone, one after
+    another, through the ai service's own code, in a scratch database on the same server."""
+    from aether_ai.conversations import Conversation, Conversations, Turn
+    from aether_ai.db import Database
+    from aether_ai.usage import Completion, UsageStore
+
+    name = f"bench_hit_writes_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    db = Database(f"{admin_dsn.rpartition('/')[0]}/{name}", max_size=2)
+    try:
+        await db.start()
+        usage, conversations = UsageStore(db), Conversations(db)
+        turns = [Turn("user", PROMPT, "fast"), Turn("assistant", "x" * 400, "fast", MODEL)]
+        latencies: list[float] = []
+        for n in range(count + 20):  # the first 20 warm the pool and the plan
+            new = Conversation(str(uuid.uuid4()), [], is_new=True, title=PROMPT, mode="fast")
+            spent = Completion(
+                str(uuid.uuid4()), "bench", new.id, "chat", "fast", MODEL, 0, 0, 0.0, 1, 0, True
+            )
+            t0 = time.perf_counter()
+            await conversations.append("bench", new, turns, requests=usage.rows([spent]))
+            if n >= 20:
+                latencies.append((time.perf_counter() - t0) * 1000)
+        return latencies
+    finally:
+        await db.stop()
+        await admin.execute(f'DROP DATABASE "{name}"')
+        await admin.close()
 
 
 # -- 2. streaming ----------------------------------------------------------------------------------
@@ -364,6 +402,8 @@ async def platform_phases(platform: Platform, args: argparse.Namespace) -> None:
     p95 = percentile(sorted(hits), 0.95)
     verdict = "ok" if p95 < GOAL_HIT_P95_MS else "MISSED"
     print(f"cache hits through the gateway: {summary(hits)}; goal p95 < 5 ms: {verdict}")
+    writes = await hit_writes(platform.postgres_dsn, args.hits)
+    print(f"  the write each hit commits, alone (PostgreSQL, one statement): {summary(writes)}")
 
     raw: list[StreamRun] = []
     through: list[StreamRun] = []
