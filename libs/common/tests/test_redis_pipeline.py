@@ -127,7 +127,11 @@ async def test_a_cancelled_caller_does_not_disturb_the_others(
     results = await asyncio.gather(*calls, return_exceptions=True)
 
     assert isinstance(results[3], asyncio.CancelledError)
-    assert sorted(r for i, r in enumerate(results) if i != 3) == [1, 2, 3, 5, 6]
+    # Each other caller got its own reply. Which INCR ran first is not fixed: the plain call
+    # may still be opening its connection when the pipeline of the others goes.
+    others = [r for i, r in enumerate(results) if i != 3]
+    assert len(set(others)) == 5
+    assert set(others) <= set(range(1, 7))
     assert await redis.get(key) == "6"  # the cancelled one's command still ran
 
 
