@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -604,18 +605,25 @@ class FakeAi:
                 yield item
 
 
+@contextmanager
+def recording_cancel(fake: FakeAi | FakeMemory, name: str) -> Iterator[None]:
+    """A call the client cancelled lands in the fake's `cancelled` (tests wait on it)."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        fake.cancelled.append(name)
+        fake.cancelled_event.set()
+        raise
+
+
 def _ai_servicer(fake: FakeAi) -> ai_pb2_grpc.AiServiceServicer:
     def unary(name: str) -> Callable[..., Awaitable[Message]]:
         async def method(
             self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message:
             fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            try:
+            with recording_cancel(fake, name):
                 return await fake.answer(name, request)
-            except asyncio.CancelledError:
-                fake.cancelled.append(name)
-                fake.cancelled_event.set()
-                raise
 
         return method
 
@@ -625,13 +633,9 @@ def _ai_servicer(fake: FakeAi) -> ai_pb2_grpc.AiServiceServicer:
         ) -> AsyncIterator[Any]:
             fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
             fake.streaming_event.set()
-            try:
+            with recording_cancel(fake, name):
                 async for item in fake.stream(name, request):
                     yield item
-            except asyncio.CancelledError:
-                fake.cancelled.append(name)
-                fake.cancelled_event.set()
-                raise
 
         return method
 
@@ -689,12 +693,8 @@ def _memory_servicer(fake: FakeMemory) -> memory_pb2_grpc.MemoryServiceServicer:
             self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message:
             fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            try:
+            with recording_cancel(fake, name):
                 return await fake.answer(name, request)
-            except asyncio.CancelledError:
-                fake.cancelled.append(name)
-                fake.cancelled_event.set()
-                raise
 
         return method
 

@@ -63,6 +63,31 @@ def _done(
     return ai_pb2.Done(answer=answer, usage=usage, finish_reason=finish, parts=parts)
 
 
+def _completion(
+    request_id: str,
+    user_id: str,
+    conversation_id: str,
+    kind: str,
+    mode: str,
+    outcome: Outcome,
+) -> Completion:
+    u = outcome.usage
+    return Completion(
+        request_id=request_id,
+        user_id=user_id,
+        conversation_id=conversation_id,
+        kind=kind,
+        mode=mode,
+        model=u.model,
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cost_usd=u.cost_usd,
+        latency_ms=u.latency_ms,
+        first_token_ms=u.first_token_ms,
+        cached=u.cached,
+    )
+
+
 class AiService:
     def __init__(
         self,
@@ -187,31 +212,6 @@ class AiService:
             started=started,
         )
 
-    def _completion(
-        self,
-        request_id: str,
-        user_id: str,
-        conversation_id: str,
-        kind: str,
-        mode: str,
-        outcome: Outcome,
-    ) -> Completion:
-        u = outcome.usage
-        return Completion(
-            request_id=request_id,
-            user_id=user_id,
-            conversation_id=conversation_id,
-            kind=kind,
-            mode=mode,
-            model=u.model,
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            cost_usd=u.cost_usd,
-            latency_ms=u.latency_ms,
-            first_token_ms=u.first_token_ms,
-            cached=u.cached,
-        )
-
     # == Chat ====================================================================================
     async def chat(
         self, caller: Caller, request: ai_pb2.ChatRequest, *, chunks: bool = True
@@ -306,7 +306,7 @@ class AiService:
             Turn("assistant", done.answer, conversation_mode, done.usage.model),
         ]
         completions = [
-            self._completion(part_id, user_id, conversation.id, kind, mode, outcome)
+            _completion(part_id, user_id, conversation.id, kind, mode, outcome)
             for part_id, mode, outcome in usage
         ]
         await self._conversations.append(
@@ -395,7 +395,7 @@ class AiService:
         if plan.footer:
             yield ai_pb2.AnalyzeResponse(sources=retrieval.sources_pb())
         await self._usage.record(
-            self._completion(request_id, caller.user_id, "", "analyze", mode_name, outcome)
+            _completion(request_id, caller.user_id, "", "analyze", mode_name, outcome)
         )
         yield ai_pb2.AnalyzeResponse(
             done=_done(outcome.answer, outcome.usage, outcome.finish_reason)
@@ -457,7 +457,7 @@ class AiService:
                     pass
             outcome = answer.outcome
         await self._usage.record(
-            self._completion(str(uuid.uuid4()), caller.user_id, "", "search", SEARCH_MODE, outcome)
+            _completion(str(uuid.uuid4()), caller.user_id, "", "search", SEARCH_MODE, outcome)
         )
         response.summary = outcome.answer
         response.usage.CopyFrom(outcome.usage)
