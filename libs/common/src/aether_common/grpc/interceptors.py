@@ -227,7 +227,7 @@ class ServerCallInterceptor(_ServerInterceptor):
             # An uncaught failure of a call this servicer made: pass on its typed error.
             log.warning("grpc.downstream_error", method=call.method, code=exc.code().name)
             await abort_with(call.context, errors.from_grpc_error(exc), self._domain)
-        unavailable = outages.as_unavailable(exc)
+        unavailable = outages.as_unavailable(exc, self._domain.removeprefix("aether."))
         if unavailable is not None:  # not the caller's fault, nor a bug: retry later
             log.warning("grpc.datastore_unavailable", method=call.method, error=repr(exc))
             await abort_with(call.context, unavailable, self._domain)
