@@ -8,7 +8,7 @@ from typing import Any
 
 from aether.chat.v1 import chat_pb2
 from aether_chat.callers import Caller
-from aether_chat.metrics import SEND_BATCH_SIZE
+from aether_chat.metrics import SEND_BATCH_SIZE, TRANSACTION_RETRIES
 from aether_chat.service import Sent
 from aether_common.errors import Forbidden, NotFound, PreconditionFailed, ValidationFailed
 
@@ -71,6 +71,36 @@ async def test_concurrent_sends_from_two_replicas_keep_seqs_dense(start_chat: An
     )
 
     assert sorted(r.message.seq for r in sent) == list(range(1, 31))
+
+
+async def test_a_write_conflict_that_outlasts_the_retries_answers_unavailable(
+    start_chat: Any, kit: Any
+) -> None:
+    """Another writer holds the room's document in a transaction it keeps open (a second
+    session): each attempt of the send conflicts on the room's counter. Once the attempts are
+    spent the call answers UNAVAILABLE with Retry-After, never INTERNAL, and stores nothing;
+    once the other writer lets go, the same send goes through."""
+    chat = await start_chat(transaction_attempts=3)
+    owner = chat.user()
+    room = await chat.create_room(owner)
+    client_msg_id = str(uuid.uuid4())
+    retries = TRANSACTION_RETRIES._value.get()
+
+    async with chat.mongo.start_session() as holder:
+        await holder.start_transaction()
+        await chat.db.rooms.update_one(
+            {"_id": room.room_id}, {"$set": {"held": True}}, session=holder
+        )
+        error = await kit.failure(chat.send(owner, room.room_id, client_msg_id=client_msg_id))
+        await holder.abort_transaction()
+
+    assert error.grpc_code.name == "UNAVAILABLE", error
+    assert error.retry_after == 1.0
+    assert TRANSACTION_RETRIES._value.get() == retries + 2
+    assert await chat.db.messages.count_documents({}) == 0
+    sent = await chat.send(owner, room.room_id, client_msg_id=client_msg_id)
+    assert sent.created
+    assert sent.message.seq == 1
 
 
 async def test_a_retry_with_the_same_client_msg_id_returns_the_stored_message(chat: Any) -> None:

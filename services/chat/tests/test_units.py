@@ -10,7 +10,7 @@ import pytest
 
 from aether_chat import ids, schemas, validation
 from aether_chat.config import ChatSettings
-from aether_chat.db import Changes
+from aether_chat.realtime import Changes
 from aether_chat.repository import MessageRecord
 from aether_common.errors import ValidationFailed
 from aether_common.settings import SettingsError, load_settings

@@ -10,23 +10,28 @@ same components in-process:
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import FastAPI
 
+from aether_chat import repository
 from aether_chat.batching import SendBatcher
 from aether_chat.cache import ChatCache
 from aether_chat.config import ChatSettings
 from aether_chat.consumers import UserEventsConsumer
-from aether_chat.db import Database
+from aether_chat.db import Database, UnitOfWork
 from aether_chat.events import ChatEvents, topic_specs
 from aether_chat.grpc import SERVICE_NAME, ChatServicer, register
+from aether_chat.metrics import TRANSACTION_RETRIES
 from aether_chat.realtime import Fanout
 from aether_chat.retention import RetentionJob
 from aether_chat.service import ChatService
 from aether_common.auth_jwks import AuthJwks, token_resolver
-from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions
+from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions, outbox_mongo
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.mongo import MongoDatabase
 from aether_common.redis_component import RedisComponent
 
 
@@ -38,12 +43,15 @@ class ChatApp:
         self.redis = RedisComponent(s.redis_url, timeout_s=s.redis_timeout_s)
         self.cache = ChatCache(self.redis.client, prefix=s.redis_prefix, ttl_s=s.cache_ttl_s)
         self.fanout = Fanout(self.redis.client, self.cache, fanout_prefix=s.fanout_prefix)
-        self.database = Database(
+        self.database: Database = MongoDatabase(
             s.mongo_url,
             s.mongo_database,
+            service="chat",
+            unit_of_work=functools.partial(UnitOfWork, fanout=self.fanout),
+            indexes=(repository.ensure_indexes, outbox_mongo.ensure_indexes),
             pool_size=s.mongo_pool_size,
             attempts=s.transaction_attempts,
-            on_commit=self.fanout.apply,
+            on_retry=TRANSACTION_RETRIES.inc,
         )
         self.service = ChatService(
             settings=s,
@@ -79,7 +87,6 @@ class ChatApp:
         self.consumer = UserEventsConsumer(
             self.database,
             self.service,
-            self.fanout,
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group,
             topic_prefix=s.topic_prefix,

@@ -4,11 +4,11 @@ The consumer joins in the background and retries until Kafka answers (Background
 serves its RPCs from MongoDB and Redis; erasures wait in the topic meanwhile.
 
 The common `EventConsumer` de-duplicates by event id in `processed_events`, in the same MongoDB
-transaction as the handler's writes (the handler writes through `ctx.tx`, the session), retries
-failures and parks poison records on the DLQ. The erasure's outbox events commit with it; its
-Redis effects (member frames, cache versions, presence) are applied as the handler ends, just
-before that commit: they are idempotent, and a rolled-back attempt is retried and applies them
-again.
+transaction as the handler's writes (the handler's unit of work runs in `ctx.tx`, the store's
+session), retries failures and parks poison records on the DLQ. The erasure's outbox events
+commit with it; its Redis effects (member frames, cache versions, presence) are applied as the
+handler ends, just before that commit: they are idempotent, and a rolled-back attempt is retried
+and applies them again.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from aether.auth.v1 import events_pb2 as auth_events
-from aether_chat.db import Database, UnitOfWork
+from aether_chat.db import Database
 from aether_chat.events import USER_DELETED
 from aether_chat.metrics import USERS_ERASED
-from aether_chat.realtime import Fanout
 from aether_chat.service import ChatService
 from aether_common.events import (
     BackgroundConsumer,
@@ -44,7 +43,6 @@ class UserEventsConsumer(BackgroundConsumer):
         self,
         database: Database,
         service: ChatService,
-        fanout: Fanout,
         *,
         bootstrap: str,
         group_id: str,
@@ -55,7 +53,6 @@ class UserEventsConsumer(BackgroundConsumer):
         super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
         self._database = database
         self._service = service
-        self._fanout = fanout
         self._group_id = group_id
         self._options = options
         self._dlq_producer = dlq_producer
@@ -83,8 +80,9 @@ class UserEventsConsumer(BackgroundConsumer):
         if not user_id:
             log.warning("user.deleted without a user id; ignored", event_id=event.id)
             return
-        uow = UnitOfWork(self._database.db, ctx.tx)
+        uow = self._database.unit_of_work(ctx.tx)
         erased = await self._service.erase_user(uow, user_id)
-        await self._fanout.apply(uow.changes)
+        # The store commits once this returns; the Redis effects are idempotent: they go now.
+        await uow.run_after_commit()
         USERS_ERASED.inc()
         log.info("chat data of a deleted account erased", user_id=user_id, messages=erased)

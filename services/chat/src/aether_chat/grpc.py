@@ -1,49 +1,24 @@
 """The ChatService gRPC servicer: identify the caller, open the transaction, call the service,
 answer. Every RPC is "caller" (chat.proto): no verified token, no call.
 
-A datastore that is away answers UNAVAILABLE (retry), never INTERNAL.
+A datastore that is away answers UNAVAILABLE with Retry-After, never INTERNAL: the shared server
+interceptor maps what escapes (aether_common.outages), transactions included.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether_chat import schemas, validation
 from aether_chat.batching import SendBatcher
 from aether_chat.callers import require_caller
-from aether_chat.db import OUTAGES, Database
+from aether_chat.db import Database
 from aether_chat.metrics import MESSAGES_SENT
 from aether_chat.service import ChatService
-from aether_common.errors import AetherError, Unavailable
 from aether_common.grpc.interceptors import Context
-from aether_common.logging import get_logger
 
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-
-log = get_logger(__name__)
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Method = Callable[[Any, Req, Context], Awaitable[Resp]]
-
-
-def _rpc(method: Method[Req, Resp]) -> Method[Req, Resp]:
-    """Outages of MongoDB or Redis outside a transaction become UNAVAILABLE too."""
-
-    @functools.wraps(method)
-    async def wrapped(self: Any, request: Req, context: Context) -> Resp:
-        try:
-            return await method(self, request, context)
-        except AetherError:
-            raise
-        except OUTAGES as exc:
-            log.warning("datastore outage", error=repr(exc))
-            raise Unavailable("a datastore of the chat service is unavailable; retry") from exc
-
-    return wrapped
 
 
 def _room_key(raw_room_id: str) -> str:
@@ -62,7 +37,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         self._sends = sends
 
     # -- rooms ---------------------------------------------------------------------------------
-    @_rpc
     async def CreateRoom(
         self, request: chat_pb2.CreateRoomRequest, context: Context
     ) -> chat_pb2.CreateRoomResponse:
@@ -72,7 +46,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.CreateRoomResponse(room=schemas.room_pb(room))
 
-    @_rpc
     async def GetRoom(
         self, request: chat_pb2.GetRoomRequest, context: Context
     ) -> chat_pb2.GetRoomResponse:
@@ -80,14 +53,12 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         room = await self._service.get_room(caller, request)
         return chat_pb2.GetRoomResponse(room=schemas.room_pb(room))
 
-    @_rpc
     async def ListMyRooms(
         self, request: chat_pb2.ListMyRoomsRequest, context: Context
     ) -> chat_pb2.ListMyRoomsResponse:
         caller = require_caller()
         return await self._service.list_my_rooms(caller, request)
 
-    @_rpc
     async def JoinRoom(
         self, request: chat_pb2.JoinRoomRequest, context: Context
     ) -> chat_pb2.JoinRoomResponse:
@@ -98,7 +69,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.JoinRoomResponse(room=schemas.room_pb(room))
 
-    @_rpc
     async def LeaveRoom(
         self, request: chat_pb2.LeaveRoomRequest, context: Context
     ) -> chat_pb2.LeaveRoomResponse:
@@ -109,7 +79,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.LeaveRoomResponse()
 
-    @_rpc
     async def InviteMember(
         self, request: chat_pb2.InviteMemberRequest, context: Context
     ) -> chat_pb2.InviteMemberResponse:
@@ -120,7 +89,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.InviteMemberResponse()
 
-    @_rpc
     async def RemoveMember(
         self, request: chat_pb2.RemoveMemberRequest, context: Context
     ) -> chat_pb2.RemoveMemberResponse:
@@ -131,7 +99,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.RemoveMemberResponse()
 
-    @_rpc
     async def ListMembers(
         self, request: chat_pb2.ListMembersRequest, context: Context
     ) -> chat_pb2.ListMembersResponse:
@@ -142,7 +109,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             next_page_token=page.next_page_token,
         )
 
-    @_rpc
     async def CheckMembership(
         self, request: chat_pb2.CheckMembershipRequest, context: Context
     ) -> chat_pb2.CheckMembershipResponse:
@@ -151,7 +117,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return chat_pb2.CheckMembershipResponse(member_of=member_of)
 
     # -- messages ------------------------------------------------------------------------------
-    @_rpc
     async def SendMessage(
         self, request: chat_pb2.SendMessageRequest, context: Context
     ) -> chat_pb2.SendMessageResponse:
@@ -162,7 +127,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         MESSAGES_SENT.labels("created" if sent.created else "duplicate").inc()
         return chat_pb2.SendMessageResponse(message=sent.pb, created=sent.created)
 
-    @_rpc
     async def EditMessage(
         self, request: chat_pb2.EditMessageRequest, context: Context
     ) -> chat_pb2.EditMessageResponse:
@@ -173,7 +137,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.EditMessageResponse(message=message)
 
-    @_rpc
     async def DeleteMessage(
         self, request: chat_pb2.DeleteMessageRequest, context: Context
     ) -> chat_pb2.DeleteMessageResponse:
@@ -184,7 +147,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         )
         return chat_pb2.DeleteMessageResponse()
 
-    @_rpc
     async def GetHistory(
         self, request: chat_pb2.GetHistoryRequest, context: Context
     ) -> chat_pb2.GetHistoryResponse:
@@ -192,7 +154,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return await self._service.history(caller, request)
 
     # -- receipts, typing, presence ------------------------------------------------------------
-    @_rpc
     async def MarkRead(
         self, request: chat_pb2.MarkReadRequest, context: Context
     ) -> chat_pb2.MarkReadResponse:
@@ -202,7 +163,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             last_read_seq=state.last_read_seq, unread_count=state.unread_count
         )
 
-    @_rpc
     async def SetTyping(
         self, request: chat_pb2.SetTypingRequest, context: Context
     ) -> chat_pb2.SetTypingResponse:
@@ -210,7 +170,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         await self._service.set_typing(caller, request)
         return chat_pb2.SetTypingResponse()
 
-    @_rpc
     async def UpdatePresence(
         self, request: chat_pb2.UpdatePresenceRequest, context: Context
     ) -> chat_pb2.UpdatePresenceResponse:
@@ -218,7 +177,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         await self._service.update_presence(caller, request)
         return chat_pb2.UpdatePresenceResponse()
 
-    @_rpc
     async def GetPresence(
         self, request: chat_pb2.GetPresenceRequest, context: Context
     ) -> chat_pb2.GetPresenceResponse:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aether_chat.cache import ChatCache
-from aether_chat.db import Changes
 from aether_chat.metrics import FANOUT_FAILURES, FANOUT_PUBLISHED
 from aether_chat.schemas import Frame
 from aether_common.logging import get_logger
@@ -27,6 +28,24 @@ from aether_common.logging import get_logger
 log = get_logger(__name__)
 
 SEEN_TTL_S = 30 * 24 * 3600
+
+
+@dataclass
+class Changes:
+    """What a committed unit of work tells the outside world (applied after the commit)."""
+
+    # (room_id, frame type, JSON bytes)
+    frames: list[tuple[str, str, bytes]] = field(default_factory=list)
+    rooms: set[str] = field(default_factory=set)  # room versions to bump (caches)
+    users: set[str] = field(default_factory=set)  # user versions to bump (room lists)
+    presence_gone: set[str] = field(default_factory=set)  # users whose presence to clear
+
+    def publish(self, room_id: str, frame: dict[str, Any]) -> None:
+        """Queue a docs/chat.md frame for the room's channel, serialised once here."""
+        self.frames.append((room_id, frame["type"], orjson.dumps(frame)))
+
+    def __bool__(self) -> bool:
+        return bool(self.frames or self.rooms or self.users or self.presence_gone)
 
 
 class Fanout:

@@ -28,9 +28,9 @@ from aether_chat import ids, repository, schemas, validation
 from aether_chat.cache import ChatCache, RoomListEntry
 from aether_chat.callers import Caller
 from aether_chat.config import ChatSettings
-from aether_chat.db import Changes, Database, UnitOfWork
+from aether_chat.db import Database, UnitOfWork
 from aether_chat.events import ChatEvents
-from aether_chat.realtime import Fanout
+from aether_chat.realtime import Changes, Fanout
 from aether_chat.repository import MemberRecord, MessageRecord, Role, RoomRecord, Visibility
 from aether_common.errors import AetherError, Conflict, Forbidden, NotFound, PreconditionFailed
 from aether_common.logging import get_logger

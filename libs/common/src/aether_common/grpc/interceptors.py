@@ -6,8 +6,9 @@ Server (`ServerCallInterceptor`), per call and in this order:
 2. the request id (a sane incoming `x-request-id`, else a new one) and the caller identity (the
    configured `IdentityResolver`; a refusal ends the call with its status) in contextvars;
 3. the servicer; what it raises leaves as a status: an `AetherError` as its code, message and
-   google.rpc details, a failed downstream call with its meaning kept, anything else as
-   INTERNAL with a generic message (the real one only in the log);
+   google.rpc details, a failed downstream call with its meaning kept, a datastore outage
+   (`aether_common.outages`) as UNAVAILABLE with Retry-After, anything else as INTERNAL with a
+   generic message (the real one only in the log);
 4. `aether_grpc_server_handled_total{method,code}`, the latency histogram, the span's status
    and one access-log line.
 
@@ -37,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from aether_common import errors
+from aether_common import errors, outages
 from aether_common.identity import (
     ANONYMOUS,
     AnonymousResolver,
@@ -226,6 +227,10 @@ class ServerCallInterceptor(_ServerInterceptor):
             # An uncaught failure of a call this servicer made: pass on its typed error.
             log.warning("grpc.downstream_error", method=call.method, code=exc.code().name)
             await abort_with(call.context, errors.from_grpc_error(exc), self._domain)
+        unavailable = outages.as_unavailable(exc, self._domain.removeprefix("aether."))
+        if unavailable is not None:  # not the caller's fault, nor a bug: retry later
+            log.warning("grpc.datastore_unavailable", method=call.method, error=repr(exc))
+            await abort_with(call.context, unavailable, self._domain)
         log.exception("grpc.unhandled_error", method=call.method)
         if call.span is not None:
             call.span.record_exception(exc)
