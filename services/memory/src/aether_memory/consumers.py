@@ -31,8 +31,8 @@ from aether_common.events import (
     PgIdempotencyStore,
 )
 from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase
 from aether_memory.access import Namespace
-from aether_memory.db import Database
 from aether_memory.metrics import USERS_ERASED
 from aether_memory.service import MemoryService
 
@@ -54,7 +54,7 @@ class ContentConsumer(BackgroundConsumer):
 
     def __init__(
         self,
-        database: Database,
+        database: PostgresDatabase,
         service: MemoryService,
         *,
         bootstrap: str,

@@ -21,6 +21,7 @@ from typing import Any
 from aether.chat.v1 import chat_pb2
 from aether.memory.v1 import memory_pb2
 from aether_common.errors import Forbidden
+from aether_common.postgres import PostgresDatabase
 from aether_memory import repository, schemas, validation
 from aether_memory.access import (
     NAMESPACES,
@@ -32,7 +33,6 @@ from aether_memory.access import (
     require_caller,
 )
 from aether_memory.config import MemorySettings
-from aether_memory.db import Database
 from aether_memory.embeddings import Embeddings
 from aether_memory.index import Filters, Point, VectorIndex
 from aether_memory.metrics import RECORDS_DELETED, RECORDS_UPSERTED, SEARCH_DURATION
@@ -71,7 +71,7 @@ class MemoryService:
         self,
         *,
         settings: MemorySettings,
-        database: Database,
+        database: PostgresDatabase,
         embeddings: Embeddings,
         index: VectorIndex,
         rooms: RoomMembership,
@@ -217,7 +217,8 @@ class MemoryService:
         hits = await self._index.search(
             ns.value, vector.tolist(), filters=filters, limit=limit, min_score=min_score
         )
-        rows = await repository.by_points(self._db.pool, ns.value, [h.point_id for h in hits])
+        async with self._db.connection() as conn:
+            rows = await repository.by_points(conn, ns.value, [h.point_id for h in hits])
         SEARCH_DURATION.labels(ns.value).observe(time.perf_counter() - started)
         return memory_pb2.SearchResponse(
             hits=[
