@@ -22,12 +22,12 @@ from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
-from aether_memory.access import NAMESPACES
 from aether_memory.config import MemorySettings
 from aether_memory.consumers import ContentConsumer
 from aether_memory.embeddings import Embedder, Embeddings, build_embedder
 from aether_memory.grpc import SERVICE_NAME, MemoryServicer, register
 from aether_memory.index import VectorIndex
+from aether_memory.namespaces import NAMESPACES
 from aether_memory.rebuild import IndexRebuild
 from aether_memory.rooms import RoomMembership
 from aether_memory.service import MemoryService

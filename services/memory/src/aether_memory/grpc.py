@@ -11,6 +11,7 @@ from typing import Any
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
+from aether_memory import schemas
 from aether_memory.service import MemoryService
 
 SERVICE_NAME = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
@@ -29,7 +30,9 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.UpsertRequest, context: Context
     ) -> memory_pb2.UpsertResponse:
         caller = self._service.caller()
-        batch = self._service.upsert_batch(caller, request)
+        batch = self._service.upsert_batch(
+            caller, request.namespace, schemas.record_inputs(request)
+        )
         stored = await self._db.transaction(lambda uow: self._service.store(uow.conn, batch))
         return memory_pb2.UpsertResponse(ids=stored.ids, embedded=stored.embedded)
 
@@ -37,7 +40,7 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.DeleteRequest, context: Context
     ) -> memory_pb2.DeleteResponse:
         caller = self._service.caller()
-        ns, scope, ids = self._service.delete_target(caller, request)
+        ns, scope, ids = self._service.delete_target(caller, request.namespace, request.ids)
         deleted = await self._db.transaction(
             lambda uow: self._service.remove(uow.conn, ns, scope, ids, reason="request")
         )
@@ -47,10 +50,11 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self, request: memory_pb2.SearchRequest, context: Context
     ) -> memory_pb2.SearchResponse:
         caller = self._service.caller()
-        return await self._service.search(caller, request)
+        found = await self._service.search(caller, schemas.search_query(request))
+        return schemas.search_response(found)
 
     async def Embed(
         self, request: memory_pb2.EmbedRequest, context: Context
     ) -> memory_pb2.EmbedResponse:
         self._service.caller()  # any signed-in caller
-        return await self._service.embed(request)
+        return schemas.embed_response(await self._service.embed(request.texts))
