@@ -27,7 +27,7 @@ from aether_auth.oidc import OAuthStates, OidcIdentity, OidcProviders, new_pendi
 from aether_auth.passwords import Passwords, policy_violation
 from aether_auth.rbac import USERS_ADMIN, Plan, Role, permissions_for
 from aether_auth.repository import UserRecord
-from aether_auth.schemas import DataExport
+from aether_auth.export import DataExport
 from aether_auth.sessions import MAX_IP, MAX_USER_AGENT, IssuedTokens, Sessions
 from aether_auth.throttle import Cooldown, LoginThrottle
 from aether_auth.tokens import AccessClaims
