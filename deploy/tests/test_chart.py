@@ -42,7 +42,7 @@ def enabled_components(values: dict[str, Any]) -> list[str]:
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    containers = deployment["spec"]["template"]["spec"]["containers"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
 
@@ -445,8 +445,8 @@ def test_dashboard_shows_red_kafka_cache_and_ai(render: Renderer) -> None:
         "aether_kafka_consumer_lag",
         "aether_outbox_pending",
         "redis_keyspace_hits_total",
-        "aether_ai_tokens_total",
-        "aether_ai_cost_usd_total",
+        "aether_ai_tokens_in_total",
+        "aether_ai_tokens_out_total",
     ):
         assert needle in text, needle
     ids = [p["id"] for p in dashboard["panels"]]
