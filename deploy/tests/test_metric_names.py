@@ -1,10 +1,13 @@
-"""The chart's PromQL agrees with the code: every metric a dashboard or alert names exists.
+"""The chart's PromQL agrees with the code: every metric a dashboard or alert names exists, and
+the latency objectives leave out the streaming calls the code has.
 
 The names that exist are read from the services' Prometheus registry, not written by hand: every
 module of aether_common and of each service under services/*/src is imported (a new service is
 covered by being there), and the collectors on prometheus_client's default registry, the one
 /metrics serves (aether_common.http), are expanded to the sample names Prometheus stores.
 Metrics from outside our code are declared once, in EXPORTED, with the exporter that emits them.
+Streaming calls are found the same way: the SSE and WebSocket routes on the services' routers,
+and the streaming RPCs in the generated descriptors of protos/.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import importlib
 import json
 import pkgutil
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY
+from starlette.routing import Router, WebSocketRoute
+
+import aether
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "deploy" / "helm" / "aether" / "dashboards"
@@ -79,6 +87,51 @@ def registered_names() -> set[str]:
 @pytest.fixture(scope="module")
 def known() -> set[str]:
     return registered_names() | set(EXPORTED)
+
+
+SSE = "text/event-stream"
+
+
+def _streams(route: object) -> bool:
+    """A WebSocket route, or one answering Server-Sent Events (declared in its OpenAPI
+    `responses`, or as its response class's media type)."""
+    if isinstance(route, WebSocketRoute):
+        return True
+    if not isinstance(route, APIRoute):
+        return False
+    declared = any(SSE in (answer.get("content") or {}) for answer in route.responses.values())
+    return declared or getattr(route.response_class, "media_type", None) == SSE
+
+
+def http_routes() -> dict[str, bool]:
+    """Route template (the `route` label) -> streams?, over every router the services define."""
+    packages = code_packages()
+    for package in packages:
+        import_everything(package)
+    routes: dict[str, bool] = {}
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in packages:
+            continue
+        for router in [v for v in vars(module).values() if isinstance(v, Router)]:
+            for route in router.routes:
+                path = getattr(route, "path", None)
+                if isinstance(path, str):
+                    routes[path] = routes.get(path, False) or _streams(route)
+    return routes
+
+
+def grpc_methods() -> dict[str, bool]:
+    """Method (the `method` label, /package.Service/Method) -> streams?, from the generated
+    descriptors. aether.testing's probe service is served by tests only."""
+    methods: dict[str, bool] = {}
+    for info in pkgutil.walk_packages(aether.__path__, "aether."):
+        if not info.name.endswith("_pb2") or info.name.startswith("aether.testing."):
+            continue
+        for service in importlib.import_module(info.name).DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                streams = method.server_streaming or method.client_streaming
+                methods[f"/{service.full_name}/{method.name}"] = streams
+    return methods
 
 
 # -- what the chart queries ----------------------------------------------------------------------
@@ -198,6 +251,40 @@ def test_every_declared_exporter_metric_is_used(render: Renderer) -> None:
     """EXPORTED lists what the chart relies on, nothing more."""
     used = {name for query in chart_queries(render) for name in metric_names(query.expr)}
     assert not set(EXPORTED) - used, f"EXPORTED names what no query uses: {set(EXPORTED) - used}"
+
+
+LATENCY_LABELS = {
+    "aether_http_request_duration_seconds_bucket": ("route", http_routes),
+    "aether_grpc_server_handling_seconds_bucket": ("method", grpc_methods),
+}
+
+
+def test_latency_objectives_leave_out_streaming_calls(render: Renderer) -> None:
+    """Every quantile over the HTTP or gRPC server latency, in the alerts and the dashboards,
+    excludes each streaming route or method (an SSE answer or a socket lasts minutes) and no
+    other: a unary call stays under the objective."""
+    problems: list[str] = []
+    checked: set[str] = set()
+    for query in chart_queries(render):
+        if "histogram_quantile" not in query.expr:
+            continue
+        for metric in metric_names(query.expr) & set(LATENCY_LABELS):
+            label, calls = LATENCY_LABELS[metric]
+            quoted = re.findall(rf'\b{label}\s*!~\s*("(?:[^"\\]|\\.)*")', query.expr)
+            excluded = [re.compile(json.loads(q)) for q in quoted]
+            for call, streams in sorted(calls().items()):
+                if streams != any(x.fullmatch(call) for x in excluded):
+                    verb = "counts toward" if streams else "is left out of"
+                    problems.append(f"{query.where}: {label} {call} {verb} the quantile")
+            checked.add(f"{query.where.split(',')[0]} {metric}")
+    assert not problems, "\n".join(problems)
+    assert len(checked) == 4, checked  # rules and dashboard, HTTP and gRPC: none skipped
+
+
+def test_the_streaming_lists_in_values_are_the_codes(values: dict[str, Any]) -> None:
+    streaming = values["monitoring"]["prometheusRule"]["streaming"]
+    assert set(streaming["httpRoutes"]) == {r for r, s in http_routes().items() if s}
+    assert set(streaming["grpcMethods"]) == {m for m, s in grpc_methods().items() if s}
 
 
 def test_the_registry_holds_every_services_metrics(known: set[str]) -> None:
