@@ -12,6 +12,7 @@ and the streaming RPCs in the generated descriptors of protos/.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import pkgutil
@@ -103,6 +104,7 @@ def _streams(route: object) -> bool:
     return declared or getattr(route.response_class, "media_type", None) == SSE
 
 
+@functools.cache
 def http_routes() -> dict[str, bool]:
     """Route template (the `route` label) -> streams?, over every router the services define."""
     packages = code_packages()
@@ -120,6 +122,7 @@ def http_routes() -> dict[str, bool]:
     return routes
 
 
+@functools.cache
 def grpc_methods() -> dict[str, bool]:
     """Method (the `method` label, /package.Service/Method) -> streams?, from the generated
     descriptors. aether.testing's probe service is served by tests only."""
