@@ -21,8 +21,8 @@ from aether_auth.challenges import MfaChallenges
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox, random_token, token_hash
 from aether_auth.db import KeepWrites, UnitOfWork
+from aether_auth.emails import AccountEmails
 from aether_auth.events import UserEvents
-from aether_auth.mailer import Mailer
 from aether_auth.metrics import LOCKOUTS, REFRESH_TOKEN_REUSE, SIGN_INS
 from aether_auth.oidc import OAuthStates, OidcIdentity, OidcProviders, new_pending_login
 from aether_auth.passwords import Passwords, policy_violation
@@ -106,7 +106,7 @@ class AuthService:
         throttle: LoginThrottle,
         cooldown: Cooldown,
         challenges: MfaChallenges,
-        mailer: Mailer,
+        emails: AccountEmails,
         box: SecretBox,
         providers: OidcProviders,
         oauth_states: OAuthStates,
@@ -118,7 +118,7 @@ class AuthService:
         self.throttle = throttle
         self.cooldown = cooldown
         self.challenges = challenges
-        self.mailer = mailer
+        self.emails = emails
         self.box = box
         self.providers = providers
         self.oauth_states = oauth_states
@@ -387,7 +387,7 @@ class AuthService:
         )
 
         async def send() -> None:
-            await self.mailer.send_password_reset(user.email, token)
+            await self.emails.send_password_reset(user.email, token)
 
         uow.after_commit(send)
 
@@ -767,7 +767,7 @@ class AuthService:
         )
 
         async def send() -> None:
-            await self.mailer.send_email_verification(user.email, token)
+            await self.emails.send_email_verification(user.email, token)
 
         uow.after_commit(send)
 
