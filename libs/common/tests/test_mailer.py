@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import mailbox
 import time
-from email.message import Message
+from mailbox import MaildirMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -19,7 +19,9 @@ from aether_devstack.pytest_plugin import unique_name
 from aether_devstack.servers import free_port
 
 
-async def received(maildir: Path, to: str, count: int = 1, within: float = 10.0) -> list[Message]:
+async def received(
+    maildir: Path, to: str, count: int = 1, within: float = 10.0
+) -> list[MaildirMessage]:
     """The mail to `to` the server stored, once `count` arrived (or `within` seconds passed)."""
     deadline = time.monotonic() + within
     while True:

@@ -173,7 +173,7 @@ async def test_an_outage_is_unavailable_and_readiness_says_so() -> None:
 
 def _client_error(status: int, code: str) -> ClientError:
     response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
-    return ClientError(response, "GetObject")  # type: ignore[arg-type]
+    return ClientError(response, "GetObject")
 
 
 @pytest.mark.parametrize(
