@@ -106,6 +106,33 @@ async def test_a_presigned_url_gives_the_bytes_to_anyone_holding_it(bucket: S3Bu
         assert got.headers["content-disposition"] == 'attachment; filename="my export.csv"'
 
 
+async def test_presigned_urls_name_the_public_endpoint_when_there_is_one(
+    aether_endpoints: Endpoints, bucket: S3Bucket
+) -> None:
+    # The services reach the store at one address, browsers at another (here: another name of
+    # the same server); the URL must be signed for the browsers' host.
+    if "//127.0.0.1:" not in aether_endpoints.s3_endpoint:
+        pytest.skip("needs a store on 127.0.0.1, reachable as localhost too")
+    public = aether_endpoints.s3_endpoint.replace("127.0.0.1", "localhost")
+    outside = S3Bucket(
+        bucket.bucket,
+        service="test",
+        endpoint_url=aether_endpoints.s3_endpoint,
+        access_key=aether_endpoints.s3_access_key,
+        secret_key=aether_endpoints.s3_secret_key,
+        public_endpoint_url=public,
+    )
+    try:
+        await outside.put("public.txt", b"seen from outside")
+        url = await outside.presigned_get("public.txt", expires_s=60)
+        assert url.startswith(f"{public}/")
+        async with httpx.AsyncClient() as http:
+            got = await http.get(url)
+        assert (got.status_code, got.content) == (200, b"seen from outside")
+    finally:
+        await outside.stop()
+
+
 async def test_presigned_expiry_is_bounded(bucket: S3Bucket) -> None:
     for expires_s in (0, 7 * 24 * 3600 + 1):
         with pytest.raises(ValueError, match="expires_s"):
