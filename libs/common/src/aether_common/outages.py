@@ -8,8 +8,9 @@ decided once for every service and every entry point.
   transaction lost a race: the unit of work re-runs its body a bounded number of times; once the
   tries are spent it is an outage too (the contention outlasted us: retry later).
 
-One function per datastore kind (`postgres`, `mongo`, `redis`), by type or, for MongoDB, by the
-error label the server sets (`TransientTransactionError` is a label, not a type). `classify`
+One function per datastore kind (`postgres`, `mongo`, `redis`, `s3`), by type or, for MongoDB, by
+the error label the server sets (`TransientTransactionError` is a label, not a type), for S3 by the
+HTTP status of the answer. `classify`
 asks them all; the gRPC interceptor, the HTTP app, the Kafka consumer and the periodic jobs call
 `as_unavailable` on whatever escaped a handler.
 """
@@ -19,6 +20,8 @@ from __future__ import annotations
 import enum
 
 import asyncpg
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -47,6 +50,8 @@ _PG_TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
 )
 _MONGO_TRANSIENT_LABEL = "TransientTransactionError"
+# S3 asks a client to back off with 503 SlowDown; botocore answers both with its own retries.
+_S3_BACKOFF_CODES = frozenset({"SlowDown", "ServiceUnavailable", "Throttling", "RequestTimeout"})
 
 
 def postgres(exc: BaseException) -> Failure | None:
@@ -74,6 +79,21 @@ def redis(exc: BaseException) -> Failure | None:
     return None
 
 
+def s3(exc: BaseException) -> Failure | None:
+    # botocore has already retried (its retry mode) a refused connection, a timeout, a 5xx or a
+    # SlowDown before raising: there is no transaction to re-run, only a store to wait for.
+    # HTTPClientError: closed connections and read timeouts; ConnectionError: refused, connect
+    # timeouts, proxies, TLS.
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return Failure.OUTAGE
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = exc.response.get("Error", {}).get("Code", "")
+        if status >= 500 or code in _S3_BACKOFF_CODES:
+            return Failure.OUTAGE
+    return None
+
+
 def network(exc: BaseException) -> Failure | None:
     """A socket that failed (refused, reset, timed out) under any client."""
     if isinstance(exc, OSError):  # ConnectionError and TimeoutError included
@@ -81,7 +101,7 @@ def network(exc: BaseException) -> Failure | None:
     return None
 
 
-KINDS = (postgres, mongo, redis, network)
+KINDS = (postgres, mongo, redis, s3, network)
 
 
 def classify(exc: BaseException) -> Failure | None:

@@ -14,11 +14,11 @@ from aether_auth.callers import AccessTokenResolver
 from aether_auth.challenges import MfaChallenges
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox
+from aether_auth.emails import AccountEmails
 from aether_auth.events import UserEvents, topic_specs
 from aether_auth.grpc import SERVICE_NAME, AuthServicer, register
 from aether_auth.housekeeping import Housekeeper
 from aether_auth.keys import KeyRing
-from aether_auth.mailer import Mailer
 from aether_auth.oidc import OAuthStates, OidcProviders
 from aether_auth.passwords import Passwords
 from aether_auth.revocation import RevocationList
@@ -77,7 +77,7 @@ class AuthApp:
                 ttl_s=s.mfa_challenge_ttl_s,
                 max_attempts=s.mfa_challenge_attempts,
             ),
-            mailer=Mailer(s),
+            emails=AccountEmails.from_settings(s),
             box=self.box,
             providers=self.providers,
             oauth_states=OAuthStates(redis, s.redis_prefix, s.oauth_state_ttl_s),

@@ -20,14 +20,14 @@ from aether_auth.challenges import MfaChallenges
 from aether_auth.client_info import ClientInfo
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox, random_token, token_hash
+from aether_auth.emails import AccountEmails
 from aether_auth.events import UserEvents
-from aether_auth.mailer import Mailer
+from aether_auth.export import DataExport
 from aether_auth.metrics import LOCKOUTS, REFRESH_TOKEN_REUSE, SIGN_INS
 from aether_auth.oidc import OAuthStates, OidcIdentity, OidcProviders, new_pending_login
 from aether_auth.passwords import Passwords, policy_violation
 from aether_auth.rbac import USERS_ADMIN, Plan, Role, permissions_for
 from aether_auth.repository import UserRecord
-from aether_auth.export import DataExport
 from aether_auth.sessions import MAX_IP, MAX_USER_AGENT, IssuedTokens, Sessions
 from aether_auth.throttle import Cooldown, LoginThrottle
 from aether_auth.tokens import AccessClaims
@@ -106,7 +106,7 @@ class AuthService:
         throttle: LoginThrottle,
         cooldown: Cooldown,
         challenges: MfaChallenges,
-        mailer: Mailer,
+        emails: AccountEmails,
         box: SecretBox,
         providers: OidcProviders,
         oauth_states: OAuthStates,
@@ -118,7 +118,7 @@ class AuthService:
         self.throttle = throttle
         self.cooldown = cooldown
         self.challenges = challenges
-        self.mailer = mailer
+        self.emails = emails
         self.box = box
         self.providers = providers
         self.oauth_states = oauth_states
@@ -391,7 +391,7 @@ class AuthService:
         )
 
         async def send() -> None:
-            await self.mailer.send_password_reset(user.email, token)
+            await self.emails.send_password_reset(user.email, token)
 
         uow.after_commit(send)
 
@@ -775,7 +775,7 @@ class AuthService:
         )
 
         async def send() -> None:
-            await self.mailer.send_email_verification(user.email, token)
+            await self.emails.send_email_verification(user.email, token)
 
         uow.after_commit(send)
 

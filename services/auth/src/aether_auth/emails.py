@@ -1,22 +1,35 @@
-"""Outgoing mail over SMTP (aiosmtplib): the email-verification and password-reset links."""
+"""The mail auth sends: the email-verification and password-reset links, their subjects and
+texts. The kit's `Mailer` delivers them."""
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import make_msgid
 from urllib.parse import urlencode
 
-import aiosmtplib
-
 from aether_auth.config import AuthSettings
-from aether_common.logging import get_logger
-
-log = get_logger(__name__)
+from aether_common.mailer import Mailer, SmtpServer
 
 
-class Mailer:
-    def __init__(self, settings: AuthSettings) -> None:
+def smtp_server(settings: AuthSettings) -> SmtpServer:
+    s = settings
+    return SmtpServer(
+        host=s.smtp_host,
+        port=s.smtp_port,
+        username=s.smtp_username,
+        password=s.smtp_password,
+        starttls=s.smtp_starttls,
+        tls=s.smtp_tls,
+        timeout_s=s.smtp_timeout_s,
+    )
+
+
+class AccountEmails:
+    def __init__(self, mailer: Mailer, settings: AuthSettings) -> None:
+        self._mailer = mailer
         self._settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> AccountEmails:
+        return cls(Mailer(smtp_server(settings), sender=settings.mail_from), settings)
 
     def link(self, path: str, token: str) -> str:
         return f"{self._settings.public_base_url}{path}?{urlencode({'token': token})}"
@@ -24,7 +37,7 @@ class Mailer:
     async def send_email_verification(self, to: str, token: str) -> None:
         url = self.link(self._settings.verify_email_path, token)
         hours = self._settings.verify_email_ttl_s // 3600
-        await self._send(
+        await self._mailer.send(
             to,
             "Verify your email address",
             f"Welcome to Aether.\n\nConfirm that {to} is your address by opening this link:\n\n"
@@ -35,7 +48,7 @@ class Mailer:
     async def send_password_reset(self, to: str, token: str) -> None:
         url = self.link(self._settings.reset_password_path, token)
         minutes = self._settings.reset_password_ttl_s // 60
-        await self._send(
+        await self._mailer.send(
             to,
             "Reset your password",
             "Someone asked to reset the password of your Aether account. To choose a new one, "
@@ -43,23 +56,3 @@ class Mailer:
             "Every signed-in device will be signed out. If it was not you, ignore this "
             "message: your password stays as it is.\n",
         )
-
-    async def _send(self, to: str, subject: str, body: str) -> None:
-        s = self._settings
-        message = EmailMessage()
-        message["From"] = s.mail_from
-        message["To"] = to
-        message["Subject"] = subject
-        message["Message-ID"] = make_msgid(domain="aether.local")
-        message.set_content(body)
-        await aiosmtplib.send(
-            message,
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-            start_tls=s.smtp_starttls,
-            use_tls=s.smtp_tls,
-            timeout=s.smtp_timeout_s,
-        )
-        log.info("mail sent", subject=subject)
