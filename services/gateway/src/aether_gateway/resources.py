@@ -11,7 +11,7 @@ from aether_common.logging import get_logger
 from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.access_gate import AccessGate
 from aether_gateway.ai.client import AiClient
-from aether_gateway.cache import ProfileCache
+from aether_gateway.auth.cache import ProfileCache
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory.client import MemoryClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from aether.auth.v1 import auth_pb2
-from aether_gateway import schemas
+from aether_gateway.auth import schemas
 
 
 def enum_name(prefix: str, name: str) -> str:
