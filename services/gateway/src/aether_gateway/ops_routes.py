@@ -10,8 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from aether_gateway.auth.schemas import DependencyStatus, StatusOut
 from aether_gateway.deps import Resources
+from aether_gateway.schemas import DependencyStatus, StatusOut
 
 CHECK_TIMEOUT_S = 1.0
 

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
 from aether_gateway.ai.schemas import AnalyzeIn, ChatIn
-from aether_gateway.auth.convert import enum_name
+from aether_gateway.convert import enum_name
 
 # A streamed answer's event as the gateway passes it on: (kind, JSON object).
 Event = tuple[str, dict[str, Any]]

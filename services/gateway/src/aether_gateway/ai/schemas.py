@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from aether_gateway.auth.schemas import Request, Response
+from aether_gateway.schemas import Request, Response
 
 # Mode and model names are the service's to know; the gateway only keeps them sane.
 MODE_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"

@@ -6,12 +6,7 @@ import base64
 
 from aether.auth.v1 import auth_pb2
 from aether_gateway.auth import schemas
-
-
-def enum_name(prefix: str, name: str) -> str:
-    """`PLAN_PREMIUM` -> `premium`; the unspecified value -> ``."""
-    short = name.removeprefix(prefix).lower()
-    return "" if short == "unspecified" else short
+from aether_gateway.convert import enum_name
 
 
 def plan_name(value: int) -> str:

@@ -1,4 +1,4 @@
-"""Wire models of the public API: strict requests (unknown fields refused), snake_case answers.
+"""`/api/auth/*` and `/api/admin/*` wire models (pydantic): what clients send and get back.
 
 Limits here are the gateway's sanity bounds (no megabyte passwords, no 10,000-character names);
 the business rules (password policy, email syntax in full) are auth's and come back as 400s.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
+
+from aether_gateway.schemas import Request, Response
 
 Email = Annotated[
     str,
@@ -24,16 +26,6 @@ TotpCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{6,8}$")]
 RecoveryCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=4, max_length=64)]
 PlanName = Literal["free", "premium", "admin"]
 RoleName = Literal["user", "moderator", "admin"]
-
-
-class Request(BaseModel):
-    """Base of every request body: unknown fields and type coercion are refused."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Response(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -195,16 +187,3 @@ class OAuthStartOut(Response):
 
 class AcceptedOut(Response):
     status: Literal["accepted"] = "accepted"
-
-
-class DependencyStatus(Response):
-    ok: bool
-    latency_ms: float
-    error: str | None = None
-
-
-class StatusOut(Response):
-    status: Literal["ok", "degraded"]
-    service: str
-    version: str
-    dependencies: dict[str, DependencyStatus]

@@ -11,7 +11,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.chat.v1 import chat_pb2
-from aether_gateway.auth.convert import enum_name
+from aether_gateway.convert import enum_name
 
 
 def timestamp(message: Any, field: str) -> str | None:

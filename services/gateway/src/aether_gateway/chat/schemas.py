@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from aether_gateway.auth.schemas import Request, Response
+from aether_gateway.schemas import Request, Response
 
 ID_PATTERN = r"^[\w.:-]+$"
 RoomId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]

@@ -9,7 +9,7 @@ import orjson
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from aether_gateway.ai.schemas import Rfc3339
-from aether_gateway.auth.schemas import Request, Response
+from aether_gateway.schemas import Request, Response
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_RECORDS = 256
