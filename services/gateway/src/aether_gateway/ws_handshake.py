@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope
 
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
-from aether_gateway.access import bearer, client_ip
+from aether_gateway.access_middleware import bearer, client_ip
 from aether_gateway.resources import GatewayResources
 
 # Close codes of the handshake (docs/chat.md, docs/ai.md).

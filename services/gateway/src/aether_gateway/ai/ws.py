@@ -23,7 +23,7 @@ from aether.ai.v1 import ai_pb2
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError, InternalError
 from aether_common.logging import get_logger
-from aether_gateway.access import client_ip
+from aether_gateway.access_middleware import client_ip
 from aether_gateway.ai import convert
 from aether_gateway.ai import frames as f
 from aether_gateway.ai.client import AiClient

@@ -21,7 +21,7 @@ from aether.chat.v1 import chat_pb2
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
 from aether_common.logging import get_logger
-from aether_gateway.access import client_ip
+from aether_gateway.access_middleware import client_ip
 from aether_gateway.chat import frames as f
 from aether_gateway.chat.connection import Connection, SlidingLog
 from aether_gateway.chat.frames import BadFrame, Frame, error_frame, error_from
