@@ -28,8 +28,10 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from aether.chat.v1 import chat_pb2
+from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
 from aether_common.logging import get_logger
 from aether_gateway.chat import convert
@@ -45,7 +47,7 @@ from aether_gateway.chat.metrics import (
     ROOMS,
 )
 from aether_gateway.ws.close_codes import CLOSE_RESTART, CLOSE_UNAUTHENTICATED
-from aether_gateway.ws.connection import Connection
+from aether_gateway.ws.connection import Connection, Send, SlidingLog
 from aether_gateway.ws.frames import Frame
 from aether_gateway.ws.liveness import Liveness
 
@@ -64,8 +66,26 @@ class ChatConnection(Connection):
 
     __slots__ = ("subs",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        send: Send,
+        token: AccessToken,
+        *,
+        binary: bool,
+        max_queue: int,
+        rate: SlidingLog | None,
+        client_ip: str = "",
+        overflows: Counter | None = None,
+    ) -> None:
+        super().__init__(
+            send,
+            token,
+            binary=binary,
+            max_queue=max_queue,
+            rate=rate,
+            client_ip=client_ip,
+            overflows=overflows,
+        )
         self.subs: dict[str, Subscription] = {}
 
 

@@ -56,7 +56,9 @@ class Session(ABC):
     # Closes sent, labelled by code.
     closes: ClassVar[Counter]
 
-    def __init__(self, resources: GatewayResources, scope: Scope, receive: Receive, send: Send):
+    def __init__(
+        self, resources: GatewayResources, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         self.resources = resources
         self.settings = resources.settings
         self.scope = scope
