@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from aether.auth.v1 import auth_pb2
 from aether_common import errors
-from aether_gateway.cache import SHAPE
+from aether_gateway.auth.cache import SHAPE
 from aether_gateway.errors import UpstreamNotImplemented
 
 CLIENT_IP = "203.0.113.7"

@@ -10,12 +10,13 @@ import pytest
 from aether.chat.v1 import chat_pb2
 from aether_gateway.chat import convert
 from aether_gateway.chat import frames as f
-from aether_gateway.chat.connection import SlidingLog
 from aether_gateway.chat.fanout import RespParser, command
+from aether_gateway.ws.connection import SlidingLog
+from aether_gateway.ws.frames import Frame
 
 
 def test_a_frame_is_encoded_once_whatever_the_connections() -> None:
-    frame = f.Frame.of({"type": "typing", "room_id": "r", "user_id": "u", "typing": True})
+    frame = Frame.of({"type": "typing", "room_id": "r", "user_id": "u", "typing": True})
     assert frame.message(False) is frame.message(False)
     packed = frame.message(True)
     assert packed is frame.message(True)  # made on first use, then shared

@@ -80,7 +80,7 @@ def test_missing_settings_stop_the_process_naming_the_env_var() -> None:
         [sys.executable, "-m", "aether_gateway"], env=env, capture_output=True, timeout=60
     )
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # as every service: bad settings are a usage error
     assert b"AETHER_AUTH_GRPC_TARGET" in result.stderr
     assert b"AETHER_REDIS_URL" in result.stderr
 

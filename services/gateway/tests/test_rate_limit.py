@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.rate_limit import RateLimiter, RatePolicy, ip_bucket
-from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.redis_fail_open import RedisGuard
 
 # Served from the gateway's JWKS cache: no upstream call per request, so only the limiter counts.
 ROUTE = "/api/auth/jwks"
@@ -191,7 +191,7 @@ async def test_redis_outage_fails_open_with_a_metric(
 ) -> None:
     # Nothing listens on port 1: every Redis call fails at once.
     gateway = await start_gateway(redis_url="redis://127.0.0.1:1/0", rate_limit_free=1)
-    # Denylist and rate limit are one Redis call per request (access_gate.py).
+    # Denylist and rate limit are one Redis call per request (revoked_or_limited.py).
     before = fail_open_count("access_check")
 
     responses = [await gateway.get(ROUTE, headers=auth(token())) for _ in range(3)]

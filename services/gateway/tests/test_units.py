@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aether.auth.v1 import auth_pb2
 from aether_common.access_tokens import JwksCache, TokenRejected, normalise_plan, parse_jwks
 from aether_common.errors import Unavailable
-from aether_gateway import convert
+from aether_gateway.auth import convert
 
 
 class Clock:

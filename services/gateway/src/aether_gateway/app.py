@@ -21,9 +21,11 @@ from starlette.middleware import Middleware
 from aether_common.http import create_http_app
 from aether_common.logging import get_logger
 from aether_common.settings import Environment
-from aether_gateway import admin_routes, auth_routes, ops_routes
-from aether_gateway.access import AccessMiddleware
+from aether_gateway import ops_routes
+from aether_gateway.access_middleware import AccessMiddleware
 from aether_gateway.ai import routes as ai_routes
+from aether_gateway.auth import admin_routes
+from aether_gateway.auth import routes as auth_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory import routes as memory_routes

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from aether.auth.v1 import auth_pb2
 from aether_common.access_tokens import AccessToken, JwksCache
 from aether_common.errors import Forbidden, Unauthenticated
-from aether_gateway.access import MAX_USER_AGENT, Access, client_ip
-from aether_gateway.cache import ProfileCache
+from aether_gateway.access_middleware import MAX_USER_AGENT, Access, client_ip
+from aether_gateway.auth.cache import ProfileCache
 from aether_gateway.resources import GatewayResources
 from aether_gateway.revocation import Revocations
 from aether_gateway.upstream import AuthClient

@@ -3,7 +3,7 @@ that answers in the one error shape.
 
 Plain ASGI (no BaseHTTPMiddleware: cheaper, and contextvars flow through). The security headers
 ride on aether_common.http's RequestMiddleware and the body limit on the access layer
-(access.py): a layer of their own each would wrap every request again.
+(access_middleware.py): a layer of their own each would wrap every request again.
 """
 
 from __future__ import annotations

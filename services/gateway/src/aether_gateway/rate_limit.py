@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.metrics import RATE_LIMITED
-from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.redis_fail_open import RedisGuard
 
 ANONYMOUS_PLAN = "anonymous"
 DEFAULT_PLAN = "free"
@@ -31,7 +31,7 @@ DEFAULT_PLAN = "free"
 UNLIMITED_PERMISSION = "ratelimit:unlimited"
 
 # window(key, limit, window ms, unique member suffix) -> admitted (0/1), remaining, retry ms.
-# Shared by the plain limit script and the gateway's access check (access_gate.py).
+# Shared by the plain limit script and the gateway's access check (revoked_or_limited.py).
 WINDOW_LUA = """
 local function window(key, limit, window_ms, suffix)
   local t = redis.call('TIME')

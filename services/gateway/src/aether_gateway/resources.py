@@ -9,15 +9,15 @@ from redis.asyncio import Redis
 from aether_common.access_tokens import JwksCache, TokenVerifier
 from aether_common.logging import get_logger
 from aether_common.redis_pipeline import AutoPipeline
-from aether_gateway.access_gate import AccessGate
 from aether_gateway.ai.client import AiClient
-from aether_gateway.cache import ProfileCache
+from aether_gateway.auth.cache import ProfileCache
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory.client import MemoryClient
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
-from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.redis_fail_open import RedisGuard
 from aether_gateway.revocation import Revocations
+from aether_gateway.revoked_or_limited import AccessGate
 from aether_gateway.upstream import AuthClient
 
 log = get_logger(__name__)
@@ -79,7 +79,8 @@ class GatewayResources:
             own_prefix=settings.redis_key_prefix,
             grace_s=settings.jwt_leeway_s,
         )
-        # Signature and claims only: revocation is checked with the rate limit (access_gate.py).
+        # Signature and claims only: revocation is checked with the rate limit
+        # (revoked_or_limited.py).
         verifier = TokenVerifier(
             jwks,
             None,

@@ -12,7 +12,7 @@ The gateway also keeps its own denylist, `<gateway prefix>revoked:jti:<jti>`, wr
 logout or account deletion succeeds through it, so the caller's token stops working at once on
 every gateway replica whatever auth does.
 
-Redis down: the check fails open (logged and counted, see redis_guard.py). Auth re-checks the
+Redis down: the check fails open (logged and counted, see redis_fail_open.py). Auth re-checks the
 tokens it receives itself, so its own RPCs stay protected.
 """
 
@@ -23,7 +23,7 @@ import time
 
 from redis.asyncio import Redis
 
-from aether_gateway.redis_guard import RedisGuard
+from aether_gateway.redis_fail_open import RedisGuard
 
 
 class Revocations:
@@ -54,7 +54,7 @@ class Revocations:
         return self._guard
 
     def check_keys(self, jti: str, sid: str, sub: str) -> list[str]:
-        """The keys `revoked_reason` reads, in the order access_gate.py's script expects:
+        """The keys `revoked_reason` reads, in the order revoked_or_limited.py's script expects:
         auth's jti, the gateway's own jti, the session, the user's not-before."""
         keys = self._keys(jti, sid, sub)
         return [keys["jti"], self.own_key(jti), keys["sid"], keys["user"]]

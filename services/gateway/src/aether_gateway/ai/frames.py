@@ -6,21 +6,20 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from aether_common.errors import AetherError
 from aether_common.http import describe_validation_errors
 from aether_gateway.ai.schemas import ChatIn
-from aether_gateway.chat.frames import Frame
+from aether_gateway.ws import frames as ws
+from aether_gateway.ws.close_codes import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TRY_LATER,
+    CLOSE_UNAUTHENTICATED,
+)
+from aether_gateway.ws.frames import AuthIn, ClientIn, Frame, PingIn, RequestId
 
-# Close codes: the same meanings as chat's socket (docs/chat.md, docs/ai.md).
-CLOSE_SERVER_ERROR = 1011
-CLOSE_TRY_LATER = 1013
-CLOSE_UNAUTHENTICATED = 4001
-CLOSE_FORBIDDEN_ORIGIN = 4003
-CLOSE_IDLE = 4008
-CLOSE_TOO_SLOW = 4009
-CLOSE_RATE_LIMITED = 4029
 # The status an error frame sent before a close carries.
 CLOSE_STATUS = {
     CLOSE_TRY_LATER: 503,
@@ -31,32 +30,14 @@ CLOSE_STATUS = {
 # Not an HTTP status but the de facto one for "the client gave up" (nginx's 499).
 CANCELLED_STATUS = 499
 
-RequestId = Annotated[str, StringConstraints(max_length=128)]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    # Echoed on every frame answering this one, so a client can match them.
-    id: RequestId | None = None
-
-
-class AuthIn(_In):
-    type: Literal["auth"]
-    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
-
 
 class ChatFrameIn(ChatIn):
     type: Literal["chat"]
     id: RequestId | None = None
 
 
-class CancelIn(_In):
+class CancelIn(ClientIn):
     type: Literal["cancel"]
-
-
-class PingIn(_In):
-    type: Literal["ping"]
 
 
 ClientFrame = Annotated[AuthIn | ChatFrameIn | CancelIn | PingIn, Field(discriminator="type")]
@@ -64,13 +45,11 @@ CLIENT_FRAME = TypeAdapter(ClientFrame)
 CLIENT_TYPES = frozenset(("auth", "chat", "cancel", "ping"))
 
 
-class BadFrame(Exception):
+class BadFrame(ws.BadFrame):
     """A client frame that cannot be used: an error frame answers it, the connection goes on."""
 
     def __init__(self, code: str, detail: str, status: int = 400) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
         self.status = status
 
 

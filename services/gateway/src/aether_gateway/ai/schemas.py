@@ -1,5 +1,6 @@
-"""Wire models of `/api/ai/*`: strict requests whose bounds mirror protos/aether/ai/v1/ai.proto
-(so bad input is a 400 before any gRPC call), answers in the shapes of docs/ai.md."""
+"""Wire models (pydantic) of `/api/ai/*`: strict requests whose bounds mirror
+protos/aether/ai/v1/ai.proto (so bad input is a 400 before any gRPC call), answers in the shapes
+of docs/ai.md."""
 
 from __future__ import annotations
 

@@ -1,54 +1,44 @@
-"""`WS /ws/ai-chat`: streamed answers over a WebSocket (protocol: docs/ai.md).
+"""`WS /ws/ai-chat`: streamed answers over the shared WebSocket lifecycle (ws/session.py);
+protocol: docs/ai.md.
 
-Per connection: this task (handshake, then waits for the end), a reader (client frames, in
-order), a writer (chat's Connection: a bounded queue, so a client that does not read is closed
-with 4009 instead of buffering without end), a watchdog (idle close, token expiry) and at most
-one generation task. A cancel frame, the connection ending or the watchdog cancels the
-generation task, which cancels the upstream gRPC call (ai frees the model slot).
+What is the AI socket's own: JSON frames only, its ready frame, the client frames (FrameHandler)
+and at most one generation task per connection. A cancel frame, the connection ending or the
+watcher (ws/liveness.py: idle close, token expiry; a connection generating is not idle) cancels
+the generation task, which cancels the upstream gRPC call (ai frees the model slot).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
+from collections.abc import Coroutine
 from contextlib import aclosing
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from aether.ai.v1 import ai_pb2
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError, InternalError
 from aether_common.logging import get_logger
-from aether_gateway.access import client_ip
+from aether_gateway.access_middleware import client_ip
 from aether_gateway.ai import convert
 from aether_gateway.ai import frames as f
 from aether_gateway.ai.client import AiClient
 from aether_gateway.ai.frames import BadFrame, error_frame, error_from
 from aether_gateway.ai.metrics import WS_CLOSES, WS_CONNECTIONS
 from aether_gateway.ai.stream import answer_events
-from aether_gateway.chat.connection import Connection, SlidingLog
-from aether_gateway.chat.frames import Frame
-from aether_gateway.rate_limit import UNLIMITED_PERMISSION, RatePolicy
+from aether_gateway.rate_limit import RatePolicy
 from aether_gateway.resources import GatewayResources
-from aether_gateway.ws_handshake import (
-    Refused,
-    WebSocketGone,
-    authenticate,
-    check_origin,
-    check_url,
-    first_frame,
-)
+from aether_gateway.ws.close_codes import CLOSE_TRY_LATER, CLOSE_UNAUTHENTICATED
+from aether_gateway.ws.connection import Connection, SlidingLog, frame_limit
+from aether_gateway.ws.frames import PONG, AuthIn, Frame, PingIn
+from aether_gateway.ws.handshake import Refused
+from aether_gateway.ws.liveness import Liveness
+from aether_gateway.ws.session import Session
 
 log = get_logger(__name__)
-
-CLOSE_SEND_TIMEOUT_S = 5.0
-PONG = Frame.of({"type": "pong"})
-# How often the watchdog looks at the connection (at most; less with a short idle timeout).
-WATCHDOG_TICK_S = 1.0
 
 
 class AiChatSocket:
@@ -56,77 +46,42 @@ class AiChatSocket:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources: GatewayResources = scope["app"].state.gateway
-        await _Session(resources, scope, receive, send).run()
+        await AiSession(resources, scope, receive, send).run()
 
 
-class _Session:
+class AiSession(Session):
+    kind = "ai"
+    closes = WS_CLOSES
+
     def __init__(
         self, resources: GatewayResources, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        self.resources = resources
-        self.settings = resources.settings
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.headers = Headers(scope=scope)
+        super().__init__(resources, scope, receive, send)
+        self.handler: FrameHandler | None = None
 
-    # -- handshake -------------------------------------------------------------------------------
-    async def run(self) -> None:
-        first = await self.receive()
-        if first["type"] != "websocket.connect":
-            return
-        # Accepted first even when refusing, so that browsers see the error and close code.
-        await self.send({"type": "websocket.accept"})
-        try:
-            check_origin(self.headers, self.settings.cors_origins)
-            check_url(self.scope)
-            ai = self.resources.ai
-            if ai is None:
-                raise Refused(
-                    f.CLOSE_TRY_LATER, "ai is not configured on this gateway", "unavailable"
-                )
-            token = await authenticate(self.resources, self.scope, self.headers, self._auth_frame)
-        except Refused as refused:
-            await self._refuse(refused)
-            return
-        except WebSocketGone:
-            return
-        await self._serve(ai, token)
+    @property
+    def auth_timeout_s(self) -> float:
+        return self.settings.ai_ws_auth_timeout_s
 
-    async def _auth_frame(self) -> str:
-        message = await first_frame(self.receive, self.settings.ai_ws_auth_timeout_s)
-        try:
-            frame = f.parse(
-                f.decode(
-                    message.get("text"), message.get("bytes"), self.settings.ai_ws_max_frame_bytes
-                )
-            )
-        except BadFrame as exc:
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED, f"expected an auth frame: {exc.detail}"[:120], exc.code
-            ) from None
-        if not isinstance(frame, f.AuthIn):
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED,
-                "the first frame must be {'type':'auth','token':...}",
-                "auth_required",
-            )
-        return frame.token
+    def check_available(self) -> None:
+        if self.resources.ai is None:
+            raise Refused(CLOSE_TRY_LATER, "ai is not configured on this gateway", "unavailable")
 
-    async def _refuse(self, refused: Refused) -> None:
+    def parse(self, text: str | None, data: bytes | None) -> Any:
+        return f.parse(f.decode(text, data, self.settings.ai_ws_max_frame_bytes))
+
+    def auth_frame_read(self) -> None:
+        pass  # this socket counts no client frames
+
+    def refusal_frame(self, refused: Refused) -> Frame:
         status = f.CLOSE_STATUS.get(refused.code, 400)
-        WS_CLOSES.labels(str(refused.code)).inc()
-        with contextlib.suppress(Exception):
-            if refused.error is not None:
-                await self.send(error_frame(refused.error, refused.reason, status).json_send)
-            await self.send(
-                {"type": "websocket.close", "code": refused.code, "reason": refused.reason}
-            )
+        return error_frame(refused.error or "", refused.reason, status)
 
-    # -- the connection --------------------------------------------------------------------------
-    async def _serve(self, ai: AiClient, token: AccessToken) -> None:
+    def open(self, token: AccessToken) -> Connection:
+        ai = self.resources.ai
+        assert ai is not None  # check_available refused the socket otherwise
         settings = self.settings
-        limit = _frame_limit(settings.ai_ws_limits(), token)
+        limit = frame_limit(RatePolicy(settings.ai_ws_limits(), None), token)
         conn = Connection(
             self.send,
             token,
@@ -148,69 +103,24 @@ class _Session:
                 }
             )
         )
-        handler = FrameHandler(ai, self.resources, conn)
+        self.handler = FrameHandler(ai, self.resources, conn)
         WS_CONNECTIONS.inc()
-        tasks = [
-            asyncio.create_task(conn.write_loop(), name="ai-ws-writer"),
-            asyncio.create_task(self._read_loop(conn, handler), name="ai-ws-reader"),
-            asyncio.create_task(self._watchdog(conn, handler), name="ai-ws-watchdog"),
-        ]
-        try:
-            await conn.finished
-        finally:
-            await handler.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        return conn
+
+    async def handle(self, conn: Connection, text: str | None, data: bytes | None) -> None:
+        assert self.handler is not None
+        await self.handler.handle(text, data)
+
+    def watchers(self, conn: Connection) -> list[Coroutine[Any, Any, None]]:
+        handler = self.handler
+        assert handler is not None
+        liveness = Liveness(self.settings.ai_ws_idle_timeout_s, self.settings.jwt_leeway_s)
+        return [liveness.watch(conn, busy=lambda: handler.generating)]
+
+    async def ended(self, conn: Connection) -> None:
+        if self.handler is not None:
+            await self.handler.stop()
             WS_CONNECTIONS.dec()
-        if conn.close_code is not None:
-            WS_CLOSES.labels(str(conn.close_code)).inc()
-            try:
-                async with asyncio.timeout(CLOSE_SEND_TIMEOUT_S):
-                    await self.send(
-                        {
-                            "type": "websocket.close",
-                            "code": conn.close_code,
-                            "reason": conn.close_reason,
-                        }
-                    )
-            except Exception:  # a client that reads nothing cannot even take the close frame
-                log.debug("close frame not sent", code=conn.close_code)
-
-    async def _read_loop(self, conn: Connection, handler: FrameHandler) -> None:
-        try:
-            while True:
-                message = await self.receive()
-                if message["type"] != "websocket.receive":
-                    conn.close(None, "client disconnected")
-                    return
-                conn.last_recv = time.monotonic()
-                await handler.handle(message.get("text"), message.get("bytes"))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("ai connection failed", user_id=conn.user_id)
-            conn.close(f.CLOSE_SERVER_ERROR, "internal error")
-
-    async def _watchdog(self, conn: Connection, handler: FrameHandler) -> None:
-        """Closes an idle connection (nothing received, nothing generating) and one whose token
-        expired (an `auth` frame renews it)."""
-        idle_s = self.settings.ai_ws_idle_timeout_s
-        leeway_s = self.settings.jwt_leeway_s
-        tick = min(WATCHDOG_TICK_S, idle_s / 4)
-        while not conn.closing:
-            await asyncio.sleep(tick)
-            if time.time() > conn.token.expires_at + leeway_s:
-                conn.close(f.CLOSE_UNAUTHENTICATED, "access token expired")
-            elif not handler.generating and time.monotonic() - conn.last_recv > idle_s:
-                conn.close(f.CLOSE_IDLE, f"idle: no frame for {idle_s:g} s")
-
-
-def _frame_limit(limits: dict[str, int | None], token: AccessToken) -> int | None:
-    """Client frames per window for this caller's connections (None: unlimited)."""
-    if UNLIMITED_PERMISSION in token.permissions:
-        return None
-    return RatePolicy(limits, None).limit_for(token.plan)
 
 
 class FrameHandler:
@@ -258,10 +168,10 @@ class FrameHandler:
                 return
         await getattr(self, f"on_{frame.type}")(frame)
 
-    async def on_ping(self, frame: f.PingIn) -> None:
+    async def on_ping(self, frame: PingIn) -> None:
         self.conn.push(PONG if frame.id is None else f.frame("pong", {}, frame.id))
 
-    async def on_auth(self, frame: f.AuthIn) -> None:
+    async def on_auth(self, frame: AuthIn) -> None:
         """A fresh token before the current one expires (same user only)."""
         try:
             token = await self.resources.verifier.verify(frame.token)
@@ -269,7 +179,7 @@ class FrameHandler:
             self.conn.push(error_from(exc, frame.id))
             return
         if token.subject != self.conn.user_id:
-            self.conn.close(f.CLOSE_UNAUTHENTICATED, "auth frame for another user")
+            self.conn.close(CLOSE_UNAUTHENTICATED, "auth frame for another user")
             return
         reason = await self.resources.revocations.revoked_reason(
             token.jti, token.session_id, token.subject, token.issued_at

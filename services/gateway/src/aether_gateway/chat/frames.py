@@ -1,5 +1,5 @@
-"""WebSocket frames: what clients send (validated models) and what the gateway sends (`Frame`,
-encoded once and shared by every connection it goes to).
+"""Chat's WebSocket frames: what clients send (validated models) and the error frames the gateway
+sends (every server frame is a `Frame`, ws/frames.py: encoded once, shared by every connection).
 
 Wire formats: JSON text frames by default; with the subprotocol `aether.msgpack` the server
 sends binary MessagePack frames (the same objects) and the client may send either. The full
@@ -16,57 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from aether_common.errors import AetherError
 from aether_common.http import describe_validation_errors
+from aether_gateway.ws import frames as ws
+from aether_gateway.ws.frames import AuthIn, ClientIn, Frame, PingIn
 
 JSON_SUBPROTOCOL = "aether.json"
 MSGPACK_SUBPROTOCOL = "aether.msgpack"
-
-# Close codes (RFC 6455 leaves 4000-4999 to applications). Documented in docs/chat.md.
-CLOSE_NORMAL = 1000
-CLOSE_SERVER_ERROR = 1011
-CLOSE_RESTART = 1012
-CLOSE_TRY_LATER = 1013
-CLOSE_UNAUTHENTICATED = 4001
-CLOSE_FORBIDDEN_ORIGIN = 4003
-CLOSE_IDLE = 4008
-CLOSE_TOO_SLOW = 4009
-CLOSE_RATE_LIMITED = 4029
-
-ASGI_SEND = "websocket.send"
-
-
-class Frame:
-    """One server frame: its JSON text and, only when a MessagePack client needs it, its
-    MessagePack bytes, each made once whatever the number of connections it goes to. The ASGI
-    send messages are built once too and shared (the server only reads them)."""
-
-    __slots__ = ("_msgpack", "json_send", "kind", "obj", "seq")
-
-    def __init__(self, kind: str, obj: dict[str, Any], text: str, seq: int = 0) -> None:
-        self.kind = kind
-        self.obj = obj
-        self.seq = seq
-        self.json_send: dict[str, Any] = {"type": ASGI_SEND, "text": text}
-        self._msgpack: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, obj: dict[str, Any]) -> Frame:
-        return cls(str(obj["type"]), obj, orjson.dumps(obj).decode())
-
-    @property
-    def msgpack_send(self) -> dict[str, Any]:
-        if self._msgpack is None:
-            self._msgpack = {"type": ASGI_SEND, "bytes": msgpack.packb(self.obj)}
-        return self._msgpack
-
-    def message(self, binary: bool) -> dict[str, Any]:
-        """The ASGI `websocket.send` message for a JSON (text) or MessagePack (binary) client."""
-        return self.msgpack_send if binary else self.json_send
-
-    def __repr__(self) -> str:
-        return f"Frame({self.json_send['text'][:80]})"
-
-
-PING = Frame.of({"type": "ping"})
 
 
 def error_frame(
@@ -92,22 +46,9 @@ def error_from(exc: AetherError, **context: Any) -> Frame:
 RoomId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\w.:-]+$")]
-RequestId = Annotated[str, StringConstraints(max_length=128)]
 Content = Annotated[str, StringConstraints(min_length=1, max_length=16_384)]
 Seq = Annotated[int, Field(ge=1, le=2**62)]
 MAX_ROOMS_PER_FRAME = 100
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    # Echoed in the reply (ack / error) so a client can match them to its requests.
-    id: RequestId | None = None
-
-
-class AuthIn(_In):
-    type: Literal["auth"]
-    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 
 
 class RoomCursor(BaseModel):
@@ -118,17 +59,17 @@ class RoomCursor(BaseModel):
     after_seq: Annotated[int, Field(ge=0, le=2**62)] | None = None
 
 
-class SubscribeIn(_In):
+class SubscribeIn(ClientIn):
     type: Literal["subscribe"]
     rooms: Annotated[list[RoomCursor], Field(min_length=1, max_length=MAX_ROOMS_PER_FRAME)]
 
 
-class UnsubscribeIn(_In):
+class UnsubscribeIn(ClientIn):
     type: Literal["unsubscribe"]
     room_ids: Annotated[list[RoomId], Field(min_length=1, max_length=MAX_ROOMS_PER_FRAME)]
 
 
-class SendIn(_In):
+class SendIn(ClientIn):
     type: Literal["send"]
     room_id: RoomId
     client_msg_id: ClientMsgId
@@ -137,36 +78,32 @@ class SendIn(_In):
     reply_to_seq: Annotated[int, Field(ge=0, le=2**62)] = 0
 
 
-class EditIn(_In):
+class EditIn(ClientIn):
     type: Literal["edit"]
     room_id: RoomId
     seq: Seq
     content: Content
 
 
-class DeleteIn(_In):
+class DeleteIn(ClientIn):
     type: Literal["delete"]
     room_id: RoomId
     seq: Seq
 
 
-class TypingIn(_In):
+class TypingIn(ClientIn):
     type: Literal["typing"]
     room_id: RoomId
     typing: bool = True
 
 
-class ReadIn(_In):
+class ReadIn(ClientIn):
     type: Literal["read"]
     room_id: RoomId
     seq: Annotated[int, Field(ge=0, le=2**62)]
 
 
-class PingIn(_In):
-    type: Literal["ping"]
-
-
-class PongIn(_In):
+class PongIn(ClientIn):
     type: Literal["pong"]
 
 
@@ -189,13 +126,11 @@ CLIENT_TYPES = frozenset(
 )
 
 
-class BadFrame(Exception):
+class BadFrame(ws.BadFrame):
     """A client frame that cannot be used; answered with an error frame, never a close."""
 
     def __init__(self, code: str, detail: str, *, op: str | None = None) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+        super().__init__(code, detail)
         self.op = op
 
 

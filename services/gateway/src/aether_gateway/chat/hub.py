@@ -28,23 +28,16 @@ from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from aether.chat.v1 import chat_pb2
+from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
 from aether_common.logging import get_logger
 from aether_gateway.chat import convert
 from aether_gateway.chat.client import ChatClient
-from aether_gateway.chat.connection import Connection
 from aether_gateway.chat.fanout import Fanout
-from aether_gateway.chat.frames import (
-    CLOSE_IDLE,
-    CLOSE_UNAUTHENTICATED,
-    PING,
-    Frame,
-    RoomCursor,
-    error_frame,
-    error_from,
-)
+from aether_gateway.chat.frames import RoomCursor, error_frame, error_from
 from aether_gateway.chat.metrics import (
     CONNECTIONS,
     DUPLICATES,
@@ -53,6 +46,10 @@ from aether_gateway.chat.metrics import (
     GAP_FILLS,
     ROOMS,
 )
+from aether_gateway.ws.close_codes import CLOSE_RESTART, CLOSE_UNAUTHENTICATED
+from aether_gateway.ws.connection import Connection, Send, SlidingLog
+from aether_gateway.ws.frames import Frame
+from aether_gateway.ws.liveness import Liveness
 
 log = get_logger(__name__)
 
@@ -64,12 +61,40 @@ SUBSCRIBE_CONFIRM_TIMEOUT_S = 5.0
 PRESENCE_CONCURRENCY = 16
 
 
+class ChatConnection(Connection):
+    """A chat client's connection (ws/connection.py) and the rooms it follows."""
+
+    __slots__ = ("subs",)
+
+    def __init__(
+        self,
+        send: Send,
+        token: AccessToken,
+        *,
+        binary: bool,
+        max_queue: int,
+        rate: SlidingLog | None,
+        client_ip: str = "",
+        overflows: Counter | None = None,
+    ) -> None:
+        super().__init__(
+            send,
+            token,
+            binary=binary,
+            max_queue=max_queue,
+            rate=rate,
+            client_ip=client_ip,
+            overflows=overflows,
+        )
+        self.subs: dict[str, Subscription] = {}
+
+
 class Subscription:
     """One connection following one room."""
 
     __slots__ = ("conn", "group", "last", "room")
 
-    def __init__(self, conn: Connection, room: Room) -> None:
+    def __init__(self, conn: ChatConnection, room: Room) -> None:
         self.conn = conn
         self.room = room
         self.last = 0
@@ -98,7 +123,7 @@ class Room:
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
-        self.live: dict[Connection, Subscription] = {}
+        self.live: dict[ChatConnection, Subscription] = {}
         self.groups: list[CatchUp] = []
         self.ready: asyncio.Task[bool] | None = None  # the Redis subscription, confirmed
 
@@ -129,13 +154,11 @@ class ChatHub:
         self.history_page = history_page
         self.gap_grace_s = gap_grace_s
         self.max_rooms = max_rooms
-        self.heartbeat_s = heartbeat_s
-        self.idle_timeout_s = idle_timeout_s
+        self.liveness = Liveness(idle_timeout_s, token_leeway_s, heartbeat_s)
         self.presence_interval_s = presence_interval_s
-        self.token_leeway_s = token_leeway_s
         self.rooms: dict[str, Room] = {}
-        self.connections: set[Connection] = set()
-        self.users: dict[str, list[Connection]] = {}
+        self.connections: set[ChatConnection] = set()
+        self.users: dict[str, list[ChatConnection]] = {}
         self._presence_due: dict[str, float] = {}
         self._presence_slots = asyncio.Semaphore(PRESENCE_CONCURRENCY)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -150,7 +173,7 @@ class ChatHub:
 
     async def close(self) -> None:
         for conn in list(self.connections):
-            conn.close(1012, "server restarting")
+            conn.close(CLOSE_RESTART, "server restarting")
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,7 +190,7 @@ class ChatHub:
         return task
 
     # -- connections -----------------------------------------------------------------------------
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: ChatConnection) -> None:
         self.connections.add(conn)
         CONNECTIONS.inc()
         conns = self.users.setdefault(conn.user_id, [])
@@ -176,7 +199,7 @@ class ChatHub:
             self._presence_due[conn.user_id] = time.monotonic() + self.presence_interval_s
             self.spawn(self._presence(conn.token.raw, True), "chat-presence")
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: ChatConnection) -> None:
         if conn not in self.connections:
             return
         self.connections.discard(conn)
@@ -193,7 +216,7 @@ class ChatHub:
 
     # -- subscriptions ---------------------------------------------------------------------------
     async def subscribe(
-        self, conn: Connection, cursors: Iterable[RoomCursor], request_id: str | None = None
+        self, conn: ChatConnection, cursors: Iterable[RoomCursor], request_id: str | None = None
     ) -> None:
         assert self.chat is not None
         wanted: dict[str, RoomCursor] = {}
@@ -258,7 +281,7 @@ class ChatHub:
             self.spawn(self._catch_up(group, grace=0.0), "chat-catch-up")
 
     def unsubscribe(
-        self, conn: Connection, room_ids: Iterable[str], request_id: str | None = None
+        self, conn: ChatConnection, room_ids: Iterable[str], request_id: str | None = None
     ) -> None:
         for room_id in room_ids:
             sub = conn.subs.get(room_id)
@@ -584,7 +607,7 @@ class ChatHub:
 
     # -- heartbeats, expiry, presence ------------------------------------------------------------
     async def _sweep_forever(self) -> None:
-        tick = min(1.0, self.heartbeat_s / 4, self.idle_timeout_s / 4)
+        tick = self.liveness.tick_s
         while True:
             await asyncio.sleep(tick)
             try:
@@ -593,21 +616,14 @@ class ChatHub:
                 log.exception("chat sweep failed")
 
     def sweep(self) -> None:
+        """Idle connections and expired tokens closed, heartbeats sent (ws/liveness.py), then
+        the presence refresh of the users online here."""
         now = time.monotonic()
         wall = time.time()
+        check = self.liveness.check
         for conn in list(self.connections):
-            if conn.closing:
-                continue
-            idle = now - conn.last_recv
-            if idle >= self.idle_timeout_s:
-                conn.close(
-                    CLOSE_IDLE, f"idle timeout: nothing received for {self.idle_timeout_s:g} s"
-                )
-            elif wall > conn.token.expires_at + self.token_leeway_s:
-                conn.close(CLOSE_UNAUTHENTICATED, "access token expired")
-            elif idle >= self.heartbeat_s and now - conn.last_ping >= self.heartbeat_s:
-                conn.last_ping = now
-                conn.push(PING)
+            if not conn.closing:
+                check(conn, now, wall)
         for user_id, due in list(self._presence_due.items()):
             if now >= due:
                 conns = self.users.get(user_id)

@@ -10,7 +10,8 @@ from aether_common.logging import get_logger
 from aether_gateway.chat.client import ChatClient, ChatNotConfigured
 from aether_gateway.chat.hub import ChatHub
 from aether_gateway.config import GatewaySettings
-from aether_gateway.rate_limit import UNLIMITED_PERMISSION, RatePolicy
+from aether_gateway.rate_limit import RatePolicy
+from aether_gateway.ws.connection import frame_limit
 
 log = get_logger(__name__)
 
@@ -59,6 +60,4 @@ class ChatRuntime:
 
     def ws_limit(self, token: AccessToken) -> int | None:
         """Client frames per window for this caller's connections (None: unlimited)."""
-        if UNLIMITED_PERMISSION in token.permissions:
-            return None
-        return self.ws_policy.limit_for(token.plan)
+        return frame_limit(self.ws_policy, token)

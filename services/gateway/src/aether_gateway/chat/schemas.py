@@ -1,5 +1,6 @@
-"""Wire models of `/api/chat/*`: strict requests (unknown fields refused, sane bounds), answers
-in the shapes of docs/chat.md (the message object is the one WebSocket frames carry)."""
+"""Wire models (pydantic) of `/api/chat/*`: strict requests (unknown fields refused, sane
+bounds), answers in the shapes of docs/chat.md (the message object is the one WebSocket frames
+carry)."""
 
 from __future__ import annotations
 

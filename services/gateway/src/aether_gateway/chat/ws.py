@@ -1,47 +1,37 @@
-"""`WS /api/chat/connect`: a plain ASGI endpoint (no Starlette WebSocket wrapper in the way of
-the per-frame path). Protocol: docs/chat.md, "The client WebSocket protocol".
+"""`WS /api/chat/connect`: chat's socket on the shared lifecycle (ws/session.py). Protocol:
+docs/chat.md, "The client WebSocket protocol".
 
-Per connection: this task (handshake, then waits for the end), a reader task (client frames,
-handled in order) and a writer task (connection.py). Whatever a client sends, the worst it gets
-is an error frame or its own connection closed: nothing here can affect another connection.
+What is chat's own: JSON or MessagePack frames (the subprotocol), the ready frame, and the client
+frames, handled one at a time in the order they came (FrameHandler). The hub (hub.py) delivers
+the rooms' frames and keeps the connections alive (heartbeats, idle and expiry closes).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from aether.chat.v1 import chat_pb2
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
-from aether_common.logging import get_logger
-from aether_gateway.access import client_ip
+from aether_gateway.access_middleware import client_ip
 from aether_gateway.chat import frames as f
-from aether_gateway.chat.connection import Connection, SlidingLog
-from aether_gateway.chat.frames import BadFrame, Frame, error_frame, error_from
-from aether_gateway.chat.metrics import CLOSES, FRAMES_IN
+from aether_gateway.chat.frames import BadFrame, error_frame, error_from
+from aether_gateway.chat.hub import ChatConnection, ChatHub
+from aether_gateway.chat.metrics import CLOSES, FRAMES_IN, QUEUE_OVERFLOWS
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.resources import GatewayResources
-from aether_gateway.ws_handshake import (
-    Refused,
-    WebSocketGone,
-    authenticate,
-    check_origin,
-    check_url,
-    first_frame,
-)
+from aether_gateway.ws.close_codes import CLOSE_TRY_LATER, CLOSE_UNAUTHENTICATED
+from aether_gateway.ws.connection import Connection, SlidingLog
+from aether_gateway.ws.frames import PONG, AuthIn, Frame, PingIn
+from aether_gateway.ws.handshake import Refused
+from aether_gateway.ws.session import Session
 
-log = get_logger(__name__)
-
-CLOSE_SEND_TIMEOUT_S = 5.0
 _IN = {kind: FRAMES_IN.labels(kind) for kind in (*f.CLIENT_TYPES, "invalid")}
-PONG = Frame.of({"type": "pong"})
 
 
 class ChatSocket:
@@ -49,109 +39,58 @@ class ChatSocket:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources: GatewayResources = scope["app"].state.gateway
-        runtime: ChatRuntime = resources.chat
-        session = _Session(runtime, resources, scope, receive, send)
-        await session.run()
+        await ChatSession(resources, scope, receive, send).run()
 
 
-class _Session:
+class ChatSession(Session):
+    kind = "chat"
+    closes = CLOSES
+
     def __init__(
-        self,
-        runtime: ChatRuntime,
-        resources: GatewayResources,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
+        self, resources: GatewayResources, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        self.runtime = runtime
-        self.resources = resources
-        self.settings = resources.settings
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.headers = Headers(scope=scope)
-        self.binary = False
-        self.accepted = False
-        self.conn: Connection | None = None
+        super().__init__(resources, scope, receive, send)
+        self.runtime: ChatRuntime = resources.chat
+        self.handler: FrameHandler | None = None
 
-    # -- handshake -------------------------------------------------------------------------------
-    async def run(self) -> None:
-        first = await self.receive()
-        if first["type"] != "websocket.connect":
-            return
-        offered = self.scope.get("subprotocols") or []
-        subprotocol = None
+    @property
+    def auth_timeout_s(self) -> float:
+        return self.settings.chat_ws_auth_timeout_s
+
+    def subprotocol(self, offered: Sequence[str]) -> str | None:
         if f.MSGPACK_SUBPROTOCOL in offered:
-            subprotocol, self.binary = f.MSGPACK_SUBPROTOCOL, True
-        elif f.JSON_SUBPROTOCOL in offered:
-            subprotocol = f.JSON_SUBPROTOCOL
-        # Accepted first even when refusing, so that browsers see the close code and reason.
-        accept: dict[str, Any] = {"type": "websocket.accept"}
-        if subprotocol is not None:
-            accept["subprotocol"] = subprotocol
-        await self.send(accept)
-        self.accepted = True
-        try:
-            check_origin(self.headers, self.settings.cors_origins)
-            check_url(self.scope)
-            if self.runtime.hub is None:
-                raise Refused(
-                    f.CLOSE_TRY_LATER, "chat is not configured on this gateway", "unavailable"
-                )
-            token = await authenticate(self.resources, self.scope, self.headers, self._auth_frame)
-        except Refused as refused:
-            await self._refuse(refused)
-            return
-        except WebSocketGone:
-            return
-        await self._serve(token)
+            self.binary = True
+            return f.MSGPACK_SUBPROTOCOL
+        if f.JSON_SUBPROTOCOL in offered:
+            return f.JSON_SUBPROTOCOL
+        return None
 
-    async def _auth_frame(self) -> str:
-        message = await first_frame(self.receive, self.settings.chat_ws_auth_timeout_s)
-        try:
-            obj = f.decode(
-                message.get("text"), message.get("bytes"), self.settings.chat_ws_max_frame_bytes
-            )
-            frame = f.parse(obj)
-        except BadFrame as exc:
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED, f"expected an auth frame: {exc.detail}"[:120], exc.code
-            ) from None
-        if not isinstance(frame, f.AuthIn):
-            raise Refused(
-                f.CLOSE_UNAUTHENTICATED,
-                "the first frame must be {'type':'auth','token':...}",
-                "auth_required",
-            )
+    def check_available(self) -> None:
+        if self.runtime.hub is None:
+            raise Refused(CLOSE_TRY_LATER, "chat is not configured on this gateway", "unavailable")
+
+    def parse(self, text: str | None, data: bytes | None) -> Any:
+        return f.parse(f.decode(text, data, self.settings.chat_ws_max_frame_bytes))
+
+    def auth_frame_read(self) -> None:
         _IN["auth"].inc()
-        return frame.token
 
-    async def _refuse(self, refused: Refused) -> None:
-        if refused.error is not None:
-            frame = error_frame(refused.error, refused.reason)
-            with contextlib.suppress(Exception):
-                await self.send(frame.message(self.binary))
-        CLOSES.labels(str(refused.code)).inc()
-        with contextlib.suppress(Exception):
-            await self.send(
-                {"type": "websocket.close", "code": refused.code, "reason": refused.reason}
-            )
+    def refusal_frame(self, refused: Refused) -> Frame:
+        return error_frame(refused.error or "", refused.reason)
 
-    # -- the connection --------------------------------------------------------------------------
-    async def _serve(self, token: AccessToken) -> None:
-        hub = self.runtime.hub
-        assert hub is not None
+    def open(self, token: AccessToken) -> Connection:
+        hub = self._hub()
         settings = self.settings
         limit = self.runtime.ws_limit(token)
-        conn = Connection(
+        conn = ChatConnection(
             self.send,
             token,
             binary=self.binary,
             max_queue=settings.chat_ws_queue_frames,
             rate=SlidingLog(limit, settings.chat_ws_rate_window_s) if limit else None,
             client_ip=client_ip(self.scope),
+            overflows=QUEUE_OVERFLOWS,
         )
-        self.conn = conn
         hub.add(conn)
         conn.push(
             Frame.of(
@@ -169,51 +108,29 @@ class _Session:
                 }
             )
         )
-        writer = asyncio.create_task(conn.write_loop(), name="chat-ws-writer")
-        reader = asyncio.create_task(self._read_loop(conn), name="chat-ws-reader")
-        try:
-            await conn.finished
-        finally:
-            reader.cancel()
-            writer.cancel()
-            await asyncio.gather(reader, writer, return_exceptions=True)
-            hub.remove(conn)
-        if conn.close_code is not None:
-            CLOSES.labels(str(conn.close_code)).inc()
-            try:
-                async with asyncio.timeout(CLOSE_SEND_TIMEOUT_S):
-                    await self.send(
-                        {
-                            "type": "websocket.close",
-                            "code": conn.close_code,
-                            "reason": conn.close_reason,
-                        }
-                    )
-            except Exception:  # a client that reads nothing cannot even take the close frame
-                log.debug("close frame not sent", code=conn.close_code)
+        self.handler = FrameHandler(self.runtime, self.resources, conn)
+        return conn
 
-    async def _read_loop(self, conn: Connection) -> None:
-        receive = self.receive
-        handler = FrameHandler(self.runtime, self.resources, conn)
-        try:
-            while True:
-                message = await receive()
-                if message["type"] != "websocket.receive":
-                    conn.close(None, "client disconnected")
-                    return
-                conn.last_recv = time.monotonic()
-                await handler.handle(message.get("text"), message.get("bytes"))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("chat connection failed", user_id=conn.user_id)
-            conn.close(f.CLOSE_SERVER_ERROR, "internal error")
+    async def handle(self, conn: Connection, text: str | None, data: bytes | None) -> None:
+        assert self.handler is not None
+        await self.handler.handle(text, data)
+
+    async def ended(self, conn: Connection) -> None:
+        if self.handler is not None:
+            self._hub().remove(self.handler.conn)
+
+    def _hub(self) -> ChatHub:
+        hub = self.runtime.hub
+        assert hub is not None  # check_available refused the socket otherwise
+        return hub
 
 
 class FrameHandler:
     """Client frames of one connection, one at a time, in the order they came."""
 
-    def __init__(self, runtime: ChatRuntime, resources: GatewayResources, conn: Connection) -> None:
+    def __init__(
+        self, runtime: ChatRuntime, resources: GatewayResources, conn: ChatConnection
+    ) -> None:
         assert runtime.hub is not None
         assert runtime.chat is not None
         self.hub = runtime.hub
@@ -278,13 +195,13 @@ class FrameHandler:
             obj["id"] = frame.id
         self.conn.push(Frame.of(obj))
 
-    async def on_ping(self, frame: f.PingIn) -> None:
+    async def on_ping(self, frame: PingIn) -> None:
         if frame.id is None:
             self.conn.push(PONG)
         else:
             self._reply({"type": "pong"}, frame)
 
-    async def on_auth(self, frame: f.AuthIn) -> None:
+    async def on_auth(self, frame: AuthIn) -> None:
         """A fresh token before the current one expires (same user only)."""
         try:
             token = await self.resources.verifier.verify(frame.token)
@@ -292,7 +209,7 @@ class FrameHandler:
             self.conn.push(error_from(exc, op="auth", request_id=frame.id))
             return
         if token.subject != self.conn.user_id:
-            self.conn.close(f.CLOSE_UNAUTHENTICATED, "auth frame for another user")
+            self.conn.close(CLOSE_UNAUTHENTICATED, "auth frame for another user")
             return
         reason = await self.resources.revocations.revoked_reason(
             token.jti, token.session_id, token.subject, token.issued_at

@@ -1,4 +1,4 @@
-"""Wire models of `/api/memory/*`: strict requests whose bounds mirror
+"""Wire models (pydantic) of `/api/memory/*`: strict requests whose bounds mirror
 protos/aether/memory/v1/memory.proto, answers in the shapes of docs/ai.md."""
 
 from __future__ import annotations

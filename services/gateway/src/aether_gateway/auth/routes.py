@@ -14,9 +14,8 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from aether.auth.v1 import auth_pb2
 from aether_common.errors import ValidationFailed
-from aether_gateway import convert
-from aether_gateway.deps import Auth, Caller, Client, Jwks, Profiles, Resources, RevocationList
-from aether_gateway.schemas import (
+from aether_gateway.auth import convert
+from aether_gateway.auth.schemas import (
     AcceptedOut,
     ChangePasswordIn,
     DeleteAccountIn,
@@ -42,6 +41,7 @@ from aether_gateway.schemas import (
     UserOut,
     VerifyEmailIn,
 )
+from aether_gateway.deps import Auth, Caller, Client, Jwks, Profiles, Resources, RevocationList
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 # The same key set at the conventional OIDC-style address, for tools that look there.

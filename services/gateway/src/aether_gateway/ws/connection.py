@@ -1,9 +1,10 @@
-"""One client connection: its outbound queue and writer, its rate limit, its subscriptions.
+"""One client connection: its outbound queue and writer, its frame rate limit, its end.
 
 Fan-out calls `push(frame)`: no await, no lock, no encoding (the frame is encoded already), one
 bounded deque append. The connection's own writer task drains the deque into the socket, so a
 slow client only ever slows itself; when its deque is full the connection is closed (4009)
-instead of buffering without bound or holding up anyone else.
+instead of buffering without bound or holding up anyone else. `close()` only asks for the end:
+the session (session.py) stops the tasks and sends the close frame.
 """
 
 from __future__ import annotations
@@ -13,18 +14,25 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from prometheus_client import Counter
 
 from aether_common.access_tokens import AccessToken
-from aether_gateway.chat.frames import CLOSE_TOO_SLOW, Frame
-from aether_gateway.chat.metrics import QUEUE_OVERFLOWS
-
-if TYPE_CHECKING:
-    from aether_gateway.chat.hub import Subscription
+from aether_gateway.rate_limit import UNLIMITED_PERMISSION, RatePolicy
+from aether_gateway.ws.close_codes import CLOSE_TOO_SLOW, MAX_REASON_CHARS
+from aether_gateway.ws.frames import Frame
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _ids = itertools.count(1)
+
+
+def frame_limit(policy: RatePolicy, token: AccessToken) -> int | None:
+    """Client frames per window for this caller's connections (None: unlimited)."""
+    if UNLIMITED_PERMISSION in token.permissions:
+        return None
+    return policy.limit_for(token.plan)
 
 
 class SlidingLog:
@@ -64,10 +72,10 @@ class Connection:
         "last_ping",
         "last_recv",
         "max_queue",
+        "overflows",
         "queue",
         "rate",
         "send",
-        "subs",
         "token",
         "user_id",
     )
@@ -81,6 +89,7 @@ class Connection:
         max_queue: int,
         rate: SlidingLog | None,
         client_ip: str = "",
+        overflows: Counter | None = None,
     ) -> None:
         self.id = next(_ids)
         self.send = send
@@ -90,10 +99,10 @@ class Connection:
         self.max_queue = max_queue
         self.rate = rate
         self.client_ip = client_ip
+        self.overflows = overflows
         self.queue: deque[Frame] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
-        self.subs: dict[str, Subscription] = {}
         self.closing = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -111,7 +120,8 @@ class Connection:
             return
         queue = self.queue
         if len(queue) >= self.max_queue:
-            QUEUE_OVERFLOWS.inc()
+            if self.overflows is not None:
+                self.overflows.inc()
             self.close(
                 CLOSE_TOO_SLOW,
                 f"too slow: more than {self.max_queue} frames waiting to be sent",
@@ -162,12 +172,12 @@ class Connection:
     # -- ending ----------------------------------------------------------------------------------
     def close(self, code: int | None, reason: str) -> None:
         """Ask for the connection to end (code None: the client is gone, no close frame).
-        Idempotent; the endpoint does the closing (ws.py) once `finished` resolves."""
+        Idempotent; the session does the closing (session.py) once `finished` resolves."""
         if self.closing:
             return
         self.closing = True
         self.close_code = code
-        self.close_reason = reason[:120]
+        self.close_reason = reason[:MAX_REASON_CHARS]
         self.queue.clear()
         self._wake_room_waiter()
         if not self.finished.done():

@@ -3,8 +3,8 @@
 Before a socket serves anything: the browser's origin must be allowed, no token may ride in the
 URL (it would land in access logs), and the access token, from the `Authorization` header or else
 a first auth frame, must verify, not be revoked and fit the caller's HTTP rate limit (a connect
-counts as one request). Each socket keeps what differs: how its auth frame parses and what a
-refusal sends before the close code.
+counts as one request). session.py runs these steps; each socket keeps what differs: how its
+frames parse and the error frame a refusal sends before the close code.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from starlette.types import Receive, Scope
 
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
-from aether_gateway.access import bearer, client_ip
+from aether_gateway.access_middleware import bearer, client_ip
 from aether_gateway.resources import GatewayResources
+from aether_gateway.ws.close_codes import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_RATE_LIMITED,
+    CLOSE_TRY_LATER,
+    CLOSE_UNAUTHENTICATED,
+    MAX_REASON_CHARS,
+)
 
-# Close codes of the handshake (docs/chat.md, docs/ai.md).
-CLOSE_TRY_LATER = 1013
-CLOSE_UNAUTHENTICATED = 4001
-CLOSE_FORBIDDEN_ORIGIN = 4003
-CLOSE_RATE_LIMITED = 4029
 URL_TOKEN_PARAMS = ("token", "access_token", "jwt", "auth")
-# Close reasons must fit a control frame (125 bytes).
-MAX_REASON_CHARS = 120
 
 
 class Refused(Exception):

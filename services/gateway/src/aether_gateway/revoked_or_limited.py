@@ -4,7 +4,7 @@ When auth's denylist shares the gateway's Redis (the usual deployment), one Lua 
 revocation keys (revocation.py's contract) and, only if the token is not revoked, counts the
 request in the caller's sliding window (rate_limit.py); a revoked token's request is then
 limited per IP like any anonymous one. With a separate denylist server the two checks are two
-calls. Either way Redis failing fails open (redis_guard.py).
+calls. Either way Redis failing fails open (redis_fail_open.py).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Path
 
 from aether.auth.v1 import auth_pb2
 from aether_common.access_tokens import AccessToken
-from aether_gateway import convert
+from aether_gateway.auth import convert
+from aether_gateway.auth.schemas import SetAccessIn, UserOut
 from aether_gateway.deps import Auth, Profiles, RequirePermission
-from aether_gateway.schemas import SetAccessIn, UserOut
 
 USERS_ADMIN = "users:admin"
 

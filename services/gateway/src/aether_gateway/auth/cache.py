@@ -18,9 +18,9 @@ import json
 from redis.asyncio import Redis
 
 from aether_common.redis_pipeline import AutoPipeline
+from aether_gateway.auth.schemas import UserOut
 from aether_gateway.metrics import PROFILE_CACHE
-from aether_gateway.redis_guard import RedisGuard
-from aether_gateway.schemas import UserOut
+from aether_gateway.redis_fail_open import RedisGuard
 
 SHAPE = hashlib.sha256(
     json.dumps(UserOut.model_json_schema(), sort_keys=True).encode()
