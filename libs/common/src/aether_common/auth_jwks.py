@@ -12,9 +12,14 @@ from __future__ import annotations
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_common.access_tokens import JwksCache, JwksTokenResolver, TokenVerifier
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+AUTH = Peer(
+    "auth",
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    auth_pb2_grpc.AuthServiceStub,
+    idempotent=("GetJwks",),
+)
 
 
 class AuthJwks(ServiceClient["auth_pb2_grpc.AuthServiceAsyncStub"]):
@@ -22,16 +27,7 @@ class AuthJwks(ServiceClient["auth_pb2_grpc.AuthServiceAsyncStub"]):
     does not wait on auth: the cached keys go on verifying tokens while it is away."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        super().__init__(
-            "auth",
-            target,
-            AUTH_SERVICE,
-            auth_pb2_grpc.AuthServiceStub,
-            timeout_s=timeout_s,
-            idempotent=["GetJwks"],
-            needs_peer=False,
-            name="auth-jwks",
-        )
+        super().__init__(AUTH, target, timeout_s=timeout_s, needs_peer=False, name="auth-jwks")
 
     async def fetch(self) -> str:
         """auth's JWKS document (JwksCache calls it; failures become 503 there)."""

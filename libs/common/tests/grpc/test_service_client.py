@@ -13,13 +13,15 @@ import pytest
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.testing.v1 import probe_pb2, probe_pb2_grpc
 from aether_common import errors
-from aether_common.grpc import GrpcServer, PeerNotImplemented, ServiceClient
+from aether_common.grpc import GrpcServer, Peer, PeerNotImplemented, ServiceClient
 from aether_common.identity import CallerIdentity, TrustedHeadersResolver
 
 if TYPE_CHECKING:
     from aether.testing.v1.probe_pb2_grpc import ProbeServiceAsyncStub
 
-PROBE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"]
+PROBE_SERVICE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"]
+PROBE = Peer("probe", PROBE_SERVICE, probe_pb2_grpc.ProbeServiceStub)
+PROBE_ECHO_RETRIED = Peer("probe", PROBE_SERVICE, probe_pb2_grpc.ProbeServiceStub, ("Echo",))
 COUNT_METHOD = "/aether.testing.v1.StreamProbe/Count"  # registered by hand in conftest.py
 Factory = Callable[..., ServiceClient[Any]]
 
@@ -29,9 +31,11 @@ async def client_for() -> AsyncIterator[Factory]:
     """Started ServiceClients of the probe service (stopped after the test)."""
     made: list[ServiceClient[Any]] = []
 
-    def make(target: str, **options: Any) -> ServiceClient[ProbeServiceAsyncStub]:
+    def make(
+        target: str, peer: Peer[ProbeServiceAsyncStub] = PROBE, **options: Any
+    ) -> ServiceClient[ProbeServiceAsyncStub]:
         options.setdefault("timeout_s", 5.0)
-        client = ServiceClient("probe", target, PROBE, probe_pb2_grpc.ProbeServiceStub, **options)
+        client = ServiceClient(peer, target, **options)
         client.open()
         made.append(client)
         return client
@@ -57,9 +61,7 @@ async def test_calls_go_through_the_typed_stub(server: GrpcServer, client_for: F
 
 
 async def test_the_stub_exists_only_while_started(server: GrpcServer) -> None:
-    client = ServiceClient(
-        "probe", server.address, PROBE, probe_pb2_grpc.ProbeServiceStub, timeout_s=1
-    )
+    client = ServiceClient(PROBE, server.address, timeout_s=1)
     with pytest.raises(RuntimeError, match="probe channel not started"):
         _ = client.stub
     await client.start()
@@ -103,7 +105,7 @@ async def test_an_unreachable_peer_is_unavailable_with_retry_after(client_for: F
 async def test_the_peers_own_errors_keep_their_type_and_words(
     server: GrpcServer, client_for: Factory, seen: Any
 ) -> None:
-    client = client_for(server.address, idempotent=["Echo"])
+    client = client_for(server.address, PROBE_ECHO_RETRIED)
 
     with pytest.raises(errors.NotFound, match="no such room"):
         await client.call(
@@ -121,7 +123,7 @@ async def test_the_peers_own_errors_keep_their_type_and_words(
 async def test_idempotent_methods_are_retried(
     server: GrpcServer, client_for: Factory, seen: Any
 ) -> None:
-    client = client_for(server.address, idempotent=["Echo"])
+    client = client_for(server.address, PROBE_ECHO_RETRIED)
 
     reply = await client.call(client.stub.Echo, probe_pb2.EchoRequest(message="flaky:2"))
 
@@ -131,18 +133,13 @@ async def test_idempotent_methods_are_retried(
 
 def test_an_unknown_idempotent_method_is_refused() -> None:
     with pytest.raises(ValueError, match="has no method Ecko"):
-        ServiceClient(
-            "probe", "x:1", PROBE, probe_pb2_grpc.ProbeServiceStub, timeout_s=1, idempotent=["Ecko"]
-        )
+        Peer("probe", PROBE_SERVICE, probe_pb2_grpc.ProbeServiceStub, idempotent=("Ecko",))
 
 
 async def test_a_method_the_peer_lacks_is_not_implemented(server: GrpcServer) -> None:
+    service = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
     auth = ServiceClient(
-        "auth",
-        server.address,
-        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-        auth_pb2_grpc.AuthServiceStub,
-        timeout_s=5,
+        Peer("auth", service, auth_pb2_grpc.AuthServiceStub), server.address, timeout_s=5
     )
     await auth.start()
     try:
@@ -185,7 +182,7 @@ def _count_stub(channel: grpc.aio.Channel) -> Any:
 
 
 async def test_a_stream_yields_then_raises_the_typed_error(server: GrpcServer) -> None:
-    counter = ServiceClient("probe", server.address, PROBE, _count_stub, timeout_s=5)
+    counter = ServiceClient(Peer("probe", PROBE_SERVICE, _count_stub), server.address, timeout_s=5)
     await counter.start()
     got: list[str] = []
 

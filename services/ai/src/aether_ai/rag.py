@@ -19,10 +19,15 @@ from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.config import MEMORIES
 from aether_ai.metrics import RAG_DEGRADED
 from aether_common.errors import AetherError
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 from aether_common.logging import get_logger
 
-MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
+MEMORY = Peer(
+    "memory",
+    memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+    memory_pb2_grpc.MemoryServiceStub,
+    idempotent=("Search",),
+)
 MAX_QUERY_CHARS = 2000  # memory.proto's limit
 
 log = get_logger(__name__)
@@ -74,15 +79,7 @@ class MemoryClient(ServiceClient["memory_pb2_grpc.MemoryServiceAsyncStub"]):
     """Component: the channel to the memory service (never blocks readiness: RAG degrades)."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        super().__init__(
-            "memory",
-            target,
-            MEMORY_SERVICE,
-            memory_pb2_grpc.MemoryServiceStub,
-            timeout_s=timeout_s,
-            idempotent=["Search"],
-            needs_peer=False,
-        )
+        super().__init__(MEMORY, target, timeout_s=timeout_s, needs_peer=False)
 
     async def search(
         self, namespace: str, query: str, *, limit: int, min_score: float = 0.0

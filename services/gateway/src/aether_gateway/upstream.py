@@ -9,25 +9,22 @@ which is what auth verifies (the x-aether-* identity hints are for logs only).
 from __future__ import annotations
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
-# Read-only, so safe to retry when auth is briefly unreachable. Nothing that writes is retried.
-IDEMPOTENT_METHODS = ("GetMe", "GetJwks", "ListOAuthProviders", "ExportMyData")
+AUTH = Peer(
+    "auth",
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    auth_pb2_grpc.AuthServiceStub,
+    # Read-only, so safe to retry when auth is briefly unreachable. Nothing that writes is.
+    idempotent=("GetMe", "GetJwks", "ListOAuthProviders", "ExportMyData"),
+)
 
 
 class AuthClient(ServiceClient["auth_pb2_grpc.AuthServiceAsyncStub"]):
     """auth's AuthService."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        super().__init__(
-            "auth",
-            target,
-            AUTH_SERVICE,
-            auth_pb2_grpc.AuthServiceStub,
-            timeout_s=timeout_s,
-            idempotent=IDEMPOTENT_METHODS,
-        )
+        super().__init__(AUTH, target, timeout_s=timeout_s)
 
     async def get_jwks(self) -> str:
         response = await self.call(self.stub.GetJwks, auth_pb2.GetJwksRequest())

@@ -5,9 +5,14 @@ for that user and nobody can ask about someone else."""
 from __future__ import annotations
 
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
+CHAT = Peer(
+    "chat",
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    chat_pb2_grpc.ChatServiceStub,
+    idempotent=("CheckMembership",),  # a read: safe to retry while chat restarts
+)
 
 
 class RoomMembership(ServiceClient["chat_pb2_grpc.ChatServiceAsyncStub"]):
@@ -16,14 +21,7 @@ class RoomMembership(ServiceClient["chat_pb2_grpc.ChatServiceAsyncStub"]):
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
         super().__init__(
-            "chat",
-            target,
-            CHAT_SERVICE,
-            chat_pb2_grpc.ChatServiceStub,
-            timeout_s=timeout_s,
-            idempotent=["CheckMembership"],  # a read: safe to retry while chat restarts
-            needs_peer=False,
-            name="chat-membership",
+            CHAT, target, timeout_s=timeout_s, needs_peer=False, name="chat-membership"
         )
 
     async def is_member(self, room_id: str) -> bool:

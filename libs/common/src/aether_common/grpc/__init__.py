@@ -14,12 +14,13 @@ from aether_common.grpc.client import (
 )
 from aether_common.grpc.interceptors import REQUEST_ID_KEY
 from aether_common.grpc.server import GrpcServer, create_server
-from aether_common.grpc.service_client import ServiceClient
+from aether_common.grpc.service_client import Peer, ServiceClient
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "REQUEST_ID_KEY",
     "GrpcServer",
+    "Peer",
     "PeerNotImplemented",
     "RetryPolicy",
     "ServiceClient",

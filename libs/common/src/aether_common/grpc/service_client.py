@@ -1,10 +1,13 @@
 """`ServiceClient`: the one way a service (or the gateway) calls another service over gRPC.
 
-    AUTH = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
-    auth = ServiceClient("auth", "auth:4001", AUTH, auth_pb2_grpc.AuthServiceStub,
-                         timeout_s=5, idempotent=["GetJwks"])
+    AUTH = Peer("auth", auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+                auth_pb2_grpc.AuthServiceStub, idempotent=("GetJwks",))
+    auth = ServiceClient(AUTH, "auth:4001", timeout_s=5)
     await auth.start()                        # a lifecycle Component: the runner starts it
     reply = await auth.call(auth.stub.GetJwks, auth_pb2.GetJwksRequest())
+
+`Peer` is what a caller knows of a service whatever its address: its name, its descriptor, its
+stub class and which of its methods are safe to retry. The address and deadlines are settings.
 
 It holds one channel (`create_channel`: a default deadline on every call, retries for the
 idempotent methods only, keepalive, the caller identity, request id and trace forwarded) and
@@ -21,7 +24,8 @@ or adds hints to its errors by overriding `error()`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import grpc
@@ -42,38 +46,50 @@ HEALTH_TIMEOUT_S = 1.0
 log = get_logger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Peer(Generic[StubT]):
+    """A service as its callers know it: `name` in errors and logs ("auth"), its descriptor
+    (`<x>_pb2.DESCRIPTOR.services_by_name[...]`), its stub class, and `idempotent`: the methods
+    safe to retry (a retried write could apply twice)."""
+
+    name: str
+    service: ServiceDescriptor
+    stub: Callable[[grpc.aio.Channel], StubT]
+    idempotent: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.idempotent) - set(self.service.methods_by_name))
+        if unknown:  # a misspelt name would silently turn its retries off
+            raise ValueError(f"{self.service.full_name} has no method {', '.join(unknown)}")
+
+    @property
+    def idempotent_methods(self) -> list[str]:
+        return [f"{self.service.full_name}/{method}" for method in self.idempotent]
+
+
 class ServiceClient(Generic[StubT]):
-    """Component: one channel to the service `peer`, its typed stub, calls with typed errors."""
+    """Component: one channel to `peer` at `target`, its typed stub, calls with typed errors."""
 
     def __init__(
         self,
-        peer: str,
+        peer: Peer[StubT],
         target: str,
-        service: ServiceDescriptor,
-        stub: Callable[[grpc.aio.Channel], StubT],
         *,
         timeout_s: float,
         stream_timeout_s: float | None = None,
-        idempotent: Iterable[str] = (),
         needs_peer: bool = True,
         name: str | None = None,
     ) -> None:
-        """`peer` names the service in errors and logs ("auth"); `service` is its descriptor
-        (`<x>_pb2.DESCRIPTOR.services_by_name[...]`); `idempotent`: its methods safe to retry
-        (a retried write could apply twice); `name`: the component's, default `peer`."""
-        idempotent = tuple(idempotent)
-        unknown = sorted(set(idempotent) - set(service.methods_by_name))
-        if unknown:  # a misspelt name would silently turn retries off
-            raise ValueError(f"{service.full_name} has no method {', '.join(unknown)}")
+        """`timeout_s`: the deadline of a unary call that sets none (`stream_timeout_s`: of a
+        stream); `needs_peer=False`: ready() does not wait on the peer; `name`: the component's,
+        default the peer's."""
         self.peer = peer
-        self.name = name or peer
+        self.name = name or peer.name
         self.target = target
-        self.service = service.full_name
+        self.service = peer.service.full_name
         self.timeout_s = timeout_s
         self.stream_timeout_s = stream_timeout_s
-        self.idempotent_methods = tuple(f"{self.service}/{method}" for method in idempotent)
         self.needs_peer = needs_peer
-        self._new_stub = stub
         self._channel: grpc.aio.Channel | None = None
         self._stub: StubT | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
@@ -86,11 +102,11 @@ class ServiceClient(Generic[StubT]):
             return
         channel = create_channel(
             self.target,
-            idempotent_methods=self.idempotent_methods,
+            idempotent_methods=self.peer.idempotent_methods,
             default_timeout=self.timeout_s,
             default_stream_timeout=self.stream_timeout_s,
         )
-        self._channel, self._stub = channel, self._new_stub(channel)
+        self._channel, self._stub = channel, self.peer.stub(channel)
         self._health = health_pb2_grpc.HealthStub(channel)
 
     async def start(self) -> None:
@@ -123,7 +139,7 @@ class ServiceClient(Generic[StubT]):
     @property
     def stub(self) -> StubT:
         if self._stub is None:
-            raise RuntimeError(f"{self.peer} channel not started")
+            raise RuntimeError(f"{self.peer.name} channel not started")
         return self._stub
 
     async def call(
@@ -162,14 +178,14 @@ class ServiceClient(Generic[StubT]):
 
     def error(self, exc: grpc.aio.AioRpcError) -> AetherError:
         """The typed error for a failed call; a subclass may add hints (a Retry-After)."""
-        return peer_error(exc, self.peer)
+        return peer_error(exc, self.peer.name)
 
     def _failed(self, exc: grpc.aio.AioRpcError, kind: str) -> AetherError:
         error = self.error(exc)
         if error.http_status >= 500:
             log.warning(
                 f"upstream {kind} failed",
-                service=self.peer,
+                service=self.peer.name,
                 code=exc.code().name,
                 error=error.error_code,
             )

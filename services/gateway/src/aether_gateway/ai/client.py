@@ -14,20 +14,24 @@ import grpc
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
 from aether_common.errors import AetherError, Unavailable
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-AI_SERVICE = ai_pb2.DESCRIPTOR.services_by_name["AiService"]
-# Retried when ai is briefly unreachable: reads and settings that land the same way twice.
-# Never Chat/Analyze/Search/SubmitJob: they spend model time, and an `ai_busy` UNAVAILABLE must
-# reach the client (Retry-After) rather than be retried into a full queue.
-IDEMPOTENT_METHODS = (
-    "GetMode",
-    "SetMode",
-    "GetJob",
-    "ListConversations",
-    "GetConversation",
-    "GetUsage",
-    "GetPerformance",
+AI = Peer(
+    "ai",
+    ai_pb2.DESCRIPTOR.services_by_name["AiService"],
+    ai_pb2_grpc.AiServiceStub,
+    # Retried when ai is briefly unreachable: reads and settings that land the same way twice.
+    # Never Chat/Analyze/Search/SubmitJob: they spend model time, and an `ai_busy` UNAVAILABLE
+    # must reach the client (Retry-After) rather than be retried into a full queue.
+    idempotent=(
+        "GetMode",
+        "SetMode",
+        "GetJob",
+        "ListConversations",
+        "GetConversation",
+        "GetUsage",
+        "GetPerformance",
+    ),
 )
 AI_BUSY = "ai_busy"
 
@@ -50,15 +54,7 @@ class AiClient(ServiceClient["ai_pb2_grpc.AiServiceAsyncStub"]):
     def __init__(
         self, target: str, *, timeout_s: float, stream_timeout_s: float, busy_retry_after_s: int
     ) -> None:
-        super().__init__(
-            "ai",
-            target,
-            AI_SERVICE,
-            ai_pb2_grpc.AiServiceStub,
-            timeout_s=timeout_s,
-            stream_timeout_s=stream_timeout_s,
-            idempotent=IDEMPOTENT_METHODS,
-        )
+        super().__init__(AI, target, timeout_s=timeout_s, stream_timeout_s=stream_timeout_s)
         self.busy_retry_after_s = busy_retry_after_s
 
     def error(self, exc: grpc.aio.AioRpcError) -> AetherError:

@@ -9,21 +9,25 @@ from __future__ import annotations
 
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether_common.errors import Unavailable
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
-# Safe to retry when chat is briefly unreachable: reads, and writes that are idempotent by
-# contract (SendMessage by client_msg_id, MarkRead never moves back, presence is a heartbeat).
-IDEMPOTENT_METHODS = (
-    "GetRoom",
-    "ListMyRooms",
-    "ListMembers",
-    "CheckMembership",
-    "GetHistory",
-    "GetPresence",
-    "SendMessage",
-    "MarkRead",
-    "UpdatePresence",
+CHAT = Peer(
+    "chat",
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    chat_pb2_grpc.ChatServiceStub,
+    # Safe to retry when chat is briefly unreachable: reads, and writes that are idempotent by
+    # contract (SendMessage by client_msg_id, MarkRead never moves back, presence a heartbeat).
+    idempotent=(
+        "GetRoom",
+        "ListMyRooms",
+        "ListMembers",
+        "CheckMembership",
+        "GetHistory",
+        "GetPresence",
+        "SendMessage",
+        "MarkRead",
+        "UpdatePresence",
+    ),
 )
 
 
@@ -39,11 +43,4 @@ class ChatClient(ServiceClient["chat_pb2_grpc.ChatServiceAsyncStub"]):
     """chat's ChatService; every call carries the caller's token."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        super().__init__(
-            "chat",
-            target,
-            CHAT_SERVICE,
-            chat_pb2_grpc.ChatServiceStub,
-            timeout_s=timeout_s,
-            idempotent=IDEMPOTENT_METHODS,
-        )
+        super().__init__(CHAT, target, timeout_s=timeout_s)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import Unavailable
-from aether_common.grpc import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
-# Reads, and Delete (idempotent by contract). Upsert without ids would store twice.
-IDEMPOTENT_METHODS = ("Search", "Delete", "Embed")
+MEMORY = Peer(
+    "memory",
+    memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+    memory_pb2_grpc.MemoryServiceStub,
+    # Reads, and Delete (idempotent by contract). Upsert without ids would store twice.
+    idempotent=("Search", "Delete", "Embed"),
+)
 
 
 class MemoryNotConfigured(Unavailable):
@@ -23,11 +27,4 @@ class MemoryClient(ServiceClient["memory_pb2_grpc.MemoryServiceAsyncStub"]):
     """memory's MemoryService; every call carries the caller's token."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        super().__init__(
-            "memory",
-            target,
-            MEMORY_SERVICE,
-            memory_pb2_grpc.MemoryServiceStub,
-            timeout_s=timeout_s,
-            idempotent=IDEMPOTENT_METHODS,
-        )
+        super().__init__(MEMORY, target, timeout_s=timeout_s)
