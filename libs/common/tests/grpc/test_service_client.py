@@ -203,6 +203,10 @@ async def test_ready_follows_the_peers_health(start_server: Any, client_for: Fac
     server: GrpcServer = await start_server()
     client = client_for(server.address)
     assert await client.ready()
+    await server.set_serving(PROBE_SERVICE.full_name, False)
+    assert not await client.ready()  # its own service's status, not the server's
+    await server.set_serving(PROBE_SERVICE.full_name, True)
+    assert await client.ready()
 
     await server.stop(grace=0)
 
