@@ -10,54 +10,28 @@ flood of unknown kids cannot hammer auth).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import grpc
-
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_common.access_tokens import JwksCache, JwksTokenResolver, TokenVerifier
-from aether_common.grpc import create_channel, rpc_errors
+from aether_common.grpc import Peer, ServiceClient
 
-AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
-if TYPE_CHECKING:  # only the type stubs know the async stub class
-    AuthStub = auth_pb2_grpc.AuthServiceAsyncStub
-else:
-    AuthStub = auth_pb2_grpc.AuthServiceStub
+AUTH = Peer(
+    "auth",
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    auth_pb2_grpc.AuthServiceStub,
+    idempotent=("GetJwks",),
+)
 
 
-class AuthJwks:
-    """Component: the channel to auth that the JWKS is fetched over (opened at start)."""
-
-    name = "auth-jwks"
+class AuthJwks(ServiceClient["auth_pb2_grpc.AuthServiceAsyncStub"]):
+    """Component: the channel to auth that the JWKS is fetched over (opened at start). Readiness
+    does not wait on auth: the cached keys go on verifying tokens while it is away."""
 
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        self.target = target
-        self.timeout_s = timeout_s
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: AuthStub | None = None
-
-    async def start(self) -> None:
-        self._channel = create_channel(
-            self.target,
-            idempotent_methods=[f"{AUTH_SERVICE}/GetJwks"],
-            default_timeout=self.timeout_s,
-        )
-        self._stub = AuthStub(self._channel)
-
-    async def stop(self) -> None:
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close(grace=None)
-
-    async def ready(self) -> bool:
-        return self._channel is not None
+        super().__init__(AUTH, target, timeout_s=timeout_s, needs_peer=False, name="auth-jwks")
 
     async def fetch(self) -> str:
         """auth's JWKS document (JwksCache calls it; failures become 503 there)."""
-        if self._stub is None:
-            raise RuntimeError("auth channel not started")
-        with rpc_errors():
-            response = await self._stub.GetJwks(auth_pb2.GetJwksRequest())
+        response = await self.call(self.stub.GetJwks, auth_pb2.GetJwksRequest())
         jwks: str = response.jwks_json
         return jwks
 

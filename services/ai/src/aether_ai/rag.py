@@ -13,24 +13,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-import grpc
 
 from aether.ai.v1 import ai_pb2
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.config import MEMORIES
 from aether_ai.metrics import RAG_DEGRADED
 from aether_common.errors import AetherError
-from aether_common.grpc import create_channel, rpc_errors
+from aether_common.grpc import Peer, ServiceClient
 from aether_common.logging import get_logger
 
-if TYPE_CHECKING:  # only the type stubs know the async stub class
-    MemoryStub = memory_pb2_grpc.MemoryServiceAsyncStub
-else:
-    MemoryStub = memory_pb2_grpc.MemoryServiceStub
-
-MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+MEMORY = Peer(
+    "memory",
+    memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+    memory_pb2_grpc.MemoryServiceStub,
+    idempotent=("Search",),
+)
 MAX_QUERY_CHARS = 2000  # memory.proto's limit
 
 log = get_logger(__name__)
@@ -78,47 +75,23 @@ def shorten(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
-class MemoryClient:
+class MemoryClient(ServiceClient["memory_pb2_grpc.MemoryServiceAsyncStub"]):
     """Component: the channel to the memory service (never blocks readiness: RAG degrades)."""
 
-    name = "memory"
-
     def __init__(self, target: str, *, timeout_s: float) -> None:
-        self.target = target
-        self.timeout_s = timeout_s
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: MemoryStub | None = None
-
-    async def start(self) -> None:
-        self._channel = create_channel(
-            self.target,
-            idempotent_methods=[f"{MEMORY_SERVICE}/Search"],
-            default_timeout=self.timeout_s,
-        )
-        self._stub = MemoryStub(self._channel)
-
-    async def stop(self) -> None:
-        channel, self._channel, self._stub = self._channel, None, None
-        if channel is not None:
-            await channel.close(grace=None)
-
-    async def ready(self) -> bool:
-        return self._channel is not None
+        super().__init__(MEMORY, target, timeout_s=timeout_s, needs_peer=False)
 
     async def search(
         self, namespace: str, query: str, *, limit: int, min_score: float = 0.0
     ) -> list[memory_pb2.SearchHit]:
         """Hits best first; the memory service's typed error when it refuses or is away."""
-        if self._stub is None:
-            raise RuntimeError("memory channel not started")
         request = memory_pb2.SearchRequest(
             namespace=namespace,
             query=query[:MAX_QUERY_CHARS],
             limit=limit,
             min_score=min_score,
         )
-        with rpc_errors():
-            response = await self._stub.Search(request)
+        response = await self.call(self.stub.Search, request)
         return list(response.hits)
 
 

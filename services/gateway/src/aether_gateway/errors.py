@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import grpc
 from fastapi.responses import JSONResponse
 
-from aether_common.errors import AetherError
+from aether_common.grpc import PeerNotImplemented
 
-
-class UpstreamNotImplemented(AetherError):
-    """The upstream service does not offer the method (an older version is deployed)."""
-
-    code = "not_implemented"
-    http_status = 501
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+# The upstream service does not offer the method (an older version is deployed): 501.
+UpstreamNotImplemented = PeerNotImplemented
 
 
 def error_body(status: int, code: str, detail: str) -> dict[str, object]:

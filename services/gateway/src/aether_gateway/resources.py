@@ -65,7 +65,8 @@ class GatewayResources:
         revocation_guard = (
             RedisGuard(settings.redis_cooldown_s) if revocation_redis is not redis else guard
         )
-        auth = AuthClient.connect(settings.auth_grpc_target, timeout_s=settings.auth_timeout_s)
+        auth = AuthClient(settings.auth_grpc_target, timeout_s=settings.auth_timeout_s)
+        auth.open()
         jwks = JwksCache(
             auth.get_jwks,
             max_age_s=settings.jwks_max_age_s,
@@ -126,10 +127,10 @@ class GatewayResources:
     async def close(self) -> None:
         await self.chat.close()
         if self.ai is not None:
-            await self.ai.close()
+            await self.ai.stop()
         if self.memory is not None:
-            await self.memory.close()
-        await self.auth.close()
+            await self.memory.stop()
+        await self.auth.stop()
         await self.pipeline.aclose()
         if self.revocation_redis is not self.redis:
             await self.revocation_redis.aclose()
@@ -140,16 +141,20 @@ def _ai_client(settings: GatewaySettings) -> AiClient | None:
     if settings.ai_grpc_target is None:
         log.warning("ai is not configured (AETHER_AI_GRPC_TARGET): /api/ai answers 503")
         return None
-    return AiClient.connect(
+    ai = AiClient(
         settings.ai_grpc_target,
         timeout_s=settings.ai_timeout_s,
         stream_timeout_s=settings.ai_stream_timeout_s,
         busy_retry_after_s=settings.ai_busy_retry_after_s,
     )
+    ai.open()
+    return ai
 
 
 def _memory_client(settings: GatewaySettings) -> MemoryClient | None:
     if settings.memory_grpc_target is None:
         log.warning("memory is not configured (AETHER_MEMORY_GRPC_TARGET): /api/memory answers 503")
         return None
-    return MemoryClient.connect(settings.memory_grpc_target, timeout_s=settings.memory_timeout_s)
+    memory = MemoryClient(settings.memory_grpc_target, timeout_s=settings.memory_timeout_s)
+    memory.open()
+    return memory

@@ -7,7 +7,9 @@
 - keeps connections alive (keepalive pings) and reconnects quickly after a peer restarts;
 - forwards the request id, the caller identity and the trace context, and counts every call.
 
-Callers turn a failed call into the typed error its server raised with `rpc_errors()`:
+Services call each other through `ServiceClient` (service_client.py), which holds such a channel
+and turns failures into typed errors with `peer_error()`. With a bare channel (tests, tools),
+`rpc_errors()` turns a failed call into the typed error its server raised:
 
     idempotent = ["aether.chat.v1.ChatService/GetRoom"]
     async with create_channel("chat:4003", idempotent_methods=idempotent) as ch:
@@ -31,6 +33,10 @@ from aether_common.grpc.interceptors import client_interceptors
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 5.0
+# Where a server's google.rpc.Status (ErrorInfo, BadRequest, RetryInfo) travels.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# What a caller may wait before trying a peer that gRPC could not reach (Retry-After).
+PEER_RETRY_AFTER_S = 1
 
 # Client and server agree on these (server.py permits pings this often), else the server
 # answers GOAWAY "too_many_pings".
@@ -128,6 +134,38 @@ def create_channel(
             target, credentials, options=channel_options, interceptors=chain
         )
     return grpc.aio.insecure_channel(target, options=channel_options, interceptors=chain)
+
+
+class PeerNotImplemented(errors.AetherError):
+    """The peer does not offer the method (an older version of it is deployed)."""
+
+    code = "not_implemented"
+    http_status = 501
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+def peer_error(exc: grpc.aio.AioRpcError, peer: str) -> errors.AetherError:
+    """The typed error for a failed call to `peer` ("auth"): what its server raised, or, when
+    gRPC itself gave up (no connection, deadline passed), an error that names the peer."""
+    code = exc.code()
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return PeerNotImplemented(f"the {peer} service does not support this operation")
+    # A status without error details was not raised by the peer's code.
+    if not _has_error_details(exc):
+        if code is grpc.StatusCode.UNAVAILABLE:
+            return errors.Unavailable(
+                f"the {peer} service is unavailable; try again shortly",
+                retry_after=PEER_RETRY_AFTER_S,
+            )
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return errors.Timeout(f"the {peer} service did not answer in time")
+    return errors.from_grpc_error(exc)
+
+
+def _has_error_details(exc: grpc.aio.AioRpcError) -> bool:
+    # A grpc.aio.Metadata mapping at run time (the stubs say a tuple of pairs).
+    metadata: Any = exc.trailing_metadata()
+    return metadata is not None and STATUS_DETAILS_KEY in metadata
 
 
 @contextmanager

@@ -1,25 +1,23 @@
 """chat's ChatService over one shared gRPC channel, every call made with the caller's token.
 
-Failures become the typed errors of aether_common.errors (upstream.upstream_error), so a
+Failures become the typed errors of aether_common.errors (ServiceClient), so a
 PERMISSION_DENIED from chat is a 403 on REST and an `{"type":"error","code":"forbidden"}` frame
 on the WebSocket.
 """
 
 from __future__ import annotations
 
-import grpc
-
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether_common.errors import Unavailable
-from aether_common.grpc import create_channel
-from aether_gateway.upstream import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-# Safe to retry when chat is briefly unreachable: reads, and writes that are idempotent by
-# contract (SendMessage by client_msg_id, MarkRead never moves back, presence is a heartbeat).
-IDEMPOTENT_METHODS = [
-    f"{CHAT_SERVICE}/{method}"
-    for method in (
+CHAT = Peer(
+    "chat",
+    chat_pb2.DESCRIPTOR.services_by_name["ChatService"],
+    chat_pb2_grpc.ChatServiceStub,
+    # Safe to retry when chat is briefly unreachable: reads, and writes that are idempotent by
+    # contract (SendMessage by client_msg_id, MarkRead never moves back, presence a heartbeat).
+    idempotent=(
         "GetRoom",
         "ListMyRooms",
         "ListMembers",
@@ -29,8 +27,8 @@ IDEMPOTENT_METHODS = [
         "SendMessage",
         "MarkRead",
         "UpdatePresence",
-    )
-]
+    ),
+)
 
 
 class ChatNotConfigured(Unavailable):
@@ -41,19 +39,8 @@ class ChatNotConfigured(Unavailable):
         )
 
 
-class ChatClient(ServiceClient):
+class ChatClient(ServiceClient["chat_pb2_grpc.ChatServiceAsyncStub"]):
     """chat's ChatService; every call carries the caller's token."""
 
-    name = "chat"
-    service = CHAT_SERVICE
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        super().__init__(channel)
-        self.stub = chat_pb2_grpc.ChatServiceStub(channel)
-
-    @classmethod
-    def connect(cls, target: str, *, timeout_s: float) -> ChatClient:
-        channel = create_channel(
-            target, idempotent_methods=IDEMPOTENT_METHODS, default_timeout=timeout_s
-        )
-        return cls(channel)
+    def __init__(self, target: str, *, timeout_s: float) -> None:
+        super().__init__(CHAT, target, timeout_s=timeout_s)

@@ -28,7 +28,8 @@ class ChatRuntime:
         if settings.chat_grpc_target is None:
             log.warning("chat is not configured (AETHER_CHAT_GRPC_TARGET): chat answers 503")
             return cls(None, None, policy)
-        chat = ChatClient.connect(settings.chat_grpc_target, timeout_s=settings.chat_timeout_s)
+        chat = ChatClient(settings.chat_grpc_target, timeout_s=settings.chat_timeout_s)
+        chat.open()
         hub = ChatHub(
             chat,
             settings.fanout_redis_url,
@@ -51,7 +52,7 @@ class ChatRuntime:
         if self.hub is not None:
             await self.hub.close()
         if self.chat is not None:
-            await self.chat.close()
+            await self.chat.stop()
 
     def client(self) -> ChatClient:
         if self.chat is None:

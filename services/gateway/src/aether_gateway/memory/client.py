@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import grpc
-
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import Unavailable
-from aether_common.grpc import create_channel
-from aether_gateway.upstream import ServiceClient
+from aether_common.grpc import Peer, ServiceClient
 
-MEMORY_SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
-# Reads, and Delete (idempotent by contract). Upsert without ids would store twice.
-IDEMPOTENT_METHODS = [f"{MEMORY_SERVICE}/{method}" for method in ("Search", "Delete", "Embed")]
+MEMORY = Peer(
+    "memory",
+    memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+    memory_pb2_grpc.MemoryServiceStub,
+    # Reads, and Delete (idempotent by contract). Upsert without ids would store twice.
+    idempotent=("Search", "Delete", "Embed"),
+)
 
 
 class MemoryNotConfigured(Unavailable):
@@ -22,19 +23,8 @@ class MemoryNotConfigured(Unavailable):
         )
 
 
-class MemoryClient(ServiceClient):
+class MemoryClient(ServiceClient["memory_pb2_grpc.MemoryServiceAsyncStub"]):
     """memory's MemoryService; every call carries the caller's token."""
 
-    name = "memory"
-    service = MEMORY_SERVICE
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        super().__init__(channel)
-        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
-
-    @classmethod
-    def connect(cls, target: str, *, timeout_s: float) -> MemoryClient:
-        channel = create_channel(
-            target, idempotent_methods=IDEMPOTENT_METHODS, default_timeout=timeout_s
-        )
-        return cls(channel)
+    def __init__(self, target: str, *, timeout_s: float) -> None:
+        super().__init__(MEMORY, target, timeout_s=timeout_s)
