@@ -11,9 +11,9 @@ from aether_common.access_tokens import AccessToken, JwksCache
 from aether_common.errors import Forbidden, Unauthenticated
 from aether_gateway.access_middleware import MAX_USER_AGENT, Access, client_ip
 from aether_gateway.auth.cache import ProfileCache
+from aether_gateway.auth.client import AuthClient
 from aether_gateway.resources import GatewayResources
 from aether_gateway.revocation import Revocations
-from aether_gateway.upstream import AuthClient
 
 
 class MissingCredentials(Unauthenticated):

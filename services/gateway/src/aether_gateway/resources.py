@@ -11,6 +11,7 @@ from aether_common.logging import get_logger
 from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.ai.client import AiClient
 from aether_gateway.auth.cache import ProfileCache
+from aether_gateway.auth.client import AuthClient
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory.client import MemoryClient
@@ -18,7 +19,6 @@ from aether_gateway.rate_limit import RateLimiter, RatePolicy
 from aether_gateway.redis_fail_open import RedisGuard
 from aether_gateway.revocation import Revocations
 from aether_gateway.revoked_or_limited import AccessGate
-from aether_gateway.upstream import AuthClient
 
 log = get_logger(__name__)
 
