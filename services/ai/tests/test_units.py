@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
-from aether_ai import analysis, prompts, validation
+from aether_ai import analysis, prompts, schemas, validation
 from aether_ai.agents import merge
 from aether_ai.answers import Outcome, replay_pieces
 from aether_ai.cache import ENTRY_OVERHEAD_BYTES, BoundedLru, cache_key, normalise_prompt
@@ -21,6 +21,7 @@ from aether_ai.conversations import Turn
 from aether_ai.llm import estimate_prompt_tokens
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import Snippet, footer
+from aether_ai.records import Bar, Usage
 from aether_ai.routing import DEEP, DEEP_THRESHOLD, FAST, route
 from aether_common.errors import Unavailable, ValidationFailed
 
@@ -261,8 +262,13 @@ def pb_bar(day: int, **fields: float) -> ai_pb2.Bar:
     return ai_pb2.Bar(time=when, **values)
 
 
+def bars_of_request(*bars: ai_pb2.Bar) -> list[Bar]:
+    """The bars as the gRPC edge reads them (schemas.py)."""
+    return list(schemas.analyze_query(ai_pb2.AnalyzeRequest(symbol="X", bars=bars)).bars)
+
+
 def test_bars_are_checked_bar_by_bar() -> None:
-    good = validation.bars([pb_bar(0), pb_bar(1)])
+    good = validation.bars(bars_of_request(pb_bar(0), pb_bar(1)))
     assert list(good.close) == [10.5, 10.5]
     for bars, words in [
         ([pb_bar(0)], "2-5000"),
@@ -273,9 +279,10 @@ def test_bars_are_checked_bar_by_bar() -> None:
         ([pb_bar(0), pb_bar(1, open=0.0, low=0.0)], "positive"),
         ([pb_bar(1), pb_bar(0)], "time order"),
         ([pb_bar(1), pb_bar(1)], "time order"),
+        ([pb_bar(0), ai_pb2.Bar(open=1, high=1, low=1, close=1)], "bars[1].time is required"),
     ]:
         with pytest.raises(ValidationFailed) as refused:
-            validation.bars(bars)
+            validation.bars(bars_of_request(*bars))
         assert words in refused.value.detail
 
 
@@ -377,7 +384,7 @@ def test_inconsistent_modes_are_refused(fields: dict[str, Any], words: str) -> N
 
 # -- multi-agent merge ---------------------------------------------------------------------------
 def usage(model: str, prompt: int, completion: int, cost: float, *, cached: bool = False) -> Any:
-    return ai_pb2.Usage(
+    return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,

@@ -6,8 +6,8 @@ daily usage aggregates stay (counts and cost only, kept for billing).
 The consumer joins in the background and retries until Kafka answers (BackgroundConsumer): the
 AI service serves its RPCs without Kafka; erasures wait in the topic meanwhile. The common
 `EventConsumer` records each event id in `processed_events` in the same PostgreSQL transaction
-as the erasure (the handler deletes through `ctx.tx`), so a redelivered event is handled once; a
-second deletion of the same user finds nothing left anyway.
+as the erasure (the handler erases through `ctx.tx`, by service.erase_user), so a redelivered
+event is handled once; a second deletion of the same user finds nothing left anyway.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
-from aether_ai import repository
+from aether_ai import service
 from aether_ai.events import USER_DELETED
 from aether_common.events import (
     BackgroundConsumer,
@@ -90,5 +90,5 @@ class UserEventsConsumer(BackgroundConsumer):
         if not user_id:
             log.warning("user.deleted without a user id; ignored", event_id=event.id)
             return
-        erased = await repository.erase_user(ctx.tx, user_id)
+        erased = await service.erase_user(ctx.tx, user_id)
         log.info("AI data of a deleted account erased", user_id=user_id, **erased)

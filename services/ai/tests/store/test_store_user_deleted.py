@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aether.ai.v1 import ai_pb2
 from aether.auth.v1 import events_pb2 as auth_events
 from aether_ai import events
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations, Turn
 from aether_ai.jobs import Jobs
 from aether_ai.preferences import Preferences
-from aether_ai.usage import Completion, UsageStore
+from aether_ai.records import ChatQuery, Completion
+from aether_ai.usage import UsageStore
 from aether_common.events import Event, EventProducer
 from aether_common.postgres import PostgresDatabase
 
@@ -36,7 +36,7 @@ async def populate(db: PostgresDatabase, user_id: str) -> None:
         await conversations.append(
             user_id, conversation, [Turn("user", f"q{n}"), Turn("assistant", "a")]
         )
-    await Jobs(db).submit(user_id, ai_pb2.ChatRequest(message="later"))
+    await Jobs(db).submit(user_id, ChatQuery(message="later"))
     await Preferences(db).set_mode(user_id, "learn")
     await UsageStore(db).record(
         Completion(
