@@ -1,5 +1,6 @@
 """The AI service's rules: which mode and model answer, what goes in the prompt, the cache, the
 queue, usage, conversations. grpc.py calls it with a verified caller; it raises typed errors.
+It takes and returns plain records (records.py); grpc.py converts them (schemas.py).
 
 A streamed answer (Chat, Analyze) is: Started, Chunk..., Sources (when RAG ran), Done. Usage is
 recorded (UsageStore.record) and the conversation appended BEFORE Done is sent: Done is the
