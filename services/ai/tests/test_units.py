@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from aether_ai.conversations import Turn
 from aether_ai.llm import estimate_prompt_tokens
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import Snippet, footer
-from aether_ai.records import Bar, Usage
+from aether_ai.records import Bar, Job, Usage
 from aether_ai.routing import DEEP, DEEP_THRESHOLD, FAST, route
 from aether_common.errors import Unavailable, ValidationFailed
 
@@ -421,3 +422,40 @@ def test_agents_merge_in_request_order_under_headings() -> None:
     )
     assert cached.finish_reason == "cached"
     assert cached.usage.cached
+
+
+# -- the gRPC edge (schemas.py) ----------------------------------------------------------------
+def test_the_stored_encodings_round_trip() -> None:
+    query = schemas.chat_query(
+        ai_pb2.ChatRequest(
+            message="hi", mode="fast", model="small", agents=["fast", "learn"], no_cache=True
+        )
+    )
+    assert schemas.chat_query_from_bytes(schemas.chat_request_bytes(query)) == query
+    spent = usage("small", 3, 4, 0.5, cached=True)
+    assert schemas.usage_from_bytes(schemas.usage_bytes(spent)) == spent
+
+
+def test_a_job_message_has_finished_at_and_usage_only_when_there_are_some() -> None:
+    created = datetime(2024, 1, 1, tzinfo=UTC)
+    queued = Job("j", "queued", created, None, "", None, "", "")
+    message = schemas.job_pb(queued)
+    assert message.status == ai_pb2.JOB_STATUS_QUEUED
+    assert message.created_at.ToDatetime(tzinfo=UTC) == created
+    assert not message.HasField("finished_at")
+    assert not message.HasField("usage")
+    done = schemas.job_pb(
+        Job("j", "succeeded", created, created, "a", usage("small", 1, 2, 0.1), "c", "")
+    )
+    assert done.HasField("finished_at")
+    assert (done.usage.completion_tokens, done.usage.model) == (2, "small")
+
+
+def test_only_the_edge_touches_protobuf() -> None:
+    """service.py and the stores speak records (records.py); ai.v1 messages are read and built
+    in grpc.py and schemas.py (and the event payload in events.py)."""
+    edge = {"grpc.py", "schemas.py", "events.py", "rag.py"}  # rag.py: the memory client
+    package = Path(schemas.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        if module.name not in edge:
+            assert "ai_pb2" not in module.read_text(), module.name
