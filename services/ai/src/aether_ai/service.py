@@ -82,13 +82,6 @@ def _sources(retrieval: Retrieval) -> Sources:
     return Sources([Source(s.n, s.id, s.namespace, s.score, s.text) for s in retrieval.snippets])
 
 
-async def erase_user(conn: Conn, user_id: str) -> dict[str, int]:
-    """A deleted account's data erased on `conn` (the consumer's transaction): conversations
-    with their messages, jobs, preferences and request rows; rows per table. The daily usage
-    aggregates stay (counts and cost only, kept for billing)."""
-    return await repository.erase_user(conn, user_id)
-
-
 def _completion(
     request_id: str,
     user_id: str,
@@ -579,6 +572,13 @@ class AiService:
             cache_l1_entries=len(l1),
             cache_l1_bytes=l1.bytes,
         )
+
+    # == accounts ================================================================================
+    async def erase_user(self, conn: Conn, user_id: str) -> dict[str, int]:
+        """A deleted account's data, erased on `conn` (the consumer's transaction):
+        conversations with their messages, jobs, preferences and request rows; rows per table.
+        The daily usage aggregates stay (counts and cost only, kept for billing)."""
+        return await repository.erase_user(conn, user_id)
 
     async def invalidate_cache(self, mode: str) -> int:
         target = validation.mode(mode, self.settings.modes, allow_auto=False) if mode else ALL_MODES

@@ -6,6 +6,8 @@ from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
 from aether_ai import events
+from aether_ai.app import AiApp
+from aether_ai.config import AiSettings
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations, Turn
 from aether_ai.jobs import Jobs
@@ -77,8 +79,23 @@ async def test_user_deleted_erases_that_user_only(
     }
 
     bootstrap = aether_endpoints.kafka_bootstrap
+    # The real service, not started: the erasure runs on the consumer's transaction.
+    settings = AiSettings(
+        environment="test",
+        database_url=store_db.dsn,
+        redis_url="redis://unused",
+        kafka_bootstrap=bootstrap,
+        auth_grpc_target="unused:1",
+        memory_grpc_target="unused:2",
+        llm_base_url="http://unused/v1",
+    )
+    service = AiApp(settings, grpc_port=0).service
     consumer = UserEventsConsumer(
-        store_db, bootstrap=bootstrap, group_id=topic_prefix + "ai", topic_prefix=topic_prefix
+        store_db,
+        service,
+        bootstrap=bootstrap,
+        group_id=topic_prefix + "ai",
+        topic_prefix=topic_prefix,
     )
     producer = EventProducer(bootstrap, client_id="aether-auth-test")
     await consumer.start()
