@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
-from aether_ai import analysis, prompts, validation
+from aether_ai import analysis, prompts, schemas, validation
 from aether_ai.agents import merge
 from aether_ai.answers import Outcome, replay_pieces
 from aether_ai.cache import ENTRY_OVERHEAD_BYTES, BoundedLru, cache_key, normalise_prompt
@@ -21,6 +22,7 @@ from aether_ai.conversations import Turn
 from aether_ai.llm import estimate_prompt_tokens
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import Snippet, footer
+from aether_ai.records import Bar, Job, Usage
 from aether_ai.routing import DEEP, DEEP_THRESHOLD, FAST, route
 from aether_common.errors import Unavailable, ValidationFailed
 
@@ -261,8 +263,13 @@ def pb_bar(day: int, **fields: float) -> ai_pb2.Bar:
     return ai_pb2.Bar(time=when, **values)
 
 
+def bars_of_request(*bars: ai_pb2.Bar) -> list[Bar]:
+    """The bars as the gRPC edge reads them (schemas.py)."""
+    return list(schemas.analyze_query(ai_pb2.AnalyzeRequest(symbol="X", bars=bars)).bars)
+
+
 def test_bars_are_checked_bar_by_bar() -> None:
-    good = validation.bars([pb_bar(0), pb_bar(1)])
+    good = validation.bars(bars_of_request(pb_bar(0), pb_bar(1)))
     assert list(good.close) == [10.5, 10.5]
     for bars, words in [
         ([pb_bar(0)], "2-5000"),
@@ -273,9 +280,10 @@ def test_bars_are_checked_bar_by_bar() -> None:
         ([pb_bar(0), pb_bar(1, open=0.0, low=0.0)], "positive"),
         ([pb_bar(1), pb_bar(0)], "time order"),
         ([pb_bar(1), pb_bar(1)], "time order"),
+        ([pb_bar(0), ai_pb2.Bar(open=1, high=1, low=1, close=1)], "bars[1].time is required"),
     ]:
         with pytest.raises(ValidationFailed) as refused:
-            validation.bars(bars)
+            validation.bars(bars_of_request(*bars))
         assert words in refused.value.detail
 
 
@@ -377,7 +385,7 @@ def test_inconsistent_modes_are_refused(fields: dict[str, Any], words: str) -> N
 
 # -- multi-agent merge ---------------------------------------------------------------------------
 def usage(model: str, prompt: int, completion: int, cost: float, *, cached: bool = False) -> Any:
-    return ai_pb2.Usage(
+    return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
@@ -414,3 +422,40 @@ def test_agents_merge_in_request_order_under_headings() -> None:
     )
     assert cached.finish_reason == "cached"
     assert cached.usage.cached
+
+
+# -- the gRPC edge (schemas.py) ----------------------------------------------------------------
+def test_the_stored_encodings_round_trip() -> None:
+    query = schemas.chat_query(
+        ai_pb2.ChatRequest(
+            message="hi", mode="fast", model="small", agents=["fast", "learn"], no_cache=True
+        )
+    )
+    assert schemas.chat_query_from_bytes(schemas.chat_request_bytes(query)) == query
+    spent = usage("small", 3, 4, 0.5, cached=True)
+    assert schemas.usage_from_bytes(schemas.usage_bytes(spent)) == spent
+
+
+def test_a_job_message_has_finished_at_and_usage_only_when_there_are_some() -> None:
+    created = datetime(2024, 1, 1, tzinfo=UTC)
+    queued = Job("j", "queued", created, None, "", None, "", "")
+    message = schemas.job_pb(queued)
+    assert message.status == ai_pb2.JOB_STATUS_QUEUED
+    assert message.created_at.ToDatetime(tzinfo=UTC) == created
+    assert not message.HasField("finished_at")
+    assert not message.HasField("usage")
+    done = schemas.job_pb(
+        Job("j", "succeeded", created, created, "a", usage("small", 1, 2, 0.1), "c", "")
+    )
+    assert done.HasField("finished_at")
+    assert (done.usage.completion_tokens, done.usage.model) == (2, "small")
+
+
+def test_only_the_edge_touches_protobuf() -> None:
+    """service.py and the stores speak records (records.py); ai.v1 messages are read and built
+    in grpc.py and schemas.py (and the event payload in events.py)."""
+    edge = {"grpc.py", "schemas.py", "events.py", "rag.py"}  # rag.py: the memory client
+    package = Path(schemas.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        if module.name not in edge:
+            assert "ai_pb2" not in module.read_text(), module.name

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aether.ai.v1 import ai_pb2
 from aether_ai.answers import CACHED, Outcome
+from aether_ai.records import AgentPart, Usage
 
 MULTI_AGENT = "multi_agent"
 
@@ -15,9 +15,9 @@ MULTI_AGENT = "multi_agent"
 @dataclass(frozen=True, slots=True)
 class Merged:
     answer: str
-    usage: ai_pb2.Usage
+    usage: Usage
     finish_reason: str
-    parts: list[ai_pb2.AgentPart]
+    parts: list[AgentPart]
 
 
 def heading(agent: str) -> str:
@@ -31,7 +31,7 @@ def merge(agents: Sequence[str], outcomes: Sequence[Outcome]) -> Merged:
     )
     usages = [outcome.usage for outcome in outcomes]
     models = list(dict.fromkeys(usage.model for usage in usages))
-    usage = ai_pb2.Usage(
+    usage = Usage(
         prompt_tokens=sum(u.prompt_tokens for u in usages),
         completion_tokens=sum(u.completion_tokens for u in usages),
         total_tokens=sum(u.total_tokens for u in usages),
@@ -49,7 +49,7 @@ def merge(agents: Sequence[str], outcomes: Sequence[Outcome]) -> Merged:
     else:
         finish = "stop"
     parts = [
-        ai_pb2.AgentPart(
+        AgentPart(
             agent=agent, model=outcome.usage.model, content=outcome.answer, usage=outcome.usage
         )
         for agent, outcome in zip(agents, outcomes, strict=True)

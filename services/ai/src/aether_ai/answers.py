@@ -21,7 +21,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 
-from aether.ai.v1 import ai_pb2
 from aether_ai.cache import CachedAnswer, ResponseCache
 from aether_ai.llm import Delta, Finish, LlmClient, Message, estimate_prompt_tokens
 from aether_ai.metrics import (
@@ -33,6 +32,7 @@ from aether_ai.metrics import (
     TOKENS_OUT,
 )
 from aether_ai.queue import ModelSlots
+from aether_ai.records import Usage
 
 # Cached answers are replayed in pieces of about this many characters: a few large pieces, not
 # one per token, because each streamed message costs ~0.15 ms of CPU on each side of gRPC, which
@@ -63,7 +63,7 @@ class Plan:
 class Outcome:
     answer: str
     finish_reason: str  # stop | length | cached
-    usage: ai_pb2.Usage
+    usage: Usage
 
     @property
     def cached(self) -> bool:
@@ -144,7 +144,7 @@ class Answer:
             first = first or time.perf_counter()
             yield piece
         now = time.perf_counter()
-        usage = ai_pb2.Usage(
+        usage = Usage(
             prompt_tokens=0,  # no model call: no tokens used, nothing to pay
             completion_tokens=0,
             total_tokens=0,
@@ -226,7 +226,7 @@ class Answer:
         plan = self.plan
         answer = text + plan.footer
         model = self._answers.llm.model(plan.model)
-        usage = ai_pb2.Usage(
+        usage = Usage(
             prompt_tokens=finish.prompt_tokens,
             completion_tokens=finish.completion_tokens,
             total_tokens=finish.prompt_tokens + finish.completion_tokens,

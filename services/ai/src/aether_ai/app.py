@@ -120,6 +120,7 @@ class AiApp:
         )
         self.consumer = UserEventsConsumer(
             self.database,
+            self.service,
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group,
             topic_prefix=s.topic_prefix,

@@ -6,8 +6,8 @@ daily usage aggregates stay (counts and cost only, kept for billing).
 The consumer joins in the background and retries until Kafka answers (BackgroundConsumer): the
 AI service serves its RPCs without Kafka; erasures wait in the topic meanwhile. The common
 `EventConsumer` records each event id in `processed_events` in the same PostgreSQL transaction
-as the erasure (the handler deletes through `ctx.tx`), so a redelivered event is handled once; a
-second deletion of the same user finds nothing left anyway.
+as the erasure (the handler erases through `ctx.tx`, by AiService.erase_user), so a redelivered
+event is handled once; a second deletion of the same user finds nothing left anyway.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
-from aether_ai import repository
 from aether_ai.events import USER_DELETED
+from aether_ai.service import AiService
 from aether_common.events import (
     BackgroundConsumer,
     Claim,
@@ -58,6 +58,7 @@ class UserEventsConsumer(BackgroundConsumer):
     def __init__(
         self,
         db: PostgresDatabase,
+        service: AiService,
         *,
         bootstrap: str,
         group_id: str,
@@ -67,6 +68,7 @@ class UserEventsConsumer(BackgroundConsumer):
     ) -> None:
         super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
         self._store = _DatabaseIdempotencyStore(db)
+        self._service = service
         self._group_id = group_id
         self._options = options
         self._dlq_producer = dlq_producer
@@ -90,5 +92,5 @@ class UserEventsConsumer(BackgroundConsumer):
         if not user_id:
             log.warning("user.deleted without a user id; ignored", event_id=event.id)
             return
-        erased = await repository.erase_user(ctx.tx, user_id)
+        erased = await self._service.erase_user(ctx.tx, user_id)
         log.info("AI data of a deleted account erased", user_id=user_id, **erased)

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from aether.ai.v1 import ai_pb2
 from aether_ai import repository
+from aether_ai.records import ConversationDetail, ConversationInfo, ConversationMessage
 from aether_common.errors import NotFound, ValidationFailed
 from aether_common.postgres import PostgresDatabase, UnitOfWork
 
@@ -129,7 +127,7 @@ class Conversations:
 
     async def list(
         self, user_id: str, limit: int, before: datetime | None
-    ) -> ai_pb2.ListConversationsResponse:
+    ) -> builtins.list[ConversationInfo]:
         """The user's conversations, most recently updated first; `before` pages on."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValidationFailed(
@@ -139,9 +137,9 @@ class Conversations:
             before = before.replace(tzinfo=UTC)  # protobuf's ToDatetime() is naive UTC
         async with self._db.connection() as conn:
             rows = await repository.list_conversations(conn, user_id, limit, before)
-        return ai_pb2.ListConversationsResponse(conversations=[_conversation(r) for r in rows])
+        return [_conversation(r) for r in rows]
 
-    async def get(self, user_id: str, conversation_id: str) -> ai_pb2.GetConversationResponse:
+    async def get(self, user_id: str, conversation_id: str) -> ConversationDetail:
         key = parse_conversation_id(conversation_id)
 
         async def read(uow: UnitOfWork) -> tuple[Any, list[Any]]:  # the count matches the list
@@ -151,16 +149,10 @@ class Conversations:
             return row, await repository.all_messages(uow.conn, key)
 
         row, messages = await self._db.transaction(read)
-        return ai_pb2.GetConversationResponse(
+        return ConversationDetail(
             conversation=_conversation(row),
             messages=[
-                ai_pb2.ConversationMessage(
-                    role=m["role"],
-                    content=m["content"],
-                    mode=m["mode"],
-                    model=m["model"],
-                    created_at=_timestamp(m["created_at"]),
-                )
+                ConversationMessage(m["role"], m["content"], m["mode"], m["model"], m["created_at"])
                 for m in messages
             ],
         )
@@ -173,18 +165,12 @@ class Conversations:
             raise NotFound(NOT_FOUND)
 
 
-def _conversation(row: Any) -> ai_pb2.Conversation:
-    return ai_pb2.Conversation(
+def _conversation(row: Any) -> ConversationInfo:
+    return ConversationInfo(
         conversation_id=str(row["id"]),
         title=row["title"],
         mode=row["mode"],
-        created_at=_timestamp(row["created_at"]),
-        updated_at=_timestamp(row["updated_at"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
         message_count=row["message_count"],
     )
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

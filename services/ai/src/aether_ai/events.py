@@ -8,6 +8,7 @@ to Kafka by the relay. Consumed: auth's `aether.user.deleted.v1` (consumers.py).
 from __future__ import annotations
 
 from aether.ai.v1 import events_pb2
+from aether_ai.records import Completion
 from aether_common.events import Event, EventProducer, PgOutboxRelay, RelayOptions, TopicSpec
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase
@@ -26,13 +27,30 @@ def topic_specs(prefix: str = "") -> list[TopicSpec]:
 
 
 def request_completed(
-    payload: events_pb2.RequestCompleted, topic_prefix: str = ""
+    completion: Completion, topic_prefix: str = ""
 ) -> Event[events_pb2.RequestCompleted]:
     return Event(
         type=topic_prefix + REQUEST_COMPLETED,
-        subject=payload.user_id,
-        payload=payload,
+        subject=completion.user_id,
+        payload=request_completed_payload(completion),
         source=SOURCE,
+    )
+
+
+def request_completed_payload(c: Completion) -> events_pb2.RequestCompleted:
+    return events_pb2.RequestCompleted(
+        request_id=c.request_id,
+        user_id=c.user_id,
+        conversation_id=c.conversation_id,
+        kind=c.kind,
+        mode=c.mode,
+        model=c.model,
+        prompt_tokens=c.prompt_tokens,
+        completion_tokens=c.completion_tokens,
+        cost_usd=c.cost_usd,
+        latency_ms=c.latency_ms,
+        first_token_ms=c.first_token_ms,
+        cached=c.cached,
     )
 
 

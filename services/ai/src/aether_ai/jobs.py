@@ -20,14 +20,13 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from aether.ai.v1 import ai_pb2
-from aether_ai import repository
+from aether_ai import repository, schemas
+from aether_ai.records import ChatQuery, Job, Usage
 from aether_common.errors import (
     AetherError,
     InternalError,
@@ -47,22 +46,15 @@ GENERIC_FAILURE = "the answer could not be generated; please try again later"
 # Errors worth another attempt; any other AetherError is the request's own fault.
 TRANSIENT: tuple[type[AetherError], ...] = (Unavailable, Timeout, RateLimited, InternalError)
 
-_STATUS = {
-    "queued": ai_pb2.JOB_STATUS_QUEUED,
-    "running": ai_pb2.JOB_STATUS_RUNNING,
-    "succeeded": ai_pb2.JOB_STATUS_SUCCEEDED,
-    "failed": ai_pb2.JOB_STATUS_FAILED,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class JobResult:
     answer: str
-    usage: ai_pb2.Usage
+    usage: Usage
     conversation_id: str
 
 
-JobRun = Callable[[str, ai_pb2.ChatRequest], Awaitable[JobResult]]  # (user_id, request)
+JobRun = Callable[[str, ChatQuery], Awaitable[JobResult]]  # (user_id, request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +63,7 @@ class ClaimedJob:
 
     job_id: uuid.UUID
     user_id: str
-    request: ai_pb2.ChatRequest
+    request: ChatQuery
     attempt: int  # 1 for the first run
     lease_token: uuid.UUID
 
@@ -89,16 +81,16 @@ class Jobs:
     def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
-    async def submit(self, user_id: str, request: ai_pb2.ChatRequest) -> ai_pb2.Job:
-        """Stores the job QUEUED; a runner on any replica picks it up."""
+    async def submit(self, user_id: str, request: ChatQuery) -> Job:
+        """Stores the job QUEUED (the request as a serialised ai.v1 ChatRequest); a runner on
+        any replica picks it up."""
+        stored = schemas.chat_request_bytes(request)
         row = await self.db.transaction(
-            lambda uow: repository.insert_job(
-                uow.conn, uuid.uuid4(), user_id, request.SerializeToString()
-            )
+            lambda uow: repository.insert_job(uow.conn, uuid.uuid4(), user_id, stored)
         )
         return _job(row)
 
-    async def get(self, user_id: str, job_id: str) -> ai_pb2.Job:
+    async def get(self, user_id: str, job_id: str) -> Job:
         key = parse_job_id(job_id)
         async with self.db.connection() as conn:
             row = await repository.find_job(conn, user_id, key)
@@ -115,7 +107,7 @@ class Jobs:
         return ClaimedJob(
             job_id=row["id"],
             user_id=row["user_id"],
-            request=ai_pb2.ChatRequest.FromString(row["request"]),
+            request=schemas.chat_query_from_bytes(row["request"]),
             attempt=row["attempts"],
             lease_token=token,
         )
@@ -131,7 +123,7 @@ class Jobs:
                 job.job_id,
                 job.lease_token,
                 answer=result.answer,
-                usage=result.usage.SerializeToString(),
+                usage=schemas.usage_bytes(result.usage),
                 conversation_id=result.conversation_id,
             )
 
@@ -282,23 +274,14 @@ class JobRunner:
                 log.warning("cannot renew a job lease", job_id=str(job.job_id), error=repr(exc))
 
 
-def _job(row: Any) -> ai_pb2.Job:
-    job = ai_pb2.Job(
+def _job(row: Any) -> Job:
+    return Job(
         job_id=str(row["id"]),
-        status=_STATUS[row["status"]],
-        created_at=_timestamp(row["created_at"]),
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
         answer=row["answer"],
+        usage=None if row["usage"] is None else schemas.usage_from_bytes(row["usage"]),
         conversation_id=row["conversation_id"],
         error=row["error"],
     )
-    if row["finished_at"] is not None:
-        job.finished_at.CopyFrom(_timestamp(row["finished_at"]))
-    if row["usage"] is not None:
-        job.usage.ParseFromString(row["usage"])
-    return job
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp

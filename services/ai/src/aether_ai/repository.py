@@ -6,13 +6,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from aether_ai.records import Completion
 from aether_common.events import outbox_pg
 from aether_common.postgres import Conn
-
-if TYPE_CHECKING:  # usage.py builds the rows and imports this module
-    from aether_ai.usage import Completion
 
 Row = Any  # an asyncpg Record
 

@@ -1,5 +1,6 @@
 """The AI service's rules: which mode and model answer, what goes in the prompt, the cache, the
 queue, usage, conversations. grpc.py calls it with a verified caller; it raises typed errors.
+It takes and returns plain records (records.py); grpc.py converts them (schemas.py).
 
 A streamed answer (Chat, Analyze) is: Started, Chunk..., Sources (when RAG ran), Done. Usage is
 recorded (UsageStore.record) and the conversation appended BEFORE Done is sent: Done is the
@@ -15,11 +16,10 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import AsyncExitStack, aclosing
-from dataclasses import dataclass
-from datetime import UTC
+from dataclasses import dataclass, replace
+from datetime import datetime
 
-from aether.ai.v1 import ai_pb2
-from aether_ai import prompts, validation
+from aether_ai import prompts, repository, schemas, validation
 from aether_ai.agents import MULTI_AGENT, merge
 from aether_ai.analysis import summarise
 from aether_ai.answers import Answer, Answers, Outcome, Plan
@@ -31,9 +31,30 @@ from aether_ai.jobs import JobResult, Jobs
 from aether_ai.metrics import ROUTED
 from aether_ai.preferences import Preferences
 from aether_ai.rag import NO_RETRIEVAL, MemoryClient, Retrieval, Retriever, Snippet, footer, shorten
+from aether_ai.records import (
+    AnalyzeQuery,
+    AnswerEvent,
+    ChatQuery,
+    Chunk,
+    Completion,
+    ConversationDetail,
+    ConversationInfo,
+    Done,
+    Job,
+    ModeInfo,
+    Modes,
+    Performance,
+    SearchQuery,
+    SearchResult,
+    Source,
+    Sources,
+    Started,
+    UsageReport,
+)
 from aether_ai.routing import route
-from aether_ai.usage import Completion, UsageStore
+from aether_ai.usage import UsageStore
 from aether_common.errors import ValidationFailed
+from aether_common.postgres import Conn
 
 DEFAULT_ANALYZE_QUESTION = "Give a short technical reading of this series."
 SEARCH_MODE = "fast"
@@ -57,10 +78,8 @@ class ChatInput:
     no_cache: bool
 
 
-def _done(
-    answer: str, usage: ai_pb2.Usage, finish: str, parts: Sequence[ai_pb2.AgentPart] = ()
-) -> ai_pb2.Done:
-    return ai_pb2.Done(answer=answer, usage=usage, finish_reason=finish, parts=parts)
+def _sources(retrieval: Retrieval) -> Sources:
+    return Sources([Source(s.n, s.id, s.namespace, s.score, s.text) for s in retrieval.snippets])
 
 
 def _completion(
@@ -111,7 +130,7 @@ class AiService:
         self._jobs = jobs
 
     # == input ===================================================================================
-    def chat_input(self, request: ai_pb2.ChatRequest) -> ChatInput:
+    def chat_input(self, request: ChatQuery) -> ChatInput:
         s = self.settings
         message = validation.text(request.message, field="message", max_chars=s.max_prompt_chars)
         agents: tuple[str, ...] = ()
@@ -214,8 +233,8 @@ class AiService:
 
     # == Chat ====================================================================================
     async def chat(
-        self, caller: Caller, request: ai_pb2.ChatRequest, *, chunks: bool = True
-    ) -> AsyncGenerator[ai_pb2.ChatResponse, None]:
+        self, caller: Caller, request: ChatQuery, *, chunks: bool = True
+    ) -> AsyncGenerator[AnswerEvent, None]:
         """The answer's events; `chunks=False` (a caller that reads only the whole answer) skips
         the Chunk events."""
         started = time.perf_counter()
@@ -249,15 +268,13 @@ class AiService:
         async with AsyncExitStack() as stack:
             # Every part's cache lookup, and a slot for each miss, before anything is sent.
             opened = [await stack.enter_async_context(self.answers.open(plan)) for plan in plans]
-            yield ai_pb2.ChatResponse(
-                started=ai_pb2.Started(
-                    request_id=request_id,
-                    conversation_id=conversation.id,
-                    mode=conversation_mode,
-                    model=",".join(dict.fromkeys(plan.model for plan in plans)),
-                    agents=list(inp.agents),
-                    cached=all(answer.cached for answer in opened),
-                )
+            yield Started(
+                request_id=request_id,
+                conversation_id=conversation.id,
+                mode=conversation_mode,
+                model=",".join(dict.fromkeys(plan.model for plan in plans)),
+                agents=inp.agents,
+                cached=all(answer.cached for answer in opened),
             )
             if inp.agents:
                 async with aclosing(self._stream_agents(list(inp.agents), opened)) as events:
@@ -268,14 +285,14 @@ class AiService:
                 async with aclosing(opened[0].pieces()) as pieces:
                     async for piece in pieces:
                         if chunks:
-                            yield ai_pb2.ChatResponse(chunk=ai_pb2.Chunk(content=piece))
+                            yield Chunk(piece)
             outcomes = [answer.outcome for answer in opened]
         if retrieval.snippets and any(plan.footer for plan in plans):
-            yield ai_pb2.ChatResponse(sources=retrieval.sources_pb())
+            yield _sources(retrieval)
         done = await self._conclude(
             "chat", request_id, user, conversation, inp, conversation_mode, modes, outcomes
         )
-        yield ai_pb2.ChatResponse(done=done)
+        yield done
 
     async def _conclude(
         self,
@@ -287,7 +304,7 @@ class AiService:
         conversation_mode: str,
         modes: Sequence[str],
         outcomes: Sequence[Outcome],
-    ) -> ai_pb2.Done:
+    ) -> Done:
         """Usage recorded (one row per agent, with its event) and both turns appended (a new
         conversation created with them), in one statement: then Done may go."""
         if inp.agents:
@@ -296,11 +313,11 @@ class AiService:
                 for agent, outcome in zip(inp.agents, outcomes, strict=True)
             ]
             merged = merge(inp.agents, outcomes)
-            done = _done(merged.answer, merged.usage, merged.finish_reason, merged.parts)
+            done = Done(merged.answer, merged.usage, merged.finish_reason, merged.parts)
         else:
             usage = [(request_id, modes[0], outcomes[0])]
             outcome = outcomes[0]
-            done = _done(outcome.answer, outcome.usage, outcome.finish_reason)
+            done = Done(outcome.answer, outcome.usage, outcome.finish_reason)
         turns = [
             Turn("user", inp.message, conversation_mode, ""),
             Turn("assistant", done.answer, conversation_mode, done.usage.model),
@@ -316,7 +333,7 @@ class AiService:
 
     async def _stream_agents(
         self, agents: list[str], opened: list[Answer]
-    ) -> AsyncGenerator[ai_pb2.ChatResponse, None]:
+    ) -> AsyncGenerator[Chunk, None]:
         """The agents' pieces as they come, tagged with the agent; every part runs at once."""
         queue: asyncio.Queue[tuple[str, str] | BaseException | None] = asyncio.Queue()
 
@@ -343,7 +360,7 @@ class AiService:
                 elif isinstance(item, BaseException):
                     raise item
                 else:
-                    yield ai_pb2.ChatResponse(chunk=ai_pb2.Chunk(content=item[1], agent=item[0]))
+                    yield Chunk(item[1], item[0])
         finally:
             for task in tasks:
                 task.cancel()
@@ -353,8 +370,8 @@ class AiService:
 
     # == Analyze =================================================================================
     async def analyze(
-        self, caller: Caller, request: ai_pb2.AnalyzeRequest, *, chunks: bool = True
-    ) -> AsyncGenerator[ai_pb2.AnalyzeResponse, None]:
+        self, caller: Caller, request: AnalyzeQuery, *, chunks: bool = True
+    ) -> AsyncGenerator[AnswerEvent, None]:
         """As chat()."""
         started = time.perf_counter()
         s = self.settings
@@ -382,27 +399,21 @@ class AiService:
         )
         request_id = str(uuid.uuid4())
         async with self.answers.open(plan) as answer:
-            yield ai_pb2.AnalyzeResponse(
-                started=ai_pb2.Started(
-                    request_id=request_id, mode=mode_name, model=model, cached=answer.cached
-                )
-            )
+            yield Started(request_id=request_id, mode=mode_name, model=model, cached=answer.cached)
             async with aclosing(answer.pieces()) as pieces:
                 async for piece in pieces:
                     if chunks:
-                        yield ai_pb2.AnalyzeResponse(chunk=ai_pb2.Chunk(content=piece))
+                        yield Chunk(piece)
             outcome = answer.outcome
         if plan.footer:
-            yield ai_pb2.AnalyzeResponse(sources=retrieval.sources_pb())
+            yield _sources(retrieval)
         await self._usage.record(
             _completion(request_id, caller.user_id, "", "analyze", mode_name, outcome)
         )
-        yield ai_pb2.AnalyzeResponse(
-            done=_done(outcome.answer, outcome.usage, outcome.finish_reason)
-        )
+        yield Done(outcome.answer, outcome.usage, outcome.finish_reason)
 
     # == Search ==================================================================================
-    async def search(self, caller: Caller, request: ai_pb2.SearchRequest) -> ai_pb2.SearchResponse:
+    async def search(self, caller: Caller, request: SearchQuery) -> SearchResult:
         started = time.perf_counter()
         s = self.settings
         query = validation.text(request.query, field="query", max_chars=validation.MAX_SEARCH_QUERY)
@@ -414,28 +425,18 @@ class AiService:
             low=1,
             high=validation.SEARCH_LIMIT_MAX,
         )
-        hits = await self._memory.search(namespace, query, limit=limit)
-        response = ai_pb2.SearchResponse(
-            hits=[
-                ai_pb2.SearchHit(
-                    id=hit.record.id,
-                    namespace=namespace,
-                    score=hit.score,
-                    text=hit.record.text,
-                    metadata=hit.record.metadata,
-                )
-                for hit in hits
-            ]
-        )
+        # The memory client answers in memory.v1 messages: read into records here.
+        found = await self._memory.search(namespace, query, limit=limit)
+        hits = [schemas.memory_hit(hit, namespace) for hit in found]
         if request.no_summary or not hits:
-            return response
+            return SearchResult(hits)
         snippets = tuple(
             Snippet(
                 n,
-                hit.record.id,
+                hit.id,
                 namespace,
                 round(float(hit.score), 4),
-                shorten(hit.record.text, s.rag_snippet_chars),
+                shorten(hit.text, s.rag_snippet_chars),
             )
             for n, hit in enumerate(hits, start=1)
         )
@@ -459,21 +460,20 @@ class AiService:
         await self._usage.record(
             _completion(str(uuid.uuid4()), caller.user_id, "", "search", SEARCH_MODE, outcome)
         )
-        response.summary = outcome.answer
-        response.usage.CopyFrom(outcome.usage)
-        return response
+        return SearchResult(hits, summary=outcome.answer, usage=outcome.usage)
 
     # == jobs ====================================================================================
-    async def submit_job(self, caller: Caller, request: ai_pb2.SubmitJobRequest) -> ai_pb2.Job:
-        if not request.HasField("request"):
+    async def submit_job(self, caller: Caller, request: ChatQuery | None) -> Job:
+        """`request` None: the SubmitJobRequest had none."""
+        if request is None:
             raise ValidationFailed("request is required", field_errors={"request": "required"})
-        self.chat_input(request.request)  # refused now, not when a worker runs it
-        return await self._jobs.submit(caller.user_id, request.request)
+        self.chat_input(request)  # refused now, not when a worker runs it
+        return await self._jobs.submit(caller.user_id, request)
 
-    async def get_job(self, caller: Caller, job_id: str) -> ai_pb2.Job:
+    async def get_job(self, caller: Caller, job_id: str) -> Job:
         return await self._jobs.get(caller.user_id, job_id)
 
-    async def run_job(self, user_id: str, request: ai_pb2.ChatRequest) -> JobResult:
+    async def run_job(self, user_id: str, request: ChatQuery) -> JobResult:
         """JobRunner's run function: the stored request answered without streaming. RAG is
         skipped: the caller's token (which memory requires) is not kept at rest."""
         started = time.perf_counter()
@@ -517,9 +517,9 @@ class AiService:
             return await answer.text()
 
     # == modes, conversations, usage, admin ======================================================
-    async def get_mode(self, caller: Caller) -> ai_pb2.GetModeResponse:
+    async def get_mode(self, caller: Caller) -> Modes:
         modes = [
-            ai_pb2.ModeInfo(
+            ModeInfo(
                 name=AUTO,
                 description="Routed by difficulty: simple questions to fast (small model), "
                 "hard ones to deep_thinking (large model).",
@@ -528,51 +528,57 @@ class AiService:
             )
         ]
         modes += [
-            ai_pb2.ModeInfo(name=name, description=mode.description, model=mode.model, rag=mode.rag)
+            ModeInfo(name=name, description=mode.description, model=mode.model, rag=mode.rag)
             for name, mode in self.settings.modes.items()
         ]
-        return ai_pb2.GetModeResponse(mode=await self.default_mode(caller.user_id), modes=modes)
+        return Modes(mode=await self.default_mode(caller.user_id), modes=modes)
 
-    async def set_mode(self, caller: Caller, mode: str) -> ai_pb2.SetModeResponse:
+    async def set_mode(self, caller: Caller, mode: str) -> str:
+        """The mode now the caller's default."""
         chosen = validation.mode(mode, self.settings.modes)
         await self._preferences.set_mode(caller.user_id, chosen)
-        return ai_pb2.SetModeResponse(mode=chosen)
+        return chosen
 
     async def list_conversations(
-        self, caller: Caller, request: ai_pb2.ListConversationsRequest
-    ) -> ai_pb2.ListConversationsResponse:
-        limit = validation.bounded(
-            request.limit, field="limit", default=LIST_DEFAULT, low=1, high=LIST_MAX
-        )
-        before = request.before.ToDatetime(tzinfo=UTC) if request.HasField("before") else None
+        self, caller: Caller, limit: int, before: datetime | None
+    ) -> list[ConversationInfo]:
+        """`limit` 0: the default; `before` (a naive datetime is UTC) pages on."""
+        limit = validation.bounded(limit, field="limit", default=LIST_DEFAULT, low=1, high=LIST_MAX)
         return await self._conversations.list(caller.user_id, limit, before)
 
-    async def get_conversation(
-        self, caller: Caller, conversation_id: str
-    ) -> ai_pb2.GetConversationResponse:
+    async def get_conversation(self, caller: Caller, conversation_id: str) -> ConversationDetail:
         return await self._conversations.get(caller.user_id, conversation_id)
 
     async def delete_conversation(self, caller: Caller, conversation_id: str) -> None:
         await self._conversations.delete(caller.user_id, conversation_id)
 
-    async def usage(self, caller: Caller, days: int) -> ai_pb2.GetUsageResponse:
+    async def usage(self, caller: Caller, days: int) -> UsageReport:
         days = validation.bounded(
             days, field="days", default=USAGE_DAYS_DEFAULT, low=1, high=USAGE_DAYS_MAX
         )
         return await self._usage.usage(caller.user_id, days)
 
-    async def performance(self, window_minutes: int) -> ai_pb2.GetPerformanceResponse:
+    async def performance(self, window_minutes: int) -> Performance:
         window = validation.bounded(
             window_minutes, field="window_minutes", default=WINDOW_DEFAULT, low=1, high=WINDOW_MAX
         )
-        response = await self._usage.performance(window)
+        stored = await self._usage.performance(window)
         slots, l1 = self.answers.slots, self.answers.cache.l1
-        response.queue_depth = slots.waiting
-        response.in_flight = slots.in_flight
-        response.max_concurrency = slots.max_concurrency
-        response.cache_l1_entries = len(l1)
-        response.cache_l1_bytes = l1.bytes
-        return response
+        return replace(
+            stored,
+            queue_depth=slots.waiting,
+            in_flight=slots.in_flight,
+            max_concurrency=slots.max_concurrency,
+            cache_l1_entries=len(l1),
+            cache_l1_bytes=l1.bytes,
+        )
+
+    # == accounts ================================================================================
+    async def erase_user(self, conn: Conn, user_id: str) -> dict[str, int]:
+        """A deleted account's data, erased on `conn` (the consumer's transaction):
+        conversations with their messages, jobs, preferences and request rows; rows per table.
+        The daily usage aggregates stay (counts and cost only, kept for billing)."""
+        return await repository.erase_user(conn, user_id)
 
     async def invalidate_cache(self, mode: str) -> int:
         target = validation.mode(mode, self.settings.modes, allow_auto=False) if mode else ALL_MODES

@@ -8,9 +8,9 @@ import re
 import uuid
 from collections.abc import Collection, Sequence
 
-from aether.ai.v1 import ai_pb2
 from aether_ai.analysis import Bars, columns
 from aether_ai.config import AUTO, KNOWLEDGE, NAMESPACES
+from aether_ai.records import Bar
 from aether_common.errors import ValidationFailed
 
 SYMBOL = re.compile(r"[A-Z0-9.^=\-]{1,16}")
@@ -95,16 +95,16 @@ def symbol(value: str) -> str:
     return upper
 
 
-def bars(values: Sequence[ai_pb2.Bar]) -> Bars:
+def bars(values: Sequence[Bar]) -> Bars:
     if not MIN_BARS <= len(values) <= MAX_BARS:
         raise _bad("bars", f"bars must hold {MIN_BARS}-{MAX_BARS} bars, not {len(values)}")
     rows: list[tuple[float, float, float, float, float, float]] = []
     previous: float | None = None
     for index, bar in enumerate(values):
         where = f"bars[{index}]"
-        if not bar.HasField("time"):
+        when = bar.time
+        if when is None:
             raise _bad(where, f"{where}.time is required")
-        when = bar.time.seconds + bar.time.nanos / 1e9
         if previous is not None and when <= previous:
             raise _bad(where, f"{where}: bars must be in time order (strictly increasing times)")
         previous = when

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from aether_ai.conversations import Conversations, Turn, title_of
@@ -59,8 +60,8 @@ async def test_start_append_and_continue_with_the_last_turns(
         ("user", "And silver?", ""),
         ("assistant", "Industry too.", "m2"),
     ]
-    assert got.conversation.updated_at.ToDatetime() >= got.conversation.created_at.ToDatetime()
-    assert got.messages[0].created_at.seconds > 0
+    assert got.conversation.updated_at >= got.conversation.created_at
+    assert got.messages[0].created_at.tzinfo is not None
 
 
 async def test_titles_are_the_first_line_cut_to_80_characters() -> None:
@@ -126,15 +127,16 @@ async def test_list_most_recent_first_with_a_cursor(
     expected = [ids[0], ids[4], ids[3], ids[2], ids[1]]
 
     page1 = await conversations.list("alice", 2, None)
-    assert [c.conversation_id for c in page1.conversations] == expected[:2]
-    cursor = page1.conversations[-1].updated_at.ToDatetime()  # naive UTC, as the servicer has it
+    assert [c.conversation_id for c in page1] == expected[:2]
+    # Naive UTC, as the servicer reads the cursor from protobuf.
+    cursor = page1[-1].updated_at.astimezone(UTC).replace(tzinfo=None)
     page2 = await conversations.list("alice", 2, cursor)
-    assert [c.conversation_id for c in page2.conversations] == expected[2:4]
-    page3 = await conversations.list("alice", 100, page2.conversations[-1].updated_at.ToDatetime())
-    assert [c.conversation_id for c in page3.conversations] == expected[4:]
+    assert [c.conversation_id for c in page2] == expected[2:4]
+    page3 = await conversations.list("alice", 100, page2[-1].updated_at)
+    assert [c.conversation_id for c in page3] == expected[4:]
     everything = await conversations.list("alice", 100, None)
-    assert [c.conversation_id for c in everything.conversations] == expected
-    assert everything.conversations[0].message_count == 2
+    assert [c.conversation_id for c in everything] == expected
+    assert everything[0].message_count == 2
 
     for bad in (0, 101):
         assert (await store_kit.failure(conversations.list("alice", bad, None))).code == (

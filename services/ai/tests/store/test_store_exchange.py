@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from aether_ai.conversations import Conversation, Conversations, Turn
-from aether_ai.usage import Completion, UsageStore
+from aether_ai.records import Completion
+from aether_ai.usage import UsageStore
 from aether_common.postgres import PostgresDatabase
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 from aether.ai.v1 import ai_pb2
 from aether_ai.jobs import GENERIC_FAILURE, JobResult, JobRunner, Jobs
+from aether_ai.records import ChatQuery, Job, Usage
 from aether_common.errors import Unavailable, ValidationFailed
 from aether_common.postgres import PostgresDatabase
 
-QUEUED, RUNNING = ai_pb2.JOB_STATUS_QUEUED, ai_pb2.JOB_STATUS_RUNNING
-SUCCEEDED, FAILED = ai_pb2.JOB_STATUS_SUCCEEDED, ai_pb2.JOB_STATUS_FAILED
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 
 
 class EchoModel:
@@ -25,12 +25,12 @@ class EchoModel:
         self.fail_with = fail_with
         self.calls: list[tuple[str, str]] = []
 
-    async def __call__(self, user_id: str, request: ai_pb2.ChatRequest) -> JobResult:
+    async def __call__(self, user_id: str, request: ChatQuery) -> JobResult:
         self.calls.append((user_id, request.message))
         if self.fail_with is not None:
             raise self.fail_with()
         words = request.message.split()
-        usage = ai_pb2.Usage(
+        usage = Usage(
             prompt_tokens=len(words),
             completion_tokens=len(words) + 1,
             total_tokens=2 * len(words) + 1,
@@ -49,12 +49,12 @@ async def running(runner: JobRunner) -> AsyncIterator[JobRunner]:
         await runner.stop()
 
 
-async def finished(jobs: Jobs, user_id: str, job_id: str, kit: Any) -> ai_pb2.Job:
-    async def done() -> ai_pb2.Job | None:
+async def finished(jobs: Jobs, user_id: str, job_id: str, kit: Any) -> Job:
+    async def done() -> Job | None:
         job = await jobs.get(user_id, job_id)
         return job if job.status in (SUCCEEDED, FAILED) else None
 
-    result: ai_pb2.Job = await kit.eventually(done)
+    result: Job = await kit.eventually(done)
     return result
 
 
@@ -66,11 +66,12 @@ async def test_submit_then_get_and_who_may_see_it(
     store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
-    job = await jobs.submit("alice", ai_pb2.ChatRequest(message="Summarise AAPL", mode="fast"))
+    job = await jobs.submit("alice", ChatQuery(message="Summarise AAPL", mode="fast"))
     assert job.status == QUEUED
     assert uuid.UUID(job.job_id)
-    assert job.created_at.seconds > 0
-    assert not job.HasField("finished_at")
+    assert job.created_at.tzinfo is not None
+    assert job.finished_at is None
+    assert job.usage is None
 
     got = await jobs.get("alice", job.job_id)
     assert got == job
@@ -89,18 +90,20 @@ async def test_the_runner_runs_a_job_to_succeeded(
 ) -> None:
     jobs, model = Jobs(store_db), EchoModel()
     async with running(JobRunner(jobs, model, poll_s=0.05)):
-        first = await jobs.submit("alice", ai_pb2.ChatRequest(message="one two three"))
-        second = await jobs.submit("bob", ai_pb2.ChatRequest(message="hi", conversation_id="c1"))
+        first = await jobs.submit("alice", ChatQuery(message="one two three"))
+        second = await jobs.submit("bob", ChatQuery(message="hi", conversation_id="c1"))
         done = await finished(jobs, "alice", first.job_id, store_kit)
         other = await finished(jobs, "bob", second.job_id, store_kit)
 
     assert done.status == SUCCEEDED
     assert done.answer == "echo: one two three"
+    assert done.usage is not None
     assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (3, 4)
     assert done.usage.model == "echo"
     assert done.conversation_id == str(uuid.uuid5(uuid.NAMESPACE_OID, "alice"))
     assert done.error == ""
-    assert done.finished_at.ToDatetime() >= done.created_at.ToDatetime()
+    assert done.finished_at is not None
+    assert done.finished_at >= done.created_at
     assert (other.status, other.answer, other.conversation_id) == (SUCCEEDED, "echo: hi", "c1")
     assert sorted(model.calls) == [("alice", "one two three"), ("bob", "hi")]
     assert await attempts(store_db, first.job_id) == 1
@@ -115,7 +118,7 @@ async def test_a_failing_run_ends_failed_after_max_attempts(
     for model, message in ((crashing, GENERIC_FAILURE), (busy, "every model slot is busy")):
         runner = JobRunner(jobs, model, poll_s=0.05, max_attempts=3, retry_backoff_s=0)
         async with running(runner):
-            job = await jobs.submit("alice", ai_pb2.ChatRequest(message="x"))
+            job = await jobs.submit("alice", ChatQuery(message="x"))
             failed = await finished(jobs, "alice", job.job_id, store_kit)
         assert failed.status == FAILED
         assert failed.error == message  # the user never sees the internal exception
@@ -128,7 +131,7 @@ async def test_a_refused_request_fails_at_once(store_db: PostgresDatabase, store
     jobs = Jobs(store_db)
     model = EchoModel(lambda: ValidationFailed("unknown mode 'telepathy'"))
     async with running(JobRunner(jobs, model, poll_s=0.05, retry_backoff_s=0)):
-        job = await jobs.submit("alice", ai_pb2.ChatRequest(message="x", mode="telepathy"))
+        job = await jobs.submit("alice", ChatQuery(message="x", mode="telepathy"))
         failed = await finished(jobs, "alice", job.job_id, store_kit)
     assert (failed.status, failed.error) == (FAILED, "unknown mode 'telepathy'")
     assert len(model.calls) == 1
@@ -138,7 +141,7 @@ async def test_an_expired_lease_is_claimed_again(
     store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
-    job = await jobs.submit("alice", ai_pb2.ChatRequest(message="after a crash"))
+    job = await jobs.submit("alice", ChatQuery(message="after a crash"))
     # A replica claims the job, then "crashes": it never renews nor finishes it.
     crashed = await jobs.claim(timedelta(seconds=1))
     assert crashed is not None
@@ -152,7 +155,7 @@ async def test_an_expired_lease_is_claimed_again(
     assert (done.status, done.answer) == (SUCCEEDED, "echo: after a crash")
     assert await attempts(store_db, job.job_id) == 2
     # The crashed replica's late answer is refused: it no longer holds the lease.
-    late = JobResult("stale", ai_pb2.Usage(), "")
+    late = JobResult("stale", Usage(), "")
     assert not await jobs.succeed(crashed, late)
     assert (await jobs.get("alice", job.job_id)).answer == "echo: after a crash"
 
@@ -161,7 +164,7 @@ async def test_a_job_whose_runners_keep_dying_ends_failed(
     store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
-    job = await jobs.submit("alice", ai_pb2.ChatRequest(message="poison"))
+    job = await jobs.submit("alice", ChatQuery(message="poison"))
     for _ in range(2):  # two runners died holding it
         assert await jobs.claim(timedelta(milliseconds=1)) is not None
         await asyncio.sleep(0.01)
@@ -178,7 +181,7 @@ async def test_stopping_puts_a_running_job_back_in_the_queue(
     jobs = Jobs(store_db)
     started = asyncio.Event()
 
-    async def slow(user_id: str, request: ai_pb2.ChatRequest) -> JobResult:
+    async def slow(user_id: str, request: ChatQuery) -> JobResult:
         started.set()
         await asyncio.Event().wait()  # until cancelled
         raise AssertionError("unreachable")
@@ -186,7 +189,7 @@ async def test_stopping_puts_a_running_job_back_in_the_queue(
     runner = JobRunner(jobs, slow, poll_s=0.05)
     await runner.start()
     assert await runner.ready()
-    job = await jobs.submit("alice", ai_pb2.ChatRequest(message="long"))
+    job = await jobs.submit("alice", ChatQuery(message="long"))
     await asyncio.wait_for(started.wait(), 20)
     await runner.stop()
     assert not await runner.ready()
@@ -204,6 +207,6 @@ async def test_a_submit_wakes_an_idle_runner(store_db: PostgresDatabase, store_k
     jobs = Jobs(store_db)
     async with running(JobRunner(jobs, EchoModel(), poll_s=600)):
         await asyncio.sleep(0.2)  # the workers found nothing and sleep
-        job = await jobs.submit("alice", ai_pb2.ChatRequest(message="now"))
+        job = await jobs.submit("alice", ChatQuery(message="now"))
         done = await finished(jobs, "alice", job.job_id, store_kit)
     assert done.status == SUCCEEDED

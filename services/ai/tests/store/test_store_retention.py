@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from aether.ai.v1 import ai_pb2
 from aether_ai.jobs import Jobs
+from aether_ai.records import ChatQuery
 from aether_ai.retention import RetentionJob
 from aether_ai.usage import UsageStore
 from aether_common.postgres import PostgresDatabase
@@ -24,7 +24,7 @@ async def test_rows_past_retention_are_deleted(store_db: PostgresDatabase) -> No
         old.request_id,
     )
     jobs = Jobs(store_db)
-    ids = [(await jobs.submit("u1", ai_pb2.ChatRequest(message=f"q{n}"))).job_id for n in range(4)]
+    ids = [(await jobs.submit("u1", ChatQuery(message=f"q{n}"))).job_id for n in range(4)]
     # Finished 8 days ago, finished yesterday, failed 8 days ago, still queued (made 8 days ago).
     await store_db.pool.execute(
         """

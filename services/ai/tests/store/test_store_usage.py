@@ -11,7 +11,8 @@ import pytest
 from aether.ai.v1 import events_pb2
 from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_ai import events
-from aether_ai.usage import Completion, UsageStore
+from aether_ai.records import Completion
+from aether_ai.usage import UsageStore
 from aether_common.events import EventProducer, PgOutboxRelay, decode_event, event_from_record
 from aether_common.postgres import PostgresDatabase
 
@@ -78,7 +79,7 @@ async def test_record_writes_the_request_the_aggregate_and_the_event_once(
     )
     assert event.subject == "u1"
     assert event.source == "ai"
-    assert event.payload == first.to_event_payload()
+    assert event.payload == events.request_completed_payload(first)
 
 
 async def test_a_refused_record_writes_nothing(store_db: PostgresDatabase) -> None:

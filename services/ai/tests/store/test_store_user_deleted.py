@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aether.ai.v1 import ai_pb2
 from aether.auth.v1 import events_pb2 as auth_events
 from aether_ai import events
+from aether_ai.app import AiApp
+from aether_ai.config import AiSettings
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations, Turn
 from aether_ai.jobs import Jobs
 from aether_ai.preferences import Preferences
-from aether_ai.usage import Completion, UsageStore
+from aether_ai.records import ChatQuery, Completion
+from aether_ai.usage import UsageStore
 from aether_common.events import Event, EventProducer
 from aether_common.postgres import PostgresDatabase
 
@@ -36,7 +38,7 @@ async def populate(db: PostgresDatabase, user_id: str) -> None:
         await conversations.append(
             user_id, conversation, [Turn("user", f"q{n}"), Turn("assistant", "a")]
         )
-    await Jobs(db).submit(user_id, ai_pb2.ChatRequest(message="later"))
+    await Jobs(db).submit(user_id, ChatQuery(message="later"))
     await Preferences(db).set_mode(user_id, "learn")
     await UsageStore(db).record(
         Completion(
@@ -77,8 +79,23 @@ async def test_user_deleted_erases_that_user_only(
     }
 
     bootstrap = aether_endpoints.kafka_bootstrap
+    # The real service, not started: the erasure runs on the consumer's transaction.
+    settings = AiSettings(
+        environment="test",
+        database_url=store_db.dsn,
+        redis_url="redis://unused",
+        kafka_bootstrap=bootstrap,
+        auth_grpc_target="unused:1",
+        memory_grpc_target="unused:2",
+        llm_base_url="http://unused/v1",
+    )
+    service = AiApp(settings, grpc_port=0).service
     consumer = UserEventsConsumer(
-        store_db, bootstrap=bootstrap, group_id=topic_prefix + "ai", topic_prefix=topic_prefix
+        store_db,
+        service,
+        bootstrap=bootstrap,
+        group_id=topic_prefix + "ai",
+        topic_prefix=topic_prefix,
     )
     producer = EventProducer(bootstrap, client_id="aether-auth-test")
     await consumer.start()
