@@ -181,14 +181,22 @@ async def hit_writes(admin_dsn: str, count: int) -> list[float]:
     """The write a cache hit commits before it answers (its usage row, the day's aggregate, the
     outbox event and a new conversation with both turns: one statement), alone, one after
     another, through the ai service's own code, in a scratch database on the same server."""
+    from importlib.resources import files
+
     from aether_ai.conversations import Conversation, Conversations, Turn
-    from aether_ai.db import Database
-    from aether_ai.usage import Completion, UsageStore
+    from aether_ai.records import Completion
+    from aether_ai.usage import UsageStore
+    from aether_common.postgres import PostgresDatabase
 
     name = f"bench_hit_writes_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(f"{admin_dsn.rpartition('/')[0]}/{name}", max_size=2)
+    db = PostgresDatabase(
+        f"{admin_dsn.rpartition('/')[0]}/{name}",
+        service="ai",
+        migrations=files("aether_ai") / "migrations",
+        max_size=2,
+    )
     try:
         await db.start()
         usage, conversations = UsageStore(db), Conversations(db)

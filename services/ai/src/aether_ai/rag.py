@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aether.ai.v1 import ai_pb2
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.config import MEMORIES
 from aether_ai.metrics import RAG_DEGRADED
@@ -41,20 +40,12 @@ class Snippet:
     score: float
     text: str
 
-    def pb(self) -> ai_pb2.Source:
-        return ai_pb2.Source(
-            n=self.n, id=self.id, namespace=self.namespace, score=self.score, text=self.text
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Retrieval:
     snippets: tuple[Snippet, ...]
     # The prompt holds the caller's own records ("memories" searched): never a shared cache key.
     personal: bool
-
-    def sources_pb(self) -> ai_pb2.Sources:
-        return ai_pb2.Sources(sources=[snippet.pb() for snippet in self.snippets])
 
     def context(self) -> list[str]:
         """What of the retrieval shapes the answer (for the cache key)."""
