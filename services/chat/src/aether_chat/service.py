@@ -11,9 +11,9 @@ Rules worth knowing (docs/chat.md "The chat service" has the full list):
 - the history, edits and deletes keep every seq: a deleted message is a tombstone (no content).
 
 It takes and returns plain records; protobuf is read and built at the edge (grpc.py, schemas.py,
-events.py). One exception: the two cached reads hand the edge the cache's encoded answer as
-bytes (see `history` and `list_my_rooms`): decoding it into records only to encode them again
-would cost more than the rest of the read.
+events.py). One exception: the two cached reads (the latest history page, the conversation
+list) hand the edge the cache's encoded answer as bytes: decoding it into records only to encode
+them again would cost tens of times the one decode, a large share of a cached read's CPU.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ class MemberPage:
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
-    """A page of a room's history, read from MongoDB (and not cached: Redis was away)."""
+    """A page of a room's history as records: any page but the latest, and the latest while
+    Redis is away (the cached latest page stays encoded: `ChatService.history`)."""
 
     messages: list[MessageRecord]
     has_more: bool
