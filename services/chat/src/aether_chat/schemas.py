@@ -1,12 +1,14 @@
-"""The conversions between the wire and the records (repository.py's): protobuf (chat.proto) for
-the RPC answers (grpc.py), the event payloads (events.py) and the two cached answers the service
-keeps encoded (`history_payload`, `room_list_payload`); and the JSON fan-out frames
-(docs/chat.md). Nothing else builds protobuf; grpc.py reads the requests into the service's
-input records, consumers.py reads the consumed payloads.
+"""The conversions between the wire and the service's records: protobuf (chat.proto) for the RPC
+answers (grpc.py), the event payloads (events.py) and the two answers the caches keep encoded
+(`history_payload`, `room_list_payload`); and the JSON fan-out frames (docs/chat.md). With
+grpc.py, events.py and consumers.py (consumed payloads), the only place protobuf is built or read.
+
+It imports no module of the service but repository.py (the records) and ids.py: service.py calls
+it for frames and the cached answers, so it cannot import service.py's input records back;
+grpc.py builds those (NewRoom, NewMessage, HistoryQuery) from the requests.
 
 Frames are plain dicts here; `realtime.Changes.publish` serialises each one once with orjson and
-the same bytes go to every gateway. This module imports no other of the service's modules but
-repository.py's records, so the service can call it without an import cycle.
+the same bytes go to every gateway.
 """
 
 from __future__ import annotations
