@@ -7,9 +7,10 @@ import uuid
 from typing import Any
 
 from aether.chat.v1 import chat_pb2
+from aether_chat import schemas
 from aether_chat.callers import Caller
 from aether_chat.metrics import SEND_BATCH_SIZE, TRANSACTION_RETRIES
-from aether_chat.service import Sent
+from aether_chat.service import NewMessage, Sent
 from aether_common.errors import Forbidden, NotFound, PreconditionFailed, ValidationFailed
 
 
@@ -395,8 +396,9 @@ async def test_one_batch_answers_each_send_on_its_own(chat: Any) -> None:
 
     def draft(user: str, content: str, **fields: Any) -> Any:
         fields.setdefault("client_msg_id", uuid.uuid4().hex)
-        request = chat_pb2.SendMessageRequest(room_id=room.room_id, content=content, **fields)
-        return chat.app.service.draft_message(Caller(user), request)
+        fields.setdefault("reply_to_seq", 0)
+        new = NewMessage(room_id=room.room_id, content=content, mentions=(), **fields)
+        return chat.app.service.draft_message(Caller(user), new)
 
     drafts = [
         draft(owner, "one"),
@@ -422,7 +424,7 @@ async def test_one_batch_answers_each_send_on_its_own(chat: Any) -> None:
         ("twin", 4, False),
         ("three", 5, True),
     ]
-    assert sent[2].pb == stored.message
+    assert schemas.message_pb(sent[2].message) == stored.message
     assert isinstance(answers[1], Forbidden)
     assert isinstance(answers[3], ValidationFailed)
     page = await chat.history(owner, room.room_id)

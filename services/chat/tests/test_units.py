@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
 
-from aether_chat import ids, schemas, validation
+from aether_chat import batching, ids, schemas, service, validation
 from aether_chat.config import ChatSettings
 from aether_chat.realtime import Changes
 from aether_chat.repository import MessageRecord
@@ -156,3 +158,21 @@ def test_settings_defaults_and_platform_names(monkeypatch: pytest.MonkeyPatch) -
     assert settings.fanout_prefix == "chat:fanout:"
     assert settings.cache_ttl_s == 300
     assert settings.message_retention_days == 365
+
+
+def test_the_service_takes_and_returns_records_not_protobuf() -> None:
+    """Protobuf is read and built at the edge (grpc.py, schemas.py, events.py, consumers.py)."""
+    for module in (service, batching):
+        tree = ast.parse(inspect.getsource(module))
+        imported = [
+            name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for name in (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or "", *(alias.name for alias in node.names)]
+            )
+        ]
+        wire = [n for n in imported if n.endswith("_pb2") or n.startswith(("aether.", "google."))]
+        assert wire == [], f"{module.__name__} imports {wire}"

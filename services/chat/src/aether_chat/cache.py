@@ -33,11 +33,11 @@ NO_VERSION = b"0"
 
 @dataclass(frozen=True, slots=True)
 class RoomListEntry:
-    """The cached list of a user's rooms: ids with their sort keys, and the protobuf answer."""
+    """The cached list of a user's rooms: ids with their sort keys, and the encoded answer."""
 
     room_ids: list[str]
     sort_keys: list[int]  # last activity, ms since the epoch (descending order)
-    payload: bytes  # a serialised ListMyRoomsResponse holding every room
+    payload: bytes  # schemas.room_list_payload: a ListMyRoomsResponse holding every room
 
 
 @dataclass(frozen=True, slots=True)

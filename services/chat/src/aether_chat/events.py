@@ -1,5 +1,6 @@
 """The events the chat service publishes (docs/events.md): topic = type, key = room id, so one
-room's events stay in order on one partition. Payloads: protos/aether/chat/v1/events.proto.
+room's events stay in order on one partition. Payloads: protos/aether/chat/v1/events.proto, built
+here from the service's records (the Kafka edge, as grpc.py is the RPC one).
 
 It consumes `aether.user.deleted.v1` (auth) to erase what it holds about a deleted account.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from aether.chat.v1 import chat_pb2, events_pb2
+from aether.chat.v1 import events_pb2
+from aether_chat import schemas
+from aether_chat.repository import MessageRecord, Role, RoomRecord
 from aether_common.events import Event, TopicSpec
 
 SOURCE = "chat"
@@ -49,13 +52,14 @@ class ChatEvents:
     def _event(self, topic: str, room_id: str, payload: Message) -> AnyEvent:
         return Event(type=self.prefix + topic, subject=room_id, payload=payload, source=SOURCE)
 
-    def room_created(self, room: chat_pb2.Room) -> AnyEvent:
-        return self._event(ROOM_CREATED, room.room_id, events_pb2.RoomCreated(room=room))
+    def room_created(self, room: RoomRecord) -> AnyEvent:
+        payload = events_pb2.RoomCreated(room=schemas.room_pb(room))
+        return self._event(ROOM_CREATED, room.id, payload)
 
-    def member_joined(
-        self, room_id: str, user_id: str, role: chat_pb2.MemberRole.ValueType, how: str
-    ) -> AnyEvent:
-        payload = events_pb2.MemberJoined(room_id=room_id, user_id=user_id, role=role, how=how)
+    def member_joined(self, room_id: str, user_id: str, role: Role, how: str) -> AnyEvent:
+        payload = events_pb2.MemberJoined(
+            room_id=room_id, user_id=user_id, role=schemas.role_to_pb(role), how=how
+        )
         return self._event(MEMBER_JOINED, room_id, payload)
 
     def member_left(self, room_id: str, user_id: str, how: str, by_user_id: str = "") -> AnyEvent:
@@ -64,12 +68,12 @@ class ChatEvents:
         )
         return self._event(MEMBER_LEFT, room_id, payload)
 
-    def message_created(self, message: chat_pb2.Message) -> AnyEvent:
-        payload = events_pb2.MessageCreated(message=message)
+    def message_created(self, message: MessageRecord) -> AnyEvent:
+        payload = events_pb2.MessageCreated(message=schemas.message_pb(message))
         return self._event(MESSAGE_CREATED, message.room_id, payload)
 
-    def message_edited(self, message: chat_pb2.Message) -> AnyEvent:
-        payload = events_pb2.MessageEdited(message=message)
+    def message_edited(self, message: MessageRecord) -> AnyEvent:
+        payload = events_pb2.MessageEdited(message=schemas.message_pb(message))
         return self._event(MESSAGE_EDITED, message.room_id, payload)
 
     def message_deleted(

@@ -1,11 +1,20 @@
-"""Wire shapes: records to protobuf (chat.proto) and to the JSON fan-out frames (docs/chat.md).
+"""The conversions between the wire and the service's records: protobuf (chat.proto) for the RPC
+answers (grpc.py), the event payloads (events.py) and the two answers the caches keep encoded
+(`history_payload`, `room_list_payload`); and the JSON fan-out frames (docs/chat.md). With
+grpc.py, events.py and consumers.py (consumed payloads), the only place protobuf is built or read.
 
-Frames are plain dicts here; `db.Changes.publish` serialises each one once with orjson and the
-same bytes go to every gateway.
+It imports no module of the service but repository.py (the records) and ids.py: service.py calls
+it for frames and the cached answers, so it cannot import service.py's input records back;
+grpc.py builds those (NewRoom, NewMessage, HistoryQuery) from the requests.
+
+Frames are plain dicts here; `realtime.Changes.publish` serialises each one once with orjson and
+the same bytes go to every gateway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +51,18 @@ def role_to_pb(role: Role) -> chat_pb2.MemberRole.ValueType:
 
 
 def visibility_from_pb(value: int) -> Visibility | None:
+    """None for ROOM_VISIBILITY_UNSPECIFIED and values this service does not know."""
     return _VISIBILITY_FROM_PB.get(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """One row of a user's conversation list (ListMyRooms), before it is encoded."""
+
+    room: RoomRecord
+    unread_count: int
+    role: Role
+    last_message: MessageRecord | None
 
 
 # -- protobuf ------------------------------------------------------------------------------------
@@ -84,6 +104,55 @@ def message_pb(message: MessageRecord) -> chat_pb2.Message:
     if message.edited_at is not None:
         pb.edited_at.CopyFrom(timestamp(message.edited_at))
     return pb
+
+
+def presence_pb(user_id: str, online: bool, last_seen_ms: int | None) -> chat_pb2.Presence:
+    presence = chat_pb2.Presence(user_id=user_id, online=online)
+    if last_seen_ms is not None:
+        presence.last_seen.FromMilliseconds(last_seen_ms)
+    return presence
+
+
+# -- the cached answers (cache.py keeps them as these bytes) ------------------------------------
+def history_payload(messages: Sequence[MessageRecord], *, has_more: bool, last_seq: int) -> bytes:
+    """A GetHistoryResponse, encoded."""
+    return history_pb(messages, has_more=has_more, last_seq=last_seq).SerializeToString()
+
+
+def history_pb(
+    messages: Sequence[MessageRecord], *, has_more: bool, last_seq: int
+) -> chat_pb2.GetHistoryResponse:
+    return chat_pb2.GetHistoryResponse(
+        messages=[message_pb(message) for message in messages],
+        has_more=has_more,
+        last_seq=last_seq,
+    )
+
+
+def room_list_payload(summaries: Sequence[RoomSummary]) -> bytes:
+    """A ListMyRoomsResponse holding every summary, encoded (no page token)."""
+    return chat_pb2.ListMyRoomsResponse(
+        rooms=[room_summary_pb(summary) for summary in summaries]
+    ).SerializeToString()
+
+
+def room_summary_pb(summary: RoomSummary) -> chat_pb2.RoomSummary:
+    pb = chat_pb2.RoomSummary(
+        room=room_pb(summary.room),
+        unread_count=summary.unread_count,
+        role=_ROLE_TO_PB[summary.role],
+    )
+    if summary.last_message is not None:
+        pb.last_message.CopyFrom(message_pb(summary.last_message))
+    return pb
+
+
+def rooms_page_pb(
+    listing: bytes, start: int, stop: int, next_page_token: str
+) -> chat_pb2.ListMyRoomsResponse:
+    """The page [start:stop] of an encoded list (room_list_payload), as the answer."""
+    rooms = chat_pb2.ListMyRoomsResponse.FromString(listing).rooms[start:stop]
+    return chat_pb2.ListMyRoomsResponse(rooms=rooms, next_page_token=next_page_token)
 
 
 # -- fan-out frames (docs/chat.md) ---------------------------------------------------------------

@@ -9,6 +9,11 @@ Rules worth knowing (docs/chat.md "The chat service" has the full list):
   stored message (created=False);
 - sending marks the room read up to the sender's own message; unread = last_seq - last_read_seq;
 - the history, edits and deletes keep every seq: a deleted message is a tombstone (no content).
+
+It takes and returns plain records; protobuf is read and built at the edge (grpc.py, schemas.py,
+events.py). One exception: the two cached reads (the latest history page, the conversation
+list) hand the edge the cache's encoded answer as bytes: decoding it into records only to encode
+them again would cost tens of times the one decode, a large share of a cached read's CPU.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from datetime import timedelta
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from redis.exceptions import RedisError
 
-from aether.chat.v1 import chat_pb2
 from aether_chat import ids, repository, schemas, validation
 from aether_chat.cache import ChatCache, RoomListEntry
 from aether_chat.callers import Caller
@@ -38,10 +42,39 @@ from aether_common.logging import get_logger
 log = get_logger(__name__)
 
 NOT_A_MEMBER = "you are not a member of this room"
-OWNER_PB = chat_pb2.MEMBER_ROLE_OWNER
-MEMBER_PB = chat_pb2.MEMBER_ROLE_MEMBER
 # Typing answers kept per process; the oldest half is dropped past this many.
 MAX_TYPING_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewRoom:
+    """A room as a caller asked for it (not validated yet; visibility None: not one we know)."""
+
+    name: str
+    description: str
+    visibility: Visibility | None
+    member_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A SendMessage as a caller sent it (not validated yet; "" and 0 mean "not given")."""
+
+    room_id: str
+    client_msg_id: str
+    content: str
+    mentions: Sequence[str]
+    reply_to_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A GetHistory as a caller sent it (not validated yet; 0 means "not given")."""
+
+    room_id: str
+    after_seq: int = 0
+    before_seq: int = 0
+    limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +93,6 @@ class Draft:
 class Sent:
     message: MessageRecord
     created: bool
-    pb: chat_pb2.Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +111,27 @@ class PresenceState:
 @dataclass(frozen=True, slots=True)
 class MemberPage:
     members: list[MemberRecord]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """A page of a room's history as records: any page but the latest, and the latest while
+    Redis is away (the cached latest page stays encoded: `ChatService.history`)."""
+
+    messages: list[MessageRecord]
+    has_more: bool
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsPage:
+    """A page of the caller's conversation list: `listing` holds every room of the caller, as
+    the cache keeps it (schemas.room_list_payload); the page is its rooms [start:stop]."""
+
+    listing: bytes
+    start: int
+    stop: int
     next_page_token: str
 
 
@@ -101,27 +154,23 @@ class ChatService:
         self._typing_members: dict[tuple[str, str], float] = {}
 
     # == rooms ====================================================================================
-    async def create_room(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.CreateRoomRequest
-    ) -> RoomRecord:
+    async def create_room(self, uow: UnitOfWork, caller: Caller, new: NewRoom) -> RoomRecord:
         s = self.settings
-        name = validation.text(request.name, "name", max_chars=s.max_room_name_chars, required=True)
+        name = validation.text(new.name, "name", max_chars=s.max_room_name_chars, required=True)
         description = validation.text(
-            request.description,
+            new.description,
             "description",
             max_chars=s.max_room_description_chars,
             required=False,
         )
-        visibility = schemas.visibility_from_pb(request.visibility)
+        visibility = new.visibility
         if visibility is None:
             raise validation.fail(
                 "visibility", "visibility must be ROOM_VISIBILITY_PUBLIC or ROOM_VISIBILITY_PRIVATE"
             )
         others = [
             user_id
-            for user_id in validation.user_ids(
-                request.member_ids, "member_ids", s.max_initial_members
-            )
+            for user_id in validation.user_ids(new.member_ids, "member_ids", s.max_initial_members)
             if user_id != caller.user_id
         ]
         at = ids.now()
@@ -144,12 +193,11 @@ class ChatService:
         await repository.insert_members(uow, [owner, *added] if public else [owner])
         if not public:
             await repository.put_invites(uow, room.id, others, caller.user_id, at)
-        room_pb = schemas.room_pb(room)
         await uow.emit(
-            self._events.room_created(room_pb),
-            self._events.member_joined(room.id, caller.user_id, OWNER_PB, "created"),
+            self._events.room_created(room),
+            self._events.member_joined(room.id, caller.user_id, Role.OWNER, "created"),
             *(
-                self._events.member_joined(room.id, member.user_id, MEMBER_PB, "invited")
+                self._events.member_joined(room.id, member.user_id, Role.MEMBER, "invited")
                 for member in added
                 if public
             ),
@@ -159,8 +207,8 @@ class ChatService:
             uow.changes.users.update(others)
         return room
 
-    async def get_room(self, caller: Caller, request: chat_pb2.GetRoomRequest) -> RoomRecord:
-        room_id = validation.room_id(request.room_id)
+    async def get_room(self, caller: Caller, room_id: str) -> RoomRecord:
+        room_id = validation.room_id(room_id)
         if (room := await repository.get_room(self._reader, room_id)) is None:
             raise _room_not_found(room_id)
         if (
@@ -171,10 +219,8 @@ class ChatService:
             raise Forbidden("this room is private: only its members see it")
         return room
 
-    async def join_room(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.JoinRoomRequest
-    ) -> RoomRecord:
-        room_id = validation.room_id(request.room_id)
+    async def join_room(self, uow: UnitOfWork, caller: Caller, room_id: str) -> RoomRecord:
+        room_id = validation.room_id(room_id)
         if (room := await repository.get_room(uow, room_id)) is None:
             raise _room_not_found(room_id)
         if await repository.get_member(uow, room_id, caller.user_id) is not None:
@@ -191,16 +237,14 @@ class ChatService:
             await uow.restart()
             return await repository.get_room(uow, room_id) or room
         room = await repository.add_member_count(uow, room_id, 1) or room
-        await uow.emit(self._events.member_joined(room_id, caller.user_id, MEMBER_PB, how))
+        await uow.emit(self._events.member_joined(room_id, caller.user_id, Role.MEMBER, how))
         uow.changes.publish(room_id, schemas.member_frame(room_id, caller.user_id, "joined"))
         uow.changes.rooms.add(room_id)
         uow.changes.users.add(caller.user_id)
         return room
 
-    async def leave_room(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.LeaveRoomRequest
-    ) -> None:
-        room_id = validation.room_id(request.room_id)
+    async def leave_room(self, uow: UnitOfWork, caller: Caller, room_id: str) -> None:
+        room_id = validation.room_id(room_id)
         member = await repository.get_member(uow, room_id, caller.user_id)
         if member is None:
             if await repository.get_room(uow, room_id) is None:
@@ -209,10 +253,10 @@ class ChatService:
         await self._drop_member(uow, member, how="left", by="", frame_event="left")
 
     async def invite_member(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.InviteMemberRequest
+        self, uow: UnitOfWork, caller: Caller, room_id: str, user_id: str
     ) -> None:
-        room_id = validation.room_id(request.room_id)
-        target = validation.user_id(request.user_id)
+        room_id = validation.room_id(room_id)
+        target = validation.user_id(user_id)
         if target == caller.user_id:
             raise validation.fail("user_id", "you cannot invite yourself")
         if (room := await repository.get_room(uow, room_id)) is None:
@@ -239,16 +283,16 @@ class ChatService:
             await uow.restart()
             return
         await repository.add_member_count(uow, room_id, 1)
-        await uow.emit(self._events.member_joined(room_id, target, MEMBER_PB, "invited"))
+        await uow.emit(self._events.member_joined(room_id, target, Role.MEMBER, "invited"))
         uow.changes.publish(room_id, schemas.member_frame(room_id, target, "joined"))
         uow.changes.rooms.add(room_id)
         uow.changes.users.add(target)
 
     async def remove_member(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.RemoveMemberRequest
+        self, uow: UnitOfWork, caller: Caller, room_id: str, user_id: str
     ) -> None:
-        room_id = validation.room_id(request.room_id)
-        target = validation.user_id(request.user_id)
+        room_id = validation.room_id(room_id)
+        target = validation.user_id(user_id)
         if target == caller.user_id:
             raise validation.fail("user_id", "use LeaveRoom to leave a room")
         if await repository.get_room(uow, room_id) is None:
@@ -274,16 +318,16 @@ class ChatService:
         )
 
     async def list_members(
-        self, caller: Caller, request: chat_pb2.ListMembersRequest
+        self, caller: Caller, room_id: str, *, limit: int = 0, page_token: str = ""
     ) -> MemberPage:
         s = self.settings
-        room_id = validation.room_id(request.room_id)
+        room_id = validation.room_id(room_id)
         limit = validation.limit(
-            request.limit, default=s.members_default_limit, maximum=s.members_max_limit
+            limit, default=s.members_default_limit, maximum=s.members_max_limit
         )
         after = ""
-        if request.page_token:
-            token = validation.decode_token(request.page_token)
+        if page_token:
+            token = validation.decode_token(page_token)
             if not isinstance(token, dict) or not isinstance(token.get("u"), str):
                 raise validation.fail("page_token", "page_token is not valid")
             after = token["u"]
@@ -297,23 +341,21 @@ class ChatService:
             token_out = validation.encode_token({"u": members[-1].user_id})
         return MemberPage(members, token_out)
 
-    async def check_membership(
-        self, caller: Caller, request: chat_pb2.CheckMembershipRequest
-    ) -> list[str]:
-        room_ids = validation.room_ids(request.room_ids, "room_ids", self.settings.max_check_rooms)
+    async def check_membership(self, caller: Caller, room_ids: Sequence[str]) -> list[str]:
+        room_ids = validation.room_ids(room_ids, "room_ids", self.settings.max_check_rooms)
         member_of = await repository.member_of(self._reader, caller.user_id, room_ids)
         return [room_id for room_id in room_ids if room_id in member_of]
 
     async def list_my_rooms(
-        self, caller: Caller, request: chat_pb2.ListMyRoomsRequest
-    ) -> chat_pb2.ListMyRoomsResponse:
+        self, caller: Caller, *, limit: int = 0, page_token: str = ""
+    ) -> RoomsPage:
+        """A page of the caller's rooms, latest activity first. The listing stays encoded (the
+        cache's bytes): the edge decodes it once, as the answer."""
         s = self.settings
-        limit = validation.limit(
-            request.limit, default=s.rooms_default_limit, maximum=s.rooms_max_limit
-        )
+        limit = validation.limit(limit, default=s.rooms_default_limit, maximum=s.rooms_max_limit)
         after: tuple[int, str] | None = None
-        if request.page_token:
-            token = validation.decode_token(request.page_token)
+        if page_token:
+            token = validation.decode_token(page_token)
             valid = (
                 isinstance(token, list)
                 and len(token) == 2
@@ -326,23 +368,20 @@ class ChatService:
         lookup = await self._cache.room_list(caller.user_id)
         if isinstance(lookup.hit, RoomListEntry):
             entry = lookup.hit
-            summaries = list(chat_pb2.ListMyRoomsResponse.FromString(entry.payload).rooms)
         else:
-            entry, summaries = await self._build_room_list(caller.user_id, lookup.version)
+            entry = await self._build_room_list(caller.user_id, lookup.version)
         order = [
             (-key, room_id) for key, room_id in zip(entry.sort_keys, entry.room_ids, strict=True)
         ]
         start = 0 if after is None else bisect.bisect_right(order, after)
-        page = summaries[start : start + limit]
+        stop = min(start + limit, len(entry.room_ids))
         next_token = ""
-        if start + limit < len(summaries):
+        if start + limit < len(entry.room_ids):
             last = start + limit - 1
             next_token = validation.encode_token([entry.sort_keys[last], entry.room_ids[last]])
-        return chat_pb2.ListMyRoomsResponse(rooms=page, next_page_token=next_token)
+        return RoomsPage(entry.payload, start, stop, next_token)
 
-    async def _build_room_list(
-        self, user_id: str, version: bytes | None
-    ) -> tuple[RoomListEntry, list[chat_pb2.RoomSummary]]:
+    async def _build_room_list(self, user_id: str, version: bytes | None) -> RoomListEntry:
         members = await repository.memberships_of(
             self._reader, user_id, limit=self.settings.max_rooms_per_user
         )
@@ -358,44 +397,41 @@ class ChatService:
         rooms = {room.id: room for room in await repository.rooms_by_ids(self._reader, room_ids)}
         last_ids = [room.last_message_id for room in rooms.values() if room.last_message_id]
         last = {m.id: m for m in await repository.messages_by_ids(self._reader, last_ids)}
-        rows: list[tuple[int, str, chat_pb2.RoomSummary]] = []
+        rows: list[tuple[int, str, schemas.RoomSummary]] = []
         for member in members:
             room = rooms.get(member.room_id)
             if room is None:
                 continue
-            summary = chat_pb2.RoomSummary(
-                room=schemas.room_pb(room),
+            summary = schemas.RoomSummary(
+                room=room,
                 unread_count=max(0, room.last_seq - member.last_read_seq),
-                role=schemas.role_to_pb(member.role),
+                role=member.role,
+                last_message=last.get(room.last_message_id or ""),
             )
-            message = last.get(room.last_message_id or "")
-            if message is not None:
-                summary.last_message.CopyFrom(schemas.message_pb(message))
             activity_ms = int(room.last_activity_at.timestamp() * 1000)
             rows.append((-activity_ms, room.id, summary))
         rows.sort(key=lambda row: (row[0], row[1]))
-        summaries = [row[2] for row in rows]
         entry = RoomListEntry(
             room_ids=[row[1] for row in rows],
             sort_keys=[-row[0] for row in rows],
-            payload=chat_pb2.ListMyRoomsResponse(rooms=summaries).SerializeToString(),
+            payload=schemas.room_list_payload([row[2] for row in rows]),
         )
         if version is not None and versions is not None:
             room_versions = [versions[room_id] for room_id in entry.room_ids]
             await self._cache.store_room_list(user_id, version, room_versions, entry)
-        return entry, summaries
+        return entry
 
     # == messages =================================================================================
-    def draft_message(self, caller: Caller, request: chat_pb2.SendMessageRequest) -> Draft:
+    def draft_message(self, caller: Caller, new: NewMessage) -> Draft:
         """A validated send, ready for `send_batch` (bad input fails here, alone)."""
         s = self.settings
         return Draft(
             sender_id=caller.user_id,
-            room_id=validation.room_id(request.room_id),
-            client_msg_id=validation.client_msg_id(request.client_msg_id),
-            content=validation.content(request.content, s.max_message_chars),
-            mentions=tuple(validation.user_ids(request.mentions, "mentions", s.max_mentions)),
-            reply_to_seq=validation.cursor(request.reply_to_seq, "reply_to_seq"),
+            room_id=validation.room_id(new.room_id),
+            client_msg_id=validation.client_msg_id(new.client_msg_id),
+            content=validation.content(new.content, s.max_message_chars),
+            mentions=tuple(validation.user_ids(new.mentions, "mentions", s.max_mentions)),
+            reply_to_seq=validation.cursor(new.reply_to_seq, "reply_to_seq"),
         )
 
     async def send_batch(
@@ -430,7 +466,7 @@ class ChatService:
         for index, first in repeats.items():
             answer = answers[first]
             if isinstance(answer, Sent):  # the first one stored it: this one is its retry
-                answer = Sent(answer.message, False, answer.pb)
+                answer = Sent(answer.message, False)
             answers[index] = answer
         return [answers[index] for index in range(len(drafts))]
 
@@ -493,26 +529,25 @@ class ChatService:
                 uow, room_id, [(d.sender_id, d.client_msg_id) for d in drafts]
             )
             found: dict[int, Sent | AetherError] = {
-                pos: Sent(message, False, schemas.message_pb(message))
+                pos: Sent(message, False)
                 for pos, draft in enumerate(drafts)
                 if (message := earlier.get((draft.sender_id, draft.client_msg_id))) is not None
             }
             if not found:  # pragma: no cover - the unique index said one exists
                 raise Conflict("a message with this client_msg_id is being stored; retry") from exc
             return found
-        pbs = [schemas.message_pb(message) for message in messages]
-        await uow.emit(*(self._events.message_created(pb) for pb in pbs))
+        await uow.emit(*(self._events.message_created(message) for message in messages))
         for message in messages:
             uow.changes.publish(room_id, schemas.message_frame(message))
         uow.changes.rooms.add(room_id)
-        return [Sent(m, True, pb) for m, pb in zip(messages, pbs, strict=True)]
+        return [Sent(message, True) for message in messages]
 
     async def edit_message(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.EditMessageRequest
-    ) -> chat_pb2.Message:
-        room_id = validation.room_id(request.room_id)
-        seq = validation.seq(request.seq)
-        content = validation.content(request.content, self.settings.max_message_chars)
+        self, uow: UnitOfWork, caller: Caller, room_id: str, seq: int, content: str
+    ) -> MessageRecord:
+        room_id = validation.room_id(room_id)
+        seq = validation.seq(seq)
+        content = validation.content(content, self.settings.max_message_chars)
         await self._require_member(room_id, caller, ctx=uow)
         edited = await repository.edit_own_message(
             uow, room_id, seq, caller.user_id, content, ids.now()
@@ -524,17 +559,14 @@ class ChatService:
             if current.sender_id != caller.user_id:
                 raise Forbidden("you can only edit your own messages")
             raise PreconditionFailed("this message was deleted; it cannot be edited")
-        pb = schemas.message_pb(edited)
-        await uow.emit(self._events.message_edited(pb))
+        await uow.emit(self._events.message_edited(edited))
         uow.changes.publish(room_id, schemas.edit_frame(edited))
         uow.changes.rooms.add(room_id)
-        return pb
+        return edited
 
-    async def delete_message(
-        self, uow: UnitOfWork, caller: Caller, request: chat_pb2.DeleteMessageRequest
-    ) -> None:
-        room_id = validation.room_id(request.room_id)
-        seq = validation.seq(request.seq)
+    async def delete_message(self, uow: UnitOfWork, caller: Caller, room_id: str, seq: int) -> None:
+        room_id = validation.room_id(room_id)
+        seq = validation.seq(seq)
         member = await repository.get_member(uow, room_id, caller.user_id)
         if member is None and not caller.moderator:
             await self._refuse_non_member(room_id, uow)
@@ -559,17 +591,18 @@ class ChatService:
         uow.changes.publish(room_id, schemas.delete_frame(deleted, caller.user_id))
         uow.changes.rooms.add(room_id)
 
-    async def history(
-        self, caller: Caller, request: chat_pb2.GetHistoryRequest
-    ) -> chat_pb2.GetHistoryResponse:
+    async def history(self, caller: Caller, query: HistoryQuery) -> HistoryPage | bytes:
+        """A page of the room's history; bytes when the answer goes through the cache (found
+        there or stored there): the page as schemas.history_payload encoded it, which the edge
+        decodes once instead of encoding the messages a second time."""
         s = self.settings
-        room_id = validation.room_id(request.room_id)
-        after = validation.cursor(request.after_seq, "after_seq")
-        before = validation.cursor(request.before_seq, "before_seq")
+        room_id = validation.room_id(query.room_id)
+        after = validation.cursor(query.after_seq, "after_seq")
+        before = validation.cursor(query.before_seq, "before_seq")
         if after and before:
             raise validation.fail("before_seq", "give after_seq or before_seq, not both")
         limit = validation.limit(
-            request.limit, default=s.history_default_limit, maximum=s.history_max_limit
+            query.limit, default=s.history_default_limit, maximum=s.history_max_limit
         )
         latest = not after and not before
         version: bytes | None = None
@@ -577,7 +610,7 @@ class ChatService:
             lookup = await self._cache.history(room_id, limit)
             if isinstance(lookup.hit, bytes):
                 await self._require_member(room_id, caller)
-                return chat_pb2.GetHistoryResponse.FromString(lookup.hit)
+                return lookup.hit
             version = lookup.version
         member, room = await asyncio.gather(
             repository.get_member(self._reader, room_id, caller.user_id),
@@ -601,19 +634,16 @@ class ChatService:
             has_more = bool(messages) and messages[0].seq < first
             if has_more:
                 messages = messages[1:]
-        response = chat_pb2.GetHistoryResponse(
-            messages=[schemas.message_pb(message) for message in messages],
-            has_more=has_more,
-            last_seq=room.last_seq,
-        )
-        if version is not None:
-            await self._cache.store_history(room_id, limit, version, response.SerializeToString())
-        return response
+        if version is None:
+            return HistoryPage(messages, has_more, room.last_seq)
+        payload = schemas.history_payload(messages, has_more=has_more, last_seq=room.last_seq)
+        await self._cache.store_history(room_id, limit, version, payload)
+        return payload
 
     # == receipts, typing, presence ===============================================================
-    async def mark_read(self, caller: Caller, request: chat_pb2.MarkReadRequest) -> ReadState:
-        room_id = validation.room_id(request.room_id)
-        seq = validation.cursor(request.seq, "seq")
+    async def mark_read(self, caller: Caller, room_id: str, seq: int) -> ReadState:
+        room_id = validation.room_id(room_id)
+        seq = validation.cursor(seq, "seq")
         if (room := await repository.get_room(self._reader, room_id)) is None:
             raise _room_not_found(room_id)
         if seq > room.last_seq:
@@ -632,8 +662,8 @@ class ChatService:
             await self._fanout.apply(changes)
         return ReadState(last_read, max(0, room.last_seq - last_read))
 
-    async def set_typing(self, caller: Caller, request: chat_pb2.SetTypingRequest) -> None:
-        room_id = validation.room_id(request.room_id)
+    async def set_typing(self, caller: Caller, room_id: str, typing: bool) -> None:
+        room_id = validation.room_id(room_id)
         key = (room_id, caller.user_id)
         now = time.monotonic()
         if self._typing_members.get(key, 0.0) < now:
@@ -642,15 +672,11 @@ class ChatService:
                 for stale in list(self._typing_members)[: MAX_TYPING_ENTRIES // 2]:
                     del self._typing_members[stale]
             self._typing_members[key] = now + self.settings.typing_membership_ttl_s
-        frame = schemas.typing_frame(room_id, caller.user_id, request.typing)
+        frame = schemas.typing_frame(room_id, caller.user_id, typing)
         await self._fanout.publish([(room_id, frame)])
 
-    async def update_presence(
-        self, caller: Caller, request: chat_pb2.UpdatePresenceRequest
-    ) -> None:
-        changed = await self._fanout.heartbeat(
-            caller.user_id, request.online, self.settings.presence_ttl_s
-        )
+    async def update_presence(self, caller: Caller, online: bool) -> None:
+        changed = await self._fanout.heartbeat(caller.user_id, online, self.settings.presence_ttl_s)
         if not changed:
             return  # a heartbeat that changes nothing publishes nothing
         members = await repository.memberships_of(
@@ -658,15 +684,13 @@ class ChatService:
         )
         await self._fanout.publish(
             [
-                (m.room_id, schemas.presence_frame(m.room_id, caller.user_id, request.online))
+                (m.room_id, schemas.presence_frame(m.room_id, caller.user_id, online))
                 for m in members
             ]
         )
 
-    async def get_presence(
-        self, caller: Caller, request: chat_pb2.GetPresenceRequest
-    ) -> list[PresenceState]:
-        room_id = validation.room_id(request.room_id)
+    async def get_presence(self, caller: Caller, room_id: str) -> list[PresenceState]:
+        room_id = validation.room_id(room_id)
         await self._require_member(room_id, caller)
         members = await repository.list_members(
             self._reader, room_id, after_user_id="", limit=self.settings.max_presence_members
