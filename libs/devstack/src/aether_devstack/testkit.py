@@ -3,6 +3,7 @@
 Typed helpers, used by the devstack pytest plugin's fixtures and by the suites' conftests:
 - keys and tokens: `SigningKey`, `new_key`, `access_claims`, `mint` (what auth issues);
 - an auth peer serving a JWKS over real gRPC (`serve_jwks`), the way services fetch keys;
+- scripted gRPC peers (`ScriptedPeer`, `serve`) for a caller's own tests;
 - in-process apps: `AppRunner` starts an app's components in order and stops them all;
 - typed errors of gRPC calls (`failure`, `stream_failure`), Kafka topics (`read_topic`),
   polling (`eventually`), mail in the local SMTP Maildir (`mails_to`, `wait_for_mail`);
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import io
 import json
 import mailbox
@@ -26,19 +28,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from email.message import Message
+from email.message import Message as Mail
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_common.errors import AetherError
 from aether_common.grpc import GrpcServer, checked, create_channel, create_server
+from aether_common.identity import metadata_to_dict
 from aether_common.lifecycle import Component
 from aether_devstack import oidc_provider as provider
 from aether_devstack.catalog import ServiceSpec, service_argv, service_env
@@ -54,6 +60,7 @@ if TYPE_CHECKING:
 ISSUER = "aether-auth"
 AUDIENCE = "aether"
 TOKEN_TTL_S = 900
+ServicerT = TypeVar("ServicerT")
 
 
 # -- keys and tokens -------------------------------------------------------------------------
@@ -150,16 +157,134 @@ async def serve_jwks(*keys: SigningKey) -> AsyncIterator[JwksPeer]:
     """A real gRPC server on a free port (the shared `create_server`, so a service fetches and
     verifies keys exactly as it will against auth); GetJwks is its only RPC."""
     peer = JwksPeer(jwks=[key.jwk for key in keys])
-    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
-    server.add_service(
+    async with serve(
+        "auth",
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
         _JwksServicer(peer),  # type: ignore[abstract]  # GetJwks is all a service calls
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    )
-    await server.start()
-    peer.address = server.address
-    try:
+    ) as address:
+        peer.address = address
         yield peer
+
+
+# -- scripted gRPC peers -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    """One RPC a peer received: its method, request and call metadata."""
+
+    method: str
+    request: Any
+    metadata: dict[str, str]
+
+
+Script = Message | AetherError | Callable[[Any], Any]
+
+
+@dataclass
+class ScriptedPeer:
+    """A gRPC peer for a caller's own tests (edge cases a real service cannot be made to give).
+
+    Each RPC is recorded in `calls` and answers `answers[method]`: a message, an AetherError to
+    fail with, or a function of the request (sync or async); an unscripted RPC answers an empty
+    response. A call the client cancelled lands in `cancelled`. Subclasses may answer some
+    methods themselves (`answer`) and stream others (`streaming`, `stream`)."""
+
+    service: ServiceDescriptor
+    answers: dict[str, Script] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    cancelled_event: asyncio.Event = field(default_factory=asyncio.Event)
+    address: str = ""
+    streaming: frozenset[str] = frozenset()
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_cancelled(self) -> list[str]:
+        async with asyncio.timeout(5.0):
+            await self.cancelled_event.wait()
+        return self.cancelled
+
+    def empty_response(self, method: str) -> Message:
+        output = self.service.methods_by_name[method].output_type
+        response: Message = GetMessageClass(output)()
+        return response
+
+    async def answer(self, method: str, request: Any) -> Message:
+        scripted = self.answers.get(method)
+        if isinstance(scripted, AetherError):
+            raise scripted
+        if isinstance(scripted, Message):
+            return scripted
+        if scripted is not None:
+            result = scripted(request)
+            answer: Message = await result if inspect.isawaitable(result) else result
+            return answer
+        return self.empty_response(method)
+
+    def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError(f"{type(self).__name__} streams no {method}")
+
+    @contextmanager
+    def recording_cancel(self, method: str) -> Iterator[None]:
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.cancelled.append(method)
+            self.cancelled_event.set()
+            raise
+
+    def servicer(self, base: Callable[[], ServicerT]) -> ServicerT:
+        """An instance of the generated servicer `base` whose every method answers from here."""
+
+        def unary(name: str) -> Callable[..., Awaitable[Message]]:
+            async def method(
+                _: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> Message:
+                self.calls.append(Call(name, request, _metadata(context)))
+                with self.recording_cancel(name):
+                    return await self.answer(name, request)
+
+            return method
+
+        def streaming(name: str) -> Callable[..., AsyncIterator[Any]]:
+            async def method(
+                _: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                self.calls.append(Call(name, request, _metadata(context)))
+                with self.recording_cancel(name):
+                    async for item in self.stream(name, request):
+                        yield item
+
+            return method
+
+        methods = {
+            name: streaming(name) if name in self.streaming else unary(name)
+            for name in self.service.methods_by_name
+        }
+        generated = cast(type, base)  # the generated servicer class (abstract for mypy)
+        servicer: ServicerT = type(f"Scripted{generated.__name__}", (generated,), methods)()
+        return servicer
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return metadata_to_dict(context.invocation_metadata())
+
+
+@asynccontextmanager
+async def serve(
+    name: str,
+    add_to_server: Callable[[Any, grpc.aio.Server], None],
+    servicer: object,
+    service: ServiceDescriptor,
+) -> AsyncIterator[str]:
+    """`servicer` on a real socket (the shared `create_server`, so errors cross the wire exactly
+    as the real service's will); yields its address."""
+    server: GrpcServer = create_server(name, host="127.0.0.1", port=0)
+    server.add_service(add_to_server, servicer, service)
+    await server.start()
+    try:
+        yield server.address
     finally:
         await server.stop(grace=0)
 
@@ -273,19 +398,19 @@ async def read_topic(bootstrap: str, topic: str, count: int, within: float = 20.
 
 
 # -- mail ----------------------------------------------------------------------------------------
-def mails_to(maildir: Path, to: str, subject: str | None = None) -> list[Message]:
+def mails_to(maildir: Path, to: str, subject: str | None = None) -> list[Mail]:
     """The mails to `to` (with `subject`, if given) that the local SMTP server stored, in order."""
     box = mailbox.Maildir(maildir, create=False)
     return [m for m in box if m["To"] == to and (subject is None or m["Subject"] == subject)]
 
 
-def latest_mail(maildir: Path, to: str, subject: str) -> Message | None:
+def latest_mail(maildir: Path, to: str, subject: str) -> Mail | None:
     """The newest mail to `to` with `subject`, if any."""
     found = mails_to(maildir, to, subject)
     return found[-1] if found else None
 
 
-def wait_for_mail(maildir: Path, to: str, subject: str, within: float = 10.0) -> Message:
+def wait_for_mail(maildir: Path, to: str, subject: str, within: float = 10.0) -> Mail:
     deadline = time.monotonic() + within
     while (mail := latest_mail(maildir, to, subject)) is None:
         assert time.monotonic() < deadline, f"no mail {subject!r} to {to} in {within} s"
@@ -293,7 +418,7 @@ def wait_for_mail(maildir: Path, to: str, subject: str, within: float = 10.0) ->
     return mail
 
 
-async def await_mail(maildir: Path, to: str, subject: str, within: float = 10.0) -> Message:
+async def await_mail(maildir: Path, to: str, subject: str, within: float = 10.0) -> Mail:
     """`wait_for_mail` without blocking the event loop."""
     deadline = time.monotonic() + within
     while (mail := latest_mail(maildir, to, subject)) is None:
