@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool],
+    within: float = 10.0,
+    what: str = "the condition",
+    interval: float = 0.05,
+) -> None:
     """Wait until `check()` (sync or async) holds; fail after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
@@ -20,12 +25,15 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float 
             result = await result
         if result:
             return
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.05)
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(interval)
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, within: float = 20.0) -> list[Any]:
-    """Records of `topic` from the beginning, with a real consumer, until `count` arrived."""
+async def read_topic(
+    bootstrap: str, topic: str, count: int, within: float = 20.0, settle: float = 0.0
+) -> list[Any]:
+    """Records of `topic` from the beginning, with a real consumer (no group: no join delay),
+    until `count` arrived; with `settle`, then what else arrives within `settle` seconds."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
@@ -48,6 +56,10 @@ async def read_topic(bootstrap: str, topic: str, count: int, within: float = 20.
             assert left > 0, f"got {len(records)} of {count} records from {topic}"
             batch = await consumer.getmany(timeout_ms=int(min(left, 0.2) * 1000))
             for part in batch.values():
+                records.extend(part)
+        if settle:  # then make sure nothing more is coming
+            await asyncio.sleep(settle)
+            for part in (await consumer.getmany(timeout_ms=100)).values():
                 records.extend(part)
         return records
     finally:
