@@ -34,6 +34,7 @@ from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.testkit import (
     AppRunner,
+    Callers,
     JwksPeer,
     SigningKey,
     eventually,
@@ -110,7 +111,7 @@ def ai_config(
 
 
 @dataclass
-class Ai:
+class Ai(Callers):
     """One running app (a replica) and the helpers tests share."""
 
     app: AiApp
@@ -119,20 +120,8 @@ class Ai:
     key: SigningKey
     tokens: dict[str, str] = field(default_factory=dict)
 
-    # -- identities ------------------------------------------------------------------------
-    @staticmethod
-    def user(name: str = "user") -> str:
-        return f"{name}-{uuid.uuid4().hex[:10]}"
-
-    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
-        """Call metadata for `user_id` (one token per user unless claims differ)."""
-        if claims:
-            return (("authorization", f"Bearer {mint(self.key, user_id, **claims)}"),)
-        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, mint(self.key, user_id))
-        return (("authorization", f"Bearer {token}"),)
-
-    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
-        return self.auth(user_id, roles=["admin"], plan="admin")
+    def token(self, user_id: str, **claims: Any) -> str:
+        return mint(self.key, user_id, **claims)
 
     # -- calls -----------------------------------------------------------------------------
     async def chat(self, user_id: str, message: str, **fields: Any) -> list[ai_pb2.ChatResponse]:

@@ -31,7 +31,15 @@ from aether_chat.config import ChatSettings
 from aether_common.errors import AetherError
 from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.testkit import AppRunner, JwksPeer, SigningKey, failure, new_key, read_topic
+from aether_devstack.testkit import (
+    AppRunner,
+    Callers,
+    JwksPeer,
+    SigningKey,
+    failure,
+    new_key,
+    read_topic,
+)
 
 if TYPE_CHECKING:  # only the type stubs know the async stub class
     Stub = chat_pb2_grpc.ChatServiceAsyncStub
@@ -88,7 +96,7 @@ def chat_settings(
 
 
 @dataclass
-class Chat:
+class Chat(Callers):
     """The running service and the helpers tests share."""
 
     app: ChatApp
@@ -97,25 +105,13 @@ class Chat:
     key: SigningKey
     redis: Redis
     mongo: AsyncMongoClient[dict[str, Any]]
-    users: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
 
     PUBLIC = PUBLIC
     PRIVATE = PRIVATE
 
-    # -- identities ------------------------------------------------------------------------
-    def user(self, name: str = "user") -> str:
-        """A fresh user id (what auth puts in `sub`)."""
-        return f"{name}-{uuid.uuid4().hex[:10]}"
-
     def token(self, user_id: str, **claims: Any) -> str:
         return mint(self.key, user_id, **claims)
-
-    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
-        """Call metadata for `user_id` (one token per user, like a logged-in client)."""
-        if claims:
-            return (("authorization", f"Bearer {self.token(user_id, **claims)}"),)
-        token = self.users.get(user_id) or self.users.setdefault(user_id, self.token(user_id))
-        return (("authorization", f"Bearer {token}"),)
 
     # -- calls -----------------------------------------------------------------------------
     async def create_room(

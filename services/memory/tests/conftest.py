@@ -32,7 +32,7 @@ from aether_common.grpc import GrpcServer, create_server
 from aether_common.lifecycle import Component
 from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.testkit import AppRunner, JwksPeer, SigningKey, failure, new_key
+from aether_devstack.testkit import AppRunner, Callers, JwksPeer, SigningKey, failure, new_key
 from aether_memory.app import MemoryApp
 from aether_memory.config import MemorySettings
 from aether_memory.embeddings import LocalEmbedder
@@ -143,7 +143,7 @@ def memory_settings(
 
 
 @dataclass
-class Memory:
+class Memory(Callers):
     """The running service and the helpers tests share."""
 
     app: MemoryApp
@@ -153,21 +153,8 @@ class Memory:
     chat: FakeChat
     tokens: dict[str, str] = field(default_factory=dict)
 
-    def user(self, name: str = "user") -> str:
-        return f"{name}-{uuid.uuid4().hex[:10]}"
-
     def token(self, user_id: str, **claims: Any) -> str:
         return mint(self.key, user_id, **claims)
-
-    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
-        """Call metadata for `user_id` (one token per user unless claims differ)."""
-        if claims:
-            return (("authorization", f"Bearer {self.token(user_id, **claims)}"),)
-        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, self.token(user_id))
-        return (("authorization", f"Bearer {token}"),)
-
-    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
-        return self.auth(user_id, roles=["admin"], plan="admin")
 
     async def upsert(
         self, caller: str, namespace: str, /, *records: memory_pb2.Record | str, **claims: Any

@@ -2,7 +2,8 @@
 
 Typed helpers, used by the devstack pytest plugin's fixtures and by the suites' conftests
 (test modules cannot import conftest.py under importlib mode; they can import this package):
-- tokens.py: key pairs and access tokens as auth issues them (`new_key`, `access_claims`, `mint`);
+- tokens.py: key pairs and access tokens as auth issues them (`new_key`, `access_claims`, `mint`),
+  and `Callers`, a suite's test users with their call metadata;
 - peers.py: gRPC peers on real sockets: auth serving a JWKS (`serve_jwks`), and `ScriptedPeer`
   answering what a test scripted (`serve` puts one on a socket);
 - apps.py: `AppRunner` starts an app's components in order and stops them all; the typed
@@ -25,6 +26,7 @@ from aether_devstack.testkit.stores import delete_prefix, fresh_database, unique
 from aether_devstack.testkit.tokens import (
     AUDIENCE,
     ISSUER,
+    Callers,
     SigningKey,
     access_claims,
     bearer_metadata,
@@ -47,6 +49,7 @@ __all__ = [
     "ISSUER",
     "AppRunner",
     "Call",
+    "Callers",
     "JwksPeer",
     "OidcProvider",
     "ScriptedPeer",

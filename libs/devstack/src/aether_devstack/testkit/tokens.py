@@ -85,3 +85,31 @@ def mint(
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
     """gRPC call metadata carrying `token`."""
     return (("authorization", f"Bearer {token}"),)
+
+
+class Callers:
+    """Mixin for a suite's handle on a running service: its test users and their call
+    metadata, one token per user like logged-in clients (a fresh one when claims are given).
+    The handle has `key` (auth's signing key) and `tokens` (user id -> token) fields and
+    mints with its own default claims in `token()`."""
+
+    key: SigningKey
+    tokens: dict[str, str]
+
+    def token(self, user_id: str, **claims: Any) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def user(name: str = "user") -> str:
+        """A fresh user id (what auth puts in `sub`)."""
+        return f"{name}-{uuid.uuid4().hex[:10]}"
+
+    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
+        """Call metadata for `user_id`."""
+        if claims:
+            return bearer_metadata(self.token(user_id, **claims))
+        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, self.token(user_id))
+        return bearer_metadata(token)
+
+    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        return self.auth(user_id, roles=["admin"], plan="admin")
