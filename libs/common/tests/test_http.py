@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import structlog
@@ -23,6 +24,7 @@ from aether_common.http import (
     readiness_of,
 )
 from aether_common.logging import configure_logging, request_id_var
+from aether_devstack.servers import free_port
 
 router = APIRouter()
 
@@ -55,6 +57,12 @@ async def slow_down() -> None:
 @router.get("/boom")
 async def boom() -> None:
     raise RuntimeError("db password is hunter2")
+
+
+@router.get("/datastore-away")
+async def datastore_away() -> None:
+    # A real outage: nothing listens on that port (connection refused).
+    await asyncpg.connect(f"postgresql://nobody@127.0.0.1:{free_port()}/none", timeout=2)
 
 
 class FakeComponent:
@@ -241,6 +249,19 @@ async def test_unhandled_error_is_a_generic_500_logged_not_leaked(
     assert event["request_id"] == "req-boom"
     assert event["level"] == "error"
     assert "RuntimeError: db password is hunter2" in event["exception"]
+
+
+async def test_a_datastore_outage_in_a_route_is_a_503_with_retry_after(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/datastore-away")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json() == {
+        "error": "unavailable",
+        "detail": "a datastore is unavailable; retry",
+        "status_code": 503,
+    }
 
 
 def sample(route: str, status: str, method: str = "GET") -> float:

@@ -9,17 +9,22 @@ import jwt
 from aether.auth.v1 import auth_pb2, events_pb2
 from aether_auth import events, repository
 from aether_auth.rbac import Plan, Role
+from aether_common.postgres import UnitOfWork
 
 
 async def make_admin(auth: Any, kit: Any) -> tuple[str, str]:
     """An admin (as the operator CLI makes the first one) and its token."""
     email = kit.unique_email("admin")
     await auth.register(email)
-    async with auth.app.database.transaction() as uow:
+
+    async def promote(uow: UnitOfWork) -> None:
         user = await repository.get_user_by_email(uow.conn, email)
+        assert user is not None
         await auth.app.service.change_access(
             uow, user, plan=Plan.ADMIN, role=Role.ADMIN, changed_by="operator-cli"
         )
+
+    await auth.app.database.transaction(promote)
     return email, (await auth.tokens(email)).access_token
 
 

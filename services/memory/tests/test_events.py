@@ -122,7 +122,7 @@ async def test_chat_messages_are_embedded_and_searchable_by_members(start_memory
     finally:
         await publisher.producer.stop()
 
-    async with memory.app.database.transaction() as conn:
+    async with memory.app.database.connection() as conn:
         handled = await conn.fetchval("SELECT count(*) FROM processed_events")
     assert handled == 4  # created twice counts once
 
@@ -152,7 +152,7 @@ async def test_user_deleted_erases_the_users_records_everywhere(start_memory: An
         await publisher.publish(erase, erase)  # redelivered: handled once
 
         async def rows_of_gone() -> int:
-            async with memory.app.database.transaction() as conn:
+            async with memory.app.database.connection() as conn:
                 count: int = await conn.fetchval(
                     "SELECT count(*) FROM memory_records WHERE user_id = $1", gone
                 )
@@ -176,5 +176,5 @@ async def test_user_deleted_erases_the_users_records_everywhere(start_memory: An
             ),
         )
         assert left.count == 0, namespace
-    async with memory.app.database.transaction() as conn:
+    async with memory.app.database.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM memory_records") == 2

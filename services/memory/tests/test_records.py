@@ -162,7 +162,7 @@ async def test_rows_and_points_agree(memory: Any) -> None:
     """PostgreSQL holds the record, Qdrant the point with the filter fields, under one id."""
     me = memory.user()
     await memory.upsert(me, "memories", record("n1", "Remember the dentist on Friday"))
-    async with memory.app.database.transaction() as conn:
+    async with memory.app.database.connection() as conn:
         row = await conn.fetchrow(
             "SELECT point_id, text_sha256, user_id, owner_scope FROM memory_records WHERE id = 'n1'"
         )

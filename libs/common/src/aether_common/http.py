@@ -8,8 +8,9 @@
   label set stays bounded; requests that match no route share one label;
 and, in its handlers and routes:
 - one JSON error shape `{"error": code, "detail": message, "status_code": n}` for typed domain
-  errors, validation failures, malformed JSON, 404/405 and anything unexpected (a generic 500,
-  logged with its traceback, never leaked);
+  errors, validation failures, malformed JSON, 404/405, a datastore outage (503 with
+  Retry-After: `aether_common.outages`) and anything unexpected (a generic 500, logged with its
+  traceback, never leaked);
 - `/healthz` (the process answers), `/readyz` (every check and component, each under a short
   timeout; 503 while starting, stopping or when one fails) and `/metrics` (Prometheus text).
 The runner (runner.py) drives the readiness state through `readiness_of(app)`.
@@ -34,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Lifespan, Message, Receive, Scope, Send
 
+from aether_common import outages
 from aether_common.errors import AetherError, InternalError, ValidationFailed
 from aether_common.lifecycle import Check, Component
 from aether_common.logging import get_logger, request_id_var
@@ -197,13 +199,17 @@ class RequestMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("unhandled error", method=scope["method"], path=scope["path"])
+        except Exception as exc:
+            # A datastore away is a 503 with Retry-After, whichever route met it.
+            error: AetherError | None = outages.as_unavailable(exc)
+            if error is not None:
+                log.warning("datastore unavailable", path=scope["path"], error=repr(exc))
+            else:
+                log.exception("unhandled error", method=scope["method"], path=scope["path"])
+                error = InternalError("internal server error")
             if started_response:
                 raise  # too late for a clean answer; the server closes the connection
-            await _error_response(InternalError("internal server error"))(
-                scope, receive, send_wrapper
-            )
+            await _error_response(error)(scope, receive, send_wrapper)
         finally:
             requests, latency = self._metrics(scope["method"], _route_template(scope, root_path))
             requests[status].inc()

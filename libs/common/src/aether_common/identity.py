@@ -2,28 +2,25 @@
 
 The identity lives in a contextvar, set by the gateway's HTTP auth (from a verified JWT) or by
 the gRPC server interceptor (through an `IdentityResolver`), and read by business code through
-`current_identity()` / `require_permission()`.
+`current_identity()` (each service checks what it needs in its own callers.py).
 
 On the wire (gRPC metadata; keys are lower case as gRPC requires):
 - `authorization: Bearer <jwt>`: the caller's access token. This is what a receiving service
   should trust, after verifying it itself (the auth service plugs in a JWKS resolver).
 - `x-aether-user-id`, `x-aether-roles`, `x-aether-permissions` (comma-separated),
   `x-aether-plan`: the same claims, unsigned. Outgoing calls always carry them as hints for logs
-  and tools, but only `TrustedHeadersResolver` reads them, and it is for tests and dev only:
-  anyone who can reach a port can set a header.
+  and tools; no production resolver reads them (anyone who can reach a port can set a header):
+  only the tests' `aether_devstack.trusted_headers.TrustedHeadersResolver` does.
 The default resolver (`AnonymousResolver`) trusts nothing and makes every caller anonymous.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Protocol
-
-from aether_common.errors import Forbidden, Unauthenticated
-from aether_common.logging import get_logger
 
 AUTHORIZATION_KEY = "authorization"
 USER_ID_KEY = "x-aether-user-id"
@@ -31,8 +28,6 @@ ROLES_KEY = "x-aether-roles"
 PERMISSIONS_KEY = "x-aether-permissions"
 PLAN_KEY = "x-aether-plan"
 BEARER_PREFIX = "bearer "
-
-log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,46 +80,6 @@ def use_identity(identity: CallerIdentity) -> Iterator[CallerIdentity]:
         reset_identity(token)
 
 
-# -- checks for business code (HTTP handlers and gRPC servicers alike) -------------------------
-def require_authenticated() -> CallerIdentity:
-    identity = current_identity()
-    if not identity.is_authenticated:
-        raise Unauthenticated("authentication required")
-    return identity
-
-
-def require_permission(*permissions: str) -> CallerIdentity:
-    """The current caller, if it holds every permission; else Unauthenticated / Forbidden."""
-    identity = require_authenticated()
-    missing = [p for p in permissions if not identity.has_permission(p)]
-    if missing:
-        raise Forbidden(
-            f"missing permission: {', '.join(missing)}", metadata={"missing": ",".join(missing)}
-        )
-    return identity
-
-
-def require_role(role: str) -> CallerIdentity:
-    identity = require_authenticated()
-    if not identity.has_role(role):
-        raise Forbidden(f"requires role {role}", metadata={"role": role})
-    return identity
-
-
-def requires(*permissions: str) -> _PermissionDependency:
-    """A FastAPI dependency: `Depends(requires("alerts:write"))` yields the caller."""
-    return _PermissionDependency(permissions)
-
-
-@dataclass(frozen=True, slots=True)
-class _PermissionDependency:
-    permissions: Sequence[str]
-
-    # Async so FastAPI calls it on the event loop, in the request's context.
-    async def __call__(self) -> CallerIdentity:
-        return require_permission(*self.permissions)
-
-
 # -- the wire -----------------------------------------------------------------------------------
 def identity_to_metadata(identity: CallerIdentity) -> list[tuple[str, str]]:
     """Metadata entries that carry `identity` on an outgoing call."""
@@ -158,10 +113,6 @@ def bearer_token(metadata: Mapping[str, str]) -> str | None:
     return value[len(BEARER_PREFIX) :].strip() or None
 
 
-def _split(value: str | None) -> frozenset[str]:
-    return frozenset(part.strip() for part in (value or "").split(",") if part.strip())
-
-
 class IdentityResolver(Protocol):
     """Turns an incoming call's metadata into the caller identity.
 
@@ -177,29 +128,3 @@ class AnonymousResolver:
 
     async def resolve(self, metadata: Mapping[str, str]) -> CallerIdentity:
         return ANONYMOUS
-
-
-class TrustedHeadersResolver:
-    """FOR TESTS AND DEV ONLY: believes the unsigned `x-aether-*` headers of any caller.
-
-    Never configure it on a port reachable by anything but trusted code: a caller could claim
-    any user and any permission.
-    """
-
-    def __init__(self) -> None:
-        log.warning(
-            "identity.trusted_headers_resolver_enabled",
-            note="x-aether-* headers are believed without verification: tests/dev only",
-        )
-
-    async def resolve(self, metadata: Mapping[str, str]) -> CallerIdentity:
-        user_id = metadata.get(USER_ID_KEY) or None
-        if user_id is None:
-            return ANONYMOUS
-        return CallerIdentity(
-            user_id=user_id,
-            roles=_split(metadata.get(ROLES_KEY)),
-            permissions=_split(metadata.get(PERMISSIONS_KEY)),
-            plan=metadata.get(PLAN_KEY) or None,
-            access_token=bearer_token(metadata),
-        )

@@ -16,6 +16,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from typing import Any
 
+from aether_common import outages
 from aether_common.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,5 +51,8 @@ class Periodic(ABC):
             await asyncio.sleep(self.interval_s)
             try:
                 await self.run_once()
-            except Exception:
-                log.exception("periodic run failed; will retry", job=self.name)
+            except Exception as exc:
+                if outages.classify(exc) is not None:  # expected now and then: no traceback
+                    log.warning("datastore unavailable; will retry", job=self.name, error=repr(exc))
+                else:
+                    log.exception("periodic run failed; will retry", job=self.name)

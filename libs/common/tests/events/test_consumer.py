@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from opentelemetry import trace
@@ -33,6 +34,7 @@ from aether_common.events import (
 )
 from aether_common.events.idempotency import PROCESSED_COLLECTION
 from aether_common.telemetry import configure_telemetry
+from aether_devstack.servers import free_port
 
 # Short session timeout: the local broker completes a group join in about that long.
 FAST = ConsumerOptions(
@@ -142,6 +144,41 @@ async def test_failing_handler_is_retried_then_parked_on_the_dlq(
     await consumer.stop()
     tp = TopicPartition(probe_topic.name, parked.partition)
     assert await committed(kafka, topic_prefix + "g", tp) == letter.original_offset + 2
+
+
+async def test_a_datastore_outage_in_a_handler_is_retried_until_it_passes_never_parked(
+    pg_consumer: MakeConsumer,
+    pg_pool: Any,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    make_event: MakeEvent,
+    until: Until,
+    topic_prefix: str,
+) -> None:
+    event = make_event(probe_topic.name, 1)
+    outages_met = 0
+
+    async def handler(event: Event[ProbeEvent], ctx: HandleContext[Any]) -> None:
+        nonlocal outages_met
+        if outages_met < 2 * FAST.max_attempts:  # more tries than a failing record gets
+            outages_met += 1
+            # A real outage: nothing listens there (connection refused).
+            await asyncpg.connect(f"postgresql://x@127.0.0.1:{free_port()}/x", timeout=2)
+        await record_in_pg(event, ctx)
+
+    await producer.publish(event)
+    await pg_consumer(handler)
+
+    async def handled() -> bool:
+        return await handled_seqs(pg_pool) == [1]
+
+    await until(handled, what="the event, once the datastore is back")
+    assert outages_met == 2 * FAST.max_attempts
+    labels = {"topic": probe_topic.name, "group": topic_prefix + "g"}
+    parked = REGISTRY.get_sample_value(
+        "aether_kafka_consumed_total", {**labels, "outcome": "dead_lettered"}
+    )
+    assert parked is None  # the record says nothing wrong: it is not the DLQ's
 
 
 async def test_duplicate_delivery_is_handled_once(

@@ -19,12 +19,11 @@ from aether_common.grpc import GrpcServer, create_channel, create_server
 from aether_common.identity import (
     CallerIdentity,
     IdentityResolver,
-    TrustedHeadersResolver,
     current_identity,
-    require_permission,
 )
 from aether_common.logging import request_id_var
 from aether_common.telemetry import configure_telemetry
+from aether_devstack.trusted_headers import TrustedHeadersResolver
 
 PROBE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name
 STREAM_SERVICE = "aether.testing.v1.StreamProbe"
@@ -92,8 +91,15 @@ def _failure(code: str, detail: str) -> Exception:
         return errors.ValidationFailed(detail, field_errors={"email": "must contain @"})
     if code == "rate_limited":
         return errors.RateLimited(detail, retry_after=1.5)
-    if code == "needs_admin":
-        require_permission("admin:write")
+    if code == "needs_admin":  # a servicer's own check of its caller, as callers.py do
+        identity = current_identity()
+        if not identity.is_authenticated:
+            return errors.Unauthenticated("authentication required")
+        if not identity.has_permission("admin:write"):
+            return errors.Forbidden(
+                "missing permission: admin:write", metadata={"missing": "admin:write"}
+            )
+        return errors.Conflict(detail)  # an admin gets past the check and meets the failure
     if code == "crash":
         return RuntimeError(detail)  # an unexpected bug, message must not leak
     return errors.error_for_code(code)(detail)

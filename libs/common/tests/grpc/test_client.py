@@ -17,10 +17,10 @@ from aether_common.grpc.client import method_selector, service_config
 from aether_common.identity import (
     ANONYMOUS,
     CallerIdentity,
-    TrustedHeadersResolver,
     use_identity,
 )
 from aether_common.logging import request_id_var
+from aether_devstack.trusted_headers import TrustedHeadersResolver
 
 PROBE = "aether.testing.v1.ProbeService"
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)

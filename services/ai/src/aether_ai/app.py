@@ -10,6 +10,7 @@ runner drives, in start order. `__main__` runs it; tests start the same componen
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.resources import files
 
 from fastapi import FastAPI
 
@@ -18,7 +19,6 @@ from aether_ai.cache import BoundedLru, InvalidationListener, ResponseCache
 from aether_ai.config import AiSettings
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations
-from aether_ai.db import Database
 from aether_ai.events import build_relay
 from aether_ai.grpc import SERVICE_NAME, AiServicer, register
 from aether_ai.jobs import JobRunner, Jobs
@@ -34,6 +34,7 @@ from aether_common.events import EventProducer
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.postgres import PostgresDatabase
 from aether_common.redis_component import RedisComponent
 
 
@@ -42,7 +43,12 @@ class AiApp:
         self, settings: AiSettings, *, grpc_host: str = "0.0.0.0", grpc_port: int | None = None
     ) -> None:
         s = self.settings = settings
-        self.database = Database(s.database_url, max_size=s.database_pool_size)
+        self.database = PostgresDatabase(
+            s.database_url,
+            service="ai",
+            migrations=files("aether_ai") / "migrations",
+            max_size=s.database_pool_size,
+        )
         self.redis = RedisComponent(s.redis_url, timeout_s=s.redis_timeout_s)
         self.cache = ResponseCache(
             self.redis.client,

@@ -19,7 +19,6 @@ from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
 from aether_ai import repository
-from aether_ai.db import Database
 from aether_ai.events import USER_DELETED
 from aether_common.events import (
     BackgroundConsumer,
@@ -32,6 +31,7 @@ from aether_common.events import (
     PgIdempotencyStore,
 )
 from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase
 
 log = get_logger(__name__)
 
@@ -40,7 +40,7 @@ class _DatabaseIdempotencyStore:
     """`PgIdempotencyStore` on the database's pool, which exists only once the database started
     (the consumer is built before)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
     @asynccontextmanager
@@ -57,7 +57,7 @@ class UserEventsConsumer(BackgroundConsumer):
 
     def __init__(
         self,
-        db: Database,
+        db: PostgresDatabase,
         *,
         bootstrap: str,
         group_id: str,

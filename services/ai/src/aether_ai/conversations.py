@@ -21,8 +21,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
 from aether_ai import repository
-from aether_ai.db import Database
 from aether_common.errors import NotFound, ValidationFailed
+from aether_common.postgres import PostgresDatabase, UnitOfWork
 
 ROLES = frozenset({"user", "assistant"})
 TITLE_CHARS = 80
@@ -71,7 +71,7 @@ def title_of(first_message: str) -> str:
 
 
 class Conversations:
-    def __init__(self, db: Database, *, history_turns: int = 6) -> None:
+    def __init__(self, db: PostgresDatabase, *, history_turns: int = 6) -> None:
         if history_turns < 0:
             raise ValueError("history_turns must be >= 0")
         self._db = db
@@ -143,11 +143,14 @@ class Conversations:
 
     async def get(self, user_id: str, conversation_id: str) -> ai_pb2.GetConversationResponse:
         key = parse_conversation_id(conversation_id)
-        async with self._db.transaction() as conn:  # one snapshot: the count matches the list
-            row = await repository.find_conversation(conn, user_id, key)
+
+        async def read(uow: UnitOfWork) -> tuple[Any, list[Any]]:  # the count matches the list
+            row = await repository.find_conversation(uow.conn, user_id, key)
             if row is None:
                 raise NotFound(NOT_FOUND)
-            messages = await repository.all_messages(conn, key)
+            return row, await repository.all_messages(uow.conn, key)
+
+        row, messages = await self._db.transaction(read)
         return ai_pb2.GetConversationResponse(
             conversation=_conversation(row),
             messages=[
@@ -164,9 +167,10 @@ class Conversations:
 
     async def delete(self, user_id: str, conversation_id: str) -> None:
         key = parse_conversation_id(conversation_id)
-        async with self._db.transaction() as conn:
-            if not await repository.delete_conversation(conn, user_id, key):
-                raise NotFound(NOT_FOUND)
+        if not await self._db.transaction(
+            lambda uow: repository.delete_conversation(uow.conn, user_id, key)
+        ):
+            raise NotFound(NOT_FOUND)
 
 
 def _conversation(row: Any) -> ai_pb2.Conversation:

@@ -8,9 +8,9 @@ to Kafka by the relay. Consumed: auth's `aether.user.deleted.v1` (consumers.py).
 from __future__ import annotations
 
 from aether.ai.v1 import events_pb2
-from aether_ai.db import Database
 from aether_common.events import Event, EventProducer, PgOutboxRelay, RelayOptions, TopicSpec
 from aether_common.lifecycle import Component
+from aether_common.postgres import PostgresDatabase
 
 SOURCE = "ai"
 
@@ -37,7 +37,7 @@ def request_completed(
 
 
 def build_relay(
-    db: Database, producer: EventProducer, *, topic_prefix: str = "", poll_s: float = 0.05
+    db: PostgresDatabase, producer: EventProducer, *, topic_prefix: str = "", poll_s: float = 0.05
 ) -> Component:
     """The outbox relay, started after `db` (whose migrations create the outbox) and `producer`;
     it polls every `poll_s` while events flow."""

@@ -28,7 +28,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
 from aether_ai import repository
-from aether_ai.db import Database
 from aether_common.errors import (
     AetherError,
     InternalError,
@@ -39,6 +38,7 @@ from aether_common.errors import (
     ValidationFailed,
 )
 from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase
 
 log = get_logger(__name__)
 
@@ -86,15 +86,16 @@ def parse_job_id(job_id: str) -> uuid.UUID:
 
 
 class Jobs:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: PostgresDatabase) -> None:
         self.db = db
 
     async def submit(self, user_id: str, request: ai_pb2.ChatRequest) -> ai_pb2.Job:
         """Stores the job QUEUED; a runner on any replica picks it up."""
-        async with self.db.transaction() as conn:
-            row = await repository.insert_job(
-                conn, uuid.uuid4(), user_id, request.SerializeToString()
+        row = await self.db.transaction(
+            lambda uow: repository.insert_job(
+                uow.conn, uuid.uuid4(), user_id, request.SerializeToString()
             )
+        )
         return _job(row)
 
     async def get(self, user_id: str, job_id: str) -> ai_pb2.Job:
@@ -108,8 +109,7 @@ class Jobs:
     # -- the runner's side ----------------------------------------------------------------------
     async def claim(self, lease: timedelta) -> ClaimedJob | None:
         token = uuid.uuid4()
-        async with self.db.transaction() as conn:
-            row = await repository.claim_job(conn, token, lease)
+        row = await self.db.transaction(lambda uow: repository.claim_job(uow.conn, token, lease))
         if row is None:
             return None
         return ClaimedJob(

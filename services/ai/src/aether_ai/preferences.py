@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from aether_ai import repository
-from aether_ai.db import Database
+from aether_common.postgres import PostgresDatabase
 
 
 class Preferences:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
     async def get_mode(self, user_id: str) -> str | None:
@@ -16,5 +16,4 @@ class Preferences:
             return await repository.get_mode(conn, user_id)
 
     async def set_mode(self, user_id: str, mode: str) -> None:
-        async with self._db.transaction() as conn:
-            await repository.set_mode(conn, user_id, mode)
+        await self._db.transaction(lambda uow: repository.set_mode(uow.conn, user_id, mode))

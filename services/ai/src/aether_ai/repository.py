@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aether_ai.db import Conn
 from aether_common.events import outbox_pg
+from aether_common.postgres import Conn
 
 if TYPE_CHECKING:  # usage.py builds the rows and imports this module
     from aether_ai.usage import Completion

@@ -8,9 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aether_ai import repository
-from aether_ai.db import Database
 from aether_common.logging import get_logger
 from aether_common.periodic import Periodic
+from aether_common.postgres import PostgresDatabase, UnitOfWork
 
 log = get_logger(__name__)
 
@@ -20,7 +20,7 @@ class RetentionJob(Periodic):
 
     def __init__(
         self,
-        database: Database,
+        database: PostgresDatabase,
         *,
         interval_s: float,
         request_log: timedelta,
@@ -32,11 +32,14 @@ class RetentionJob(Periodic):
         self._finished_jobs = finished_jobs
 
     async def run_once(self) -> dict[str, int]:
-        async with self._db.transaction() as conn:
-            purged = {
-                "requests": await repository.purge_requests(conn, self._request_log),
-                "jobs": await repository.purge_finished_jobs(conn, self._finished_jobs),
+
+        async def purge(uow: UnitOfWork) -> dict[str, int]:
+            return {
+                "requests": await repository.purge_requests(uow.conn, self._request_log),
+                "jobs": await repository.purge_finished_jobs(uow.conn, self._finished_jobs),
             }
+
+        purged = await self._db.transaction(purge)
         if any(purged.values()):
             log.info("rows past retention deleted", **purged)
         return purged

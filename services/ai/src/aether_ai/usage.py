@@ -14,10 +14,10 @@ from typing import Any
 
 from aether.ai.v1 import ai_pb2, events_pb2
 from aether_ai import repository
-from aether_ai.db import Database
 from aether_ai.events import request_completed
 from aether_common.errors import ValidationFailed
 from aether_common.events import outbox_pg
+from aether_common.postgres import PostgresDatabase
 
 KINDS = frozenset({"chat", "analyze", "search", "job"})
 MAX_USAGE_DAYS = 366
@@ -59,7 +59,7 @@ class Completion:
 
 
 class UsageStore:
-    def __init__(self, db: Database, *, topic_prefix: str = "") -> None:
+    def __init__(self, db: PostgresDatabase, *, topic_prefix: str = "") -> None:
         self._db = db
         self._topic_prefix = topic_prefix
 

@@ -1,7 +1,7 @@
 """The AI service's PostgreSQL stores against the session's real servers (devstack plugin).
 
-Each test gets its own PostgreSQL database (`pg_dsn`, migrated by `Database.start()`) and Kafka
-topic prefix. Fixture names start with `store_` so they never clash with the service-level
+Each test gets its own PostgreSQL database (`pg_dsn`, migrated by `PostgresDatabase.start()`)
+and Kafka topic prefix. Fixture names start with `store_` so they never clash with the service-level
 fixtures of tests/conftest.py. Test modules cannot import each other here, so shared helpers
 live on the `store_kit` fixture.
 """
@@ -12,19 +12,22 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from aether_ai.db import Database
 from aether_common.errors import AetherError
+from aether_common.postgres import PostgresDatabase
 
 
 @pytest.fixture
-async def store_db(pg_dsn: str) -> AsyncIterator[Database]:
-    db = Database(pg_dsn, max_size=5)
+async def store_db(pg_dsn: str) -> AsyncIterator[PostgresDatabase]:
+    db = PostgresDatabase(
+        pg_dsn, service="ai", migrations=files("aether_ai") / "migrations", max_size=5
+    )
     await db.start()
     try:
         yield db

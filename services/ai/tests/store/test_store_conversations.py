@@ -6,12 +6,12 @@ import uuid
 from typing import Any
 
 from aether_ai.conversations import Conversations, Turn, title_of
-from aether_ai.db import Database
 from aether_ai.preferences import Preferences
+from aether_common.postgres import PostgresDatabase
 
 
 async def test_start_append_and_continue_with_the_last_turns(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     conversations = Conversations(store_db, history_turns=3)
     first = "  \nWhat moves the price of gold?\nAnd silver?"
@@ -72,7 +72,7 @@ async def test_titles_are_the_first_line_cut_to_80_characters() -> None:
 
 
 async def test_another_users_or_an_unknown_conversation_is_not_found(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     conversations = Conversations(store_db)
     started = await conversations.start_or_continue("alice", "", first_message="hi", mode="fast")
@@ -93,7 +93,9 @@ async def test_another_users_or_an_unknown_conversation_is_not_found(
     assert got.conversation.message_count == 1
 
 
-async def test_a_non_uuid_id_is_a_validation_error(store_db: Database, store_kit: Any) -> None:
+async def test_a_non_uuid_id_is_a_validation_error(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     conversations = Conversations(store_db)
     for bad in ("nope", "123", "'; DROP TABLE ai_conversations; --"):
         calls = [
@@ -108,7 +110,9 @@ async def test_a_non_uuid_id_is_a_validation_error(store_db: Database, store_kit
             assert "conversation_id" in error.detail
 
 
-async def test_list_most_recent_first_with_a_cursor(store_db: Database, store_kit: Any) -> None:
+async def test_list_most_recent_first_with_a_cursor(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     conversations = Conversations(store_db)
     ids = []
     for user, n in [*(("alice", n) for n in range(5)), ("bob", 5)]:
@@ -139,7 +143,7 @@ async def test_list_most_recent_first_with_a_cursor(store_db: Database, store_ki
 
 
 async def test_delete_removes_the_conversation_and_its_messages(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     conversations = Conversations(store_db)
     started = await conversations.start_or_continue("alice", "", first_message="bye", mode="fast")
@@ -156,7 +160,7 @@ async def test_delete_removes_the_conversation_and_its_messages(
     assert await store_db.pool.fetchval("SELECT count(*) FROM ai_messages") == 0
 
 
-async def test_preferences_round_trip(store_db: Database) -> None:
+async def test_preferences_round_trip(store_db: PostgresDatabase) -> None:
     preferences = Preferences(store_db)
     assert await preferences.get_mode("alice") is None
     await preferences.set_mode("alice", "deep_thinking")

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from aether_ai.conversations import Conversation, Conversations, Turn
-from aether_ai.db import Database
 from aether_ai.usage import Completion, UsageStore
+from aether_common.postgres import PostgresDatabase
 
 
 def completion(user_id: str, conversation_id: str, **overrides: Any) -> Completion:
@@ -40,7 +40,7 @@ def new_conversation() -> Conversation:
 QA = [Turn("user", "Why gold?", "fast"), Turn("assistant", "Fear.", "fast", "smollm2")]
 
 
-async def counts(db: Database, user_id: str) -> dict[str, Any]:
+async def counts(db: PostgresDatabase, user_id: str) -> dict[str, Any]:
     return dict(
         await db.pool.fetchrow(
             """
@@ -57,7 +57,7 @@ async def counts(db: Database, user_id: str) -> dict[str, Any]:
 
 
 async def test_a_multi_agent_answer_counts_each_part_once_with_its_turns(
-    store_db: Database,
+    store_db: PostgresDatabase,
 ) -> None:
     usage = UsageStore(store_db)
     conversations = Conversations(store_db)
@@ -102,7 +102,7 @@ async def test_a_multi_agent_answer_counts_each_part_once_with_its_turns(
 
 
 async def test_another_users_conversation_gets_no_turns_but_the_usage_counts(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     usage = UsageStore(store_db)
     conversations = Conversations(store_db)
@@ -117,7 +117,9 @@ async def test_another_users_conversation_gets_no_turns_but_the_usage_counts(
     assert (await counts(store_db, "bob"))["messages"] == 2
 
 
-async def test_a_refused_statement_writes_nothing_of_the_exchange(store_db: Database) -> None:
+async def test_a_refused_statement_writes_nothing_of_the_exchange(
+    store_db: PostgresDatabase,
+) -> None:
     usage = UsageStore(store_db)
     conversations = Conversations(store_db)
     broken = usage.rows([completion("cid", "", prompt_tokens=-1)])  # breaks a CHECK
@@ -132,7 +134,7 @@ async def test_a_refused_statement_writes_nothing_of_the_exchange(store_db: Data
 
 
 async def test_concurrent_answers_to_one_conversation_keep_each_question_with_its_answer(
-    store_db: Database,
+    store_db: PostgresDatabase,
 ) -> None:
     conversations = Conversations(store_db)
     new = new_conversation()

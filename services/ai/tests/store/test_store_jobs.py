@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import Any
 
 from aether.ai.v1 import ai_pb2
-from aether_ai.db import Database
 from aether_ai.jobs import GENERIC_FAILURE, JobResult, JobRunner, Jobs
 from aether_common.errors import Unavailable, ValidationFailed
+from aether_common.postgres import PostgresDatabase
 
 QUEUED, RUNNING = ai_pb2.JOB_STATUS_QUEUED, ai_pb2.JOB_STATUS_RUNNING
 SUCCEEDED, FAILED = ai_pb2.JOB_STATUS_SUCCEEDED, ai_pb2.JOB_STATUS_FAILED
@@ -58,11 +58,13 @@ async def finished(jobs: Jobs, user_id: str, job_id: str, kit: Any) -> ai_pb2.Jo
     return result
 
 
-async def attempts(db: Database, job_id: str) -> int:
+async def attempts(db: PostgresDatabase, job_id: str) -> int:
     return int(await db.pool.fetchval("SELECT attempts FROM ai_jobs WHERE id = $1", job_id))
 
 
-async def test_submit_then_get_and_who_may_see_it(store_db: Database, store_kit: Any) -> None:
+async def test_submit_then_get_and_who_may_see_it(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     jobs = Jobs(store_db)
     job = await jobs.submit("alice", ai_pb2.ChatRequest(message="Summarise AAPL", mode="fast"))
     assert job.status == QUEUED
@@ -82,7 +84,9 @@ async def test_submit_then_get_and_who_may_see_it(store_db: Database, store_kit:
     assert (error.code, error.detail) == ("validation", "job_id must be a UUID")
 
 
-async def test_the_runner_runs_a_job_to_succeeded(store_db: Database, store_kit: Any) -> None:
+async def test_the_runner_runs_a_job_to_succeeded(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     jobs, model = Jobs(store_db), EchoModel()
     async with running(JobRunner(jobs, model, poll_s=0.05)):
         first = await jobs.submit("alice", ai_pb2.ChatRequest(message="one two three"))
@@ -103,7 +107,7 @@ async def test_the_runner_runs_a_job_to_succeeded(store_db: Database, store_kit:
 
 
 async def test_a_failing_run_ends_failed_after_max_attempts(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
     crashing = EchoModel(lambda: RuntimeError("db password is hunter2"))
@@ -120,7 +124,7 @@ async def test_a_failing_run_ends_failed_after_max_attempts(
         assert await attempts(store_db, job.job_id) == 3
 
 
-async def test_a_refused_request_fails_at_once(store_db: Database, store_kit: Any) -> None:
+async def test_a_refused_request_fails_at_once(store_db: PostgresDatabase, store_kit: Any) -> None:
     jobs = Jobs(store_db)
     model = EchoModel(lambda: ValidationFailed("unknown mode 'telepathy'"))
     async with running(JobRunner(jobs, model, poll_s=0.05, retry_backoff_s=0)):
@@ -130,7 +134,9 @@ async def test_a_refused_request_fails_at_once(store_db: Database, store_kit: An
     assert len(model.calls) == 1
 
 
-async def test_an_expired_lease_is_claimed_again(store_db: Database, store_kit: Any) -> None:
+async def test_an_expired_lease_is_claimed_again(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     jobs = Jobs(store_db)
     job = await jobs.submit("alice", ai_pb2.ChatRequest(message="after a crash"))
     # A replica claims the job, then "crashes": it never renews nor finishes it.
@@ -152,7 +158,7 @@ async def test_an_expired_lease_is_claimed_again(store_db: Database, store_kit: 
 
 
 async def test_a_job_whose_runners_keep_dying_ends_failed(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
     job = await jobs.submit("alice", ai_pb2.ChatRequest(message="poison"))
@@ -167,7 +173,7 @@ async def test_a_job_whose_runners_keep_dying_ends_failed(
 
 
 async def test_stopping_puts_a_running_job_back_in_the_queue(
-    store_db: Database, store_kit: Any
+    store_db: PostgresDatabase, store_kit: Any
 ) -> None:
     jobs = Jobs(store_db)
     started = asyncio.Event()
@@ -193,7 +199,7 @@ async def test_stopping_puts_a_running_job_back_in_the_queue(
     assert done.status == SUCCEEDED
 
 
-async def test_a_submit_wakes_an_idle_runner(store_db: Database, store_kit: Any) -> None:
+async def test_a_submit_wakes_an_idle_runner(store_db: PostgresDatabase, store_kit: Any) -> None:
     """With a poll far longer than the wait, only the NOTIFY on submit can start the job."""
     jobs = Jobs(store_db)
     async with running(JobRunner(jobs, EchoModel(), poll_s=600)):

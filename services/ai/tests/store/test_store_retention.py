@@ -6,15 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aether.ai.v1 import ai_pb2
-from aether_ai.db import Database
 from aether_ai.jobs import Jobs
 from aether_ai.retention import RetentionJob
 from aether_ai.usage import UsageStore
+from aether_common.postgres import PostgresDatabase
 
 from .test_store_usage import completion
 
 
-async def test_rows_past_retention_are_deleted(store_db: Database) -> None:
+async def test_rows_past_retention_are_deleted(store_db: PostgresDatabase) -> None:
     usage = UsageStore(store_db)
     old, recent = completion("u1"), completion("u1")
     for item in (old, recent):

@@ -11,9 +11,9 @@ import pytest
 from aether.ai.v1 import events_pb2
 from aether.events.v1.envelope_pb2 import EventEnvelope
 from aether_ai import events
-from aether_ai.db import Database
 from aether_ai.usage import Completion, UsageStore
 from aether_common.events import EventProducer, PgOutboxRelay, decode_event, event_from_record
+from aether_common.postgres import PostgresDatabase
 
 
 def completion(user_id: str, **overrides: Any) -> Completion:
@@ -36,7 +36,7 @@ def completion(user_id: str, **overrides: Any) -> Completion:
 
 
 async def test_record_writes_the_request_the_aggregate_and_the_event_once(
-    store_db: Database,
+    store_db: PostgresDatabase,
 ) -> None:
     usage = UsageStore(store_db, topic_prefix="t.")
     first = completion("u1")
@@ -81,7 +81,7 @@ async def test_record_writes_the_request_the_aggregate_and_the_event_once(
     assert event.payload == first.to_event_payload()
 
 
-async def test_a_refused_record_writes_nothing(store_db: Database) -> None:
+async def test_a_refused_record_writes_nothing(store_db: PostgresDatabase) -> None:
     usage = UsageStore(store_db)
     with pytest.raises(ValueError, match="kind"):
         await usage.record(completion("u1", kind="nonsense"))
@@ -90,7 +90,7 @@ async def test_a_refused_record_writes_nothing(store_db: Database) -> None:
 
 
 async def test_the_relay_puts_the_event_on_kafka(
-    store_db: Database, aether_endpoints: Any, topic_prefix: str, store_kit: Any
+    store_db: PostgresDatabase, aether_endpoints: Any, topic_prefix: str, store_kit: Any
 ) -> None:
     bootstrap = aether_endpoints.kafka_bootstrap
     producer = EventProducer(bootstrap, client_id="aether-ai-test")
@@ -119,7 +119,7 @@ async def test_the_relay_puts_the_event_on_kafka(
     assert events.topic_specs(topic_prefix)[0].name == topic_prefix + events.REQUEST_COMPLETED
 
 
-async def test_usage_over_days_with_totals(store_db: Database, store_kit: Any) -> None:
+async def test_usage_over_days_with_totals(store_db: PostgresDatabase, store_kit: Any) -> None:
     usage = UsageStore(store_db)
     await usage.record(completion("me", prompt_tokens=100, completion_tokens=10, cost_usd=0.5))
     await usage.record(completion("me", prompt_tokens=50, completion_tokens=5, cost_usd=0.25))
@@ -162,7 +162,9 @@ async def test_usage_over_days_with_totals(store_db: Database, store_kit: Any) -
         assert error.code == "validation"
 
 
-async def test_performance_percentiles_over_the_window(store_db: Database, store_kit: Any) -> None:
+async def test_performance_percentiles_over_the_window(
+    store_db: PostgresDatabase, store_kit: Any
+) -> None:
     usage = UsageStore(store_db)
     small = [(120, 40, False), (300, 90, False), (80, 80, True), (1500, 400, False)]
     large = [(2000, 600, False), (2600, 700, False), (90, 90, True)]
@@ -227,7 +229,7 @@ async def test_performance_percentiles_over_the_window(store_db: Database, store
     assert error.code == "validation"
 
 
-async def test_performance_of_an_empty_window_is_zero(store_db: Database) -> None:
+async def test_performance_of_an_empty_window_is_zero(store_db: PostgresDatabase) -> None:
     perf = await UsageStore(store_db).performance(10)
     assert perf.requests == 0
     assert perf.latency_p95_ms == 0.0

@@ -9,11 +9,11 @@ from aether.auth.v1 import events_pb2 as auth_events
 from aether_ai import events
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations, Turn
-from aether_ai.db import Database
 from aether_ai.jobs import Jobs
 from aether_ai.preferences import Preferences
 from aether_ai.usage import Completion, UsageStore
 from aether_common.events import Event, EventProducer
+from aether_common.postgres import PostgresDatabase
 
 PER_USER = """
 SELECT
@@ -27,7 +27,7 @@ SELECT
 """
 
 
-async def populate(db: Database, user_id: str) -> None:
+async def populate(db: PostgresDatabase, user_id: str) -> None:
     conversations = Conversations(db)
     for n in range(2):
         conversation = await conversations.start_or_continue(
@@ -56,12 +56,12 @@ async def populate(db: Database, user_id: str) -> None:
     )
 
 
-async def counts(db: Database, user_id: str) -> dict[str, int]:
+async def counts(db: PostgresDatabase, user_id: str) -> dict[str, int]:
     return dict(await db.pool.fetchrow(PER_USER, user_id))
 
 
 async def test_user_deleted_erases_that_user_only(
-    store_db: Database, aether_endpoints: Any, topic_prefix: str, store_kit: Any
+    store_db: PostgresDatabase, aether_endpoints: Any, topic_prefix: str, store_kit: Any
 ) -> None:
     gone, stays = "user-gone", "user-stays"
     await populate(store_db, gone)

@@ -20,9 +20,11 @@ from aether_auth import repository
 from aether_auth.app import AuthApp
 from aether_auth.config import AuthSettings
 from aether_auth.rbac import Plan, Role
+from aether_auth.service import UserView
 from aether_auth.validation import normalize_email
 from aether_common.lifecycle import Component
 from aether_common.logging import configure_logging
+from aether_common.postgres import UnitOfWork
 from aether_common.settings import SettingsError, load_settings
 
 OPERATOR = "operator-cli"
@@ -44,7 +46,7 @@ async def _with_store(settings: AuthSettings, action: str, args: argparse.Namesp
             kid = await auth.keys.rotate_now()
             _say(f"new signing key {kid}; earlier keys verify until their tokens expire")
         elif action == "list-keys":
-            async with auth.database.pool.acquire() as conn:
+            async with auth.database.connection() as conn:
                 for key in await repository.verifiable_signing_keys(conn):
                     state = "retired" if key.retired_at else "signing"
                     until = key.verify_until.isoformat() if key.verify_until else "-"
@@ -71,14 +73,19 @@ async def _promote(auth: AuthApp, args: argparse.Namespace) -> int:
     except ValueError as exc:
         _say(f"email {exc}", error=True)
         return 2
-    async with auth.database.transaction() as uow:
+
+    async def change(uow: UnitOfWork) -> UserView | None:
         user = await repository.get_user_by_email(uow.conn, email, for_update=True)
         if user is None:
-            _say(f"no account with email {email}", error=True)
-            return 1
-        view = await auth.service.change_access(
+            return None
+        return await auth.service.change_access(
             uow, user, plan=plan, role=role, changed_by=OPERATOR
         )
+
+    view = await auth.database.transaction(change)
+    if view is None:
+        _say(f"no account with email {email}", error=True)
+        return 1
     _say(f"{email}: plan {view.user.plan.value}, role {view.user.role.value}")
     return 0
 

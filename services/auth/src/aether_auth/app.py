@@ -5,14 +5,15 @@ runner drives, in start order. `__main__` runs it; tests start the same componen
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.resources import files
 
 from fastapi import FastAPI
 
 from aether_auth import api
+from aether_auth.callers import AccessTokenResolver
 from aether_auth.challenges import MfaChallenges
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox
-from aether_auth.db import Database
 from aether_auth.events import UserEvents, topic_specs
 from aether_auth.grpc import SERVICE_NAME, AuthServicer, register
 from aether_auth.housekeeping import Housekeeper
@@ -20,7 +21,6 @@ from aether_auth.keys import KeyRing
 from aether_auth.mailer import Mailer
 from aether_auth.oidc import OAuthStates, OidcProviders
 from aether_auth.passwords import Passwords
-from aether_auth.resolver import AccessTokenResolver
 from aether_auth.revocation import RevocationList
 from aether_auth.service import AuthService
 from aether_auth.sessions import Sessions
@@ -30,6 +30,7 @@ from aether_common.events import EventProducer, PgOutboxRelay
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.postgres import PostgresDatabase
 from aether_common.redis_component import RedisComponent
 
 
@@ -38,7 +39,9 @@ class AuthApp:
         self, settings: AuthSettings, *, grpc_host: str = "0.0.0.0", grpc_port: int | None = None
     ) -> None:
         s = self.settings = settings
-        self.database = Database(s.database_url)
+        self.database = PostgresDatabase(
+            s.database_url, service="auth", migrations=files("aether_auth") / "migrations"
+        )
         self.redis = RedisComponent(s.redis_url, timeout_s=2.0, decode_responses=True)
         redis = self.redis.client
         self.box = SecretBox(s.key_encryption_secret.get_secret_value())

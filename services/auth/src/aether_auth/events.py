@@ -10,6 +10,7 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from aether.auth.v1 import auth_pb2, events_pb2
+from aether_auth.client_info import ClientInfo
 from aether_auth.rbac import Plan, Role, plan_to_pb, role_to_pb
 from aether_common.events import Event, TopicSpec
 
@@ -49,7 +50,6 @@ def topic_specs(prefix: str = "") -> list[TopicSpec]:
 
 
 AnyEvent = Event[Message]
-Client = auth_pb2.ClientInfo
 
 
 class UserEvents:
@@ -62,28 +62,32 @@ class UserEvents:
         return Event(type=self.prefix + topic, subject=subject, payload=payload, source=SOURCE)
 
     def registered(
-        self, user_id: str, email: str, plan: Plan, method: str, client: Client
+        self, user_id: str, email: str, plan: Plan, method: str, client: ClientInfo
     ) -> AnyEvent:
         payload = events_pb2.UserRegistered(
-            user_id=user_id, email=email, plan=plan_to_pb(plan), method=method, client=client
+            user_id=user_id,
+            email=email,
+            plan=plan_to_pb(plan),
+            method=method,
+            client=_client_pb(client),
         )
         return self._event(REGISTERED, user_id, payload)
 
-    def logged_in(self, user_id: str, method: str, session_id: str, client: Client) -> AnyEvent:
+    def logged_in(self, user_id: str, method: str, session_id: str, client: ClientInfo) -> AnyEvent:
         payload = events_pb2.UserLoggedIn(
-            user_id=user_id, method=method, session_id=session_id, client=client
+            user_id=user_id, method=method, session_id=session_id, client=_client_pb(client)
         )
         return self._event(LOGGED_IN, user_id, payload)
 
-    def login_failed(self, user_id: str, email: str, reason: str, client: Client) -> AnyEvent:
+    def login_failed(self, user_id: str, email: str, reason: str, client: ClientInfo) -> AnyEvent:
         payload = events_pb2.UserLoginFailed(
-            user_id=user_id, email=email, reason=reason, client=client
+            user_id=user_id, email=email, reason=reason, client=_client_pb(client)
         )
         return self._event(LOGIN_FAILED, user_id or email, payload)
 
-    def locked_out(self, user_id: str, lock_seconds: int, client: Client) -> AnyEvent:
+    def locked_out(self, user_id: str, lock_seconds: int, client: ClientInfo) -> AnyEvent:
         payload = events_pb2.UserLockedOut(
-            user_id=user_id, lock_seconds=lock_seconds, client=client
+            user_id=user_id, lock_seconds=lock_seconds, client=_client_pb(client)
         )
         return self._event(LOCKED_OUT, user_id, payload)
 
@@ -91,9 +95,9 @@ class UserEvents:
         payload = events_pb2.UserMfaChanged(user_id=user_id, enabled=enabled)
         return self._event(MFA_ENABLED if enabled else MFA_DISABLED, user_id, payload)
 
-    def recovery_code_used(self, user_id: str, codes_left: int, client: Client) -> AnyEvent:
+    def recovery_code_used(self, user_id: str, codes_left: int, client: ClientInfo) -> AnyEvent:
         payload = events_pb2.UserRecoveryCodeUsed(
-            user_id=user_id, codes_left=codes_left, client=client
+            user_id=user_id, codes_left=codes_left, client=_client_pb(client)
         )
         return self._event(RECOVERY_CODE_USED, user_id, payload)
 
@@ -122,11 +126,15 @@ class UserEvents:
         payload = events_pb2.UserEmailVerified(user_id=user_id, email=email)
         return self._event(EMAIL_VERIFIED, user_id, payload)
 
-    def token_reuse_detected(self, user_id: str, session_id: str, client: Client) -> AnyEvent:
+    def token_reuse_detected(self, user_id: str, session_id: str, client: ClientInfo) -> AnyEvent:
         payload = events_pb2.UserTokenReuseDetected(
-            user_id=user_id, session_id=session_id, client=client
+            user_id=user_id, session_id=session_id, client=_client_pb(client)
         )
         return self._event(TOKEN_REUSE_DETECTED, user_id, payload)
 
     def deleted(self, user_id: str) -> AnyEvent:
         return self._event(DELETED, user_id, events_pb2.UserDeleted(user_id=user_id))
+
+
+def _client_pb(client: ClientInfo) -> auth_pb2.ClientInfo:
+    return auth_pb2.ClientInfo(ip=client.ip, user_agent=client.user_agent)

@@ -12,14 +12,16 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
-from aether_auth.db import Database
+from aether_auth.callers import require_caller
+from aether_auth.client_info import ClientInfo
 from aether_auth.keys import KeyRing
 from aether_auth.rbac import plan_from_pb, plan_to_pb, role_from_pb, role_to_pb
-from aether_auth.resolver import require_caller
 from aether_auth.service import AuthService, SecondFactor, SignIn, UserView
+from aether_auth.sessions import IssuedTokens
 from aether_auth.validation import user_id as parse_user_id
 from aether_common.errors import ValidationFailed
 from aether_common.grpc.interceptors import Context
+from aether_common.postgres import PostgresDatabase
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 
@@ -42,6 +44,20 @@ def user_to_pb(view: UserView) -> auth_pb2.User:
     )
 
 
+def tokens_to_pb(tokens: IssuedTokens) -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        token_type="Bearer",  # noqa: S106 (OAuth token type)
+        expires_in=tokens.expires_in,
+        refresh_expires_in=tokens.refresh_expires_in,
+    )
+
+
+def client_info(client: auth_pb2.ClientInfo) -> ClientInfo:
+    return ClientInfo(ip=client.ip, user_agent=client.user_agent)
+
+
 def _challenge_pb(result: SignIn) -> auth_pb2.MfaChallenge | None:
     if result.challenge is None:
         return None
@@ -53,7 +69,7 @@ def _challenge_pb(result: SignIn) -> auth_pb2.MfaChallenge | None:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, database: Database, keys: KeyRing) -> None:
+    def __init__(self, service: AuthService, database: PostgresDatabase, keys: KeyRing) -> None:
         self._service = service
         self._db = database
         self._keys = keys
@@ -62,22 +78,22 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        async with self._db.transaction() as uow:
-            view = await self._service.register(
+        view = await self._db.transaction(
+            lambda uow: self._service.register(
                 uow,
                 email=request.email,
                 password=request.password,
                 name=request.display_name,
-                client=request.client,
+                client=client_info(request.client),
             )
+        )
         return auth_pb2.RegisterResponse(user=user_to_pb(view))
 
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: Context
     ) -> auth_pb2.GetMeResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            view = await self._service.get_me(uow, caller)
+        view = await self._db.transaction(lambda uow: self._service.get_me(uow, caller))
         return auth_pb2.GetMeResponse(user=user_to_pb(view))
 
     async def UpdateProfile(
@@ -85,60 +101,69 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.UpdateProfileResponse:
         caller = require_caller()
         name = request.display_name if request.HasField("display_name") else None
-        async with self._db.transaction() as uow:
-            view = await self._service.update_profile(uow, caller, name=name)
+        view = await self._db.transaction(
+            lambda uow: self._service.update_profile(uow, caller, name=name)
+        )
         return auth_pb2.UpdateProfileResponse(user=user_to_pb(view))
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: Context
     ) -> auth_pb2.ChangePasswordResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            tokens = await self._service.change_password(
+        tokens = await self._db.transaction(
+            lambda uow: self._service.change_password(
                 uow, caller, current=request.current_password, new=request.new_password
             )
-        return auth_pb2.ChangePasswordResponse(tokens=tokens.to_pb())
+        )
+        return auth_pb2.ChangePasswordResponse(tokens=tokens_to_pb(tokens))
 
     # -- sign-in ----------------------------------------------------------------------------
     async def Login(
         self, request: auth_pb2.LoginRequest, context: Context
     ) -> auth_pb2.LoginResponse:
-        async with self._db.transaction() as uow:
-            result = await self._service.login(
-                uow, email=request.email, password=request.password, client=request.client
+        result = await self._db.transaction(
+            lambda uow: self._service.login(
+                uow,
+                email=request.email,
+                password=request.password,
+                client=client_info(request.client),
             )
+        )
         if result.tokens is not None:
-            return auth_pb2.LoginResponse(tokens=result.tokens.to_pb())
+            return auth_pb2.LoginResponse(tokens=tokens_to_pb(result.tokens))
         return auth_pb2.LoginResponse(mfa_required=_challenge_pb(result))
 
     async def CompleteMfaLogin(
         self, request: auth_pb2.CompleteMfaLoginRequest, context: Context
     ) -> auth_pb2.CompleteMfaLoginResponse:
         factor = SecondFactor(totp_code=request.totp_code, recovery_code=request.recovery_code)
-        async with self._db.transaction() as uow:
-            tokens = await self._service.complete_mfa_login(
+        tokens = await self._db.transaction(
+            lambda uow: self._service.complete_mfa_login(
                 uow,
                 challenge_token=request.challenge_token,
                 factor=factor,
-                client=request.client,
+                client=client_info(request.client),
             )
-        return auth_pb2.CompleteMfaLoginResponse(tokens=tokens.to_pb())
+        )
+        return auth_pb2.CompleteMfaLoginResponse(tokens=tokens_to_pb(tokens))
 
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: Context
     ) -> auth_pb2.RefreshResponse:
-        async with self._db.transaction() as uow:
-            tokens = await self._service.refresh(
-                uow, refresh_token=request.refresh_token, client=request.client
+        tokens = await self._db.transaction(
+            lambda uow: self._service.refresh(
+                uow, refresh_token=request.refresh_token, client=client_info(request.client)
             )
-        return auth_pb2.RefreshResponse(tokens=tokens.to_pb())
+        )
+        return auth_pb2.RefreshResponse(tokens=tokens_to_pb(tokens))
 
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
     ) -> auth_pb2.LogoutResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            await self._service.logout(uow, caller, refresh_token=request.refresh_token)
+        await self._db.transaction(
+            lambda uow: self._service.logout(uow, caller, refresh_token=request.refresh_token)
+        )
         return auth_pb2.LogoutResponse()
 
     async def GetJwks(
@@ -151,8 +176,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.BeginMfaEnrollmentRequest, context: Context
     ) -> auth_pb2.BeginMfaEnrollmentResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            enrollment = await self._service.begin_mfa_enrollment(uow, caller)
+        enrollment = await self._db.transaction(
+            lambda uow: self._service.begin_mfa_enrollment(uow, caller)
+        )
         return auth_pb2.BeginMfaEnrollmentResponse(
             secret=enrollment.secret,
             otpauth_uri=enrollment.otpauth_uri,
@@ -163,10 +189,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ConfirmMfaEnrollmentRequest, context: Context
     ) -> auth_pb2.ConfirmMfaEnrollmentResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            codes = await self._service.confirm_mfa_enrollment(
+        codes = await self._db.transaction(
+            lambda uow: self._service.confirm_mfa_enrollment(
                 uow, caller, totp_code=request.totp_code
             )
+        )
         return auth_pb2.ConfirmMfaEnrollmentResponse(recovery_codes=codes)
 
     async def DisableMfa(
@@ -174,8 +201,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.DisableMfaResponse:
         caller = require_caller()
         factor = SecondFactor(totp_code=request.totp_code, recovery_code=request.recovery_code)
-        async with self._db.transaction() as uow:
-            await self._service.disable_mfa(uow, caller, factor=factor)
+        await self._db.transaction(
+            lambda uow: self._service.disable_mfa(uow, caller, factor=factor)
+        )
         return auth_pb2.DisableMfaResponse()
 
     # -- mailed links -----------------------------------------------------------------------
@@ -183,31 +211,33 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.SendEmailVerificationRequest, context: Context
     ) -> auth_pb2.SendEmailVerificationResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            await self._service.send_email_verification(uow, caller)
+        await self._db.transaction(lambda uow: self._service.send_email_verification(uow, caller))
         return auth_pb2.SendEmailVerificationResponse()
 
     async def VerifyEmail(
         self, request: auth_pb2.VerifyEmailRequest, context: Context
     ) -> auth_pb2.VerifyEmailResponse:
-        async with self._db.transaction() as uow:
-            view = await self._service.verify_email(uow, token=request.token)
+        view = await self._db.transaction(
+            lambda uow: self._service.verify_email(uow, token=request.token)
+        )
         return auth_pb2.VerifyEmailResponse(user=user_to_pb(view))
 
     async def RequestPasswordReset(
         self, request: auth_pb2.RequestPasswordResetRequest, context: Context
     ) -> auth_pb2.RequestPasswordResetResponse:
-        async with self._db.transaction() as uow:
-            await self._service.request_password_reset(uow, email=request.email)
+        await self._db.transaction(
+            lambda uow: self._service.request_password_reset(uow, email=request.email)
+        )
         return auth_pb2.RequestPasswordResetResponse()
 
     async def ResetPassword(
         self, request: auth_pb2.ResetPasswordRequest, context: Context
     ) -> auth_pb2.ResetPasswordResponse:
-        async with self._db.transaction() as uow:
-            await self._service.reset_password(
+        await self._db.transaction(
+            lambda uow: self._service.reset_password(
                 uow, token=request.token, new_password=request.new_password
             )
+        )
         return auth_pb2.ResetPasswordResponse()
 
     # -- OAuth ------------------------------------------------------------------------------
@@ -232,17 +262,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def FinishOAuth(
         self, request: auth_pb2.FinishOAuthRequest, context: Context
     ) -> auth_pb2.FinishOAuthResponse:
-        async with self._db.transaction() as uow:
-            result = await self._service.finish_oauth(
+        result = await self._db.transaction(
+            lambda uow: self._service.finish_oauth(
                 uow,
                 provider=request.provider,
                 code=request.code,
                 state=request.state,
-                client=request.client,
+                client=client_info(request.client),
             )
+        )
         if result.tokens is not None:
             return auth_pb2.FinishOAuthResponse(
-                tokens=result.tokens.to_pb(), created=result.created
+                tokens=tokens_to_pb(result.tokens), created=result.created
             )
         return auth_pb2.FinishOAuthResponse(
             mfa_required=_challenge_pb(result), created=result.created
@@ -259,26 +290,27 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise ValidationFailed("unknown plan", field_errors={"plan": "is not a known plan"})
         if request.role and role is None:
             raise ValidationFailed("unknown role", field_errors={"role": "is not a known role"})
-        async with self._db.transaction() as uow:
-            view = await self._service.set_user_access(
+        view = await self._db.transaction(
+            lambda uow: self._service.set_user_access(
                 uow, caller, user_id=target, plan=plan, role=role
             )
+        )
         return auth_pb2.SetUserAccessResponse(user=user_to_pb(view))
 
     async def ExportMyData(
         self, request: auth_pb2.ExportMyDataRequest, context: Context
     ) -> auth_pb2.ExportMyDataResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            document = await self._service.export_my_data(uow, caller)
+        document = await self._db.transaction(lambda uow: self._service.export_my_data(uow, caller))
         return auth_pb2.ExportMyDataResponse(json=document)
 
     async def DeleteMyAccount(
         self, request: auth_pb2.DeleteMyAccountRequest, context: Context
     ) -> auth_pb2.DeleteMyAccountResponse:
         caller = require_caller()
-        async with self._db.transaction() as uow:
-            await self._service.delete_my_account(uow, caller, password=request.password)
+        await self._db.transaction(
+            lambda uow: self._service.delete_my_account(uow, caller, password=request.password)
+        )
         return auth_pb2.DeleteMyAccountResponse()
 
 

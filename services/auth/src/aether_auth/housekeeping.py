@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aether_auth import repository
-from aether_auth.db import Database
 from aether_auth.keys import KeyRing
 from aether_common.logging import get_logger
 from aether_common.periodic import Periodic
+from aether_common.postgres import PostgresDatabase
 
 log = get_logger(__name__)
 
@@ -20,7 +20,7 @@ class Housekeeper(Periodic):
 
     def __init__(
         self,
-        database: Database,
+        database: PostgresDatabase,
         keys: KeyRing,
         *,
         interval_s: float,
@@ -38,9 +38,8 @@ class Housekeeper(Periodic):
             await self._keys.rotate_if_older_than(self._rotation)
         else:
             await self._keys.reload()
-        async with self._db.transaction() as uow:
-            purged = await repository.purge_expired(
-                uow.conn, login_history_older_than=self._retention
-            )
+        purged = await self._db.transaction(
+            lambda uow: repository.purge_expired(uow.conn, login_history_older_than=self._retention)
+        )
         if any(purged.values()):
             log.info("expired rows purged", **purged)

@@ -20,8 +20,8 @@ from jwt.algorithms import OKPAlgorithm
 
 from aether_auth import repository
 from aether_auth.crypto import SecretBox
-from aether_auth.db import Database
 from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase, UnitOfWork
 
 ALGORITHM = "EdDSA"
 _PURPOSE = "signing-key"
@@ -78,7 +78,9 @@ class KeyRing:
 
     name = "signing-keys"
 
-    def __init__(self, database: Database, box: SecretBox, access_token_ttl: timedelta) -> None:
+    def __init__(
+        self, database: PostgresDatabase, box: SecretBox, access_token_ttl: timedelta
+    ) -> None:
         self._db = database
         self._box = box
         self._ttl = access_token_ttl
@@ -96,32 +98,36 @@ class KeyRing:
         return self._signing is not None
 
     async def ensure_signing_key(self) -> None:
-        async with self._db.transaction() as uow:
+        async def ensure(uow: UnitOfWork) -> None:
             await repository.lock_signing_keys(uow.conn)
             if await repository.active_signing_key_created(uow.conn) is None:
                 await rotate(uow.conn, self._box, self._ttl)
+
+        await self._db.transaction(ensure)
         await self.reload()
 
     async def rotate_if_older_than(self, interval: timedelta) -> str | None:
         """The housekeeper's scheduled rotation; one replica does it (advisory lock)."""
-        async with self._db.transaction() as uow:
+
+        async def rotate_if_due(uow: UnitOfWork) -> str | None:
             await repository.lock_signing_keys(uow.conn)
             created: datetime | None = await repository.active_signing_key_created(uow.conn)
             now = await uow.conn.fetchval("SELECT now()")
-            kid = None
             if created is None or now - created >= interval:
-                kid = await rotate(uow.conn, self._box, self._ttl)
+                return await rotate(uow.conn, self._box, self._ttl)
+            return None
+
+        kid = await self._db.transaction(rotate_if_due)
         await self.reload()
         return kid
 
     async def rotate_now(self) -> str:
-        async with self._db.transaction() as uow:
-            kid = await rotate(uow.conn, self._box, self._ttl)
+        kid = await self._db.transaction(lambda uow: rotate(uow.conn, self._box, self._ttl))
         await self.reload()
         return kid
 
     async def reload(self) -> None:
-        async with self._db.pool.acquire() as conn:
+        async with self._db.connection() as conn:
             records = await repository.verifiable_signing_keys(conn)
         public: dict[str, PublicKey] = {}
         signing: SigningKey | None = None

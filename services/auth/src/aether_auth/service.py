@@ -15,12 +15,11 @@ from typing import NoReturn
 
 import asyncpg
 
-from aether.auth.v1 import auth_pb2
 from aether_auth import mfa, repository
 from aether_auth.challenges import MfaChallenges
+from aether_auth.client_info import ClientInfo
 from aether_auth.config import AuthSettings
 from aether_auth.crypto import SecretBox, random_token, token_hash
-from aether_auth.db import KeepWrites, UnitOfWork
 from aether_auth.events import UserEvents
 from aether_auth.mailer import Mailer
 from aether_auth.metrics import LOCKOUTS, REFRESH_TOKEN_REUSE, SIGN_INS
@@ -28,7 +27,7 @@ from aether_auth.oidc import OAuthStates, OidcIdentity, OidcProviders, new_pendi
 from aether_auth.passwords import Passwords, policy_violation
 from aether_auth.rbac import USERS_ADMIN, Plan, Role, permissions_for
 from aether_auth.repository import UserRecord
-from aether_auth.schemas import DataExport
+from aether_auth.export import DataExport
 from aether_auth.sessions import MAX_IP, MAX_USER_AGENT, IssuedTokens, Sessions
 from aether_auth.throttle import Cooldown, LoginThrottle
 from aether_auth.tokens import AccessClaims
@@ -43,6 +42,8 @@ from aether_common.errors import (
     ValidationFailed,
 )
 from aether_common.logging import get_logger
+from aether_common.postgres import UnitOfWork
+from aether_common.unit_of_work import KeepWrites
 
 INVALID_CREDENTIALS = "invalid email or password"
 VERIFY_EMAIL = "verify_email"
@@ -50,7 +51,6 @@ RESET_PASSWORD = "reset_password"  # noqa: S105 (a purpose name, not a secret)
 TOTP_PURPOSE = "totp-secret"
 RECOVERY_PURPOSE = "recovery-code"
 MFA_METHODS = ("totp", "recovery_code")
-Client = auth_pb2.ClientInfo
 
 log = get_logger(__name__)
 
@@ -126,7 +126,7 @@ class AuthService:
 
     # == accounts ==============================================================================
     async def register(
-        self, uow: UnitOfWork, *, email: str, password: str, name: str, client: Client
+        self, uow: UnitOfWork, *, email: str, password: str, name: str, client: ClientInfo
     ) -> UserView:
         errors = FieldErrors()
         normalized = email_field(errors, email)
@@ -186,7 +186,9 @@ class AuthService:
         return await self.sessions.start(uow, user, session[0], session[1])
 
     # == sign-in ===============================================================================
-    async def login(self, uow: UnitOfWork, *, email: str, password: str, client: Client) -> SignIn:
+    async def login(
+        self, uow: UnitOfWork, *, email: str, password: str, client: ClientInfo
+    ) -> SignIn:
         errors = FieldErrors()
         normalized = email_field(errors, email)
         required(errors, password, "password")
@@ -205,7 +207,7 @@ class AuthService:
         return await self._signed_in(uow, user, "password", client)
 
     async def complete_mfa_login(
-        self, uow: UnitOfWork, *, challenge_token: str, factor: SecondFactor, client: Client
+        self, uow: UnitOfWork, *, challenge_token: str, factor: SecondFactor, client: ClientInfo
     ) -> IssuedTokens:
         challenge = await self.challenges.get(challenge_token)
         if challenge is None:
@@ -241,7 +243,9 @@ class AuthService:
         SIGN_INS.labels("mfa", "success").inc()
         return tokens
 
-    async def refresh(self, uow: UnitOfWork, *, refresh_token: str, client: Client) -> IssuedTokens:
+    async def refresh(
+        self, uow: UnitOfWork, *, refresh_token: str, client: ClientInfo
+    ) -> IssuedTokens:
         if not refresh_token:
             raise ValidationFailed(
                 "refresh_token is required", field_errors={"refresh_token": "is required"}
@@ -331,7 +335,7 @@ class AuthService:
         user = await self._caller_user(uow, caller, for_update=True)
         if not user.mfa_enabled:
             raise PreconditionFailed("MFA is not enabled", code="mfa_not_enabled")
-        if await self._second_factor(uow, user, factor, Client()) is None:
+        if await self._second_factor(uow, user, factor, ClientInfo()) is None:
             raise Forbidden("invalid MFA code", code="invalid_mfa_code")
         await repository.delete_mfa(uow.conn, user.id)
         await repository.set_mfa_enabled(uow.conn, user.id, False)
@@ -430,7 +434,7 @@ class AuthService:
         return await client.authorization_url(redirect_uri, state, login), state
 
     async def finish_oauth(
-        self, uow: UnitOfWork, *, provider: str, code: str, state: str, client: Client
+        self, uow: UnitOfWork, *, provider: str, code: str, state: str, client: ClientInfo
     ) -> SignIn:
         errors = FieldErrors()
         required(errors, code, "code")
@@ -450,7 +454,7 @@ class AuthService:
         return SignIn(signed_in.tokens, signed_in.challenge, created)
 
     async def _oauth_account(
-        self, uow: UnitOfWork, identity: OidcIdentity, client: Client
+        self, uow: UnitOfWork, identity: OidcIdentity, client: ClientInfo
     ) -> tuple[UserRecord, bool]:
         """The account this identity signs in to: linked before, linked now by verified email,
         or created."""
@@ -617,12 +621,14 @@ class AuthService:
         identities = await repository.list_identities(uow.conn, user.id)
         return UserView(user, tuple(sorted({i.provider for i in identities})))
 
-    async def _session_method(self, uow: UnitOfWork, caller: AccessClaims) -> tuple[str, Client]:
+    async def _session_method(
+        self, uow: UnitOfWork, caller: AccessClaims
+    ) -> tuple[str, ClientInfo]:
         sessions = await repository.list_sessions(uow.conn, uuid.UUID(caller.sub))
         current = next((s for s in sessions if str(s.id) == caller.sid), None)
         if current is None:
-            return "password", Client()
-        return current.method, Client(ip=current.ip, user_agent=current.user_agent)
+            return "password", ClientInfo()
+        return current.method, ClientInfo(ip=current.ip, user_agent=current.user_agent)
 
     async def _require_password(
         self, uow: UnitOfWork, user: UserRecord, password: str, *, field: str
@@ -637,12 +643,14 @@ class AuthService:
             outcome = await self.throttle.record_failure(user.email, "")
             if outcome.locked_now:
                 LOCKOUTS.inc()
-                await uow.emit(self.events.locked_out(str(user.id), outcome.lock_seconds, Client()))
+                await uow.emit(
+                    self.events.locked_out(str(user.id), outcome.lock_seconds, ClientInfo())
+                )
                 raise KeepWrites(self._locked(outcome.lock_seconds))
             raise Forbidden(f"{field} is incorrect", code="wrong_password")
 
     async def _refuse_if_throttled(
-        self, uow: UnitOfWork, email: str, client: Client, *, user: UserRecord | None = None
+        self, uow: UnitOfWork, email: str, client: ClientInfo, *, user: UserRecord | None = None
     ) -> None:
         refusal = await self.throttle.refusal(email, client.ip)
         if refusal is None:
@@ -664,7 +672,7 @@ class AuthService:
         )
 
     async def _password_failed(
-        self, uow: UnitOfWork, email: str, user: UserRecord | None, client: Client
+        self, uow: UnitOfWork, email: str, user: UserRecord | None, client: ClientInfo
     ) -> NoReturn:
         outcome = await self.throttle.record_failure(email, client.ip)
         user_id = str(user.id) if user else ""
@@ -691,7 +699,7 @@ class AuthService:
         )
 
     async def _signed_in(
-        self, uow: UnitOfWork, user: UserRecord, method: str, client: Client
+        self, uow: UnitOfWork, user: UserRecord, method: str, client: ClientInfo
     ) -> SignIn:
         """The first factor passed: tokens, or a challenge when MFA is on."""
         if user.mfa_enabled:
@@ -706,7 +714,7 @@ class AuthService:
         return SignIn(tokens=tokens)
 
     async def _second_factor(
-        self, uow: UnitOfWork, user: UserRecord, factor: SecondFactor, client: Client
+        self, uow: UnitOfWork, user: UserRecord, factor: SecondFactor, client: ClientInfo
     ) -> str | None:
         """ "mfa_totp" / "mfa_recovery_code" when the code is good (and now spent), else None."""
         if factor.totp_code.strip():
@@ -743,7 +751,7 @@ class AuthService:
         method: str,
         success: bool,
         reason: str,
-        client: Client,
+        client: ClientInfo,
     ) -> None:
         await repository.add_login(
             uow.conn,

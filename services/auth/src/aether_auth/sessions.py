@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from aether.auth.v1 import auth_pb2
 from aether_auth import repository
+from aether_auth.client_info import ClientInfo
 from aether_auth.crypto import random_token, token_hash
-from aether_auth.db import UnitOfWork
 from aether_auth.repository import UserRecord
 from aether_auth.revocation import RevocationList
 from aether_auth.tokens import AccessClaims, AccessTokens
+from aether_common.postgres import UnitOfWork
 
 MAX_USER_AGENT = 256
 MAX_IP = 64
@@ -39,15 +39,6 @@ class IssuedTokens:
     def session_id(self) -> str:
         return self.claims.sid
 
-    def to_pb(self) -> auth_pb2.TokenPair:
-        return auth_pb2.TokenPair(
-            access_token=self.access_token,
-            refresh_token=self.refresh_token,
-            token_type="Bearer",  # noqa: S106 (OAuth token type)
-            expires_in=self.expires_in,
-            refresh_expires_in=self.refresh_expires_in,
-        )
-
 
 class Sessions:
     def __init__(
@@ -58,7 +49,7 @@ class Sessions:
         self.refresh_ttl_s = refresh_ttl_s
 
     async def start(
-        self, uow: UnitOfWork, user: UserRecord, method: str, client: auth_pb2.ClientInfo
+        self, uow: UnitOfWork, user: UserRecord, method: str, client: ClientInfo
     ) -> IssuedTokens:
         """A new session (family) for `user` and its first token pair."""
         session_id = uuid.uuid4()

@@ -13,19 +13,21 @@ choose it (MEMORY_EMBEDDER).
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 from fastapi import FastAPI
 
 from aether_common.auth_jwks import AuthJwks, token_resolver
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
-from aether_memory.access import NAMESPACES
+from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_memory.config import MemorySettings
 from aether_memory.consumers import ContentConsumer
-from aether_memory.db import Database
 from aether_memory.embeddings import Embedder, Embeddings, build_embedder
 from aether_memory.grpc import SERVICE_NAME, MemoryServicer, register
 from aether_memory.index import VectorIndex
+from aether_memory.namespaces import NAMESPACES
 from aether_memory.rebuild import IndexRebuild
 from aether_memory.rooms import RoomMembership
 from aether_memory.service import MemoryService
@@ -41,7 +43,13 @@ class MemoryApp:
         embedder: Embedder | None = None,
     ) -> None:
         s = self.settings = settings
-        self.database = Database(s.database_url, pool_size=s.database_pool_size)
+        self.database = PostgresDatabase(
+            s.database_url,
+            service="memory",
+            migrations=files("aether_memory") / "migrations",
+            max_size=s.database_pool_size,
+            init=jsonb_as_objects,
+        )
         model = embedder or build_embedder(s)
         # One worker for the local model (concurrent ONNX runs only fight over the cores);
         # an HTTP endpoint takes a few requests at once.

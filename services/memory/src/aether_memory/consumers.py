@@ -31,9 +31,10 @@ from aether_common.events import (
     PgIdempotencyStore,
 )
 from aether_common.logging import get_logger
-from aether_memory.access import Namespace
-from aether_memory.db import Database
+from aether_common.postgres import PostgresDatabase
+from aether_memory import schemas
 from aether_memory.metrics import USERS_ERASED
+from aether_memory.namespaces import Namespace
 from aether_memory.service import MemoryService
 
 log = get_logger(__name__)
@@ -54,7 +55,7 @@ class ContentConsumer(BackgroundConsumer):
 
     def __init__(
         self,
-        database: Database,
+        database: PostgresDatabase,
         service: MemoryService,
         *,
         bootstrap: str,
@@ -100,7 +101,7 @@ class ContentConsumer(BackgroundConsumer):
         await self._index_message(event.payload.message, ctx.tx)
 
     async def _index_message(self, message: Any, conn: Any) -> None:
-        batch = self._service.chat_batch(message)
+        batch = self._service.chat_batch(schemas.chat_message(message))
         if batch is None:  # deleted or emptied: nothing to search any more
             if message.message_id:
                 await self._service.remove(

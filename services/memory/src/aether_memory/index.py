@@ -8,21 +8,40 @@ from PostgreSQL, the source of truth, so a point left behind by a crash never su
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from aether_common.errors import Unavailable
 from aether_common.logging import get_logger
-from aether_memory.embeddings import Vectors
+from aether_common.outages import RETRY_AFTER_S
+from aether_memory.embeddings import OUTAGE_DETAIL, Vectors
 
 log = get_logger(__name__)
 
 # Payload indexes (server only: local mode scans anyway and warns about them).
 KEYWORD_FIELDS = ("user_id", "room_id")
 TIME_FIELD = "created_at"
+
+
+# A Qdrant server unreachable (ResponseHandlingException wraps the transport error), answering
+# an error, or timing out: the index is away, not the request wrong.
+_QDRANT_OUTAGES = (ResponseHandlingException, UnexpectedResponse, httpx.HTTPError)
+
+
+@contextlib.contextmanager
+def _outage_as_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except _QDRANT_OUTAGES as exc:
+        log.warning("vector index unavailable", error=repr(exc))
+        raise Unavailable(OUTAGE_DETAIL, retry_after=RETRY_AFTER_S) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,38 +179,41 @@ class VectorIndex:
     async def upsert(self, namespace: str, points: Sequence[Point], vectors: Vectors) -> None:
         if not points:
             return
-        await self.client.upsert(
-            self.collection(namespace),
-            points=[
-                models.PointStruct(
-                    id=str(point.id),
-                    vector=vector.tolist(),
-                    payload={
-                        "user_id": point.user_id,
-                        "room_id": point.room_id,
-                        TIME_FIELD: point.created_at.timestamp(),
-                    },
-                )
-                for point, vector in zip(points, vectors, strict=True)
-            ],
-            wait=True,
-        )
+        with _outage_as_unavailable():
+            await self.client.upsert(
+                self.collection(namespace),
+                points=[
+                    models.PointStruct(
+                        id=str(point.id),
+                        vector=vector.tolist(),
+                        payload={
+                            "user_id": point.user_id,
+                            "room_id": point.room_id,
+                            TIME_FIELD: point.created_at.timestamp(),
+                        },
+                    )
+                    for point, vector in zip(points, vectors, strict=True)
+                ],
+                wait=True,
+            )
 
     async def delete(self, namespace: str, point_ids: Sequence[uuid.UUID]) -> None:
         if not point_ids:
             return
-        await self.client.delete(
-            self.collection(namespace),
-            points_selector=models.PointIdsList(points=[str(p) for p in point_ids]),
-            wait=True,
-        )
+        with _outage_as_unavailable():
+            await self.client.delete(
+                self.collection(namespace),
+                points_selector=models.PointIdsList(points=[str(p) for p in point_ids]),
+                wait=True,
+            )
 
     async def delete_user(self, namespace: str, user_id: str) -> None:
-        await self.client.delete(
-            self.collection(namespace),
-            points_selector=models.FilterSelector(filter=Filters(user_id=user_id).to_qdrant()),
-            wait=True,
-        )
+        with _outage_as_unavailable():
+            await self.client.delete(
+                self.collection(namespace),
+                points_selector=models.FilterSelector(filter=Filters(user_id=user_id).to_qdrant()),
+                wait=True,
+            )
 
     # -- reads ----------------------------------------------------------------------------------
     async def search(
@@ -203,12 +225,13 @@ class VectorIndex:
         limit: int,
         min_score: float | None,
     ) -> list[Hit]:
-        response = await self.client.query_points(
-            self.collection(namespace),
-            query=list(vector),
-            query_filter=filters.to_qdrant(),
-            limit=limit,
-            score_threshold=min_score,
-            with_payload=False,
-        )
+        with _outage_as_unavailable():
+            response = await self.client.query_points(
+                self.collection(namespace),
+                query=list(vector),
+                query_filter=filters.to_qdrant(),
+                limit=limit,
+                score_threshold=min_score,
+                with_payload=False,
+            )
         return [Hit(uuid.UUID(str(point.id)), point.score) for point in response.points]

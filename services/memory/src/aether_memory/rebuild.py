@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase, UnitOfWork
 from aether_memory import repository
-from aether_memory.db import Database
 from aether_memory.embeddings import Embeddings
 from aether_memory.index import Point, VectorIndex
 from aether_memory.metrics import RECORDS_REINDEXED
@@ -35,7 +36,12 @@ class IndexRebuild:
     name = "index-rebuild"
 
     def __init__(
-        self, database: Database, index: VectorIndex, embeddings: Embeddings, *, page_size: int
+        self,
+        database: PostgresDatabase,
+        index: VectorIndex,
+        embeddings: Embeddings,
+        *,
+        page_size: int,
     ) -> None:
         self._db = database
         self._index = index
@@ -82,10 +88,12 @@ class IndexRebuild:
 
     async def _page(self, namespace: str, after: tuple[str, str]) -> tuple[tuple[str, str], int]:
         """Re-embed the next page; returns the new cursor and how many records it held."""
-        async with self._db.transaction() as conn:
+
+        async def reindex(uow: UnitOfWork) -> tuple[list[Any], int]:
+            conn = uow.conn
             keys = await repository.page(conn, namespace, after, self.page_size)
             if not keys:
-                return after, 0
+                return keys, 0
             point_ids = [point for _, _, point in keys]
             await repository.lock_points(conn, point_ids)
             rows = await repository.by_points(conn, namespace, point_ids)
@@ -97,6 +105,11 @@ class IndexRebuild:
                     for row in current
                 ]
                 await self._index.upsert(namespace, points, vectors)
-        RECORDS_REINDEXED.labels(namespace).inc(len(current))
+            return keys, len(current)
+
+        keys, reindexed = await self._db.transaction(reindex)
+        if not keys:
+            return after, 0
+        RECORDS_REINDEXED.labels(namespace).inc(reindexed)
         last_scope, last_id, _ = keys[-1]
         return (last_scope, last_id), len(keys)

@@ -18,24 +18,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from aether.chat.v1 import chat_pb2
-from aether.memory.v1 import memory_pb2
 from aether_common.errors import Forbidden
-from aether_memory import repository, schemas, validation
-from aether_memory.access import (
+from aether_common.postgres import PostgresDatabase
+from aether_memory import repository, validation
+from aether_memory.callers import Caller, require_caller
+from aether_memory.config import MemorySettings
+from aether_memory.embeddings import Embeddings
+from aether_memory.index import Filters, Point, VectorIndex
+from aether_memory.metrics import RECORDS_DELETED, RECORDS_UPSERTED, SEARCH_DURATION
+from aether_memory.namespaces import (
     NAMESPACES,
-    Caller,
     Namespace,
     check_write,
     namespace,
     owner_scope,
-    require_caller,
 )
-from aether_memory.config import MemorySettings
-from aether_memory.db import Database
-from aether_memory.embeddings import Embeddings
-from aether_memory.index import Filters, Point, VectorIndex
-from aether_memory.metrics import RECORDS_DELETED, RECORDS_UPSERTED, SEARCH_DURATION
 from aether_memory.rooms import RoomMembership
 
 
@@ -66,12 +63,63 @@ class Stored:
     embedded: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordInput:
+    """A record as a caller sent it (not validated yet)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """A search as a caller sent it (not validated yet; 0 and "" mean "not given")."""
+
+    namespace: str
+    query: str
+    limit: int = 0
+    min_score: float = 0.0
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    room_id: str = ""
+    user_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A search hit: the stored row (memory_records) and its similarity."""
+
+    row: Any
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    model: str
+    dimensions: int
+    vectors: list[list[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """What the chat namespace keeps of a chat message (from chat's events)."""
+
+    message_id: str
+    room_id: str
+    sender_id: str
+    seq: int
+    content: str
+    deleted: bool
+    created_at: datetime | None
+
+
 class MemoryService:
     def __init__(
         self,
         *,
         settings: MemorySettings,
-        database: Database,
+        database: PostgresDatabase,
         embeddings: Embeddings,
         index: VectorIndex,
         rooms: RoomMembership,
@@ -89,11 +137,12 @@ class MemoryService:
         )
 
     # -- Upsert ------------------------------------------------------------------------------
-    def upsert_batch(self, caller: Caller, request: memory_pb2.UpsertRequest) -> Batch:
+    def upsert_batch(
+        self, caller: Caller, namespace_name: str, records: Sequence[RecordInput]
+    ) -> Batch:
         s = self.settings
-        ns = namespace(request.namespace)
+        ns = namespace(namespace_name)
         check_write(ns, caller, s.knowledge_write_permission)
-        records = request.records
         if not records:
             raise validation.fail("records", "records: give at least one")
         if len(records) > s.max_records:
@@ -156,11 +205,11 @@ class MemoryService:
 
     # -- Delete ------------------------------------------------------------------------------
     def delete_target(
-        self, caller: Caller, request: memory_pb2.DeleteRequest
+        self, caller: Caller, namespace_name: str, record_ids: Sequence[str]
     ) -> tuple[Namespace, str, list[str]]:
-        ns = namespace(request.namespace)
+        ns = namespace(namespace_name)
         check_write(ns, caller, self.settings.knowledge_write_permission)
-        ids = validation.existing_ids(request.ids, self.settings.max_records)
+        ids = validation.existing_ids(record_ids, self.settings.max_records)
         return ns, owner_scope(ns, caller), ids
 
     async def remove(
@@ -174,25 +223,13 @@ class MemoryService:
         return deleted
 
     # -- Search ------------------------------------------------------------------------------
-    async def search(
-        self, caller: Caller, request: memory_pb2.SearchRequest
-    ) -> memory_pb2.SearchResponse:
+    async def search(self, caller: Caller, request: SearchQuery) -> list[Found]:
         s = self.settings
         ns = namespace(request.namespace)
         query = validation.text(request.query, "query", s.max_query_chars)
         limit = validation.limit(request.limit, default=s.default_limit, maximum=s.max_limit)
         min_score = validation.min_score(request.min_score)
-        after = (
-            validation.moment(request.created_after, "created_after")
-            if request.HasField("created_after")
-            else None
-        )
-        before = (
-            validation.moment(request.created_before, "created_before")
-            if request.HasField("created_before")
-            else None
-        )
-        after, before = validation.time_range(after, before)
+        after, before = validation.time_range(request.created_after, request.created_before)
         filters = Filters(created_after=after, created_before=before)
         if ns is Namespace.MEMORIES:
             if request.room_id:
@@ -217,45 +254,34 @@ class MemoryService:
         hits = await self._index.search(
             ns.value, vector.tolist(), filters=filters, limit=limit, min_score=min_score
         )
-        rows = await repository.by_points(self._db.pool, ns.value, [h.point_id for h in hits])
+        async with self._db.connection() as conn:
+            rows = await repository.by_points(conn, ns.value, [h.point_id for h in hits])
         SEARCH_DURATION.labels(ns.value).observe(time.perf_counter() - started)
-        return memory_pb2.SearchResponse(
-            hits=[
-                memory_pb2.SearchHit(record=schemas.record_pb(rows[hit.point_id]), score=hit.score)
-                for hit in hits
-                if hit.point_id in rows
-            ]
-        )
+        return [Found(rows[hit.point_id], hit.score) for hit in hits if hit.point_id in rows]
 
     # -- Embed -------------------------------------------------------------------------------
-    async def embed(self, request: memory_pb2.EmbedRequest) -> memory_pb2.EmbedResponse:
+    async def embed(self, texts: Sequence[str]) -> Embedded:
         s = self.settings
-        texts = validation.texts(
-            request.texts, "texts", max_count=s.max_records, max_chars=s.max_text_chars
+        valid = validation.texts(
+            texts, "texts", max_count=s.max_records, max_chars=s.max_text_chars
         )
-        vectors = await self._embeddings.embed(texts)
-        return memory_pb2.EmbedResponse(
-            model=self._embeddings.model,
-            dimensions=self._embeddings.dimensions,
-            vectors=[memory_pb2.Vector(values=row.tolist()) for row in vectors],
+        vectors = await self._embeddings.embed(valid)
+        return Embedded(
+            self._embeddings.model, self._embeddings.dimensions, [row.tolist() for row in vectors]
         )
 
     # -- events ------------------------------------------------------------------------------
-    def chat_batch(self, message: chat_pb2.Message) -> Batch | None:
+    def chat_batch(self, message: ChatMessage) -> Batch | None:
         """The "chat" record of a created or edited message (None: nothing to embed)."""
         if message.deleted or not message.content.strip() or not message.message_id:
             return None
-        text = message.content[: self.settings.max_text_chars]
-        created = (
-            message.created_at.ToDatetime(tzinfo=UTC) if message.HasField("created_at") else None
-        )
         draft = Draft(
             id=message.message_id,
-            text=text,
+            text=message.content[: self.settings.max_text_chars],
             metadata={"seq": message.seq},
             user_id=message.sender_id,
             room_id=message.room_id,
-            created_at=created,
+            created_at=message.created_at,
         )
         return Batch(Namespace.CHAT, "", [draft])
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from aether_common.errors import ValidationFailed
 
@@ -60,13 +60,12 @@ def texts(values: Sequence[str], field: str, *, max_count: int, max_chars: int) 
     return [text(value, f"{field}[{n}]", max_chars) for n, value in enumerate(values)]
 
 
-def metadata(value: struct_pb2.Struct, field: str, limit: int) -> dict[str, Any]:
-    """The Struct as a plain dict, at most `limit` bytes of compact JSON."""
-    data: dict[str, Any] = json_format.MessageToDict(value)
-    size = len(orjson.dumps(data))
+def metadata(value: dict[str, Any], field: str, limit: int) -> dict[str, Any]:
+    """At most `limit` bytes of compact JSON."""
+    size = len(orjson.dumps(value))
     if size > limit:
         raise fail(field, f"{field} is {size} bytes of JSON; at most {limit}")
-    return data
+    return value
 
 
 def room_id(value: str, field: str = "room_id") -> str:

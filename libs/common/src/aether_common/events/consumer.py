@@ -8,8 +8,9 @@ Guarantees, in order of importance:
 - a failing handler is retried with exponential backoff, then its record is parked on
   `<topic>.dlq` (a DeadLetter value, the original headers plus `dlq_error`) and committed;
   a record that is not an event at all (bad headers, undecodable payload) goes there at once;
-- store failures (the database is down) are retried until they pass: they say nothing about
-  the record, so they never send it to the DLQ;
+- store failures, and a handler's datastore outages (`aether_common.outages`, `Unavailable`),
+  are retried until they pass: they say nothing about the record, so they never send it to the
+  DLQ;
 - on a rebalance the batch in flight finishes and handled offsets are committed before the
   partitions go to another member.
 Records of one partition are handled in order. Consecutive records are handled in one store
@@ -37,6 +38,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind
 
 from aether.events.v1.envelope_pb2 import EventEnvelope
+from aether_common import outages
+from aether_common.errors import Unavailable
 from aether_common.events.dlq import best_envelope, dead_letter, park
 from aether_common.events.envelope import Event, MalformedEvent, event_from_record
 from aether_common.events.idempotency import IdempotencyStore
@@ -367,11 +370,11 @@ class EventConsumer(Generic[T]):
                     error=repr(failed.cause),
                 )
                 await self._backoff(attempt)
-            except Exception as exc:  # the store, not the record: retry until it recovers
+            except Exception as exc:  # a datastore, not the record: retry until it recovers
                 attempt -= 1
                 store_failures += 1
                 log.warning(
-                    "idempotency store failed; retrying",
+                    "datastore unavailable; retrying",
                     topic=record.topic,
                     event_id=event.id,
                     error=repr(exc),
@@ -403,6 +406,8 @@ class EventConsumer(Generic[T]):
             else:  # no tracer configured: skip the no-op span, it costs per event
                 await route.handler(event, ctx)
         except Exception as exc:
+            if isinstance(exc, Unavailable) or outages.classify(exc) is not None:
+                raise  # a datastore away, not a bad record: retried like the store, no DLQ
             raise _HandlerFailed(exc, event.id) from exc
         finally:
             route.latency.observe(time.perf_counter() - started)

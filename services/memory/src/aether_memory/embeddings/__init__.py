@@ -11,12 +11,19 @@ Standalone (benchmarks, scripts):
 from __future__ import annotations
 
 from aether_memory.config import MemorySettings
-from aether_memory.embeddings.base import Embedder, EmbeddingFailed, Vectors, normalise
+from aether_memory.embeddings.base import (
+    OUTAGE_DETAIL,
+    Embedder,
+    EmbeddingFailed,
+    Vectors,
+    normalise,
+)
 from aether_memory.embeddings.batcher import Embeddings
 from aether_memory.embeddings.local import LocalEmbedder
 from aether_memory.embeddings.openai import OpenAIEmbedder
 
 __all__ = [
+    "OUTAGE_DETAIL",
     "Embedder",
     "EmbeddingFailed",
     "Embeddings",

@@ -15,11 +15,24 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from aether_common.errors import Unavailable
+from aether_common.outages import RETRY_AFTER_S
+
 Vectors = npt.NDArray[np.float32]
+# What a caller reads when a dependency of the memory service is away (never its address).
+OUTAGE_DETAIL = "a dependency of the memory service is unavailable; retry"
 
 
-class EmbeddingFailed(RuntimeError):
-    """The model or the endpoint could not embed (its message says why)."""
+class EmbeddingFailed(Unavailable):
+    """The model or the endpoint could not embed: callers get UNAVAILABLE with Retry-After,
+    consumers retry the record. `reason` (for the logs) says why; callers are not told."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(OUTAGE_DETAIL, retry_after=RETRY_AFTER_S)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"EmbeddingFailed({self.reason!r})"
 
 
 @runtime_checkable

@@ -1,6 +1,5 @@
-"""Wire models. The RPCs speak protobuf (auth.proto); this is the JSON document of
-ExportMyData: everything the service holds about a user, and no secret (no password hash,
-TOTP secret, recovery or refresh token)."""
+"""The JSON document of ExportMyData (the GDPR export; pydantic): everything the service holds
+about a user, and no secret (no password hash, TOTP secret, recovery or refresh token)."""
 
 from __future__ import annotations
 

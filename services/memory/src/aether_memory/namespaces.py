@@ -1,4 +1,5 @@
-"""Namespaces and who may do what in each (protos/aether/memory/v1/memory.proto):
+"""Namespaces and the rules of each: who may read, write and delete what
+(protos/aether/memory/v1/memory.proto):
 
 - "memories":  a user's own notes; only the owner reads, writes or deletes them. Ids are per
                owner, so one user's ids never collide with (or reveal) another's.
@@ -10,11 +11,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
-from aether_common.errors import Forbidden, Unauthenticated, ValidationFailed
-from aether_common.identity import current_identity
+from aether_common.errors import Forbidden, ValidationFailed
+from aether_memory.callers import Caller
 
 
 class Namespace(StrEnum):
@@ -24,22 +24,6 @@ class Namespace(StrEnum):
 
 
 NAMESPACES = tuple(Namespace)
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    user_id: str
-    # The admin role or the knowledge-write permission.
-    writes_knowledge: bool = False
-
-
-def require_caller(*, admin_role: str, knowledge_permission: str) -> Caller:
-    """The verified caller of the current RPC; UNAUTHENTICATED when the call had no token."""
-    identity = current_identity()
-    if identity.user_id is None:
-        raise Unauthenticated("this call needs an access token (authorization: Bearer ...)")
-    writes = identity.has_role(admin_role) or identity.has_permission(knowledge_permission)
-    return Caller(identity.user_id, writes_knowledge=writes)
 
 
 def namespace(value: str) -> Namespace:
