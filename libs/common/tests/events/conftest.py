@@ -88,7 +88,7 @@ def read_topic(kafka: str) -> ReadTopic:
 async def wait_for(
     condition: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition"
 ) -> None:
-    await testkit.eventually(condition, within, what, interval=0.02)
+    await testkit.eventually(condition, within, what, every=0.02)
 
 
 @pytest.fixture

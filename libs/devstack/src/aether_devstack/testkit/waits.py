@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import mailbox
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.message import Message as Mail
 from pathlib import Path
 from typing import Any
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool] | bool],
+    check: Callable[[], object],
     within: float = 10.0,
     what: str = "the condition",
-    interval: float = 0.05,
-) -> None:
-    """Wait until `check()` (sync or async) holds; fail after `within` seconds."""
+    every: float = 0.05,
+) -> Any:
+    """Poll `check()` (sync or async) until it gives something truthy, and return that; fail
+    after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
         result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
+        value = await result if inspect.isawaitable(result) else result
+        if value:
+            return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(interval)
+        await asyncio.sleep(every)
 
 
 async def read_topic(
