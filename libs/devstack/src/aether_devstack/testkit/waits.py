@@ -36,18 +36,24 @@ async def read_topic(
     """Records of `topic` from the beginning, with a real consumer (no group: no join delay),
     until `count` arrived; with `settle`, then what else arrives within `settle` seconds."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
+    deadline = time.monotonic() + within
+    # A consumer learns the partitions of the topics that exist when it starts, not of one
+    # created later (a relay creates its topics in the background): wait for it first.
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while topic not in await admin.list_topics():
+            assert time.monotonic() < deadline, f"topic {topic} never appeared"
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        deadline = time.monotonic() + within
-        partitions = None
-        while not partitions:
-            assert time.monotonic() < deadline, f"topic {topic} never appeared"
-            if topic in await consumer.topics():
-                partitions = consumer.partitions_for_topic(topic)
-            else:
-                await asyncio.sleep(0.05)
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"the consumer does not know {topic}"
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
