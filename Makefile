@@ -38,8 +38,9 @@ lint: setup ## ruff (lint + format), buf lint + format
 	$(UV) run ruff format --check .
 	cd protos && $(UV) run buf lint && $(UV) run buf format --diff --exit-code
 
-typecheck: setup ## mypy --strict on the shared libraries and every service
-	$(UV) run mypy libs/common/src libs/devstack/src $(wildcard services/*/src)
+typecheck: setup ## mypy --strict on the shared libraries, every service and all the tests
+	$(UV) run mypy libs/common/src libs/devstack/src $(wildcard services/*/src) \
+		$(wildcard libs/*/tests) $(wildcard services/*/tests) tests/e2e deploy/tests
 
 helm-check: setup ## deployment checks, offline: chart lint/render/validate, skaffold, images, trivy, terraform, chart tests
 	bash deploy/helm-check.sh

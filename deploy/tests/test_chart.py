@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_SRC = REPO / "deploy" / "helm" / "aether"
@@ -43,7 +43,8 @@ def enabled_components(values: dict[str, Any]) -> list[str]:
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
-    return containers[0]
+    first: dict[str, Any] = containers[0]
+    return first
 
 
 @pytest.fixture(params=sorted(SETS), scope="module")

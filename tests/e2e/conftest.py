@@ -16,14 +16,10 @@ ask for `server_side`, which skips with the reason when the gateway is an extern
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import io
 import json
-import mailbox
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -34,11 +30,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aether_devstack import oidc_provider as provider
-from aether_devstack.catalog import service_argv, service_env
-from aether_devstack.cli import ServiceProcess, Terminal, signal_group
+from aether_devstack.cli import ServiceProcess, signal_group
 from aether_devstack.fleet import START_TIMEOUT_S, Fleet
-from aether_devstack.servers import free_port
+from aether_devstack.testkit import (
+    OidcProvider,
+    await_mail,
+    fleet_env,
+    oidc_provider_process,
+    replica_spec,
+    start_fleet_process,
+)
 
 OIDC_PROVIDER = "devoidc"
 # Never fetched: the OAuth test reads code and state from the provider's redirect and hands
@@ -53,28 +54,11 @@ def _external() -> str | None:
     return url.rstrip("/") if url else None
 
 
-@dataclass(frozen=True)
-class OidcProvider:
-    issuer: str
-    client_id: str
-    client_secret: str
-    redirect_uri: str
-
-
 @pytest.fixture(scope="session")
 def oidc_provider() -> Iterator[OidcProvider]:
-    port = free_port()
-    client_id, secret = "aether-e2e", "oidc-e2e-secret-" + secrets.token_hex(4)
-    proc = provider.spawn(
-        port, redirect_uris=[OAUTH_REDIRECT_URI], client_id=client_id, client_secret=secret
-    )
-    yield OidcProvider(f"http://127.0.0.1:{port}", client_id, secret, OAUTH_REDIRECT_URI)
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    secret = "oidc-e2e-secret-" + secrets.token_hex(4)
+    with oidc_provider_process("aether-e2e", secret, OAUTH_REDIRECT_URI) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -140,20 +124,11 @@ class ServerSide:
 
     async def mail(self, to: str, subject: str, within: float = 10.0) -> Message:
         """The newest mail to `to` with `subject` the local SMTP server stored."""
-        deadline = time.monotonic() + within
-        while True:
-            box = mailbox.Maildir(self.maildir, create=False)
-            found = [m for m in box if m["To"] == to and m["Subject"] == subject]
-            if found:
-                return found[-1]
-            assert time.monotonic() < deadline, f"no mail {subject!r} to {to} in {within} s"
-            await asyncio.sleep(0.05)
+        return await await_mail(self.maildir, to, subject, within)
 
     async def promote(self, email: str, *args: str) -> str:
         """`python -m aether_auth.admin promote EMAIL ARGS...` with auth's own environment."""
-        spec = self.fleet.spec("auth")
-        env = service_env(spec, self.fleet.specs, self.fleet.endpoints, self.fleet.root)
-        env |= self.fleet.extra_env.get("auth", {})
+        env = fleet_env(self.fleet, self.fleet.spec("auth"))
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -199,14 +174,12 @@ def second_gateway_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield second.rstrip("/")
         return
     fleet: Fleet = request.getfixturevalue("aether_platform")
-    spec = dataclasses.replace(fleet.spec("gateway"), http_port=free_port())
-    env = service_env(spec, fleet.specs, fleet.endpoints, fleet.root)
-    env |= fleet.extra_env.get("gateway", {})
-    env["AETHER_HTTP_PORT"] = str(spec.http_port)
+    spec = replica_spec(fleet, "gateway")
     process = ServiceProcess(spec, fleet.log_dir / "gateway-2.log")
-    process.start(service_argv(spec, fleet.endpoints, fleet.root), env, Terminal(io.StringIO(), 1))
     try:
-        process.wait_healthy(START_TIMEOUT_S)
+        start_fleet_process(
+            fleet, process, within=START_TIMEOUT_S, env={"AETHER_HTTP_PORT": str(spec.http_port)}
+        )
         yield f"http://127.0.0.1:{spec.http_port}"
     finally:
         process.stop()
@@ -228,13 +201,8 @@ class ServiceControl:
 
     def start(self, name: str) -> None:
         """Start it again (same ports, same environment) and wait for its /healthz."""
-        fleet = self.fleet
-        process = fleet.process(name)
-        env = service_env(process.spec, fleet.specs, fleet.endpoints, fleet.root)
-        env |= fleet.extra_env.get(name, {})
-        argv = service_argv(process.spec, fleet.endpoints, fleet.root)
-        process.start(argv, env, Terminal(io.StringIO(), 1))
-        process.wait_healthy(START_TIMEOUT_S)
+        process = self.fleet.process(name)
+        start_fleet_process(self.fleet, process, within=START_TIMEOUT_S)
         # /healthz answers before the components (gRPC among them) have started: /readyz after.
         deadline = time.monotonic() + START_TIMEOUT_S
         ready = f"http://127.0.0.1:{process.spec.http_port}/readyz"

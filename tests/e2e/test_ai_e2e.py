@@ -283,7 +283,7 @@ async def test_async_generation_job_succeeds(api: httpx.AsyncClient) -> None:
     assert job["usage"]["completion_tokens"] > 0, job
     other = await new_user(api)
     error_of(await api.get(f"/api/ai/jobs/{job_id}", headers=other.headers), 404)
-    error_of(await api.get("/api/ai/jobs/not-a-uuid", headers=user.headers), 400, 422)
+    error_of(await api.get("/api/ai/jobs/not-a-uuid", headers=user.headers), 400)
 
 
 async def test_usage_conversations_and_admin_views(
@@ -341,7 +341,8 @@ async def test_mode_preference_and_bad_input(api: httpx.AsyncClient) -> None:
         {"message": "hi", "agents": ["fast"]},
     ]
     for body in bad:
-        error_of(await api.post("/api/ai/chat", json=body, headers=user.headers), 400, 413, 422)
+        # Every one is a validation error (400), the gateway's or the AI service's.
+        error_of(await api.post("/api/ai/chat", json=body, headers=user.headers), 400)
     error_of(await api.post("/api/ai/mode", json={"mode": "telepathy"}, headers=user.headers), 400)
     error_of(await api.post("/api/ai/chat", json={"message": "hi"}), 401)
 
@@ -373,7 +374,6 @@ async def test_analyze_over_bars(api: httpx.AsyncClient) -> None:
             "/api/ai/analyze", json={"symbol": "ACME", "bars": broken}, headers=user.headers
         ),
         400,
-        422,
     )
 
 

@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
-from aether_common import access_tokens
 from aether_common.access_tokens import JwksCache, JwksTokenResolver, TokenRejected, TokenVerifier
 
 ISSUER, AUDIENCE = "aether-auth", "aether"
@@ -76,7 +75,7 @@ async def test_a_token_seen_before_skips_the_signature_check(
     def no_decode(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("signature checked again")
 
-    monkeypatch.setattr(access_tokens.jwt, "decode", no_decode)
+    monkeypatch.setattr(jwt, "decode", no_decode)  # the module access_tokens calls
     again = await check.verify(token)
 
     assert again == first
@@ -90,7 +89,7 @@ async def test_a_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> 
     await check.verify(token)
 
     later = time.time() + 901
-    monkeypatch.setattr(access_tokens.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)  # the module access_tokens reads
 
     with pytest.raises(TokenRejected) as refused:
         await check.verify(token)

@@ -38,15 +38,15 @@ class CountingRedis:
 
     async def execute_command(self, *args: Any) -> Any:
         self.calls += 1
-        return await self.redis.execute_command(*args)
+        return await self.redis.execute_command(*args)  # type: ignore[no-untyped-call]
 
     def pipeline(self, **kwargs: Any) -> Any:
         pipe = self.redis.pipeline(**kwargs)
         execute = pipe.execute
 
-        async def counted(**kw: Any) -> Any:
+        async def counted(raise_on_error: bool = True) -> list[Any]:
             self.pipelines.append(len(pipe.command_stack))
-            return await execute(**kw)
+            return await execute(raise_on_error)
 
         pipe.execute = counted  # type: ignore[method-assign]
         return pipe
@@ -87,12 +87,13 @@ async def test_a_failing_command_fails_only_its_caller(redis: Redis, redis_prefi
     batch = AutoPipeline(redis)
     await redis.set(f"{redis_prefix}text", "not a number")
 
-    good, bad, also_good = await asyncio.gather(
+    results = await asyncio.gather(
         batch.execute("INCR", f"{redis_prefix}n"),
         batch.execute("INCR", f"{redis_prefix}text"),
         batch.execute("GET", f"{redis_prefix}text"),
         return_exceptions=True,
     )
+    good, bad, also_good = results
 
     assert good == 1
     assert isinstance(bad, ResponseError)

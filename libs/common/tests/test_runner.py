@@ -178,7 +178,7 @@ def test_component_failing_to_start_aborts_cleanly(tmp_path: Path) -> None:
     assert code == 1
     # What started was stopped; what came after the failure never started.
     assert service.journal_lines() == ["start grpc", "stop grpc readyz=503"]
-    [failure] = [e for e in service.events(out) if e["event"].startswith("component failed")]
+    [failure] = [e for e in service.events(out) if str(e["event"]).startswith("component failed")]
     assert failure["component"] == "consumer"
     assert failure["error"] == "ConnectionRefusedError: consumer cannot reach its broker"
     assert failure["level"] == "error"

@@ -119,7 +119,7 @@ async def test_qdrant_local_mode() -> None:
         "c", vectors_config=models.VectorParams(size=3, distance=models.Distance.COSINE)
     )
     await client.upsert("c", points=[models.PointStruct(id=1, vector=[1, 0, 0], payload={})])
-    hits = await client.query_points("c", query=[1, 0, 0], limit=1)
+    hits = await client.query_points("c", query=[1.0, 0.0, 0.0], limit=1)
     assert hits.points[0].id == 1
 
 

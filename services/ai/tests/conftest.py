@@ -2,9 +2,10 @@
 Redis, Kafka and the local LLM (llama.cpp's server with SmolLM2-135M) from the devstack plugin,
 a real MemoryApp for RAG, and a real gRPC peer playing auth.
 
-The auth peer is a test peer, not a datastore: an AuthService on a real socket (the shared
-`create_server`) serving a JWKS built from a real Ed25519 key pair, so the AI service (and the
-memory service) fetch and verify keys exactly as they will against auth. Tokens are minted here.
+The auth peer is a test peer, not a datastore: the kit's AuthService on a real socket
+(`jwks_peer`, from the devstack plugin) serving a JWKS built from a real Ed25519 key pair, so the
+AI service (and the memory service) fetch and verify keys exactly as they will against auth.
+Tokens are minted here.
 
 Each test gets its own PostgreSQL database, Redis prefix (cache keys and the invalidation
 channel) and topic prefix. Modes answer in at most 16 tokens here: the tests check structure and
@@ -15,32 +16,32 @@ helpers come from fixtures.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-import grpc
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
-from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.app import AiApp
 from aether_ai.config import DEFAULT_MODELS, DEFAULT_MODES, AiSettings
 from aether_common.errors import AetherError
-from aether_common.grpc import GrpcServer, checked, create_channel, create_server
-from aether_common.lifecycle import Component
+from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
+from aether_devstack.testkit import (
+    AppRunner,
+    Callers,
+    JwksPeer,
+    SigningKey,
+    eventually,
+    failure,
+    fresh_database,
+    stream_failure,
+)
 
 if TYPE_CHECKING:  # only the type stubs know the async stub classes
     Stub = ai_pb2_grpc.AiServiceAsyncStub
@@ -56,71 +57,17 @@ NO_MEMORY = "127.0.0.1:9"
 TEST_MAX_TOKENS = 16
 
 
-# -- keys, tokens and the auth peer ------------------------------------------------------------
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    private: Ed25519PrivateKey
-    jwk: dict[str, Any]
-
-
-def new_key() -> SigningKey:
-    private = Ed25519PrivateKey.generate()
-    kid = f"ed-{uuid.uuid4().hex[:8]}"
-    jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key())) | {
-        "kid": kid,
-        "alg": "EdDSA",
-        "use": "sig",
-    }
-    return SigningKey(kid, private, jwk)
-
-
+# -- tokens and the auth peer -------------------------------------------------------------------
 def mint(key: SigningKey, sub: str, **claims: Any) -> str:
     """An access token as auth issues them (a free user unless claims say otherwise)."""
-    now = int(time.time())
-    payload = {
-        "sub": sub,
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 900,
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "plan": "free",
-        "roles": ["user"],
-        "perms": [],
-        "sid": uuid.uuid4().hex,
-    } | claims
-    return jwt.encode(
-        payload, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": "at+jwt"}
+    return testkit.mint(
+        key, testkit.access_claims(issuer=ISSUER, audience=AUDIENCE, sub=sub, **claims)
     )
 
 
-class _AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, jwks: list[dict[str, Any]]) -> None:
-        self._jwks = jwks
-
-    async def GetJwks(
-        self, request: auth_pb2.GetJwksRequest, context: Any
-    ) -> auth_pb2.GetJwksResponse:
-        return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self._jwks}))
-
-
 @pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    return new_key()
-
-
-@pytest.fixture(scope="session")
-async def auth_address(signing_key: SigningKey) -> AsyncIterator[str]:
-    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
-    server.add_service(
-        auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        _AuthServicer([signing_key.jwk]),  # type: ignore[abstract]  # GetJwks is all we call
-        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    )
-    await server.start()
-    yield server.address
-    await server.stop(grace=0)
+def auth_address(jwks_peer: JwksPeer) -> str:
+    return jwks_peer.address
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -164,7 +111,7 @@ def ai_config(
 
 
 @dataclass
-class Ai:
+class Ai(Callers):
     """One running app (a replica) and the helpers tests share."""
 
     app: AiApp
@@ -173,20 +120,8 @@ class Ai:
     key: SigningKey
     tokens: dict[str, str] = field(default_factory=dict)
 
-    # -- identities ------------------------------------------------------------------------
-    @staticmethod
-    def user(name: str = "user") -> str:
-        return f"{name}-{uuid.uuid4().hex[:10]}"
-
-    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
-        """Call metadata for `user_id` (one token per user unless claims differ)."""
-        if claims:
-            return (("authorization", f"Bearer {mint(self.key, user_id, **claims)}"),)
-        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, mint(self.key, user_id))
-        return (("authorization", f"Bearer {token}"),)
-
-    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
-        return self.auth(user_id, roles=["admin"], plan="admin")
+    def token(self, user_id: str, **claims: Any) -> str:
+        return mint(self.key, user_id, **claims)
 
     # -- calls -----------------------------------------------------------------------------
     async def chat(self, user_id: str, message: str, **fields: Any) -> list[ai_pb2.ChatResponse]:
@@ -227,7 +162,7 @@ async def start_ai(
 ) -> AsyncIterator[StartAi]:
     """Start an app with the wiring of `python -m aether_ai` (gRPC on a free port). Keywords
     change settings (validated again, so `modes={...}` merges like AI_MODES does)."""
-    started: list[tuple[list[Component], grpc.aio.Channel | None]] = []
+    runner = AppRunner()
 
     async def start(*, events: bool = False, **overrides: Any) -> Ai:
         config = dict(ai_config)
@@ -241,26 +176,14 @@ async def start_ai(
                 config[key] = value
         settings = AiSettings.model_validate(config)
         app = AiApp(settings, grpc_host="127.0.0.1", grpc_port=0)
-        components: list[Component] = []
-        started.append((components, None))
-        for component in app.components(events=events):
-            await component.start()
-            components.append(component)
-        channel = create_channel(app.grpc.address, default_timeout=60)
-        started[-1] = (components, channel)
-        stub: Stub = ai_pb2_grpc.AiServiceStub(channel)
+        await runner.start(app.components(events=events))
+        stub: Stub = ai_pb2_grpc.AiServiceStub(runner.connect(app.grpc.address, timeout=60))
         return Ai(app, stub, settings, signing_key)
 
     yield start
-    for components, channel in reversed(started):
-        if channel is not None:
-            await channel.close(grace=None)
-        for component in reversed(components):
-            await component.stop()
+    await runner.stop()
     redis = Redis.from_url(ai_config["redis_url"])
-    keys = [key async for key in redis.scan_iter(match=f"{redis_prefix}*", count=1000)]
-    if keys:
-        await redis.delete(*keys)
+    await testkit.delete_prefix(redis, redis_prefix)
     await redis.aclose()
 
 
@@ -283,19 +206,8 @@ async def local_embedder() -> Any:
 @pytest.fixture
 async def memory_dsn(aether_endpoints: Endpoints) -> AsyncIterator[str]:
     """The memory service's own database (services never share one)."""
-    name = f"aether_t_mem_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(aether_endpoints.postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, _ = aether_endpoints.postgres_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(aether_endpoints.postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(aether_endpoints.postgres_dsn, "aether_t_mem_") as dsn:
+        yield dsn
 
 
 @dataclass
@@ -344,54 +256,19 @@ async def memory(
         }
     )
     app = MemoryApp(settings, grpc_host="127.0.0.1", grpc_port=0, embedder=local_embedder)
-    components = app.components(events=False)
-    started: list[Component] = []
+    runner = AppRunner()
     try:
-        for component in components:
-            await component.start()
-            started.append(component)
-        channel = create_channel(app.grpc.address, default_timeout=30)
+        await runner.start(app.components(events=False))
+        channel = runner.connect(app.grpc.address, timeout=30)
         yield Memory(app.grpc.address, memory_pb2_grpc.MemoryServiceStub(channel), signing_key)
-        await channel.close(grace=None)
     finally:
-        for component in reversed(started):
-            await component.stop()
+        await runner.stop()
 
 
 # -- plain helpers (fixtures hand them out; test modules cannot import this file) -----------
-async def failure(call: Awaitable[Any]) -> AetherError:
-    """The typed error a call failed with (rebuilt from its gRPC status and details)."""
-    try:
-        await checked(call)
-    except AetherError as exc:
-        return exc
-    raise AssertionError("the call succeeded")
-
-
-async def stream_failure(call: Any) -> AetherError:
-    """The typed error a streaming call failed with (after any events it sent)."""
-    return await failure(_drain(call))
-
-
-async def _drain(call: Any) -> list[Any]:
-    return [event async for event in call]
-
-
 def metric(name: str, **labels: str) -> float:
     """A sample of the process's Prometheus registry (0 when never observed)."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "the condition never held"
-        await asyncio.sleep(0.05)
 
 
 def kinds(events: Iterable[Any]) -> list[str]:

@@ -8,12 +8,9 @@ events), since test modules cannot import each other here.
 
 from __future__ import annotations
 
-import asyncio
-import mailbox
+import dataclasses
 import re
 import secrets
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
@@ -21,9 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import Message as ProtoMessage
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -32,11 +27,9 @@ from aether_auth.app import AuthApp
 from aether_auth.config import AuthSettings, OAuthProviderSettings
 from aether_common.errors import AetherError
 from aether_common.events import Event, decode_event
-from aether_common.grpc import checked, create_channel
-from aether_common.lifecycle import Component
-from aether_devstack import oidc_provider as provider
+from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.servers import free_port
+from aether_devstack.testkit import AppRunner, failure, read_topic
 
 PASSWORD = "correct horse battery staple"
 OIDC_PROVIDER = "devoidc"
@@ -50,12 +43,7 @@ else:
 
 # -- the local OIDC provider (a subprocess, like a real third party) ---------------------------
 @dataclass(frozen=True)
-class OidcProvider:
-    issuer: str
-    client_id: str
-    client_secret: str
-    redirect_uri: str
-
+class OidcProvider(testkit.OidcProvider):
     def settings(self, name: str = OIDC_PROVIDER) -> OAuthProviderSettings:
         return OAuthProviderSettings.model_validate(
             {
@@ -71,18 +59,9 @@ class OidcProvider:
 
 @pytest.fixture(scope="session")
 def oidc_provider() -> Iterator[OidcProvider]:
-    port = free_port()
-    client_id, secret = "aether-tests", "oidc-test-secret-" + secrets.token_hex(4)
-    proc = provider.spawn(
-        port, redirect_uris=[REDIRECT_URI], client_id=client_id, client_secret=secret
-    )
-    yield OidcProvider(f"http://127.0.0.1:{port}", client_id, secret, REDIRECT_URI)
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    secret = "oidc-test-secret-" + secrets.token_hex(4)
+    with testkit.oidc_provider_process("aether-tests", secret, REDIRECT_URI) as running:
+        yield OidcProvider(**dataclasses.asdict(running))
 
 
 # -- the service ---------------------------------------------------------------------------
@@ -160,18 +139,11 @@ class Auth:
     def mail(self, to: str, subject: str, within: float = 10.0) -> Message:
         """The newest mail to `to` with `subject` that the local SMTP server stored."""
         assert self.maildir is not None, "ask for the `maildir` fixture"
-        deadline = time.monotonic() + within
-        while True:
-            box = mailbox.Maildir(self.maildir, create=False)
-            found = [m for m in box if m["To"] == to and m["Subject"] == subject]
-            if found:
-                return found[-1]
-            assert time.monotonic() < deadline, f"no mail {subject!r} to {to}"
-            time.sleep(0.05)
+        return testkit.wait_for_mail(self.maildir, to, subject, within)
 
     def mails(self, to: str) -> list[Message]:
         assert self.maildir is not None
-        return [m for m in mailbox.Maildir(self.maildir, create=False) if m["To"] == to]
+        return testkit.mails_to(self.maildir, to)
 
     # -- the database ----------------------------------------------------------------------
     async def sql(self, query: str, *args: Any) -> list[Any]:
@@ -201,7 +173,7 @@ async def start_auth(
 ) -> AsyncIterator[StartAuth]:
     """Start the service (the same wiring as `python -m aether_auth`, gRPC on a free port).
     `events=True` also starts the producer and outbox relay (Kafka)."""
-    started: list[tuple[list[Component], grpc.aio.Channel | None]] = []
+    runner = AppRunner()
     maildir: Path | None = (
         request.getfixturevalue("maildir") if "maildir" in request.fixturenames else None
     )
@@ -209,23 +181,12 @@ async def start_auth(
     async def start(*, events: bool = False, **overrides: Any) -> Auth:
         settings = auth_settings.model_copy(update=overrides)
         app = AuthApp(settings, grpc_host="127.0.0.1", grpc_port=0)
-        components: list[Component] = []
-        entry: tuple[list[Component], grpc.aio.Channel | None] = (components, None)
-        started.append(entry)
-        for component in app.components(events=events):
-            await component.start()
-            components.append(component)
-        channel = create_channel(app.grpc.address, default_timeout=15)
-        started[-1] = (components, channel)
-        stub: Stub = auth_pb2_grpc.AuthServiceStub(channel)
+        await runner.start(app.components(events=events))
+        stub: Stub = auth_pb2_grpc.AuthServiceStub(runner.connect(app.grpc.address, timeout=15))
         return Auth(app, stub, settings, maildir)
 
     yield start
-    for components, channel in reversed(started):
-        if channel is not None:
-            await channel.close(grace=None)
-        for component in reversed(components):
-            await component.stop()
+    await runner.stop()
 
 
 @pytest.fixture
@@ -236,19 +197,6 @@ async def auth(start_auth: StartAuth) -> Auth:
 # -- plain helpers (fixtures hand them out; test modules cannot import this file) -----------
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}.{secrets.token_hex(5)}@example.com"
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-async def failure(call: Awaitable[Any]) -> AetherError:
-    """The typed error a call failed with (rebuilt from its gRPC status and details)."""
-    try:
-        await checked(call)
-    except AetherError as exc:
-        return exc
-    raise AssertionError("the call succeeded")
 
 
 def link_token(message: Message) -> str:
@@ -268,34 +216,6 @@ class Kit:
     read_topic: Callable[..., Awaitable[list[Any]]]
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, within: float = 20.0) -> list[Any]:
-    """Records of `topic` from the beginning, with a real consumer, until `count` arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + within
-        partitions = None
-        while not partitions:
-            assert time.monotonic() < deadline, f"topic {topic} never appeared"
-            if topic in await consumer.topics():
-                partitions = consumer.partitions_for_topic(topic)
-            else:
-                await asyncio.sleep(0.05)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        while len(records) < count:
-            left = deadline - time.monotonic()
-            assert left > 0, f"got {len(records)} of {count} records from {topic}"
-            batch = await consumer.getmany(timeout_ms=int(min(left, 0.2) * 1000))
-            for part in batch.values():
-                records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
-
-
 @pytest.fixture
 def kit() -> Kit:
-    return Kit(unique_email, bearer, failure, link_token, read_topic)
+    return Kit(unique_email, testkit.bearer_metadata, failure, link_token, read_topic)

@@ -1,33 +1,24 @@
 """A real gateway app against real Redis and a real gRPC peer playing auth.
 
-`FakeAuth` is a test peer, not a datastore: an AuthService on a real socket (the shared
-`create_server`, so errors cross the wire exactly as auth's will) that serves a JWKS built from
-real key pairs and answers every other RPC with what a test scripted, recording each call and its
-metadata. Tokens are minted here with the matching private keys.
+`FakeAuth` is a test peer, not a datastore: the kit's `ScriptedPeer` (an AuthService on a real
+socket, the shared `create_server`, so errors cross the wire exactly as auth's will) that serves
+a JWKS built from real key pairs and answers every other RPC with what a test scripted, recording
+each call and its metadata. Tokens are minted here with the matching private keys (the kit's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
-import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import httpx
-import jwt
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
-from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from redis.asyncio import Redis
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
@@ -35,9 +26,16 @@ from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import AetherError
-from aether_common.grpc import GrpcServer, create_server
-from aether_common.identity import metadata_to_dict
+from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
+from aether_devstack.testkit import (
+    ScriptedPeer,
+    SigningKey,
+    access_claims,
+    new_key,
+    rsa_key,
+    serve,
+)
 from aether_gateway.app import create_app
 from aether_gateway.config import GatewaySettings
 
@@ -48,71 +46,17 @@ CLIENT_IP = "203.0.113.7"
 
 
 # -- keys and tokens -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    alg: str
-    private: Any
-    jwk: dict[str, Any]
-
-
-def ed25519_key(kid: str | None = None) -> SigningKey:
-    private = Ed25519PrivateKey.generate()
-    kid = kid or f"ed-{uuid.uuid4().hex[:8]}"
-    jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key())) | {
-        "kid": kid,
-        "alg": "EdDSA",
-        "use": "sig",
-    }
-    return SigningKey(kid, "EdDSA", private, jwk)
-
-
-def rsa_key(kid: str | None = None) -> SigningKey:
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    kid = kid or f"rsa-{uuid.uuid4().hex[:8]}"
-    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key())) | {
-        "kid": kid,
-        "alg": "RS256",
-        "use": "sig",
-    }
-    return SigningKey(kid, "RS256", private, jwk)
-
-
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "sub": f"user-{uuid.uuid4().hex[:10]}",
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 900,
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "plan": "free",
-        "roles": ["user"],
-        "perms": [],
-        "email_verified": True,
-        "sid": uuid.uuid4().hex,
-    }
-    # An override of None drops the claim.
-    return {k: v for k, v in (base | overrides).items() if v is not None}
+    """An access token's claims as auth issues them; an override of None drops the claim."""
+    return access_claims(issuer=ISSUER, audience=AUDIENCE, **({"email_verified": True} | overrides))
 
 
 def mint(key: SigningKey, headers: dict[str, Any] | None = None, **overrides: Any) -> str:
-    return jwt.encode(
-        claims(**overrides),
-        key.private,
-        algorithm=key.alg,
-        headers={"kid": key.kid, "typ": "at+jwt", **(headers or {})},
-    )
+    return testkit.mint(key, claims(**overrides), headers)
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    return ed25519_key()
 
 
 @pytest.fixture(scope="session")
@@ -122,71 +66,25 @@ def rsa_signing_key() -> SigningKey:
 
 # -- the auth peer ---------------------------------------------------------------------------------
 @dataclass
-class Call:
-    method: str
-    request: Any
-    metadata: dict[str, str]
-
-
-@dataclass
-class FakeAuth:
-    """What the fake AuthService serves, and what it was asked."""
+class FakeAuth(ScriptedPeer):
+    """What the fake AuthService serves (`jwks`, and what tests scripted), and what it was asked."""
 
     jwks: list[dict[str, Any]] = field(default_factory=list)
-    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    address: str = ""
-
-    def calls_to(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
 
     async def answer(self, method: str, request: Any) -> Message:
         if method == "GetJwks":
             return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self.jwks}))
-        scripted = self.answers.get(method)
-        if isinstance(scripted, AetherError):
-            raise scripted
-        if isinstance(scripted, Message):
-            return scripted
-        if scripted is not None:
-            result = scripted(request)
-            answer: Message = await result if inspect.isawaitable(result) else result
-            return answer
-        output = AUTH_SERVICE.methods_by_name[method].output_type.name
-        message: Message = getattr(auth_pb2, output)()
-        return message
-
-
-def _servicer(fake: FakeAuth) -> auth_pb2_grpc.AuthServiceServicer:
-    """An AuthServiceServicer whose every method records the call and answers from `fake`."""
-
-    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
-        async def method(
-            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Message:
-            metadata = metadata_to_dict(context.invocation_metadata())
-            fake.calls.append(Call(name, request, metadata))
-            return await fake.answer(name, request)
-
-        return method
-
-    methods = {name: rpc(name) for name in AUTH_SERVICE.methods_by_name}
-    servicer_class = type("FakeAuthServicer", (auth_pb2_grpc.AuthServiceServicer,), methods)
-    servicer: auth_pb2_grpc.AuthServiceServicer = servicer_class()
-    return servicer
+        return await super().answer(method, request)
 
 
 @pytest.fixture
 async def fake_auth(signing_key: SigningKey) -> AsyncIterator[FakeAuth]:
-    fake = FakeAuth(jwks=[signing_key.jwk])
-    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
-    server.add_service(
-        auth_pb2_grpc.add_AuthServiceServicer_to_server, _servicer(fake), AUTH_SERVICE.full_name
-    )
-    await server.start()
-    fake.address = server.address
-    yield fake
-    await server.stop(grace=0)
+    fake = FakeAuth(AUTH_SERVICE, jwks=[signing_key.jwk])
+    servicer = fake.servicer(auth_pb2_grpc.AuthServiceServicer)
+    async with serve(
+        "auth", auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer, AUTH_SERVICE
+    ) as fake.address:
+        yield fake
 
 
 # -- Redis -----------------------------------------------------------------------------------------
@@ -200,9 +98,7 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[Redis]:
     """A client for the test to look at (and seed) the keys under its own prefix."""
     client = Redis.from_url(redis_url, decode_responses=True)
     yield client
-    keys = [key async for key in client.scan_iter(match=f"{redis_prefix}*", count=500)]
-    if keys:
-        await client.delete(*keys)
+    await testkit.delete_prefix(client, redis_prefix)
     await client.aclose()
 
 
@@ -315,14 +211,10 @@ def mint_token() -> Callable[..., str]:
     return mint
 
 
-@pytest.fixture
-def new_key() -> Callable[..., SigningKey]:
+@pytest.fixture(name="new_key")
+def new_key_fixture() -> Callable[..., SigningKey]:
     """`new_key("EdDSA" | "RS256", kid=None)`: a fresh key pair."""
-
-    def make(alg: str = "EdDSA", kid: str | None = None) -> SigningKey:
-        return ed25519_key(kid) if alg == "EdDSA" else rsa_key(kid)
-
-    return make
+    return new_key
 
 
 @pytest.fixture
@@ -345,63 +237,16 @@ def error_shape() -> Callable[..., str]:
 CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
-@dataclass
-class FakeChat:
+@pytest.fixture
+async def fake_chat() -> AsyncIterator[ScriptedPeer]:
     """A ChatService peer for the gateway's own tests (edge cases, hub logic); the integration
     tests (test_chat_integration.py) run against the real chat service instead."""
-
-    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    address: str = ""
-
-    def calls_to(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
-
-    async def answer(self, method: str, request: Any) -> Message:
-        scripted = self.answers.get(method)
-        if isinstance(scripted, AetherError):
-            raise scripted
-        if isinstance(scripted, Message):
-            return scripted
-        if scripted is not None:
-            result = scripted(request)
-            answer: Message = await result if inspect.isawaitable(result) else result
-            return answer
-        output = CHAT_SERVICE.methods_by_name[method].output_type.name
-        message: Message = getattr(chat_pb2, output)()
-        return message
-
-
-def _chat_servicer(fake: FakeChat) -> chat_pb2_grpc.ChatServiceServicer:
-    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
-        async def method(
-            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Message:
-            metadata = metadata_to_dict(context.invocation_metadata())
-            fake.calls.append(Call(name, request, metadata))
-            return await fake.answer(name, request)
-
-        return method
-
-    methods = {name: rpc(name) for name in CHAT_SERVICE.methods_by_name}
-    servicer_class = type("FakeChatServicer", (chat_pb2_grpc.ChatServiceServicer,), methods)
-    servicer: chat_pb2_grpc.ChatServiceServicer = servicer_class()
-    return servicer
-
-
-@pytest.fixture
-async def fake_chat() -> AsyncIterator[FakeChat]:
-    fake = FakeChat()
-    server: GrpcServer = create_server("chat", host="127.0.0.1", port=0)
-    server.add_service(
-        chat_pb2_grpc.add_ChatServiceServicer_to_server,
-        _chat_servicer(fake),
-        CHAT_SERVICE.full_name,
-    )
-    await server.start()
-    fake.address = server.address
-    yield fake
-    await server.stop(grace=0)
+    fake = ScriptedPeer(CHAT_SERVICE)
+    servicer = fake.servicer(chat_pb2_grpc.ChatServiceServicer)
+    async with serve(
+        "chat", chat_pb2_grpc.add_ChatServiceServicer_to_server, servicer, CHAT_SERVICE
+    ) as fake.address:
+        yield fake
 
 
 class _QuietServer(uvicorn.Server):
@@ -521,42 +366,27 @@ def ai_answer_events(
         model="smollm2-135m",
     )
     return [
-        response(  # type: ignore[call-arg]
+        response(
             started=ai_pb2.Started(
                 request_id="req-1", conversation_id="conv-1", mode="fast", model="smollm2-135m"
             )
         ),
-        *(response(chunk=ai_pb2.Chunk(content=c)) for c in chunks),  # type: ignore[call-arg]
-        response(  # type: ignore[call-arg]
-            done=ai_pb2.Done(answer=text, usage=usage, finish_reason="stop")
-        ),
+        *(response(chunk=ai_pb2.Chunk(content=c)) for c in chunks),
+        response(done=ai_pb2.Done(answer=text, usage=usage, finish_reason="stop")),
     ]
 
 
 @dataclass
-class FakeAi:
-    """An AiService peer for the gateway's own tests. Unary RPCs answer like FakeChat's;
+class FakeAi(ScriptedPeer):
+    """An AiService peer for the gateway's own tests. Unary RPCs answer like any ScriptedPeer;
     Chat/Analyze stream `streams[name]`: a list of events (an AetherError in it fails the call
     there, HOLD waits until the client cancels), an AetherError, or a callable giving an async
     iterator. ChatWhole/AnalyzeWhole, unless scripted in `answers`, answer with the whole of
-    what Chat/Analyze would stream, as the service does. A call the client cancelled is
-    recorded in `cancelled`."""
+    what Chat/Analyze would stream, as the service does."""
 
-    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
     streams: dict[str, StreamScript] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    cancelled_event: asyncio.Event = field(default_factory=asyncio.Event)
     streaming_event: asyncio.Event = field(default_factory=asyncio.Event)
-    address: str = ""
-
-    def calls_to(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
-
-    async def wait_cancelled(self) -> list[str]:
-        async with asyncio.timeout(5.0):
-            await self.cancelled_event.wait()
-        return self.cancelled
+    streaming: frozenset[str] = AI_STREAMS
 
     async def wait_streaming(self) -> None:
         """Until a Chat/Analyze call has reached the peer."""
@@ -564,28 +394,22 @@ class FakeAi:
             await self.streaming_event.wait()
 
     async def answer(self, method: str, request: Any) -> Message:
-        scripted = self.answers.get(method)
-        if isinstance(scripted, AetherError):
-            raise scripted
-        if isinstance(scripted, Message):
-            return scripted
-        if scripted is not None:
-            result = scripted(request)
-            answer: Message = await result if inspect.isawaitable(result) else result
-            return answer
-        output = AI_SERVICE.methods_by_name[method].output_type.name
-        message: Message = getattr(ai_pb2, output)()
-        if method in AI_WHOLE:
-            self.streaming_event.set()
-            async for event in self.stream(AI_WHOLE[method], request.request):
-                kind = event.WhichOneof("event")
-                if kind == "sources":
-                    message.sources.extend(event.sources.sources)  # type: ignore[attr-defined]
-                elif kind != "chunk":
-                    getattr(message, kind).CopyFrom(getattr(event, kind))
-        return message
+        if method not in AI_WHOLE or method in self.answers:
+            return await super().answer(method, request)
+        message: Any = self.empty_response(method)
+        self.streaming_event.set()
+        async for event in self.stream(AI_WHOLE[method], request.request):
+            kind = event.WhichOneof("event")
+            if kind == "sources":
+                message.sources.extend(event.sources.sources)
+            elif kind != "chunk":
+                getattr(message, kind).CopyFrom(getattr(event, kind))
+        answer: Message = message
+        return answer
 
     async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+        if method in AI_STREAMS:
+            self.streaming_event.set()
         response = ai_pb2.ChatResponse if method == "Chat" else ai_pb2.AnalyzeResponse
         scripted = self.streams.get(method)
         if scripted is None:
@@ -605,118 +429,25 @@ class FakeAi:
                 yield item
 
 
-@contextmanager
-def recording_cancel(fake: FakeAi | FakeMemory, name: str) -> Iterator[None]:
-    """A call the client cancelled lands in the fake's `cancelled` (tests wait on it)."""
-    try:
-        yield
-    except asyncio.CancelledError:
-        fake.cancelled.append(name)
-        fake.cancelled_event.set()
-        raise
-
-
-def _ai_servicer(fake: FakeAi) -> ai_pb2_grpc.AiServiceServicer:
-    def unary(name: str) -> Callable[..., Awaitable[Message]]:
-        async def method(
-            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Message:
-            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            with recording_cancel(fake, name):
-                return await fake.answer(name, request)
-
-        return method
-
-    def streaming(name: str) -> Callable[..., AsyncIterator[Any]]:
-        async def method(
-            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            fake.streaming_event.set()
-            with recording_cancel(fake, name):
-                async for item in fake.stream(name, request):
-                    yield item
-
-        return method
-
-    methods = {
-        name: streaming(name) if name in AI_STREAMS else unary(name)
-        for name in AI_SERVICE.methods_by_name
-    }
-    servicer_class = type("FakeAiServicer", (ai_pb2_grpc.AiServiceServicer,), methods)
-    servicer: ai_pb2_grpc.AiServiceServicer = servicer_class()
-    return servicer
-
-
 @pytest.fixture
 async def fake_ai() -> AsyncIterator[FakeAi]:
-    fake = FakeAi()
-    server: GrpcServer = create_server("ai", host="127.0.0.1", port=0)
-    server.add_service(
-        ai_pb2_grpc.add_AiServiceServicer_to_server, _ai_servicer(fake), AI_SERVICE.full_name
-    )
-    await server.start()
-    fake.address = server.address
-    yield fake
-    await server.stop(grace=0)
-
-
-@dataclass
-class FakeMemory:
-    """A MemoryService peer: answers what a test scripted, records each call."""
-
-    answers: dict[str, Message | AetherError | Callable[[Any], Any]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    address: str = ""
-
-    def calls_to(self, method: str) -> list[Call]:
-        return [c for c in self.calls if c.method == method]
-
-    async def answer(self, method: str, request: Any) -> Message:
-        scripted = self.answers.get(method)
-        if isinstance(scripted, AetherError):
-            raise scripted
-        if isinstance(scripted, Message):
-            return scripted
-        if scripted is not None:
-            result = scripted(request)
-            answer: Message = await result if inspect.isawaitable(result) else result
-            return answer
-        output = MEMORY_SERVICE.methods_by_name[method].output_type.name
-        message: Message = getattr(memory_pb2, output)()
-        return message
-
-
-def _memory_servicer(fake: FakeMemory) -> memory_pb2_grpc.MemoryServiceServicer:
-    def rpc(name: str) -> Callable[..., Awaitable[Message]]:
-        async def method(
-            self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> Message:
-            fake.calls.append(Call(name, request, metadata_to_dict(context.invocation_metadata())))
-            with recording_cancel(fake, name):
-                return await fake.answer(name, request)
-
-        return method
-
-    methods = {name: rpc(name) for name in MEMORY_SERVICE.methods_by_name}
-    servicer_class = type("FakeMemoryServicer", (memory_pb2_grpc.MemoryServiceServicer,), methods)
-    servicer: memory_pb2_grpc.MemoryServiceServicer = servicer_class()
-    return servicer
+    fake = FakeAi(AI_SERVICE)
+    servicer = fake.servicer(ai_pb2_grpc.AiServiceServicer)
+    async with serve(
+        "ai", ai_pb2_grpc.add_AiServiceServicer_to_server, servicer, AI_SERVICE
+    ) as fake.address:
+        yield fake
 
 
 @pytest.fixture
-async def fake_memory() -> AsyncIterator[FakeMemory]:
-    fake = FakeMemory()
-    server: GrpcServer = create_server("memory", host="127.0.0.1", port=0)
-    server.add_service(
-        memory_pb2_grpc.add_MemoryServiceServicer_to_server,
-        _memory_servicer(fake),
-        MEMORY_SERVICE.full_name,
-    )
-    await server.start()
-    fake.address = server.address
-    yield fake
-    await server.stop(grace=0)
+async def fake_memory() -> AsyncIterator[ScriptedPeer]:
+    """A MemoryService peer: answers what a test scripted, records each call."""
+    fake = ScriptedPeer(MEMORY_SERVICE)
+    servicer = fake.servicer(memory_pb2_grpc.MemoryServiceServicer)
+    async with serve(
+        "memory", memory_pb2_grpc.add_MemoryServiceServicer_to_server, servicer, MEMORY_SERVICE
+    ) as fake.address:
+        yield fake
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ async def subscribe(ws: ClientConnection, room_id: str, after_seq: int | None = 
 
 
 async def messages_until_synced(ws: ClientConnection) -> list[int]:
-    seqs = []
+    seqs: list[int] = []
     while True:
         frame = await recv(ws)
         if frame["type"] == "synced":
@@ -148,7 +148,7 @@ async def messages_until_synced(ws: ClientConnection) -> list[int]:
 
 
 async def seqs(ws: ClientConnection, count: int) -> list[int]:
-    got = []
+    got: list[int] = []
     while len(got) < count:
         frame = await recv(ws)
         if frame["type"] == "message":
@@ -384,7 +384,7 @@ async def test_a_slow_client_is_closed_on_overflow_while_others_keep_receiving(
             )
 
     async def read_fast() -> list[int]:
-        got = []
+        got: list[int] = []
         while len(got) < total:
             frame = await recv(fast)
             got.append(frame["n"])
@@ -416,7 +416,9 @@ async def test_after_losing_redis_the_gateway_catches_up_from_history(
     name = gw.resources.chat.hub.fanout.client_name
     for client in await redis.client_list(_type="pubsub"):
         if client.get("name") == name:
-            await redis.execute_command("CLIENT", "KILL", "ID", client["id"])
+            await redis.execute_command(  # type: ignore[no-untyped-call]
+                "CLIENT", "KILL", "ID", client["id"]
+            )
     await room.send()  # published while the gateway is not subscribed: lost
     assert await seqs(ws, 1) == [2]  # fetched after the reconnect, no new publish needed
     await room.send()

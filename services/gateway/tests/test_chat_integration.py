@@ -172,7 +172,7 @@ async def subscribe(sock: Socket, room_id: str, after_seq: int | None = None) ->
         cursor["after_seq"] = after_seq
     await sock.send({"type": "subscribe", "rooms": [cursor]})
     await sock.next("subscribed", room_id=room_id)
-    seqs = []
+    seqs: list[int] = []
     while True:
         frame = await sock._read()
         if frame["type"] == "synced":
@@ -198,7 +198,7 @@ async def test_two_users_in_a_room_see_each_others_messages_in_order(
     ada, bob = make_user(gw, "ada"), make_user(gw, "bob")
     room_id = await ada.create_room("private", members=[bob.id])
     joined = await bob.http.post(f"/api/chat/rooms/{room_id}/join")
-    assert joined.status_code in (200, 409), joined.text
+    assert joined.status_code == 200, joined.text  # already a member: joining changes nothing
     ada_ws, bob_ws = await ada.ws(), await bob.ws()
     await subscribe(ada_ws, room_id)
     await subscribe(bob_ws, room_id)
@@ -236,11 +236,10 @@ async def test_a_non_member_can_neither_read_nor_subscribe(
         )
     )
     refused = await eve_ws.next("error")
-    assert refused["code"] in ("forbidden", "not_found")
+    assert refused["code"] == "forbidden"  # the room exists; eve is not in it
     assert refused["client_msg_id"] == "e1"
     history = await eve.http.get("/api/chat/history", params={"room_id": room_id})
-    assert history.status_code in (403, 404)
-    error_shape(history, history.status_code)
+    error_shape(history, 403)
 
     await send(ada_ws, room_id, "members only")
     assert [m["seq"] for m in await ada_ws.messages(1)] == [1]
@@ -399,7 +398,7 @@ async def test_bad_frames_get_errors_and_leave_other_connections_alone(
         json.dumps({"type": "send", "room_id": not_joined, "client_msg_id": "x1", "content": "hi"})
     )
     refused = await bob_ws.next("error")
-    assert refused["code"] in ("forbidden", "not_found")
+    assert refused["code"] == "forbidden"  # the room exists; bob is not in it
     await bob_ws.send(json.dumps({"type": "subscribe", "rooms": [{"room_id": not_joined}]}))
     assert (await bob_ws.next("error"))["code"] == "not_member"
 

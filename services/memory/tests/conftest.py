@@ -1,8 +1,9 @@
 """The memory service in-process on a free gRPC port, against the session's real servers
 (PostgreSQL, Kafka and Qdrant's location from the devstack plugin) and two real gRPC peers:
 
-- auth: an AuthService serving a JWKS built from a real Ed25519 key pair, so memory fetches and
-  verifies keys exactly as it will against auth; tokens are minted here with the private key;
+- auth: the kit's AuthService (`jwks_peer`, from the devstack plugin) serving a JWKS built from
+  a real Ed25519 key pair, so memory fetches and verifies keys exactly as it will against auth;
+  tokens are minted here with the private key;
 - chat: a ChatService answering CheckMembership from a table of room members. It verifies the
   forwarded token itself and answers for its subject, so a test passes only if memory forwards
   the caller's own token.
@@ -15,8 +16,6 @@ cannot import each other here.
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from jwt.algorithms import OKPAlgorithm
 
-from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import AetherError
-from aether_common.grpc import GrpcServer, checked, create_channel, create_server
+from aether_common.grpc import GrpcServer, create_server
 from aether_common.lifecycle import Component
+from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
+from aether_devstack.testkit import AppRunner, Callers, JwksPeer, SigningKey, failure, new_key
 from aether_memory.app import MemoryApp
 from aether_memory.config import MemorySettings
 from aether_memory.embeddings import LocalEmbedder
@@ -48,71 +46,18 @@ ISSUER = "aether-auth"
 AUDIENCE = "aether"
 
 
-# -- keys, tokens and the auth peer ------------------------------------------------------------
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    private: Ed25519PrivateKey
-    jwk: dict[str, Any]
-
-
-def new_key() -> SigningKey:
-    private = Ed25519PrivateKey.generate()
-    kid = f"ed-{uuid.uuid4().hex[:8]}"
-    jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key())) | {
-        "kid": kid,
-        "alg": "EdDSA",
-        "use": "sig",
-    }
-    return SigningKey(kid, private, jwk)
-
-
+# -- tokens and the auth peer -------------------------------------------------------------------
 def mint(key: SigningKey, sub: str, **claims: Any) -> str:
     """An access token as auth issues them (a free user unless claims say otherwise)."""
-    now = int(time.time())
-    payload = {
-        "sub": sub,
-        "jti": uuid.uuid4().hex,
-        "iat": now,
-        "exp": now + 900,
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "plan": "free",
-        "roles": ["user"],
-        "perms": ["memory:read"],
-        "sid": uuid.uuid4().hex,
-    } | claims
-    return jwt.encode(
-        payload, key.private, algorithm="EdDSA", headers={"kid": key.kid, "typ": "at+jwt"}
+    defaults = {"perms": ["memory:read"]}
+    return testkit.mint(
+        key, testkit.access_claims(issuer=ISSUER, audience=AUDIENCE, sub=sub, **(defaults | claims))
     )
 
 
-class _AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, jwks: list[dict[str, Any]]) -> None:
-        self._jwks = jwks
-
-    async def GetJwks(
-        self, request: auth_pb2.GetJwksRequest, context: Any
-    ) -> auth_pb2.GetJwksResponse:
-        return auth_pb2.GetJwksResponse(jwks_json=json.dumps({"keys": self._jwks}))
-
-
 @pytest.fixture(scope="session")
-def signing_key() -> SigningKey:
-    return new_key()
-
-
-@pytest.fixture(scope="session")
-async def auth_address(signing_key: SigningKey) -> AsyncIterator[str]:
-    server: GrpcServer = create_server("auth", host="127.0.0.1", port=0)
-    server.add_service(
-        auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        _AuthServicer([signing_key.jwk]),  # type: ignore[abstract]  # GetJwks is all we call
-        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    )
-    await server.start()
-    yield server.address
-    await server.stop(grace=0)
+def auth_address(jwks_peer: JwksPeer) -> str:
+    return jwks_peer.address
 
 
 # -- the chat peer -----------------------------------------------------------------------------
@@ -198,7 +143,7 @@ def memory_settings(
 
 
 @dataclass
-class Memory:
+class Memory(Callers):
     """The running service and the helpers tests share."""
 
     app: MemoryApp
@@ -208,21 +153,8 @@ class Memory:
     chat: FakeChat
     tokens: dict[str, str] = field(default_factory=dict)
 
-    def user(self, name: str = "user") -> str:
-        return f"{name}-{uuid.uuid4().hex[:10]}"
-
     def token(self, user_id: str, **claims: Any) -> str:
         return mint(self.key, user_id, **claims)
-
-    def auth(self, user_id: str, **claims: Any) -> tuple[tuple[str, str], ...]:
-        """Call metadata for `user_id` (one token per user unless claims differ)."""
-        if claims:
-            return (("authorization", f"Bearer {self.token(user_id, **claims)}"),)
-        token = self.tokens.get(user_id) or self.tokens.setdefault(user_id, self.token(user_id))
-        return (("authorization", f"Bearer {token}"),)
-
-    def admin(self, user_id: str) -> tuple[tuple[str, str], ...]:
-        return self.auth(user_id, roles=["admin"], plan="admin")
 
     async def upsert(
         self, caller: str, namespace: str, /, *records: memory_pb2.Record | str, **claims: Any
@@ -257,7 +189,7 @@ async def start_memory(
 ) -> AsyncIterator[StartMemory]:
     """Start the service (the wiring of `python -m aether_memory`, gRPC on a free port).
     `events=True` also runs the consumer; settings can be overridden by keyword."""
-    started: list[tuple[MemoryApp, list[Component], grpc.aio.Channel | None]] = []
+    runner = AppRunner()
 
     async def start(*, events: bool = False, shared_model: bool = True, **overrides: Any) -> Memory:
         settings = memory_settings.model_copy(update=overrides)
@@ -267,25 +199,19 @@ async def start_memory(
             grpc_port=0,
             embedder=local_embedder if shared_model and settings.embedder == "local" else None,
         )
-        components: list[Component] = []
-        started.append((app, components, None))
-        for component in app.components(events=events):
-            await component.start()
-            components.append(component)
-        channel = create_channel(app.grpc.address, default_timeout=30)
-        started[-1] = (app, components, channel)
+
+        async def drop_collections(started: list[Component]) -> None:
+            if app.index in started:  # leave the session's Qdrant location as it was
+                for name in [app.index.collection(ns) for ns in app.index.namespaces]:
+                    await app.index.client.delete_collection(name)
+
+        await runner.start(app.components(events=events), before_stop=drop_collections)
+        channel = runner.connect(app.grpc.address, timeout=30)
         stub: Stub = memory_pb2_grpc.MemoryServiceStub(channel)
         return Memory(app, stub, settings, signing_key, chat_peer)
 
     yield start
-    for app, components, channel in reversed(started):
-        if channel is not None:
-            await channel.close(grace=None)
-        if app.index in components:  # leave the session's Qdrant location as it was
-            for name in [app.index.collection(ns) for ns in app.index.namespaces]:
-                await app.index.client.delete_collection(name)
-        for component in reversed(components):
-            await component.stop()
+    await runner.stop()
 
 
 @pytest.fixture
@@ -294,15 +220,6 @@ async def memory(start_memory: StartMemory) -> Memory:
 
 
 # -- plain helpers (fixtures hand them out; test modules cannot import this file) -------------
-async def failure(call: Awaitable[Any]) -> AetherError:
-    """The typed error a call failed with (rebuilt from its gRPC status and details)."""
-    try:
-        await checked(call)
-    except AetherError as exc:
-        return exc
-    raise AssertionError("the call succeeded")
-
-
 @dataclass(frozen=True)
 class Kit:
     failure: Callable[[Awaitable[Any]], Awaitable[AetherError]]

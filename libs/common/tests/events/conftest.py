@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -22,6 +19,7 @@ from aether_common.events import (
     TopicSpec,
     ensure_topics,
 )
+from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
 
 ReadTopic = Callable[..., Awaitable[list[Any]]]
@@ -79,37 +77,10 @@ def make_event() -> Callable[..., Event[ProbeEvent]]:
 
 @pytest.fixture
 def read_topic(kafka: str) -> ReadTopic:
-    """Read a topic from the beginning (no group: no join delay) until `count` records arrive."""
+    """`read_topic(topic, count, within=15, settle=0)`: the kit's, on this session's Kafka."""
 
     async def read(topic: str, count: int, within: float = 15.0, settle: float = 0.0) -> list[Any]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka, fetch_max_wait_ms=10)
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + within
-            partitions = None
-            while not partitions:
-                if topic in await consumer.topics():  # a metadata refresh of every topic
-                    partitions = consumer.partitions_for_topic(topic)
-                else:
-                    assert time.monotonic() < deadline, f"topic {topic} never appeared"
-                    await asyncio.sleep(0.05)
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            records: list[Any] = []
-            while len(records) < count:
-                left = deadline - time.monotonic()
-                assert left > 0, f"got {len(records)} of {count} records from {topic}"
-                batch = await consumer.getmany(timeout_ms=int(min(left, 0.2) * 1000))
-                for part in batch.values():
-                    records.extend(part)
-            if settle:  # then make sure nothing more is coming
-                await asyncio.sleep(settle)
-                for part in (await consumer.getmany(timeout_ms=100)).values():
-                    records.extend(part)
-            return records
-        finally:
-            await consumer.stop()
+        return await testkit.read_topic(kafka, topic, count, within, settle)
 
     return read
 
@@ -117,10 +88,7 @@ def read_topic(kafka: str) -> ReadTopic:
 async def wait_for(
     condition: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition"
 ) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    await testkit.eventually(condition, within, what, every=0.02)
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ async def channel(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
 
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> probe_pb2_grpc.ProbeServiceAsyncStub:
-    return probe_pb2_grpc.ProbeServiceStub(channel)  # type: ignore[return-value]
+    return probe_pb2_grpc.ProbeServiceStub(channel)
 
 
 @pytest.fixture(scope="session")

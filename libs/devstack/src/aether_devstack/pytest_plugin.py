@@ -6,12 +6,14 @@
 - `external`: an existing stack whose addresses are in AETHER_* env vars (endpoints.py).
 Each test gets its own PostgreSQL database, Mongo database name, Kafka topic prefix,
 Elasticsearch index prefix and Redis key prefix, so tests never see each other's data.
+
+It also hands out the shared test kit (testkit.py): the session's signing key and an auth peer
+serving its JWKS, for the services that verify auth's tokens.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +23,14 @@ from aether_devstack.cli import find_root
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.fleet import Fleet
 from aether_devstack.servers import NativeStack
+from aether_devstack.testkit import (
+    JwksPeer,
+    SigningKey,
+    fresh_database,
+    new_key,
+    serve_jwks,
+    unique_name,
+)
 
 BACKENDS = ("native", "containers", "external")
 
@@ -79,28 +89,11 @@ def controllable_stack(native_stack: NativeStack | None) -> NativeStack:
     return native_stack
 
 
-def unique_name(prefix: str = "t") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:12]}"
-
-
 @pytest.fixture
 async def pg_dsn(aether_endpoints: Endpoints) -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database for this test, dropped afterwards."""
-    import asyncpg
-
-    name = unique_name("aether_t_")
-    admin = await asyncpg.connect(aether_endpoints.postgres_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, _ = aether_endpoints.postgres_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(aether_endpoints.postgres_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(aether_endpoints.postgres_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -154,3 +147,16 @@ def aether_platform(
     fleet.start()
     yield fleet
     fleet.stop()
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> SigningKey:
+    """The key pair auth signs this session's tokens with (Ed25519, like auth's own)."""
+    return new_key()
+
+
+@pytest.fixture(scope="session")
+async def jwks_peer(signing_key: SigningKey) -> AsyncIterator[JwksPeer]:
+    """An AuthService on a real socket serving `signing_key`'s JWKS (a test peer playing auth)."""
+    async with serve_jwks(signing_key) as peer:
+        yield peer

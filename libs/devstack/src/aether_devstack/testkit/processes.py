@@ -1,0 +1,69 @@
+"""Processes a suite starts: the local OIDC provider, a platform service (re)started."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aether_devstack import oidc_provider as provider
+from aether_devstack.catalog import ServiceSpec, service_argv, service_env
+from aether_devstack.cli import ServiceProcess, Terminal
+from aether_devstack.servers import free_port
+
+if TYPE_CHECKING:
+    from aether_devstack.fleet import Fleet
+
+
+@dataclass(frozen=True)
+class OidcProvider:
+    """The local OIDC provider (a subprocess, like a real third party) and its one client."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+
+
+@contextmanager
+def oidc_provider_process(
+    client_id: str, client_secret: str, redirect_uri: str
+) -> Iterator[OidcProvider]:
+    port = free_port()
+    proc = provider.spawn(
+        port, redirect_uris=[redirect_uri], client_id=client_id, client_secret=client_secret
+    )
+    try:
+        yield OidcProvider(f"http://127.0.0.1:{port}", client_id, client_secret, redirect_uri)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fleet_env(fleet: Fleet, spec: ServiceSpec) -> dict[str, str]:
+    """The environment the fleet gives `spec`'s service (the suite's extra env included)."""
+    env = service_env(spec, fleet.specs, fleet.endpoints, fleet.root)
+    return env | dict(fleet.extra_env.get(spec.name, {}))
+
+
+def start_fleet_process(
+    fleet: Fleet, process: ServiceProcess, *, within: float, env: Mapping[str, str] = {}
+) -> None:
+    """Start `process` with its fleet's environment (plus `env`) and wait for its /healthz."""
+    spec = process.spec
+    argv = service_argv(spec, fleet.endpoints, fleet.root)
+    process.start(argv, fleet_env(fleet, spec) | dict(env), Terminal(io.StringIO(), 1))
+    process.wait_healthy(within)
+
+
+def replica_spec(fleet: Fleet, name: str) -> ServiceSpec:
+    """`name`'s spec on a new free HTTP port: a second replica of a running service."""
+    return dataclasses.replace(fleet.spec(name), http_port=free_port())
