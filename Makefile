@@ -40,7 +40,7 @@ lint: setup ## ruff (lint + format), buf lint + format
 
 typecheck: setup ## mypy --strict on the shared libraries, every service and all the tests
 	$(UV) run mypy libs/common/src libs/devstack/src $(wildcard services/*/src) \
-		$(wildcard libs/*/tests) $(wildcard services/*/tests) tests/e2e deploy/tests
+		$(wildcard libs/*/tests) $(wildcard services/*/tests) tests deploy/tests
 
 helm-check: setup ## deployment checks, offline: chart lint/render/validate, skaffold, images, trivy, terraform, chart tests
 	bash deploy/helm-check.sh

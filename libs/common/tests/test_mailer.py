@@ -15,8 +15,8 @@ import pytest
 from aether_common import outages
 from aether_common.mailer import Mailer, SmtpServer
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.pytest_plugin import unique_name
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import unique_name
 
 
 async def received(

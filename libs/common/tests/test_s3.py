@@ -19,8 +19,8 @@ from aether_common.errors import NotFound, Unavailable
 from aether_common.s3 import MIN_PART_SIZE, S3Bucket, S3Settings
 from aether_common.settings import SettingsError, load_settings
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.pytest_plugin import unique_name
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import unique_name
 
 
 def make_bucket(endpoints: Endpoints, name: str, *, create: bool = True) -> S3Bucket:

@@ -10,7 +10,7 @@ On the wire (gRPC metadata; keys are lower case as gRPC requires):
 - `x-aether-user-id`, `x-aether-roles`, `x-aether-permissions` (comma-separated),
   `x-aether-plan`: the same claims, unsigned. Outgoing calls always carry them as hints for logs
   and tools; no production resolver reads them (anyone who can reach a port can set a header):
-  only the tests' `aether_devstack.trusted_headers.TrustedHeadersResolver` does.
+  only the tests' `aether_devstack.testkit.trusted_headers.TrustedHeadersResolver` does.
 The default resolver (`AnonymousResolver`) trusts nothing and makes every caller anonymous.
 """
 

@@ -23,7 +23,7 @@ from aether_common.identity import (
 )
 from aether_common.logging import request_id_var
 from aether_common.telemetry import configure_telemetry
-from aether_devstack.trusted_headers import TrustedHeadersResolver
+from aether_devstack.testkit.trusted_headers import TrustedHeadersResolver
 
 PROBE = probe_pb2.DESCRIPTOR.services_by_name["ProbeService"].full_name
 STREAM_SERVICE = "aether.testing.v1.StreamProbe"

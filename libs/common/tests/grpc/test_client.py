@@ -20,7 +20,7 @@ from aether_common.identity import (
     use_identity,
 )
 from aether_common.logging import request_id_var
-from aether_devstack.trusted_headers import TrustedHeadersResolver
+from aether_devstack.testkit.trusted_headers import TrustedHeadersResolver
 
 PROBE = "aether.testing.v1.ProbeService"
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.05)

@@ -15,7 +15,7 @@ from aether.testing.v1 import probe_pb2, probe_pb2_grpc
 from aether_common import errors
 from aether_common.grpc import GrpcServer, Peer, PeerNotImplemented, ServiceClient
 from aether_common.identity import CallerIdentity
-from aether_devstack.trusted_headers import TrustedHeadersResolver
+from aether_devstack.testkit.trusted_headers import TrustedHeadersResolver
 
 if TYPE_CHECKING:
     from aether.testing.v1.probe_pb2_grpc import ProbeServiceAsyncStub

@@ -10,7 +10,9 @@ Typed helpers, used by the devstack pytest plugin's fixtures and by the suites' 
   error a call failed with (`failure`, `stream_failure`);
 - waits.py: a condition (`eventually`), Kafka records (`read_topic`), a mail (`wait_for_mail`);
 - stores.py: a fresh PostgreSQL database (`fresh_database`), a Redis prefix wiped;
-- processes.py: the local OIDC provider, a platform service (re)started from its fleet's spec.
+- processes.py: the local OIDC provider, a platform service (re)started from its fleet's spec;
+- trusted_headers.py: a gRPC identity resolver believing unsigned headers (tests only: it
+  lives here so that no service can configure it).
 """
 
 from aether_devstack.testkit.apps import AppRunner, failure, stream_failure
