@@ -1,7 +1,9 @@
 """Services verify their callers' access tokens against auth's JWKS, fetched over gRPC.
 
-    auth = AuthJwks(settings.auth_grpc_target, timeout_s=5)          # a Component: start it
-    server = create_server(..., identity_resolver=token_resolver(auth, issuer=..., ...))
+    auth, server = verifying_server("chat", settings, host=..., port=...)  # start both
+
+`settings` has the fields of `CallerVerification` (auth's address, the token's issuer and
+audience, the JWKS cache's timings).
 
 `JwksTokenResolver` turns a valid `authorization: Bearer <jwt>` into the call's identity and
 refuses a bad token with UNAUTHENTICATED. The JWKS is cached and refreshed by `JwksCache` (a
@@ -10,9 +12,11 @@ flood of unknown kids cannot hammer auth).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_common.access_tokens import JwksCache, JwksTokenResolver, TokenVerifier
-from aether_common.grpc import Peer, ServiceClient
+from aether_common.grpc import GrpcServer, Peer, ServiceClient, create_server
 
 AUTH = Peer(
     "auth",
@@ -49,3 +53,39 @@ def token_resolver(
     # Signature and claims; revocation is the gateway's job (its denylist) and tokens are short.
     verifier = TokenVerifier(cache, None, issuer=issuer, audience=audience, leeway_s=leeway_s)
     return JwksTokenResolver(verifier)
+
+
+class CallerVerification(Protocol):
+    """The settings a service verifies its callers with (its config declares them)."""
+
+    @property
+    def auth_grpc_target(self) -> str: ...
+    @property
+    def auth_timeout_s(self) -> float: ...
+    @property
+    def jwt_issuer(self) -> str: ...
+    @property
+    def jwt_audience(self) -> str: ...
+    @property
+    def jwt_leeway_s(self) -> float: ...
+    @property
+    def jwks_max_age_s(self) -> float: ...
+    @property
+    def jwks_refetch_interval_s(self) -> float: ...
+
+
+def verifying_server(
+    service: str, settings: CallerVerification, *, host: str, port: int
+) -> tuple[AuthJwks, GrpcServer]:
+    """The gRPC server of `service`, whose every call's token is verified against auth's JWKS,
+    and the channel to auth it fetches the JWKS over (two components: start both)."""
+    auth = AuthJwks(settings.auth_grpc_target, timeout_s=settings.auth_timeout_s)
+    resolver = token_resolver(
+        auth,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
+        max_age_s=settings.jwks_max_age_s,
+        refetch_interval_s=settings.jwks_refetch_interval_s,
+    )
+    return auth, create_server(service, host=host, port=port, identity_resolver=resolver)

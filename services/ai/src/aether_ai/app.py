@@ -29,9 +29,8 @@ from aether_ai.rag import MemoryClient, Retriever
 from aether_ai.retention import RetentionJob
 from aether_ai.service import AiService
 from aether_ai.usage import UsageStore
-from aether_common.auth_jwks import AuthJwks, token_resolver
+from aether_common.auth_jwks import verifying_server
 from aether_common.events import EventProducer
-from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase
@@ -99,20 +98,8 @@ class AiApp:
             request_log=timedelta(days=s.request_log_retention_days),
             finished_jobs=timedelta(days=s.job_retention_days),
         )
-        self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
-        self.grpc: GrpcServer = create_server(
-            "ai",
-            host=grpc_host,
-            port=s.grpc_port if grpc_port is None else grpc_port,
-            identity_resolver=token_resolver(
-                self.auth,
-                issuer=s.jwt_issuer,
-                audience=s.jwt_audience,
-                leeway_s=s.jwt_leeway_s,
-                max_age_s=s.jwks_max_age_s,
-                refetch_interval_s=s.jwks_refetch_interval_s,
-            ),
-        )
+        port = s.grpc_port if grpc_port is None else grpc_port
+        self.auth, self.grpc = verifying_server("ai", s, host=grpc_host, port=port)
         self.grpc.add_service(register, AiServicer(self.service), SERVICE_NAME)
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-ai")
         self.relay = build_relay(

@@ -12,9 +12,6 @@ event is handled once; a second deletion of the same user finds nothing left any
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from aether.auth.v1 import events_pb2 as auth_events
@@ -22,7 +19,6 @@ from aether_ai.events import USER_DELETED
 from aether_ai.service import AiService
 from aether_common.events import (
     BackgroundConsumer,
-    Claim,
     ConsumerOptions,
     Event,
     EventConsumer,
@@ -34,22 +30,6 @@ from aether_common.logging import get_logger
 from aether_common.postgres import PostgresDatabase
 
 log = get_logger(__name__)
-
-
-class _DatabaseIdempotencyStore:
-    """`PgIdempotencyStore` on the database's pool, which exists only once the database started
-    (the consumer is built before)."""
-
-    def __init__(self, db: PostgresDatabase) -> None:
-        self._db = db
-
-    @asynccontextmanager
-    async def claim(self, group: str, event_ids: Sequence[str]) -> AsyncIterator[Claim[Any]]:
-        async with PgIdempotencyStore(self._db.pool).claim(group, event_ids) as claim:
-            yield claim
-
-    async def purge(self, older_than: timedelta) -> int:
-        return await PgIdempotencyStore(self._db.pool).purge(older_than)
 
 
 class UserEventsConsumer(BackgroundConsumer):
@@ -67,17 +47,18 @@ class UserEventsConsumer(BackgroundConsumer):
         dlq_producer: EventProducer | None = None,
     ) -> None:
         super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
-        self._store = _DatabaseIdempotencyStore(db)
+        self._db = db
         self._service = service
         self._group_id = group_id
         self._options = options
         self._dlq_producer = dlq_producer
 
     def build(self) -> EventConsumer[Any]:
+        # The idempotency store needs the pool, which exists once the database started.
         consumer: EventConsumer[Any] = EventConsumer(
             self.bootstrap,
             self._group_id,
-            self._store,
+            PgIdempotencyStore(self._db.pool),
             options=self._options,
             dlq_producer=self._dlq_producer,
             name=self.name,

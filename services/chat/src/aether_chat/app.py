@@ -26,9 +26,8 @@ from aether_chat.metrics import TRANSACTION_RETRIES
 from aether_chat.realtime import Fanout
 from aether_chat.retention import RetentionJob
 from aether_chat.service import ChatService
-from aether_common.auth_jwks import AuthJwks, token_resolver
+from aether_common.auth_jwks import verifying_server
 from aether_common.events import EventProducer, MongoOutboxRelay, RelayOptions, outbox_mongo
-from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.mongo import MongoDatabase
@@ -60,20 +59,8 @@ class ChatApp:
             fanout=self.fanout,
             events=ChatEvents(s.topic_prefix),
         )
-        self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
-        self.grpc: GrpcServer = create_server(
-            "chat",
-            host=grpc_host,
-            port=s.grpc_port if grpc_port is None else grpc_port,
-            identity_resolver=token_resolver(
-                self.auth,
-                issuer=s.jwt_issuer,
-                audience=s.jwt_audience,
-                leeway_s=s.jwt_leeway_s,
-                max_age_s=s.jwks_max_age_s,
-                refetch_interval_s=s.jwks_refetch_interval_s,
-            ),
-        )
+        port = s.grpc_port if grpc_port is None else grpc_port
+        self.auth, self.grpc = verifying_server("chat", s, host=grpc_host, port=port)
         self.sends = SendBatcher(self.database, self.service, max_batch=s.send_batch_max)
         servicer = ChatServicer(self.service, self.database, self.sends)
         self.grpc.add_service(register, servicer, SERVICE_NAME)

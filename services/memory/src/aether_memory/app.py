@@ -17,8 +17,7 @@ from importlib.resources import files
 
 from fastapi import FastAPI
 
-from aether_common.auth_jwks import AuthJwks, token_resolver
-from aether_common.grpc import GrpcServer, create_server
+from aether_common.auth_jwks import verifying_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
@@ -76,20 +75,8 @@ class MemoryApp:
             index=self.index,
             rooms=self.rooms,
         )
-        self.auth = AuthJwks(s.auth_grpc_target, timeout_s=s.auth_timeout_s)
-        self.grpc: GrpcServer = create_server(
-            "memory",
-            host=grpc_host,
-            port=s.grpc_port if grpc_port is None else grpc_port,
-            identity_resolver=token_resolver(
-                self.auth,
-                issuer=s.jwt_issuer,
-                audience=s.jwt_audience,
-                leeway_s=s.jwt_leeway_s,
-                max_age_s=s.jwks_max_age_s,
-                refetch_interval_s=s.jwks_refetch_interval_s,
-            ),
-        )
+        port = s.grpc_port if grpc_port is None else grpc_port
+        self.auth, self.grpc = verifying_server("memory", s, host=grpc_host, port=port)
         self.grpc.add_service(register, MemoryServicer(self.service, self.database), SERVICE_NAME)
         self.consumer = ContentConsumer(
             self.database,
