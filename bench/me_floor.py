@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from fastapi import FastAPI, Request  # module level: FastAPI resolves the route's annotations here
+from fastapi.responses import Response
 
 ALGORITHM = "EdDSA"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (a JWT typ)
@@ -134,8 +136,6 @@ def bearer(value: str | None) -> str | None:
 def serve_http(port: int, config: FloorConfig) -> None:
     import grpc
     import uvicorn
-    from fastapi import FastAPI, Request
-    from fastapi.responses import Response
     from redis.asyncio import Redis
 
     from aether.auth.v1 import auth_pb2, auth_pb2_grpc
