@@ -701,15 +701,16 @@ class DatastoreCounts:
 # -- profiles (--py-spy) -------------------------------------------------------------------------
 class Profiler:
     """py-spy on the named processes for one phase: raw collapsed stacks in `directory`, then the
-    top functions by self time (samples where the function itself was running, in-process
-    frames only: time inside C extensions such as grpc's or uvloop's counts to their Python
-    caller). Non-blocking sampling; it still takes CPU from the machine, so a profiled run's
-    figures are not the benchmark's."""
+    top functions by self time (samples where the function itself was running; Python frames
+    only unless `native`, so that time inside C extensions such as grpc's or uvloop's counts to
+    their Python caller). Non-blocking sampling (native: each sample pauses the process); it
+    takes CPU from the machine either way, so a profiled run's figures are not the benchmark's."""
 
     RATE = 250  # samples per second
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, native: bool = False) -> None:
         self.directory = directory
+        self.native = native
         directory.mkdir(parents=True, exist_ok=True)
         found = shutil.which("py-spy")
         self.command = [found] if found else ["uvx", "py-spy"]
@@ -719,10 +720,11 @@ class Profiler:
         for name, pid in pids.items():
             out = self.directory / f"{name.replace(' ', '-')}.txt"
             argv = [*self.command, "record", "--pid", str(pid), "--duration", str(int(seconds))]
-            argv += ["--rate", str(self.RATE), "--nonblocking", "--format", "raw", "-o", str(out)]
-            self._running[name] = subprocess.Popen(
-                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            argv += ["--rate", str(self.RATE), "--format", "raw", "-o", str(out)]
+            # py-spy reads C stacks only from a paused process.
+            argv += ["--native"] if self.native else ["--nonblocking"]
+            log = out.with_suffix(".log").open("wb")
+            self._running[name] = subprocess.Popen(argv, stdout=log, stderr=log)
 
     def finish(self, top: int = 10) -> list[str]:
         lines: list[str] = []
@@ -897,6 +899,11 @@ def main() -> None:
         help="profile the uncached gateway and auth, then the floor's two sides, with py-spy "
         "(raw stacks in DIR, top functions by self time printed)",
     )
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="with --py-spy: C frames too (grpc's core, uvloop, asyncpg's protocol)",
+    )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "BODY"), help=argparse.SUPPRESS)
     parser.add_argument("--floor-redis", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -986,7 +993,7 @@ def main() -> None:
         if platform.uncached_url:
             counts = DatastoreCounts(platform.redis_url, platform.auth_dsn)
             counts.quiet_from = refreshes_done
-            profiler = Profiler(Path(args.py_spy)) if args.py_spy else None
+            profiler = Profiler(Path(args.py_spy), native=args.native) if args.py_spy else None
             uncached_pids = {"gateway": platform.uncached_pid, "auth": pids["auth"]}
             counts.begin()
             if profiler:

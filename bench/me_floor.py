@@ -13,9 +13,9 @@ HTTP side (one FastAPI route under uvicorn with uvloop, as the gateway runs):
   PyJWT, EdDSA with the Ed25519 key of auth's JWKS, header typ/alg/kid, issuer, audience,
   leeway, required claims; a verified token is kept until it expires (a hit checks `exp` and
   that its key is still known);
-- ONE EVALSHA of the gateway's own access script (`aether_gateway.access_gate.ACCESS_LUA`: the
-  revocation keys, then the caller's sliding window) with the gateway's keys and arguments,
-  through aether_common's AutoPipeline;
+- ONE EVALSHA of the gateway's own access script (ACCESS_LUA of
+  `aether_gateway.revoked_or_limited`: the revocation keys, then the caller's sliding window)
+  with the gateway's keys and arguments, through aether_common's AutoPipeline;
 - ONE GetMe over a plain `grpc.aio.insecure_channel`, the token forwarded as
   `authorization: Bearer ...`, with a deadline;
 - the gateway's UserOut JSON built from the reply, with the rate-limit headers.
@@ -140,7 +140,7 @@ def serve_http(port: int, config: FloorConfig) -> None:
 
     from aether.auth.v1 import auth_pb2, auth_pb2_grpc
     from aether_common.redis_pipeline import AutoPipeline
-    from aether_gateway.access_gate import ACCESS_LUA
+    from aether_gateway.revoked_or_limited import ACCESS_LUA
 
     verifier = Verifier(config)
     member_prefix = secrets.token_hex(8)
