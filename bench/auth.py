@@ -1006,26 +1006,26 @@ def main() -> None:
                 cpu=CpuMeter(uncached_pids),
             )
             uncached_counts = counts.end(uncached.sent)
-            floor_proc = MeFloor(platform, jwks(base))
+            pair = MeFloor(platform, jwks(base))
             try:
-                floor_proc.start()
-                check_same_answer(floor_proc.url, token, me_json.json())
+                pair.start()
+                check_same_answer(pair.url, token, me_json.json())
                 counts.begin()
                 if profiler:
                     profiles = profiler.finish()
-                    profiler.start(floor_proc.pids(), args.warmup + args.duration)
+                    profiler.start(pair.pids(), args.warmup + args.duration)
                 me_floor = get_load(
                     "its floor: bare FastAPI -> bare grpc.aio",
-                    floor_proc.url,
+                    pair.url,
                     "/api/auth/me",
                     **get,
-                    cpu=CpuMeter(floor_proc.pids()),
+                    cpu=CpuMeter(pair.pids()),
                 )
                 floor_counts = counts.end(me_floor.sent)
                 if profiler:
                     profiles += profiler.finish()
             finally:
-                floor_proc.stop()
+                pair.stop()
         export = get_load(
             "gateway GET /api/auth/me/export (RPC)",
             base,

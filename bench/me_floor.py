@@ -99,11 +99,11 @@ class Verifier:
     def verify(self, token: str) -> dict[str, Any]:
         hit = self._verified.get(token)
         if hit is not None:
-            claims, kid = hit
-            if time.time() > claims["exp"] + self.leeway_s or kid not in self.keys:
+            known, known_kid = hit
+            if time.time() > known["exp"] + self.leeway_s or known_kid not in self.keys:
                 del self._verified[token]
                 raise Refused("expired or withdrawn")
-            return claims
+            return known
         try:
             header = jwt.get_unverified_header(token)
             kid = header.get("kid")
@@ -123,7 +123,7 @@ class Verifier:
             raise Refused(str(exc)) from None
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.pop(next(iter(self._verified)))
-        self._verified[token] = (claims, kid)
+        self._verified[token] = (claims, str(kid))
         return claims
 
 
@@ -154,7 +154,7 @@ def serve_http(port: int, config: FloorConfig) -> None:
         channel = grpc.aio.insecure_channel(config.upstream)
         held.update(access=pipeline.script(ACCESS_LUA), stub=auth_pb2_grpc.AuthServiceStub(channel))
         yield
-        await channel.close()
+        await channel.close(grace=None)
         await redis.aclose()
 
     app = FastAPI(lifespan=lifespan)
@@ -298,7 +298,8 @@ def serve_grpc(port: int, config: FloorConfig) -> None:
         )
         redis = Redis.from_url(config.redis_url, decode_responses=True)
         server = grpc.aio.server()
-        servicer = FloorAuth(pool, AutoPipeline(redis))
+        # GetMe only: the base class answers UNIMPLEMENTED for the rest.
+        servicer = FloorAuth(pool, AutoPipeline(redis))  # type: ignore[abstract]
         auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
