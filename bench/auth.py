@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -355,6 +356,10 @@ class Platform:
         self.uncached_pid = self._procs[-1].pid
         wait_http(self.uncached_url + "/healthz", self._procs[-1])
 
+    def redis_pid(self) -> int | None:
+        """The run's own Redis server, when it has one."""
+        return self._redis.pid if self._redis is not None else None
+
     def pids(self) -> dict[str, int]:
         """auth's and the gateway's process ids (empty for an external platform)."""
         if self._fleet is None:
@@ -595,12 +600,12 @@ def print_uncached_floor(
         + ")"
     )
     redis = "the run's own Redis" if platform.private_redis else "the machine's Redis (shared)"
-    print(f"Redis commands per request (INFO commandstats of {redis}; whole phase):")
+    print(f"Redis per request (INFO commandstats of {redis}, its CPU; whole phase):")
     print(f"  uncached gateway + auth  {ours.redis_line()}")
     print(f"  its floor                {its.redis_line()}")
     print(
         "PostgreSQL per request (auth's database: scans of users/oauth_identities in "
-        "pg_stat_user_tables, commits in pg_stat_database; whole phase):"
+        "pg_stat_user_tables, commits in pg_stat_database, its backends' CPU; whole phase):"
     )
     print(f"  uncached gateway + auth  {ours.pg_line()}")
     print(f"  its floor                {its.pg_line()}")
@@ -620,29 +625,46 @@ class Counts:
     redis: dict[str, float]  # commands per request, by command (INFO commandstats)
     pg_statements: float  # index + sequential scans of PG_TABLES per request
     pg_commits: float  # transactions committed in auth's database per request
+    pg_cpu_ms: float  # CPU of the backends connected to auth's database, per request
+    redis_cpu_ms: float | None  # CPU of the run's own Redis server per request (None: shared)
 
     def redis_line(self) -> str:
         total = sum(self.redis.values())
         detail = ", ".join(f"{cmd} {n:.2f}" for cmd, n in sorted(self.redis.items()) if n >= 0.01)
-        return f"{total:5.2f} ({detail})"
+        cpu = "" if self.redis_cpu_ms is None else f"; server CPU {self.redis_cpu_ms:.2f} ms"
+        return f"{total:5.2f} ({detail}){cpu}"
 
     def pg_line(self) -> str:
-        return f"{self.pg_statements:4.2f} statements, {self.pg_commits:4.2f} commits"
+        return (
+            f"{self.pg_statements:4.2f} statements, {self.pg_commits:4.2f} commits; "
+            f"backends' CPU {self.pg_cpu_ms:.2f} ms"
+        )
+
+
+@dataclass
+class _Snapshot:
+    commands: dict[str, int]
+    scans: int
+    commits: int
+    pg_cpu: dict[int, float]  # backend pid -> CPU seconds so far
+    redis_cpu: float
 
 
 class DatastoreCounts:
     """Redis commands (INFO commandstats of the run's own Redis) and PostgreSQL work in auth's
     database (pg_stat_user_tables scans of the tables GetMe reads; pg_stat_database commits) that
-    a phase caused, per request it sent. pg_stat_statements is not assumed to be loaded, so a
-    statement is counted by the scan it makes of `users` or `oauth_identities` (each of GetMe's
-    statements reads one of them once, by index)."""
+    a phase caused, per request it sent, with the CPU the Redis server and the PostgreSQL
+    backends connected to auth's database spent (/proc; a backend that connected during the
+    phase counts from zero). pg_stat_statements is not assumed to be loaded, so a statement is
+    counted by the scan it makes of `users` or `oauth_identities` (each of GetMe's statements
+    reads one of them once, by index)."""
 
-    def __init__(self, redis_url: str, dsn: str) -> None:
-        self.redis_url, self.dsn = redis_url, dsn
+    def __init__(self, redis_url: str, dsn: str, redis_pid: int | None) -> None:
+        self.redis_url, self.dsn, self.redis_pid = redis_url, dsn, redis_pid
         self.quiet_from = 0.0  # monotonic time the last load on auth's database stopped
-        self._start: tuple[dict[str, int], int, int] | None = None
+        self._start: _Snapshot | None = None
 
-    def _read(self) -> tuple[dict[str, int], int, int]:
+    def _read(self) -> _Snapshot:
         import asyncpg
         import redis
 
@@ -655,7 +677,7 @@ class DatastoreCounts:
             name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()
         }
 
-        async def pg() -> tuple[int, int]:
+        async def pg() -> tuple[int, int, list[int]]:
             conn = await asyncpg.connect(self.dsn)
             try:
                 scans = await conn.fetchval(
@@ -666,12 +688,21 @@ class DatastoreCounts:
                 commits = await conn.fetchval(
                     "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
                 )
+                backends = await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
             finally:
                 await conn.close()
-            return int(scans or 0), int(commits)
+            return int(scans or 0), int(commits), [int(row["pid"]) for row in backends]
 
-        scans, commits = asyncio.run(pg())
-        return commands, scans, commits
+        scans, commits, pids = asyncio.run(pg())
+        pg_cpu: dict[int, float] = {}
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not on this machine
+                pg_cpu[pid] = cpu_seconds(pid)
+        redis_cpu = cpu_seconds(self.redis_pid) if self.redis_pid else 0.0
+        return _Snapshot(commands, scans, commits, pg_cpu, redis_cpu)
 
     def _settle(self) -> None:
         time.sleep(max(0.0, self.quiet_from + PG_STATS_SETTLE_S - time.monotonic()))
@@ -684,17 +715,20 @@ class DatastoreCounts:
         assert self._start is not None
         self.quiet_from = time.monotonic()
         self._settle()
-        (commands0, scans0, commits0), (commands, scans, commits) = self._start, self._read()
+        start, now = self._start, self._read()
         n = max(1, sent)
         redis = {
-            cmd: (calls - commands0.get(cmd, 0)) / n
-            for cmd, calls in commands.items()
+            cmd: (calls - start.commands.get(cmd, 0)) / n
+            for cmd, calls in now.commands.items()
             if cmd not in ("info", "hello", "client|setinfo", "select")
         }
+        pg_cpu = sum(cpu - start.pg_cpu.get(pid, 0.0) for pid, cpu in now.pg_cpu.items())
         return Counts(
             {cmd: v for cmd, v in redis.items() if v > 0},
-            (scans - scans0) / n,
-            (commits - commits0) / n,
+            (now.scans - start.scans) / n,
+            (now.commits - start.commits) / n,
+            1000 * pg_cpu / n,
+            1000 * (now.redis_cpu - start.redis_cpu) / n if self.redis_pid else None,
         )
 
 
@@ -991,7 +1025,7 @@ def main() -> None:
         uncached_counts: Counts | None = None
         floor_counts: Counts | None = None
         if platform.uncached_url:
-            counts = DatastoreCounts(platform.redis_url, platform.auth_dsn)
+            counts = DatastoreCounts(platform.redis_url, platform.auth_dsn, platform.redis_pid())
             counts.quiet_from = refreshes_done
             profiler = Profiler(Path(args.py_spy), native=args.native) if args.py_spy else None
             uncached_pids = {"gateway": platform.uncached_pid, "auth": pids["auth"]}
