@@ -563,42 +563,38 @@ def check_same_answer(url: str, token: str, expected: dict[str, Any]) -> None:
         raise RuntimeError(f"the floor answers {response.json()}, the gateway {expected}")
 
 
+def print_cpu_beside_floor(uncached: Result, floor: Result) -> None:
+    """Each side's CPU per request beside the floor's, and the floor's over ours."""
+    if not uncached.cpu_s or not floor.cpu_s:
+        print("CPU per request, uncached /me vs its floor: not metered (--client-procs > 1)")
+        return
+
+    def per_request(result: Result, name: str) -> float:
+        return 1000 * (result.cpu_s or {}).get(name, 0.0) / max(1, result.requests)
+
+    sides = {"gateway": "floor HTTP", "auth": "floor gRPC"}
+    ours = {name: per_request(uncached, name) for name in sides}
+    its = {name: per_request(floor, floor_side) for name, floor_side in sides.items()}
+    print(
+        "CPU per request, uncached /me vs its floor:   "
+        + ";  ".join(
+            f"{name} {ours[name]:.2f} ms vs {floor_side} side {its[name]:.2f} ms"
+            for name, floor_side in sides.items()
+        )
+    )
+    # Where the services limit the rate, the rate ratio tends to this; on a machine whose cores
+    # are taken by other work the rates converge, and this says more.
+    per_side = ", ".join(f"{name} side {its[name] / max(1e-9, ours[name]):.2f}" for name in sides)
+    total = sum(its.values()) / max(1e-9, sum(ours.values()))
+    print(f"CPU per request, its floor / ours: {total:.2f}  ({per_side})")
+
+
 def print_uncached_floor(
     uncached: Result, floor: Result, ours: Counts, its: Counts, platform: Platform
 ) -> None:
     """The uncached /me beside its floor: rate, CPU per request, datastore work per request."""
     ratio = uncached.rate / floor.rate if floor.rate else 0.0
-    cpu = uncached.cpu_s or {}
-    floor_cpu = floor.cpu_s or {}
-
-    def per_request(spent: dict[str, float], name: str, result: Result) -> float:
-        return 1000 * spent.get(name, 0.0) / max(1, result.requests)
-
-    sides = {
-        "gateway": (per_request(cpu, "gateway", uncached), "floor HTTP"),
-        "auth": (per_request(cpu, "auth", uncached), "floor gRPC"),
-    }
-    floor_ms = {
-        name: per_request(floor_cpu, floor_side, floor) for name, (_, floor_side) in sides.items()
-    }
-    print(
-        "CPU per request, uncached /me vs its floor:   "
-        + ";  ".join(
-            f"{name} {ms:.2f} ms vs {floor_side} side {floor_ms[name]:.2f} ms"
-            for name, (ms, floor_side) in sides.items()
-        )
-    )
-    # Where the services are the bottleneck the rate ratio tends to this; on a machine whose
-    # cores are taken by other work (or by PostgreSQL) the rates converge and this says more.
-    ours_total = sum(ms for ms, _ in sides.values())
-    print(
-        f"CPU per request, its floor / ours: {sum(floor_ms.values()) / max(1e-9, ours_total):.2f}"
-        + "  ("
-        + ", ".join(
-            f"{name} side {floor_ms[name] / max(1e-9, ms):.2f}" for name, (ms, _) in sides.items()
-        )
-        + ")"
-    )
+    print_cpu_beside_floor(uncached, floor)
     redis = "the run's own Redis" if platform.private_redis else "the machine's Redis (shared)"
     print(f"Redis per request (INFO commandstats of {redis}, its CPU; whole phase):")
     print(f"  uncached gateway + auth  {ours.redis_line()}")
