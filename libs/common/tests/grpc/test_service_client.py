@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.testing.v1 import probe_pb2, probe_pb2_grpc
 from aether_common import errors
 from aether_common.grpc import GrpcServer, Peer, PeerNotImplemented, ServiceClient
-from aether_common.identity import CallerIdentity
+from aether_common.identity import CallerIdentity, use_identity
+from aether_common.logging import request_id_var
 from aether_devstack.testkit.trusted_headers import TrustedHeadersResolver
 
 if TYPE_CHECKING:
@@ -171,6 +173,43 @@ async def test_a_token_is_sent_as_a_bearer(start_server: Any, client_for: Factor
     await client.call(client.stub.Echo, probe_pb2.EchoRequest(message="b"))
 
     assert resolver.authorization == ["Bearer t0k3n", None]
+
+
+async def test_the_served_callers_identity_and_request_id_go_along(
+    server: GrpcServer, client_for: Factory, seen: Any
+) -> None:
+    alice = CallerIdentity(
+        user_id="u-alice", roles=frozenset({"premium"}), plan="premium", access_token="a.b.c"
+    )
+    client = client_for(server.address)
+    token = request_id_var.set("req-42")
+    try:
+        with use_identity(alice):
+            reply = await client.call(client.stub.Echo, probe_pb2.EchoRequest(message="hi"))
+    finally:
+        request_id_var.reset(token)
+
+    assert reply.caller_user_id == "u-alice"
+    assert seen.request_ids[-1] == "req-42"
+    assert seen.identities[-1] == alice
+
+
+async def test_each_call_is_counted_under_its_method_and_outcome(
+    server: GrpcServer, client_for: Factory
+) -> None:
+    client = client_for(server.address)
+    echo, fail = "/aether.testing.v1.ProbeService/Echo", "/aether.testing.v1.ProbeService/Fail"
+
+    def count(method: str, code: str) -> float:
+        labels = {"method": method, "code": code}
+        return REGISTRY.get_sample_value("aether_grpc_client_handled_total", labels) or 0.0
+
+    before = count(echo, "OK"), count(fail, "NOT_FOUND")
+    await client.call(client.stub.Echo, probe_pb2.EchoRequest(message="hi"))
+    with pytest.raises(errors.NotFound):
+        await client.call(client.stub.Fail, probe_pb2.FailRequest(code="not_found"))
+
+    assert (count(echo, "OK"), count(fail, "NOT_FOUND")) == (before[0] + 1, before[1] + 1)
 
 
 # -- streams -----------------------------------------------------------------------------------

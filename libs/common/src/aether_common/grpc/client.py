@@ -111,11 +111,13 @@ def create_channel(
     retry: RetryPolicy = RetryPolicy(),  # frozen: one shared default is safe
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    layered: bool = True,
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `target` (`host:port` or `dns:///name:port`).
 
     `credentials` switches to TLS (`grpc.ssl_channel_credentials(...)`); `options` override
-    ours key by key.
+    ours key by key. `layered=False` leaves out the client interceptors (deadline, metadata,
+    metrics, span): for a caller that prepares each call itself, as `ServiceClient` does.
     """
     merged: dict[str, Any] = {
         **dict(KEEPALIVE_OPTIONS),
@@ -127,7 +129,9 @@ def create_channel(
     }
     merged.update(dict(options))
     # Typed loosely: grpc-stubs has no usable type for a client interceptor.
-    chain: list[Any] = client_interceptors(default_timeout, default_stream_timeout)
+    chain: list[Any] = (
+        client_interceptors(default_timeout, default_stream_timeout) if layered else []
+    )
     channel_options = list(merged.items())
     if credentials is not None:
         return grpc.aio.secure_channel(

@@ -325,9 +325,32 @@ def _method_name(method: str | bytes) -> str:
     return method.decode() if isinstance(method, bytes) else method
 
 
-def _record_client(method: str, code: grpc.StatusCode, started: float) -> None:
+def record_client(method: str, code: grpc.StatusCode, started: float, span: Span | None) -> None:
+    """A finished outgoing call: its metrics and its span."""
     GRPC_CLIENT_HANDLED.labels(method, code.name).inc()
     GRPC_CLIENT_LATENCY.labels(method).observe(time.perf_counter() - started)
+    _end_span(span, code)
+
+
+def outgoing(method: str, metadata: grpc.aio.Metadata) -> Span | None:
+    """Adds what every outgoing call carries to `metadata` (the request id, the identity of the
+    call being served, the trace context; what the caller set explicitly wins) and starts the
+    call's span. The client interceptors and `ServiceClient` (which calls on a plain channel,
+    sparing grpc.aio's per-call interceptor task) both prepare calls with it."""
+    request_id = request_id_var.get()
+    if request_id and REQUEST_ID_KEY not in metadata:
+        metadata.add(REQUEST_ID_KEY, request_id)
+    for key, value in identity_to_metadata(current_identity()):
+        if key not in metadata:
+            metadata.add(key, value)
+    if _quiet(method):
+        return None
+    span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method))
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    for key, value in carrier.items():
+        metadata.add(key, value)
+    return span
 
 
 class _ClientCall:
@@ -345,21 +368,7 @@ class _ClientCall:
         if timeout is None:
             timeout = self._stream_timeout if streaming else self._unary_timeout
         metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-        request_id = request_id_var.get()
-        if request_id and REQUEST_ID_KEY not in metadata:
-            metadata.add(REQUEST_ID_KEY, request_id)
-        for key, value in identity_to_metadata(current_identity()):
-            if key not in metadata:  # what the caller set explicitly wins
-                metadata.add(key, value)
-        span: Span | None = None
-        if not _quiet(method):
-            span = _tracer.start_span(
-                method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
-            )
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier, context=trace.set_span_in_context(span))
-            for key, value in carrier.items():
-                metadata.add(key, value)
+        span = outgoing(method, metadata)
         prepared = grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
@@ -377,8 +386,7 @@ async def _observe_unary(call: Any, method: str, span: Span | None, started: flo
     try:
         code = await call.code()  # waits for the call; does not raise on failure
     finally:
-        _record_client(method, code, started)
-        _end_span(span, code)
+        record_client(method, code, started, span)
     return call
 
 
@@ -396,8 +404,7 @@ async def _observe_stream(
             call.cancel()
         elif code is grpc.StatusCode.CANCELLED:  # failed while streaming (it raised)
             code = await call.code()
-        _record_client(method, code, started)
-        _end_span(span, code)
+        record_client(method, code, started, span)
 
 
 class _UnaryUnaryLayer(_ClientCall, _UnaryUnary):

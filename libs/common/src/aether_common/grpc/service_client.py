@@ -9,14 +9,16 @@
 `Peer` is what a caller knows of a service whatever its address: its name, its descriptor, its
 stub class and which of its methods are safe to retry. The address and deadlines are settings.
 
-It holds one channel (`create_channel`: a default deadline on every call, retries for the
-idempotent methods only, keepalive, the caller identity, request id and trace forwarded) and
-the stub, typed as the stub class's async stub. Every failure leaves `call` and `stream` as the
-typed error of aether_common.errors (`peer_error`: what the peer raised, or Unavailable with
-Retry-After / Timeout naming the peer when gRPC itself gave up). `ready()` is the peer's
-standard health check, unless the owner serves without the peer (`needs_peer=False`: answers
-go on without RAG, cached keys keep verifying tokens); then it only says the channel is open,
-so one service being down does not take its callers out of their load balancers.
+It holds one channel (`create_channel`: retries for the idempotent methods only, keepalive) and
+the stub, typed as the stub class's async stub, and prepares each call itself (a default
+deadline; the caller identity, request id and trace context forwarded; metrics and a span), on
+a channel without interceptors: grpc.aio runs an intercepted call as one more task, a
+measurable share of a request's CPU (bench/auth.py). Every failure leaves `call` and `stream`
+as the typed error of aether_common.errors (`peer_error`: what the peer raised, or Unavailable
+with Retry-After / Timeout naming the peer when gRPC itself gave up). `ready()` is the peer's
+standard health check, unless the owner serves without the peer (`needs_peer=False`: answers go
+on without RAG, cached keys keep verifying tokens); then it only says the channel is open, so
+one service being down does not take its callers out of their load balancers.
 
 A client of one service subclasses it to name its calls (`AuthJwks.fetch`, `AiClient.whole`),
 or adds hints to its errors by overriding `error()`.
@@ -24,9 +26,10 @@ or adds hints to its errors by overriding `error()`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -34,6 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aether_common.errors import AetherError
 from aether_common.grpc.client import create_channel, peer_error
+from aether_common.grpc.interceptors import outgoing, record_client
 from aether_common.identity import AUTHORIZATION_KEY
 from aether_common.logging import get_logger
 
@@ -93,6 +97,8 @@ class ServiceClient(Generic[StubT]):
         self._channel: grpc.aio.Channel | None = None
         self._stub: StubT | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
+        # The full method name of each of the stub's callables (metrics, spans).
+        self._methods: dict[int, str] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def open(self) -> None:
@@ -101,12 +107,15 @@ class ServiceClient(Generic[StubT]):
         if self._channel is not None:
             return
         channel = create_channel(
-            self.target,
-            idempotent_methods=self.peer.idempotent_methods,
-            default_timeout=self.timeout_s,
-            default_stream_timeout=self.stream_timeout_s,
+            self.target, idempotent_methods=self.peer.idempotent_methods, layered=False
         )
-        self._channel, self._stub = channel, self.peer.stub(channel)
+        stub = self.peer.stub(channel)
+        self._methods = {
+            id(callable_): f"/{self.service}/{method.name}"
+            for method in self.peer.service.methods
+            if (callable_ := getattr(stub, method.name, None)) is not None
+        }
+        self._channel, self._stub = channel, stub
         self._health = health_pb2_grpc.HealthStub(channel)
 
     async def start(self) -> None:
@@ -153,10 +162,24 @@ class ServiceClient(Generic[StubT]):
         """`await auth.call(auth.stub.GetMe, GetMeRequest(), token=caller.raw)`: the response or
         the typed error. `token` is sent as `authorization: Bearer <token>` (else the identity of
         the call being served is forwarded); `deadline_s` replaces the default deadline."""
+        method = self._method(rpc)
+        started = time.perf_counter()
+        metadata = _bearer(token)
+        span = outgoing(method, metadata)
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise
         try:
-            return await rpc(request, metadata=_bearer(token), timeout=deadline_s)
+            response = await rpc(
+                request,
+                metadata=metadata,
+                timeout=self.timeout_s if deadline_s is None else deadline_s,
+            )
+            code = grpc.StatusCode.OK
+            return response
         except grpc.aio.AioRpcError as exc:
+            code = exc.code()
             raise self._failed(exc, "call") from exc
+        finally:
+            record_client(method, code, started, span)
 
     async def stream(
         self,
@@ -167,14 +190,25 @@ class ServiceClient(Generic[StubT]):
     ) -> AsyncGenerator[Resp, None]:
         """A server stream's responses; a failure raises the typed error. Closing the iterator
         (or cancelling its reader) cancels the call, so the peer stops its work at once."""
-        call = rpc(request, metadata=_bearer(token))
+        method = self._method(rpc)
+        started = time.perf_counter()
+        metadata = _bearer(token)
+        span = outgoing(method, metadata)
+        code = grpc.StatusCode.CANCELLED  # unless it ends otherwise
+        call = rpc(request, metadata=metadata, timeout=self.stream_timeout_s)
         try:
             async for response in call:
                 yield response
+            code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as exc:
+            code = exc.code()
             raise self._failed(exc, "stream") from exc
         finally:
             call.cancel()  # a no-op once the call has ended
+            record_client(method, code, started, span)
+
+    def _method(self, rpc: Any) -> str:
+        return self._methods.get(id(rpc)) or f"/{self.service}/unknown"
 
     def error(self, exc: grpc.aio.AioRpcError) -> AetherError:
         """The typed error for a failed call; a subclass may add hints (a Retry-After)."""
@@ -192,5 +226,7 @@ class ServiceClient(Generic[StubT]):
         return error
 
 
-def _bearer(token: str | None) -> grpc.aio.Metadata | None:
-    return grpc.aio.Metadata((AUTHORIZATION_KEY, f"Bearer {token}")) if token else None
+def _bearer(token: str | None) -> grpc.aio.Metadata:
+    return (
+        grpc.aio.Metadata((AUTHORIZATION_KEY, f"Bearer {token}")) if token else grpc.aio.Metadata()
+    )
