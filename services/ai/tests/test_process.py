@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +21,7 @@ from aether_ai.llm import LlmClient
 from aether_common.grpc import create_channel
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import service_process
 
 
 @pytest.fixture
@@ -55,27 +54,8 @@ def service_env(
 
 @pytest.fixture
 def service(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aether_ai"],
-        env=service_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{service_env['AETHER_HTTP_PORT']}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            if httpx.get(base + "/readyz", timeout=3).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the AI service never became ready"
-        time.sleep(0.2)
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    with service_process("aether_ai", service_env, ready_within_s=90) as proc:
+        yield proc
 
 
 async def test_the_process_is_ready_with_its_datastores_and_model_and_stops_cleanly(

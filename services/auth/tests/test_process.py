@@ -9,7 +9,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from aether_auth import events
 from aether_common.grpc import create_channel
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import service_process
 
 
 @pytest.fixture
@@ -58,27 +58,8 @@ def _get(url: str) -> tuple[int, Any]:
 
 @pytest.fixture
 def service(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aether_auth"],
-        env=service_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{service_env['AETHER_HTTP_PORT']}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            if _get(base + "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "auth never became ready"
-        time.sleep(0.1)
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    with service_process("aether_auth", service_env) as proc:
+        yield proc
 
 
 def _admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

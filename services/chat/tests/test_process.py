@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +18,7 @@ from aether_chat.__main__ import main
 from aether_common.grpc import create_channel
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import service_process
 
 
 @pytest.fixture
@@ -51,27 +50,8 @@ def service_env(
 
 @pytest.fixture
 def service(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aether_chat"],
-        env=service_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{service_env['AETHER_HTTP_PORT']}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "chat never became ready"
-        time.sleep(0.1)
-    yield proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    with service_process("aether_chat", service_env) as proc:
+        yield proc
 
 
 async def test_the_process_serves_health_grpc_and_stops_cleanly(

@@ -22,6 +22,7 @@ from aether_devstack.testkit.processes import (
     fleet_env,
     oidc_provider_process,
     replica_spec,
+    service_process,
     start_fleet_process,
 )
 from aether_devstack.testkit.stores import delete_prefix, fresh_database, unique_name
@@ -75,6 +76,7 @@ __all__ = [
     "rsa_key",
     "serve",
     "serve_jwks",
+    "service_process",
     "start_fleet_process",
     "stream_failure",
     "unique_name",

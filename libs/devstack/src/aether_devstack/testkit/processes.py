@@ -1,10 +1,14 @@
-"""Processes a suite starts: the local OIDC provider, a platform service (re)started."""
+"""Processes a suite starts: the local OIDC provider, a platform service (re)started, a
+service's own process (`service_process`: `python -m` until ready)."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -67,3 +71,39 @@ def start_fleet_process(
 def replica_spec(fleet: Fleet, name: str) -> ServiceSpec:
     """`name`'s spec on a new free HTTP port: a second replica of a running service."""
     return dataclasses.replace(fleet.spec(name), http_port=free_port())
+
+
+@contextmanager
+def service_process(
+    module: str, env: Mapping[str, str], *, ready_within_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m <module>` with `env`, once its `/readyz` (on `AETHER_HTTP_PORT`) answers 200;
+    killed at the end if it still runs. A process that exits while starting fails the test with
+    its output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = f"http://127.0.0.1:{env['AETHER_HTTP_PORT']}/readyz"
+        deadline = time.monotonic() + ready_within_s
+        while True:
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                raise AssertionError(f"{module} exited while starting:\n{output}")
+            try:
+                with urllib.request.urlopen(ready, timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:  # refused, or an HTTP error status: not ready yet
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{module} never became ready in {ready_within_s} s")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
