@@ -16,7 +16,7 @@ from aether_devstack.servers import free_port
 
 class Probe(BackgroundConsumer):
     def __init__(self, bootstrap: str, pool: Any) -> None:
-        super().__init__("consumer:probe", bootstrap, ["probe.topic.v1"])
+        super().__init__(bootstrap, ["probe.topic.v1"], group_id="probe")
         self.pool = pool
         self.builds = 0
         self.prepared = 0
@@ -26,9 +26,7 @@ class Probe(BackgroundConsumer):
         self.builds += 1
         if self.builds >= 2:
             self.retried.set()
-        consumer: EventConsumer[Any] = EventConsumer(
-            self.bootstrap, "probe", PgIdempotencyStore(self.pool), name=self.name
-        )
+        consumer = self.new_consumer(PgIdempotencyStore(self.pool))
         consumer.add_handler(self.topics[0], Empty, self.handle)
         return consumer
 

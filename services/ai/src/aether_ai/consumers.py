@@ -46,23 +46,19 @@ class UserEventsConsumer(BackgroundConsumer):
         options: ConsumerOptions | None = None,
         dlq_producer: EventProducer | None = None,
     ) -> None:
-        super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
+        super().__init__(
+            bootstrap,
+            [topic_prefix + USER_DELETED],
+            group_id=group_id,
+            options=options,
+            dlq_producer=dlq_producer,
+        )
         self._db = db
         self._service = service
-        self._group_id = group_id
-        self._options = options
-        self._dlq_producer = dlq_producer
 
     def build(self) -> EventConsumer[Any]:
         # The idempotency store needs the pool, which exists once the database started.
-        consumer: EventConsumer[Any] = EventConsumer(
-            self.bootstrap,
-            self._group_id,
-            PgIdempotencyStore(self._db.pool),
-            options=self._options,
-            dlq_producer=self._dlq_producer,
-            name=self.name,
-        )
+        consumer = self.new_consumer(PgIdempotencyStore(self._db.pool))
         consumer.add_handler(self.topics[0], auth_events.UserDeleted, self.user_deleted)
         return consumer
 

@@ -64,25 +64,19 @@ class ContentConsumer(BackgroundConsumer):
         options: ConsumerOptions | None = None,
         dlq_producer: EventProducer | None = None,
     ) -> None:
-        topics = [topic_prefix + topic for topic in TOPICS]
-        super().__init__(f"consumer:{group_id}", bootstrap, topics)
+        super().__init__(
+            bootstrap,
+            [topic_prefix + topic for topic in TOPICS],
+            group_id=group_id,
+            options=options or DEFAULT_OPTIONS,
+            dlq_producer=dlq_producer,
+        )
         self._database = database
         self._service = service
-        self._group_id = group_id
-        self._options = options or DEFAULT_OPTIONS
-        self._dlq_producer = dlq_producer
 
     def build(self) -> EventConsumer[Any]:
         # The idempotency store needs the pool, which exists once the database started.
-        store = PgIdempotencyStore(self._database.pool)
-        consumer: EventConsumer[Any] = EventConsumer(
-            self.bootstrap,
-            self._group_id,
-            store,
-            options=self._options,
-            dlq_producer=self._dlq_producer,
-            name=self.name,
-        )
+        consumer = self.new_consumer(PgIdempotencyStore(self._database.pool))
         created, edited, deleted, user_deleted = self.topics
         consumer.add_handler(created, chat_events.MessageCreated, self.message_created)
         consumer.add_handler(edited, chat_events.MessageEdited, self.message_edited)

@@ -5,10 +5,10 @@ group takes to form may delay or stop its start: the events wait in their topics
 
     class UserEventsConsumer(BackgroundConsumer):
         def __init__(self, db, *, bootstrap, group_id, topic_prefix=""):
-            super().__init__(f"consumer:{group_id}", bootstrap, [topic_prefix + USER_DELETED])
+            super().__init__(bootstrap, [topic_prefix + USER_DELETED], group_id=group_id)
             ...
         def build(self) -> EventConsumer[Any]:         # a fresh consumer for every attempt
-            consumer = EventConsumer(self.bootstrap, group_id, store, name=self.name)
+            consumer = self.new_consumer(PgIdempotencyStore(db.pool))
             consumer.add_handler(self.topics[0], UserDeleted, self.user_deleted)
             return consumer
 
@@ -26,7 +26,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from aether_common.events.consumer import EventConsumer
+from aether_common.events.consumer import ConsumerOptions, EventConsumer
+from aether_common.events.idempotency import IdempotencyStore
+from aether_common.events.producer import EventProducer
 from aether_common.events.topics import TopicSpec, ensure_topics
 from aether_common.logging import get_logger
 
@@ -41,10 +43,21 @@ STOP_WAIT_S = 15.0
 class BackgroundConsumer(ABC):
     """Component base: subclasses give `build()` (and optionally `prepare()`)."""
 
-    def __init__(self, name: str, bootstrap: str, topics: Sequence[str]) -> None:
-        self.name = name
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        options: ConsumerOptions | None = None,
+        dlq_producer: EventProducer | None = None,
+    ) -> None:
+        self.name = f"consumer:{group_id}"
         self.bootstrap = bootstrap
         self.topics = list(topics)
+        self.group_id = group_id
+        self.options = options
+        self.dlq_producer = dlq_producer
         # The running consumer, once it joined its group.
         self.consumer: EventConsumer[Any] | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -53,6 +66,18 @@ class BackgroundConsumer(ABC):
     @abstractmethod
     def build(self) -> EventConsumer[Any]:
         """A fresh consumer with its handlers (one per start attempt)."""
+
+    def new_consumer(self, store: IdempotencyStore[Any]) -> EventConsumer[Any]:
+        """A consumer of this member's group, options and DLQ producer, on `store` (`build()`
+        adds its handlers)."""
+        return EventConsumer(
+            self.bootstrap,
+            self.group_id,
+            store,
+            options=self.options,
+            dlq_producer=self.dlq_producer,
+            name=self.name,
+        )
 
     async def prepare(self) -> None:  # noqa: B027 (an optional hook: most consumers need none)
         """Run before each start attempt."""
