@@ -37,15 +37,16 @@ from aether_gateway.ai.schemas import (
 )
 from aether_gateway.ai.sse import MEDIA_TYPE, EventStreamResponse
 from aether_gateway.ai.stream import UpstreamProtocolError, answer_events
-from aether_gateway.ai.ws import AiChatSocket
+from aether_gateway.ai.ws import AiSession
 from aether_gateway.deps import Caller, Resources, access_of, caller_of, resources_of
+from aether_gateway.ws.session import SocketApp
 
 AI_ADMIN_PERMISSION = "ai:admin"
 ADMIN_ROLE = "admin"
 
 router = APIRouter(prefix="/api/ai", tags=["ai"])
 # A plain ASGI app, like chat's socket (ws.py).
-router.routes.append(WebSocketRoute("/ws/ai-chat", AiChatSocket(), name="ai_chat_ws"))
+router.routes.append(WebSocketRoute("/ws/ai-chat", SocketApp(AiSession), name="ai_chat_ws"))
 
 
 async def get_ai(request: Request) -> AiClient:

@@ -41,14 +41,6 @@ from aether_gateway.ws.session import Session
 log = get_logger(__name__)
 
 
-class AiChatSocket:
-    """The ASGI app behind the route."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resources: GatewayResources = scope["app"].state.gateway
-        await AiSession(resources, scope, receive, send).run()
-
-
 class AiSession(Session):
     kind = "ai"
     closes = WS_CLOSES

@@ -30,12 +30,15 @@ from aether_gateway.chat.schemas import (
     SendMessageIn,
     SendMessageOut,
 )
-from aether_gateway.chat.ws import ChatSocket
+from aether_gateway.chat.ws import ChatSession
 from aether_gateway.deps import Caller, resources_of
+from aether_gateway.ws.session import SocketApp
 
 router = APIRouter(prefix="/api/chat", tags=["chat"])
 # Starlette's WebSocketRoute with a plain ASGI app: no per-frame wrapper (ws.py).
-router.routes.append(WebSocketRoute("/api/chat/connect", ChatSocket(), name="chat_connect"))
+router.routes.append(
+    WebSocketRoute("/api/chat/connect", SocketApp(ChatSession), name="chat_connect")
+)
 
 
 async def get_chat(request: Request) -> ChatClient:

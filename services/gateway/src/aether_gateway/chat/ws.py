@@ -34,14 +34,6 @@ from aether_gateway.ws.session import Session
 _IN = {kind: FRAMES_IN.labels(kind) for kind in (*f.CLIENT_TYPES, "invalid")}
 
 
-class ChatSocket:
-    """The ASGI app behind the route."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resources: GatewayResources = scope["app"].state.gateway
-        await ChatSession(resources, scope, receive, send).run()
-
-
 class ChatSession(Session):
     kind = "chat"
     closes = CLOSES

@@ -207,3 +207,14 @@ class Session(ABC):
         except Exception:
             log.exception(f"{self.kind} connection failed", user_id=conn.user_id)
             conn.close(CLOSE_SERVER_ERROR, "internal error")
+
+
+class SocketApp:
+    """The ASGI app behind a socket's route: one `session` per connection."""
+
+    def __init__(self, session: type[Session]) -> None:
+        self._session = session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resources: GatewayResources = scope["app"].state.gateway
+        await self._session(resources, scope, receive, send).run()
