@@ -9,63 +9,19 @@ from __future__ import annotations
 import json
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
+from aether_auth import schemas
 from aether_auth.callers import require_caller
-from aether_auth.client_info import ClientInfo
 from aether_auth.keys import KeyRing
-from aether_auth.rbac import plan_from_pb, plan_to_pb, role_from_pb, role_to_pb
-from aether_auth.service import AuthService, SecondFactor, SignIn, UserView
-from aether_auth.sessions import IssuedTokens
+from aether_auth.rbac import plan_from_pb, role_from_pb
+from aether_auth.service import AuthService, SecondFactor
 from aether_auth.validation import user_id as parse_user_id
 from aether_common.errors import ValidationFailed
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
 
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
-
-
-def user_to_pb(view: UserView) -> auth_pb2.User:
-    user = view.user
-    created = Timestamp()
-    created.FromDatetime(user.created_at)
-    return auth_pb2.User(
-        id=str(user.id),
-        email=user.email,
-        email_verified=user.email_verified,
-        display_name=user.display_name,
-        plan=plan_to_pb(user.plan),
-        role=role_to_pb(user.role),
-        permissions=view.permissions,
-        mfa_enabled=user.mfa_enabled,
-        created_time=created,
-        oauth_providers=list(view.oauth_providers),
-    )
-
-
-def tokens_to_pb(tokens: IssuedTokens) -> auth_pb2.TokenPair:
-    return auth_pb2.TokenPair(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        token_type="Bearer",  # noqa: S106 (OAuth token type)
-        expires_in=tokens.expires_in,
-        refresh_expires_in=tokens.refresh_expires_in,
-    )
-
-
-def client_info(client: auth_pb2.ClientInfo) -> ClientInfo:
-    return ClientInfo(ip=client.ip, user_agent=client.user_agent)
-
-
-def _challenge_pb(result: SignIn) -> auth_pb2.MfaChallenge | None:
-    if result.challenge is None:
-        return None
-    return auth_pb2.MfaChallenge(
-        challenge_token=result.challenge.token,
-        methods=list(result.challenge.methods),
-        expires_in=result.challenge.expires_in,
-    )
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -84,17 +40,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 email=request.email,
                 password=request.password,
                 name=request.display_name,
-                client=client_info(request.client),
+                client=schemas.client_info(request.client),
             )
         )
-        return auth_pb2.RegisterResponse(user=user_to_pb(view))
+        return auth_pb2.RegisterResponse(user=schemas.user_pb(view))
 
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: Context
     ) -> auth_pb2.GetMeResponse:
         caller = require_caller()
         view = await self._db.transaction(lambda uow: self._service.get_me(uow, caller))
-        return auth_pb2.GetMeResponse(user=user_to_pb(view))
+        return auth_pb2.GetMeResponse(user=schemas.user_pb(view))
 
     async def UpdateProfile(
         self, request: auth_pb2.UpdateProfileRequest, context: Context
@@ -104,7 +60,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         view = await self._db.transaction(
             lambda uow: self._service.update_profile(uow, caller, name=name)
         )
-        return auth_pb2.UpdateProfileResponse(user=user_to_pb(view))
+        return auth_pb2.UpdateProfileResponse(user=schemas.user_pb(view))
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: Context
@@ -115,7 +71,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 uow, caller, current=request.current_password, new=request.new_password
             )
         )
-        return auth_pb2.ChangePasswordResponse(tokens=tokens_to_pb(tokens))
+        return auth_pb2.ChangePasswordResponse(tokens=schemas.tokens_pb(tokens))
 
     # -- sign-in ----------------------------------------------------------------------------
     async def Login(
@@ -126,12 +82,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 uow,
                 email=request.email,
                 password=request.password,
-                client=client_info(request.client),
+                client=schemas.client_info(request.client),
             )
         )
         if result.tokens is not None:
-            return auth_pb2.LoginResponse(tokens=tokens_to_pb(result.tokens))
-        return auth_pb2.LoginResponse(mfa_required=_challenge_pb(result))
+            return auth_pb2.LoginResponse(tokens=schemas.tokens_pb(result.tokens))
+        return auth_pb2.LoginResponse(mfa_required=schemas.challenge_pb(result))
 
     async def CompleteMfaLogin(
         self, request: auth_pb2.CompleteMfaLoginRequest, context: Context
@@ -142,20 +98,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 uow,
                 challenge_token=request.challenge_token,
                 factor=factor,
-                client=client_info(request.client),
+                client=schemas.client_info(request.client),
             )
         )
-        return auth_pb2.CompleteMfaLoginResponse(tokens=tokens_to_pb(tokens))
+        return auth_pb2.CompleteMfaLoginResponse(tokens=schemas.tokens_pb(tokens))
 
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: Context
     ) -> auth_pb2.RefreshResponse:
         tokens = await self._db.transaction(
             lambda uow: self._service.refresh(
-                uow, refresh_token=request.refresh_token, client=client_info(request.client)
+                uow, refresh_token=request.refresh_token, client=schemas.client_info(request.client)
             )
         )
-        return auth_pb2.RefreshResponse(tokens=tokens_to_pb(tokens))
+        return auth_pb2.RefreshResponse(tokens=schemas.tokens_pb(tokens))
 
     async def Logout(
         self, request: auth_pb2.LogoutRequest, context: Context
@@ -220,7 +176,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         view = await self._db.transaction(
             lambda uow: self._service.verify_email(uow, token=request.token)
         )
-        return auth_pb2.VerifyEmailResponse(user=user_to_pb(view))
+        return auth_pb2.VerifyEmailResponse(user=schemas.user_pb(view))
 
     async def RequestPasswordReset(
         self, request: auth_pb2.RequestPasswordResetRequest, context: Context
@@ -268,15 +224,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 provider=request.provider,
                 code=request.code,
                 state=request.state,
-                client=client_info(request.client),
+                client=schemas.client_info(request.client),
             )
         )
         if result.tokens is not None:
             return auth_pb2.FinishOAuthResponse(
-                tokens=tokens_to_pb(result.tokens), created=result.created
+                tokens=schemas.tokens_pb(result.tokens), created=result.created
             )
         return auth_pb2.FinishOAuthResponse(
-            mfa_required=_challenge_pb(result), created=result.created
+            mfa_required=schemas.challenge_pb(result), created=result.created
         )
 
     # -- administration and GDPR ------------------------------------------------------------
@@ -295,7 +251,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 uow, caller, user_id=target, plan=plan, role=role
             )
         )
-        return auth_pb2.SetUserAccessResponse(user=user_to_pb(view))
+        return auth_pb2.SetUserAccessResponse(user=schemas.user_pb(view))
 
     async def ExportMyData(
         self, request: auth_pb2.ExportMyDataRequest, context: Context
