@@ -1,10 +1,18 @@
 """The PostgreSQL component and its unit of work, against the real server the devstack plugin
 starts: commit, rollback, KeepWrites, after-commit after the connection is back, the transient
 re-run (a real serialization failure: a second connection updates the row the body read in its
-snapshot), attempts spent and outages as Unavailable, the one-statement connection."""
+snapshot), attempts spent and outages as Unavailable, the one-statement connection, and a
+writer process killed or paused mid-transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -239,3 +247,55 @@ async def test_a_stopped_component_is_not_ready(database: PostgresDatabase) -> N
     assert await database.ready()
     await database.stop()
     assert not await database.ready()
+
+
+# -- a writer that stops mid-transaction ------------------------------------------------------
+HOLDER = """
+import asyncio, sys
+from aether_common.postgres import PostgresDatabase
+
+async def main() -> None:
+    database = PostgresDatabase(sys.argv[1], service="holder", idle_in_transaction_timeout_s=1)
+    await database.start()
+
+    async def hold(uow):
+        await uow.conn.execute("UPDATE things SET n = n + 100 WHERE id = 'a'")
+        print("locked", flush=True)
+        await asyncio.sleep(3600)  # stopped or killed here, inside the transaction
+
+    await database.transaction(hold)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "paused"])
+async def test_a_writer_stopped_mid_transaction_holds_the_row_at_most_its_idle_timeout(
+    database: PostgresDatabase, pg_dsn: str, stop: signal.Signals
+) -> None:
+    async with database.connection() as conn:
+        await conn.execute("INSERT INTO things VALUES ('a', 0)")
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", HOLDER, pg_dsn, stdout=PIPE, stderr=PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stderr is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), 30)
+        assert line.strip() == b"locked", await holder.stderr.read()
+        os.kill(holder.pid, stop)
+        started = time.monotonic()
+
+        await database.transaction(
+            lambda uow: uow.conn.execute("UPDATE things SET n = n + 1 WHERE id = 'a'")
+        )
+        waited = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed above already
+            holder.kill()
+        await holder.wait()
+
+    # Killed: its connection closed, rolled back at once. Paused: ended after its 1 s idle
+    # timeout. Either way its write is gone and the other writer's landed.
+    assert waited < (1.0 if stop is signal.SIGKILL else 3.0), waited
+    assert await things(database) == {"a": 1}

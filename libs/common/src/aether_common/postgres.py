@@ -14,6 +14,11 @@ The boundary (an RPC, a route, a consumed message, a job) runs
   that are one statement (which commits or rolls back as a whole) where a transaction's extra
   round trips measurably cost (ai's cache-hit answer: docs/operations.md). Its outages leave as
   `Unavailable` too.
+- A writer that dies mid-transaction holds nothing: its connection closes and PostgreSQL rolls
+  back at once. One that is paused (SIGSTOP, a frozen VM, a stalled event loop) would hold its
+  row locks for as long as it stays paused: every session ends a transaction left idle for
+  `idle_in_transaction_timeout_s` (PostgreSQL's `idle_in_transaction_session_timeout`), so
+  other writers wait that long at most, and the paused one finds its work rolled back.
 
 A connection goes back to the pool without asyncpg's reset query (`RESET ALL`, `UNLISTEN *`,
 `pg_advisory_unlock_all()`, `CLOSE ALL`): one more round trip per transaction, for state our
@@ -50,6 +55,9 @@ log = get_logger(__name__)
 T = TypeVar("T")
 Conn = Any  # an asyncpg connection (asyncpg ships no type information)
 Init = Callable[[Conn], Awaitable[None]]
+# How long a transaction may sit idle (its writer paused) before PostgreSQL ends it. Longer than
+# any legitimate pause inside our transactions (memory embeds a batch inside its write).
+IDLE_IN_TRANSACTION_TIMEOUT_S = 30.0
 
 
 class UnitOfWork(AfterCommitActions):
@@ -81,8 +89,10 @@ class PostgresDatabase:
         init: Init | None = None,
         attempts: int = DEFAULT_ATTEMPTS,
         on_retry: Callable[[], None] | None = None,
+        idle_in_transaction_timeout_s: float = IDLE_IN_TRANSACTION_TIMEOUT_S,
     ) -> None:
         self.dsn = dsn
+        self.idle_in_transaction_timeout_s = idle_in_transaction_timeout_s
         self.service = service
         self.attempts = attempts
         self._migrations = migrations
@@ -101,7 +111,15 @@ class PostgresDatabase:
         if self._migrations is not None:
             await migrate(self.dsn, self._migrations)
         self._pool = await create_pool(
-            self.dsn, min_size=self._min_size, max_size=self._max_size, init=self._init
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            init=self._init,
+            server_settings={
+                "idle_in_transaction_session_timeout": str(
+                    int(self.idle_in_transaction_timeout_s * 1000)
+                )
+            },
         )
 
     async def stop(self) -> None:
@@ -172,9 +190,15 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     init: Init | None = None,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init, reset=_nothing_to_reset
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init,
+        reset=_nothing_to_reset,
+        server_settings=server_settings,
     )
     return pool
 
