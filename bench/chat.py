@@ -86,6 +86,8 @@ ARGON2_BENCH = {"AUTH_ARGON2_TIME_COST": "1", "AUTH_ARGON2_MEMORY_KIB": "8192"}
 GOAL_CLIENTS = 2000
 GOAL_DELIVERIES = 10_000.0
 GOAL_P95_MS = 100.0
+GOAL_LOW_LOAD_RATIO = 3.0  # send->ack p50 at --low-rate <= this x the floor of a send
+GOAL_HELD_RATIO = 0.5  # highest end-to-end rate held >= this x the bare ceiling's
 CONNECT_CONCURRENCY = 64
 TICK_S = 0.005
 
@@ -486,7 +488,7 @@ class LoadProcess:
         clients = [c for c in self.clients if c.ws is not None]
         pad = "x" * max(0, self.spec["size"] - 40)
         room_ids = self.room_ids
-        prefix = f"p{self.index}-"
+        prefix = f"p{self.index}-{secrets.token_hex(4)}-"  # unique per run: not a retry
         dumps = orjson.dumps
         n = 0
         while True:
@@ -735,6 +737,7 @@ class Platform:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._stack: Any = None
         self._fleet: Any = None
+        self.endpoints: Any = None
         # Where chat publishes (known only for a platform started here).
         self.fanout_prefix: str | None = None
 
@@ -747,7 +750,7 @@ class Platform:
         self._tmp = tempfile.TemporaryDirectory(prefix="aether-bench-", ignore_cleanup_errors=True)
         data = Path(self._tmp.name)
         self._stack = NativeStack(data / "servers")
-        endpoints = self._stack.start()
+        endpoints = self.endpoints = self._stack.start()
         self.redis_url = endpoints.redis_url
         run = secrets.token_hex(4)
         fanout = self.fanout_prefix = f"bench{run}:chat:fanout:"
@@ -892,6 +895,44 @@ async def publish_load(
         await redis.aclose()
 
 
+# -- the floor of a send (send_floor.py) ----------------------------------------------------------
+def measure_floor(platform: Platform, args: argparse.Namespace) -> list[float]:
+    """bench/send_floor.py's server on the platform's MongoDB and Redis, called at --low-rate
+    for --duration s: each send's latency (ms), printed with the commands it issues."""
+    import subprocess
+
+    from aether_devstack.servers import free_port
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import send_floor
+
+    port = free_port()
+    database = f"bench_floor_{secrets.token_hex(4)}"
+    script = str(Path(__file__).with_name("send_floor.py"))
+    argv = [sys.executable, script, str(port), platform.endpoints.mongo_url, database]
+    proc = subprocess.Popen([*argv, platform.redis_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("send_floor.py did not start")
+        target = f"127.0.0.1:{port}"
+        latencies = asyncio.run(
+            send_floor.paced_sends(target, args.low_rate, args.duration, args.size)
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"floor of a send at {args.low_rate:g}/s (bench/send_floor.py), one send issues:")
+    for command in send_floor.SEND_COMMANDS:
+        print(f"    {command}")
+    print(
+        f"  bare gRPC hop + that transaction + that Redis round trip: p50 "
+        f"{percentile(latencies, 0.5):.1f} ms  p95 {percentile(latencies, 0.95):.1f} ms  "
+        f"({len(latencies)} sends)"
+    )
+    return latencies
+
+
 # -- main ------------------------------------------------------------------------------------------
 def ws_url(http_url: str) -> str:
     return http_url.replace("http://", "ws://", 1) + "/api/chat/connect"
@@ -983,7 +1024,7 @@ async def last_seqs(base: str, token: str, room_ids: list[str]) -> dict[int, int
         http.close()
 
 
-PHASES = ("e2e", "fanout", "bare")
+PHASES = ("e2e", "floor", "fanout", "bare")
 
 
 def main() -> None:
@@ -991,6 +1032,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000, help="WebSocket clients (<= 10000)")
     parser.add_argument("--rooms", type=int, default=5, help="rooms (clients spread evenly)")
     parser.add_argument("--rate", type=float, default=30.0, help="messages sent per second")
+    parser.add_argument(
+        "--low-rate",
+        type=float,
+        default=5.0,
+        help="messages/s of the low-load end-to-end run and of the floor of a send",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--drain", type=float, default=15.0, help="max seconds to drain")
@@ -1032,7 +1079,9 @@ def main() -> None:
     platform = Platform()
     gen: LoadGenerator | None = None
     bare: Any = None
-    e2e: Result | None = None
+    low: Result | None = None
+    e2e: list[Result] = []
+    floor: list[float] = []
     fanout: list[Result] = []
     ceiling: list[Result] = []
     needs_platform = bool(phases & {"e2e", "fanout"})
@@ -1085,17 +1134,24 @@ def main() -> None:
             )
             pids = platform.pids() | {"load generator": gen.pids()} | redis_pids()
             if "e2e" in phases:
-                answers, cpu, _ = timed_run(gen, args, args.rate / procs, pids)
-                e2e = tally(
-                    f"end to end: {args.rate:g} send frames/s -> gateway -> chat (store, "
-                    "publish) -> Redis -> gateway -> clients",
-                    answers,
-                    args.duration,
-                    args.rate * per_room,
-                    None,
-                    cpu,
-                )
-                print("\n".join(e2e.lines()))
+                for rate in [args.low_rate] + [args.rate * step for step in steps or [1.0]]:
+                    answers, cpu, _ = timed_run(gen, args, rate / procs, pids)
+                    result = tally(
+                        f"end to end: {rate:g} send frames/s -> gateway -> chat (store, "
+                        "publish) -> Redis -> gateway -> clients",
+                        answers,
+                        args.duration,
+                        rate * per_room,
+                        None,
+                        cpu,
+                    )
+                    print("\n".join(result.lines()))
+                    if low is None:
+                        low = result
+                    else:
+                        e2e.append(result)
+            if "floor" in phases and platform.endpoints is not None:
+                floor = measure_floor(platform, args)
             if "fanout" in phases and platform.fanout_prefix:
                 last = asyncio.run(last_seqs(base, owner, room_ids))
                 channels = platform.fanout_prefix + "room:"
@@ -1135,7 +1191,7 @@ def main() -> None:
             bare.wait(10)
         platform.stop()
 
-    report(args, e2e, fanout, ceiling)
+    report(args, low, floor, e2e, fanout, ceiling)
     print(f"\ntotal run {time.perf_counter() - started:.0f} s")
 
 
@@ -1169,51 +1225,72 @@ def holds(result: Result) -> bool:
     )
 
 
+def highest_held(results: list[Result]) -> float:
+    """The highest delivery rate among the runs that held (0 when none did)."""
+    return max((r.deliveries for r in results if holds(r)), default=0.0)
+
+
 def report(
-    args: argparse.Namespace, e2e: Result | None, fanout: list[Result], ceiling: list[Result]
+    args: argparse.Namespace,
+    low: Result | None,
+    floor: list[float],
+    e2e: list[Result],
+    fanout: list[Result],
+    ceiling: list[Result],
 ) -> None:
     def verdict(ok: bool) -> str:
         return "ok" if ok else "BELOW GOAL"
 
     print("\n== summary ==")
-    if e2e is not None:
+    if low is not None and floor and low.ack_ms:
+        ack, bare = percentile(low.ack_ms, 0.5), percentile(floor, 0.5)
+        print(
+            f"low load ({args.low_rate:g} msg/s): send->ack p50 {ack:.1f} ms, floor of a send "
+            f"p50 {bare:.1f} ms: {ack / bare:.2f}x  (goal <= {GOAL_LOW_LOAD_RATIO:g}x)   "
+            f"{verdict(ack <= GOAL_LOW_LOAD_RATIO * bare)}"
+        )
+    if e2e:
+        first = e2e[0]
         at_goal = args.clients >= GOAL_CLIENTS
         note = "" if at_goal else f"; the goal is set at {GOAL_CLIENTS} clients, this run has fewer"
         print(
-            f"end to end deliveries/s {e2e.deliveries:8.0f}  (goal >= {GOAL_DELIVERIES:.0f}"
-            f"{note})   {verdict(e2e.deliveries >= GOAL_DELIVERIES) if at_goal else 'n/a'}"
+            f"end to end at {args.rate:g} msg/s: {first.deliveries:.0f} deliveries/s (goal >= "
+            f"{GOAL_DELIVERIES:.0f}{note})   "
+            f"{verdict(first.deliveries >= GOAL_DELIVERIES) if at_goal else 'n/a'}; p95 "
+            f"{first.p95:.1f} ms (goal < {GOAL_P95_MS:.0f})   {verdict(first.p95 < GOAL_P95_MS)}"
         )
-        sustained = e2e.deliveries / e2e.offered if e2e.offered else 0.0
+        lost = sum(r.lost for r in [*e2e, *([low] if low else [])])
+        duplicated = sum(r.duplicated for r in [*e2e, *([low] if low else [])])
         print(
-            f"end to end sustained    {sustained:8.0%}  of the offered load (goal >= 95%)   "
-            f"{verdict(sustained >= 0.95)}"
+            f"end to end lost {lost}, duplicated {duplicated} over every run  (goal 0 and 0)   "
+            f"{verdict(lost == 0 and duplicated == 0)}"
         )
-        print(
-            f"end to end p95          {e2e.p95:8.1f} ms  (goal < {GOAL_P95_MS:.0f})   "
-            f"{verdict(e2e.p95 < GOAL_P95_MS)}"
-        )
-        print(
-            f"end to end lost {e2e.lost}, duplicated {e2e.duplicated}  (goal 0 and 0)   "
-            f"{verdict(e2e.lost == 0 and e2e.duplicated == 0)}"
-        )
-    for name, results in (("gateway fan-out", fanout), ("bare ceiling", ceiling)):
+    for name, results in (
+        ("end to end", e2e),
+        ("gateway fan-out", fanout),
+        ("bare ceiling", ceiling),
+    ):
         if not results:
             continue
-        held = [r for r in results if holds(r)]
         steps = "  ".join(
             f"{r.offered:.0f}/s: {r.deliveries:.0f} p95 {r.p95:.0f} ms"
             f"{'' if holds(r) else ' (did not hold)'}"
             for r in results
         )
         print(f"{name:<16} {steps}")
-        if held:
-            best = max(held, key=lambda r: r.deliveries)
-            print(
-                f"{'':<16} highest that held (>= 95% delivered, p95 < 100 ms, 0 lost): "
-                f"{best.deliveries:.0f} deliveries/s"
-            )
-        else:
-            print(f"{'':<16} no step held (>= 95% delivered, p95 < 100 ms, 0 lost)")
+        best = highest_held(results)
+        print(
+            f"{'':<16} highest that held (>= 95% delivered, p95 < 100 ms, 0 lost): "
+            + (f"{best:.0f} deliveries/s" if best else "none")
+        )
+    if e2e and ceiling:
+        ours, bare_best = highest_held(e2e), highest_held(ceiling)
+        ratio = ours / bare_best if bare_best else 0.0
+        print(
+            f"end to end / bare ceiling, highest rate that held: {ours:.0f} / {bare_best:.0f} = "
+            f"{ratio:.2f}  (goal >= {GOAL_HELD_RATIO:g}; the ceiling's steps must reach past "
+            f"its limit for this to be a ratio to it)   {verdict(ratio >= GOAL_HELD_RATIO)}"
+        )
     if fanout and ceiling:
         pairs = "  ".join(
             f"{f.offered:.0f}/s: {f.deliveries / c.deliveries:.2f}"

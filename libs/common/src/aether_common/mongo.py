@@ -16,6 +16,11 @@ transaction) and side effects with `uow.after_commit()`, and never commits: the 
   after-commit actions included: one replica never races itself for the key's documents, and
   the key's side effects happen in commit order. Only replicas race, and they retry.
 - Reads outside a transaction go through `database.reader` (the database, no session).
+- A writer that dies or stops inside a transaction leaves it open on the server, holding its
+  documents, until the server's `transactionLifetimeLimitSeconds` ends it (MongoDB's default is
+  60 s; ours is 3 s, docs/operations.md). Meanwhile the others' attempts conflict and leave as
+  `Unavailable`. `start()` warns when the server reports a longer lifetime than
+  `max_transaction_lifetime_s`.
 
 A service whose unit of work carries more (chat's real-time changes) subclasses `UnitOfWork` and
 passes the factory as `unit_of_work=`; its bodies get that type.
@@ -36,12 +41,15 @@ from pymongo.errors import PyMongoError
 
 from aether_common.events import outbox_mongo
 from aether_common.events.envelope import Event
+from aether_common.logging import get_logger
 from aether_common.unit_of_work import (
     DEFAULT_ATTEMPTS,
     AfterCommitActions,
     KeepWrites,
     retry_transient,
 )
+
+log = get_logger(__name__)
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -51,6 +59,8 @@ IndexHook = Callable[[AsyncDatabase[Doc]], Awaitable[None]]
 
 UNKNOWN_COMMIT = "UnknownTransactionCommitResult"
 COMMIT_ATTEMPTS = 3
+# A stopped writer holds its documents this long at most (the server's transaction lifetime).
+MAX_TRANSACTION_LIFETIME_S = 5.0
 
 
 class UnitOfWork(AfterCommitActions):
@@ -125,8 +135,10 @@ class MongoDatabase(Generic[U]):
         timeout_s: float = 5.0,
         attempts: int = DEFAULT_ATTEMPTS,
         on_retry: Callable[[], None] | None = None,
+        max_transaction_lifetime_s: float = MAX_TRANSACTION_LIFETIME_S,
     ) -> None:
         self.service = service
+        self.max_transaction_lifetime_s = max_transaction_lifetime_s
         # Connects lazily; a short server selection timeout so an outage fails calls fast.
         self.client: AsyncMongoClient[Doc] = AsyncMongoClient(
             url,
@@ -148,6 +160,23 @@ class MongoDatabase(Generic[U]):
         await self.client.admin.command("ping")
         for ensure in self._indexes:
             await ensure(self.db)
+        await self._check_transaction_lifetime()
+
+    async def _check_transaction_lifetime(self) -> None:
+        try:
+            reply = await self.client.admin.command(
+                {"getParameter": 1, "transactionLifetimeLimitSeconds": 1}
+            )
+        except PyMongoError:  # not ours to read (no privilege) or not reported: nothing to say
+            return
+        lifetime = reply.get("transactionLifetimeLimitSeconds")
+        if isinstance(lifetime, int | float) and lifetime > self.max_transaction_lifetime_s:
+            log.warning(
+                "a writer stopped mid-transaction will hold its documents this long: set the "
+                "server's transactionLifetimeLimitSeconds lower (docs/operations.md)",
+                transaction_lifetime_s=lifetime,
+                bound_s=self.max_transaction_lifetime_s,
+            )
 
     async def stop(self) -> None:
         await self.client.close()

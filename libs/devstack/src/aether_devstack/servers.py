@@ -171,7 +171,9 @@ def build_servers(data_dir: Path, ports: dict[str, int]) -> dict[str, ServerProc
         "mongo": ServerProcess(
             "mongo",
             [
-                str(BIN / "secantusd-py"),
+                sys.executable,
+                "-m",
+                "aether_devstack.mongo_server",
                 "--host",
                 HOST,
                 "--port",
