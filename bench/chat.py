@@ -366,7 +366,8 @@ class LoadProcess:
         """Open every connection (to the gateway, or to the bare server) and subscribe."""
         await self.disconnect()
         url, gateway = arg["ws_url"], arg["gateway"]
-        for client in self.clients:
+        clients = self.clients[: arg.get("limit", len(self.clients))]
+        for client in clients:
             client.synced = asyncio.Event()
         slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
         started = time.monotonic()
@@ -384,12 +385,12 @@ class LoadProcess:
                 client.ws.send_text(orjson.dumps(subscribe))
                 await client.synced.wait()
 
-        await asyncio.gather(*(open_one(i, c) for i, c in enumerate(self.clients)))
+        await asyncio.gather(*(open_one(i, c) for i, c in enumerate(clients)))
         # The connections live for the whole run: keep them out of the cyclic collector, whose
         # full passes over thousands of live connections would stall receiving (and show as
         # latency that is the load generator's, not the platform's). The gateway does the same.
         gc.freeze()
-        return {"connected": len(self.clients), "seconds": time.monotonic() - started}
+        return {"connected": len(clients), "seconds": time.monotonic() - started}
 
     async def do_disconnect(self, arg: dict[str, Any]) -> dict[str, Any]:
         await self.disconnect()
@@ -463,7 +464,7 @@ class LoadProcess:
                 break
             await asyncio.sleep(0.05)
         self.run = None
-        received = [(c.room, c.seqs.tobytes()) for c in self.clients]
+        received = [(c.room, c.seqs.tobytes()) for c in self.clients if c.ws is not None]
         return {
             "deliveries": run.deliveries,
             "latencies": run.latencies.tobytes(),
@@ -691,6 +692,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def settle(quiet: float = 0.3, longest: float = 30.0) -> float:
+    """Wait until the machine is quiet (busy < `quiet` of a core over a second): what the
+    connects set off (presence, subscriptions) must not land in the first measured run."""
+    began = time.monotonic()
+    while time.monotonic() - began < longest:
+        busy = machine_busy_seconds()
+        time.sleep(1.0)
+        if machine_busy_seconds() - busy < quiet:
+            break
+    return time.monotonic() - began
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy so far (all cores; /proc/stat)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -776,6 +789,20 @@ class Platform:
         self._fleet.start()
         self.gateway_url = self._fleet.http_url("gateway")
 
+    def send_histograms(self) -> dict[str, dict[float, float]]:
+        """SendMessage's latency histograms now (cumulative buckets): as chat served it and as
+        the gateway saw it (empty for an external platform)."""
+        if self._fleet is None:
+            return {}
+        return {
+            "chat serving SendMessage": scrape_buckets(
+                self._fleet.http_url("chat"), "aether_grpc_server_handling_seconds_bucket"
+            ),
+            "gateway calling SendMessage": scrape_buckets(
+                self._fleet.http_url("gateway"), "aether_grpc_client_handling_seconds_bucket"
+            ),
+        }
+
     def pids(self) -> dict[str, list[int]]:
         if self._fleet is None:
             return {}
@@ -796,6 +823,42 @@ class Platform:
             self._stack.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def scrape_buckets(base_url: str, metric: str) -> dict[float, float]:
+    """The cumulative buckets (upper bound s -> count) of `metric` for SendMessage."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as response:  # noqa: S310
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and "/SendMessage" in line:
+            labels, _, value = line.rpartition(" ")
+            bound = labels.split('le="', 1)[1].split('"', 1)[0]
+            buckets[math.inf if bound == "+Inf" else float(bound)] = float(value)
+    return buckets
+
+
+def bucket_of(window: dict[float, float], count: float) -> str:
+    le = next(b for b in sorted(window) if window[b] >= count)
+    return "> 10 s" if le == math.inf else f"<= {le * 1000:g} ms"
+
+
+def histogram_lines(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> list[str]:
+    """Where a send's time goes, from the services' own histograms over the run: the bucket
+    that holds the p50 and the p95 (an upper bound: the buckets are coarse)."""
+    lines = []
+    for name, now in after.items():
+        window = {le: count - before.get(name, {}).get(le, 0.0) for le, count in now.items()}
+        total = window.get(math.inf, 0.0)
+        if not total:
+            continue
+        p50, p95 = (bucket_of(window, q * total) for q in (0.5, 0.95))
+        lines.append(f"  {name}: p50 {p50}  p95 {p95}  ({total:.0f} calls)")
+    return lines
 
 
 # -- the ceiling: bare Redis -> websockets fan-out -------------------------------------------------
@@ -916,8 +979,8 @@ def measure_floor(platform: Platform, args: argparse.Namespace) -> list[float]:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("send_floor.py did not start")
         target = f"127.0.0.1:{port}"
-        latencies = asyncio.run(
-            send_floor.paced_sends(target, args.low_rate, args.duration, args.size)
+        latencies = sorted(
+            asyncio.run(send_floor.paced_sends(target, args.low_rate, args.duration, args.size))
         )
     finally:
         proc.terminate()
@@ -934,6 +997,20 @@ def measure_floor(platform: Platform, args: argparse.Namespace) -> list[float]:
 
 
 # -- main ------------------------------------------------------------------------------------------
+def connect(gen: LoadGenerator, base: str, clients: int) -> int:
+    """(Re)connect the first `clients` connections (spread over the processes and rooms),
+    then wait until the machine is quiet: the number connected."""
+    per_process = math.ceil(clients / len(gen.pipes))
+    connected = gen.all("connect", {"ws_url": ws_url(base), "gateway": True, "limit": per_process})
+    count = sum(c["connected"] for c in connected)
+    print(
+        f"connected and subscribed: {count} WebSockets in "
+        f"{max(c['seconds'] for c in connected):.1f} s; machine quiet again after "
+        f"{settle():.1f} s"
+    )
+    return count
+
+
 def ws_url(http_url: str) -> str:
     return http_url.replace("http://", "ws://", 1) + "/api/chat/connect"
 
@@ -1033,6 +1110,9 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=5, help="rooms (clients spread evenly)")
     parser.add_argument("--rate", type=float, default=30.0, help="messages sent per second")
     parser.add_argument(
+        "--low-clients", type=int, default=100, help="clients connected in the low-load run"
+    )
+    parser.add_argument(
         "--low-rate",
         type=float,
         default=5.0,
@@ -1048,8 +1128,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--steps",
-        default="1,2,3",
-        help="fan-out and ceiling runs at these multiples of --rate ('' to skip them)",
+        default="1,1.5,2,3,4",
+        help="end-to-end, fan-out and ceiling runs at these multiples of --rate",
     )
     parser.add_argument(
         "--phases",
@@ -1127,31 +1207,34 @@ def main() -> None:
                 f"{users} users registered and joined in {time.monotonic() - began:.1f} s "
                 f"({args.clients_per_user} connection(s) per user)"
             )
-            connected = gen.all("connect", {"ws_url": ws_url(base), "gateway": True})
-            print(
-                f"connected and subscribed: {sum(c['connected'] for c in connected)} WebSockets "
-                f"in {max(c['seconds'] for c in connected):.1f} s"
-            )
             pids = platform.pids() | {"load generator": gen.pids()} | redis_pids()
+
+            def e2e_run(rate: float, connected: int) -> Result:
+                before = platform.send_histograms()
+                answers, cpu, _ = timed_run(gen, args, rate / procs, pids)
+                inside = histogram_lines(before, platform.send_histograms())
+                result = tally(
+                    f"end to end: {rate:g} send frames/s, {connected} clients -> gateway -> "
+                    "chat (store, publish) -> Redis -> gateway -> clients",
+                    answers,
+                    args.duration,
+                    rate * connected / args.rooms,
+                    None,
+                    cpu,
+                )
+                print("\n".join(result.lines() + inside))
+                return result
+
+            if phases & {"e2e", "floor"}:
+                # Low load first, on the first --low-clients connections only.
+                few = connect(gen, base, min(args.low_clients, args.clients))
+                if "e2e" in phases:
+                    low = e2e_run(args.low_rate, few)
+                if "floor" in phases and platform.endpoints is not None:
+                    floor = measure_floor(platform, args)
+            connect(gen, base, args.clients)
             if "e2e" in phases:
-                for rate in [args.low_rate] + [args.rate * step for step in steps or [1.0]]:
-                    answers, cpu, _ = timed_run(gen, args, rate / procs, pids)
-                    result = tally(
-                        f"end to end: {rate:g} send frames/s -> gateway -> chat (store, "
-                        "publish) -> Redis -> gateway -> clients",
-                        answers,
-                        args.duration,
-                        rate * per_room,
-                        None,
-                        cpu,
-                    )
-                    print("\n".join(result.lines()))
-                    if low is None:
-                        low = result
-                    else:
-                        e2e.append(result)
-            if "floor" in phases and platform.endpoints is not None:
-                floor = measure_floor(platform, args)
+                e2e = [e2e_run(args.rate * step, args.clients) for step in steps or [1.0]]
             if "fanout" in phases and platform.fanout_prefix:
                 last = asyncio.run(last_seqs(base, owner, room_ids))
                 channels = platform.fanout_prefix + "room:"

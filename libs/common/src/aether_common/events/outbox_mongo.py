@@ -4,8 +4,9 @@
 `MongoOutboxRelay` drains it in `seq` order: a microsecond timestamp made strictly increasing in
 the writing process, so the order is exact within a process and by clock across replicas (an
 entity's writes that conflict are serialised by MongoDB, so their events still sort in commit
-order up to clock skew). It wakes on a change stream of inserts and polls as a fallback. A lease
-document makes one replica drain at a time; it expires if that replica dies.
+order up to clock skew). It wakes on a change stream of inserts, never on the clock while events
+flow, and polls every `poll_interval` as a fallback. A lease document makes one replica drain at
+a time; it expires if that replica dies.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class MongoOutboxRelay(OutboxRelay):
     """Drains `event_outbox` of `db` to Kafka."""
 
     store = "mongo"
+    always_notified = True  # the change stream of inserts (`_watch`)
 
     def __init__(
         self,
