@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from aether_common.runner import GC_YOUNGEST
+
 # The service under test: components journal what they do; stopping checks /readyz is 503 already.
 SERVICE = """
-import asyncio, sys, urllib.error, urllib.request
+import asyncio, gc, sys, urllib.error, urllib.request
 from fastapi import WebSocket
 from aether_common.http import create_http_app
 from aether_common.runner import run_service
@@ -52,6 +54,8 @@ class Recorder:
 
     async def stop(self):
         status = await asyncio.to_thread(readyz_status)
+        if self.name == "relay":  # the first to stop: how the collector was left once ready
+            note(f"gc frozen={gc.get_freeze_count() > 0} youngest={gc.get_threshold()[0]}")
         note(f"stop {self.name} readyz={status}")
 
     async def ready(self):
@@ -151,6 +155,9 @@ def test_serves_then_stops_in_reverse_order_on_signal(
         "start grpc",
         "start consumer",
         "start relay",
+        # Once ready, what existed was frozen out of the collector's reach, and the youngest
+        # generation is collected less often (runner.GC_YOUNGEST).
+        f"gc frozen=True youngest={GC_YOUNGEST}",
         # Readiness had already flipped when the first component began to stop.
         "stop relay readyz=503",
         "stop consumer readyz=503",

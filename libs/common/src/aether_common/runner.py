@@ -8,6 +8,15 @@ Start-up: logging (+ telemetry), then uvicorn (the app's lifespan creates pools 
 turns ready. A component that fails to start stops what already started, and the process exits
 1 with a log line naming it.
 
+Once ready, the cyclic garbage collector is tuned for a long-lived server (bench/chat.py, 2,000
+WebSockets, pauses logged from gc.callbacks): what exists then (modules, the app, pools,
+clients) lives as long as the process and is frozen out of its reach (`gc.freeze`: chat's and
+auth's full collections had paused them 80-120 ms every 20-50 s); and the youngest generation
+is collected every GC_YOUNGEST allocations instead of 700, so that objects of a request that
+dies young die before a collection promotes them (the gateway's full collections over its
+connections had paused it 150-200 ms every few seconds under load; with this, end to end p95
+at 24,000 deliveries/s went from 154 to 71 ms, at 36,000 from 324 to 192 ms).
+
 Shutdown on SIGTERM or SIGINT: /readyz turns 503 first (so load balancers stop sending), an
 optional drain pause, components stop in reverse order, then uvicorn finishes in-flight requests
 and runs the lifespan's shutdown. Exit 0. A second signal makes uvicorn stop waiting for open
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Callable, Generator, Sequence
@@ -36,6 +46,8 @@ DEFAULT_HTTP_HOST = "0.0.0.0"
 DEFAULT_HTTP_PORT = 8000
 
 log = get_logger(__name__)
+
+GC_YOUNGEST = 50_000  # allocations between collections of the youngest generation (700)
 
 
 class _Server(uvicorn.Server):
@@ -119,6 +131,9 @@ class ServiceRunner:
 
         started, code = await self._start_components()
         if code == 0 and not self._stop_requested.is_set():
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(GC_YOUNGEST, *gc.get_threshold()[1:])
             readiness.state = ReadinessState.READY
             log.info("service ready", port=self.port, components=[c.name for c in started])
             stopping = asyncio.create_task(self._stop_requested.wait())

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -20,7 +19,6 @@ from starlette.middleware import Middleware
 
 from aether_common.http import create_http_app
 from aether_common.logging import get_logger
-from aether_common.settings import Environment
 from aether_gateway import ops_routes
 from aether_gateway.access_middleware import AccessMiddleware
 from aether_gateway.ai import routes as ai_routes
@@ -45,12 +43,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         resources = GatewayResources.open(settings)
         app.state.gateway = resources
         resources.chat.start()
-        # What exists now (modules, the app, the clients) lives as long as the process: keep it
-        # out of the cyclic collector, whose full passes pause every WebSocket delivery (with
-        # 2,000 connections, the import-time heap was ~100k of the ~160k objects scanned).
-        # Not in tests, which build many apps in one process and want their garbage collected.
-        if settings.environment is not Environment.TEST:
-            gc.freeze()
         # Warm the key cache without delaying start-up (auth may come up after us).
         prefetch = asyncio.create_task(resources.jwks.prefetch(), name="jwks-prefetch")
         try:
