@@ -114,6 +114,38 @@ async def test_commit_stores_the_writes_and_the_events_then_runs_the_actions(
     assert seen_by_actions == [{"_id": "a", "n": 1}]
 
 
+async def test_on_events_is_told_of_each_commit_that_emitted_events_only(
+    database: Database,
+) -> None:
+    told: list[str] = []
+    database.on_events = lambda: told.append("events")
+
+    async def with_events(uow: UnitOfWork) -> None:
+        await things(database).insert_one({"_id": "a"}, session=uow.session)
+        await uow.emit(probed(1))
+
+    async def without(uow: UnitOfWork) -> None:
+        await things(database).insert_one({"_id": "b"}, session=uow.session)
+
+    async def emitted_then_dropped(uow: UnitOfWork) -> None:
+        await uow.emit(probed(2))
+        await uow.restart()  # the events went with the aborted transaction
+        await things(database).insert_one({"_id": "c"}, session=uow.session)
+
+    async def refused(uow: UnitOfWork) -> None:
+        await uow.emit(probed(3))
+        raise Conflict("refused")
+
+    await database.transaction(with_events)
+    await database.transaction(without)
+    await database.transaction(emitted_then_dropped)
+    with pytest.raises(Conflict):
+        await database.transaction(refused)
+
+    assert told == ["events"]
+    assert await outbox(database) == ["aether.testing.probed.v1"]
+
+
 async def test_an_error_rolls_back_and_skips_the_actions(database: Database) -> None:
     ran: list[str] = []
 

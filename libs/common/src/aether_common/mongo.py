@@ -70,10 +70,12 @@ class UnitOfWork(AfterCommitActions):
         super().__init__()
         self.db = db
         self.session: AsyncClientSession = session
+        self.emitted = False
 
     async def emit(self, *events: Event[Any]) -> None:
         """Queue events in the outbox: published only if this transaction commits."""
         await outbox_mongo.add_many(self.db, self.session, events)
+        self.emitted = True
 
     async def restart(self) -> None:
         """Drop everything written so far, after-commit actions included, and go on in a fresh
@@ -82,6 +84,7 @@ class UnitOfWork(AfterCommitActions):
         if self.session.in_transaction:
             await self.session.abort_transaction()
         self._actions.clear()
+        self.emitted = False
         await self.session.start_transaction()
 
 
@@ -119,6 +122,8 @@ class MongoDatabase(Generic[U]):
 
     `unit_of_work` makes the unit of work of each transaction from the database and the session
     (`UnitOfWork`, or a service's subclass). `on_retry` is told of each re-run (a metric).
+    `on_events`, when set, is called after each transaction that committed outbox events (the
+    process's own relay's `wake`).
     """
 
     name = "mongo"
@@ -155,6 +160,7 @@ class MongoDatabase(Generic[U]):
         self._indexes = tuple(indexes)
         self._on_retry = on_retry
         self._locks = _KeyedLocks()
+        self.on_events: Callable[[], None] | None = None
 
     async def start(self) -> None:
         await self.client.admin.command("ping")
@@ -217,6 +223,8 @@ class MongoDatabase(Generic[U]):
         )
         # After the session ended: side effects must not hold it.
         await uow.run_after_commit()
+        if uow.emitted and self.on_events is not None:
+            self.on_events()
         if isinstance(outcome, KeepWrites):
             raise outcome.error
         return outcome

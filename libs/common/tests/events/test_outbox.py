@@ -264,3 +264,45 @@ async def test_pg_relay_wakes_on_notify_not_on_the_poll(
         assert ids_of(records) == [event.id]
     finally:
         await relay.stop()
+
+
+async def test_mongo_relay_without_its_change_stream_wakes_on_wake_and_polls_otherwise(
+    mongo_outbox: MongoOutbox,
+    producer: EventProducer,
+    probe_topic: TopicSpec,
+    read_topic: Callable[..., Awaitable[list[Any]]],
+    make_event: Callable[..., Event[ProbeEvent]],
+) -> None:
+    # watch=False: no change stream. A commit elsewhere waits for the poll (a minute here: it
+    # stays unsent); the committing process's wake() sends it at once.
+    sleepy = RelayOptions(poll_interval=60, active_for_s=0.1)
+    relay = MongoOutboxRelay(
+        mongo_outbox.db, producer, options=sleepy, topics=[probe_topic], watch=False
+    )
+    await relay.start()
+    try:
+        await asyncio.sleep(0.5)  # idle, asleep on the poll
+        event = make_event(probe_topic.name, 1)
+        await mongo_outbox.write([event])
+        await asyncio.sleep(1.0)
+        assert await mongo_outbox.unsent() == 1
+        relay.wake()
+        records = await read_topic(probe_topic.name, 1, within=5)
+        assert ids_of(records) == [event.id]
+    finally:
+        await relay.stop()
+
+    # And the poll alone delivers, within its interval.
+    polling = RelayOptions(poll_interval=0.3, active_for_s=0.1)
+    relay = MongoOutboxRelay(
+        mongo_outbox.db, producer, options=polling, topics=[probe_topic], watch=False
+    )
+    await relay.start()
+    try:
+        await asyncio.sleep(0.5)
+        later = make_event(probe_topic.name, 2)
+        await mongo_outbox.write([later])
+        records = await read_topic(probe_topic.name, 2, within=5)
+        assert ids_of(records) == [event.id, later.id]
+    finally:
+        await relay.stop()

@@ -69,8 +69,11 @@ class ChatApp:
             self.database.db,
             self.producer,
             topics=topic_specs(s.topic_prefix),
-            options=RelayOptions(active_poll_s=s.outbox_poll_s),
+            options=RelayOptions(active_poll_s=s.outbox_poll_s, poll_interval=s.outbox_idle_poll_s),
+            watch=False,
         )
+        # This replica's own events go out at once (other replicas' wait for a poll).
+        self.database.on_events = self.relay.wake
         self.consumer = UserEventsConsumer(
             self.database,
             self.service,
