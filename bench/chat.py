@@ -2,7 +2,7 @@
 Redis -> websockets fan-out ceiling measured in the same run on the same client processes.
 
     uv run python bench/chat.py [--clients N] [--rooms M] [--rate R] [--duration S]
-        [--warmup W] [--client-procs P] [--clients-per-user K] [--steps 1,1.5,2,3,4]
+        [--warmup W] [--client-procs P] [--clients-per-user K] [--steps 1,2,2.5,3,4,5,6,7]
         [--low-clients L] [--low-rate R0] [--phases e2e,floor,fanout,bare]   (make bench-chat)
 
 Starts what it needs itself: the backing servers (aether_devstack NativeStack) and auth, chat and
@@ -1160,7 +1160,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--steps",
-        default="1,1.5,2,3,4",
+        default="1,2,2.5,3,4,5,6,7",
         help="end-to-end, fan-out and ceiling runs at these multiples of --rate",
     )
     parser.add_argument(
