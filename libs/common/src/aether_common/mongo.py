@@ -122,8 +122,9 @@ class MongoDatabase(Generic[U]):
 
     `unit_of_work` makes the unit of work of each transaction from the database and the session
     (`UnitOfWork`, or a service's subclass). `on_retry` is told of each re-run (a metric).
-    `on_events`, when set, is called after each transaction that committed outbox events (the
-    process's own relay's `wake`).
+    `on_events`, when set, is called after each `transaction()` that committed outbox events
+    (the process's own relay's `wake`; a transaction its owner opened, `unit_of_work()`, waits
+    for the relay's poll).
     """
 
     name = "mongo"
