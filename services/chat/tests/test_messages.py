@@ -388,48 +388,61 @@ async def test_reply_to_must_name_an_earlier_message(chat: Any, kit: Any) -> Non
 
 
 async def test_one_batch_answers_each_send_on_its_own(chat: Any) -> None:
-    """Sends that share a room transaction (batching.py): refusals and retries are answered
-    one by one, the rest is stored with dense seqs."""
+    """Sends that share a transaction (batching.py), in two rooms and one that does not exist:
+    refusals and retries are answered one by one, the rest is stored with dense seqs per room."""
     owner, member, stranger = chat.user("owner"), chat.user("member"), chat.user("stranger")
     room = await chat.create_room(owner, members=[member])
+    other = await chat.create_room(member, members=[owner])
     stored = await chat.send(owner, room.room_id, "earlier", client_msg_id="dup")
+    await chat.send(member, other.room_id, "other earlier")
 
-    def draft(user: str, content: str, **fields: Any) -> Any:
+    def draft(user: str, content: str, room_id: str = room.room_id, **fields: Any) -> Any:
         fields.setdefault("client_msg_id", uuid.uuid4().hex)
         fields.setdefault("reply_to_seq", 0)
-        new = NewMessage(room_id=room.room_id, content=content, mentions=(), **fields)
+        new = NewMessage(room_id=room_id, content=content, mentions=(), **fields)
         return chat.app.service.draft_message(Caller(user), new)
 
     drafts = [
         draft(owner, "one"),
         draft(stranger, "not a member"),
+        draft(owner, "other one", other.room_id),
         draft(member, "two", reply_to_seq=1),
         draft(member, "bad reply", reply_to_seq=99),
+        draft(owner, "nowhere", str(uuid.uuid4())),  # no such room
         draft(owner, "earlier", client_msg_id="dup"),  # a retry of a stored message
         draft(member, "twin", client_msg_id="twin"),
         draft(member, "twin", client_msg_id="twin"),  # the same send twice in one batch
+        draft(stranger, "not a member there either", other.room_id),
+        draft(member, "other two", other.room_id, reply_to_seq=2),
         draft(owner, "three"),
     ]
+    keys = [f"room:{d.room_id}" for d in drafts]
     answers = await chat.app.database.transaction(
-        lambda uow: chat.app.service.send_batch(uow, room.room_id, drafts),
-        key=f"room:{room.room_id}",
+        lambda uow: chat.app.service.send_batch(uow, drafts), keys=keys
     )
 
     sent = [a for a in answers if isinstance(a, Sent)]
     assert [(a.message.content, a.message.seq, a.created) for a in sent] == [
         ("one", 2, True),
+        ("other one", 2, True),
         ("two", 3, True),
         ("earlier", 1, False),
         ("twin", 4, True),
         ("twin", 4, False),
+        ("other two", 3, True),
         ("three", 5, True),
     ]
-    assert schemas.message_pb(sent[2].message) == stored.message
+    assert schemas.message_pb(sent[3].message) == stored.message
     assert isinstance(answers[1], Forbidden)
-    assert isinstance(answers[3], ValidationFailed)
+    assert isinstance(answers[4], ValidationFailed)
+    assert isinstance(answers[5], NotFound)
+    assert isinstance(answers[9], Forbidden)
     page = await chat.history(owner, room.room_id)
     assert [m.seq for m in page.messages] == [1, 2, 3, 4, 5]
     assert page.messages[2].reply_to_seq == 1
+    other_page = await chat.history(member, other.room_id)
+    assert [m.content for m in other_page.messages] == ["other earlier", "other one", "other two"]
+    assert [m.seq for m in other_page.messages] == [1, 2, 3]
 
 
 async def test_concurrent_sends_to_one_room_share_transactions(chat: Any) -> None:
@@ -443,6 +456,23 @@ async def test_concurrent_sends_to_one_room_share_transactions(chat: Any) -> Non
     assert transactions < 40, "no send shared a transaction"
     page = await chat.history(owner, room.room_id)
     assert [m.seq for m in page.messages] == list(range(1, 41))
+
+
+async def test_concurrent_sends_to_several_rooms_share_transactions(chat: Any) -> None:
+    owner = chat.user()
+    rooms = [(await chat.create_room(owner)).room_id for _ in range(4)]
+    before = _batches()
+
+    await asyncio.gather(*(chat.send(owner, rooms[i % 4], f"m{i}") for i in range(40)))
+
+    transactions = _batches() - before
+    assert transactions < 10, f"{transactions} transactions for 40 sends in 4 rooms"
+    for n, room_id in enumerate(rooms):
+        page = await chat.history(owner, room_id)
+        assert [m.seq for m in page.messages] == list(range(1, 11))
+        assert sorted(m.content for m in page.messages) == sorted(
+            f"m{i}" for i in range(40) if i % 4 == n
+        )
 
 
 def _batches() -> float:

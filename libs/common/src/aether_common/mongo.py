@@ -205,14 +205,18 @@ class MongoDatabase(Generic[U]):
         body: Callable[[U], Awaitable[T]],
         *,
         key: str | None = None,
+        keys: Sequence[str] = (),
         attempts: int | None = None,
     ) -> T:
         """Run `body` in a transaction, commit, then run its after-commit actions; re-run it on
-        a transient error, `attempts` times at most (default: the component's)."""
+        a transient error, `attempts` times at most (default: the component's). `key` (or
+        several, `keys`: taken in sorted order, so two callers never wait on each other) runs it
+        after, and before, the other transactions of that key in this process."""
         attempts = attempts or self.attempts
-        if key is None:
-            return await self._transaction(body, attempts)
-        async with self._locks.hold(key):
+        held = sorted({*keys, *([key] if key is not None else [])})
+        async with contextlib.AsyncExitStack() as stack:
+            for one in held:
+                await stack.enter_async_context(self._locks.hold(one))
             return await self._transaction(body, attempts)
 
     async def _transaction(self, body: Callable[[U], Awaitable[T]], attempts: int) -> T:

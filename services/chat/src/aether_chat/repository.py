@@ -318,13 +318,13 @@ async def successor(ctx: Ctx, room_id: str) -> MemberRecord | None:
     return None
 
 
-async def mark_read_upto_many(ctx: Ctx, room_id: str, upto: Mapping[str, int]) -> int:
-    """Move each member's last read seq up to its seq (never down), in one round trip; the
-    number of members found (fewer than asked: some users are not members). Updates, not
+async def mark_read_upto_many(ctx: Ctx, upto: Mapping[tuple[str, str], int]) -> int:
+    """Move each (room, member)'s last read seq up to its seq (never down), in one round trip;
+    the number of members found (fewer than asked: some users are not members). Updates, not
     find-and-modify: on the local MongoDB they cost half as much."""
     members = _coll(ctx, MEMBERS)
     if len(upto) == 1:
-        [(user_id, seq)] = upto.items()
+        [((room_id, user_id), seq)] = upto.items()
         result = await members.update_one(
             {"room_id": room_id, "user_id": user_id},
             {"$max": {"last_read_seq": seq}},
@@ -334,7 +334,7 @@ async def mark_read_upto_many(ctx: Ctx, room_id: str, upto: Mapping[str, int]) -
     bulk = await members.bulk_write(
         [
             UpdateOne({"room_id": room_id, "user_id": user_id}, {"$max": {"last_read_seq": seq}})
-            for user_id, seq in upto.items()
+            for (room_id, user_id), seq in upto.items()
         ],
         ordered=False,
         session=ctx.session,

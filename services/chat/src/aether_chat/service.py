@@ -435,28 +435,28 @@ class ChatService:
         )
 
     async def send_batch(
-        self, uow: UnitOfWork, room_id: str, drafts: Sequence[Draft]
+        self, uow: UnitOfWork, drafts: Sequence[Draft]
     ) -> list[Sent | AetherError]:
-        """Store the drafts of one room in one transaction, in order; one answer per draft.
+        """Store the drafts, of one room or several, in one transaction; one answer per draft.
 
-        The room's counter moves by the number stored (seqs follow the drafts' order), every
-        sender's read position moves to their own last message (that write is also the
-        membership check), and the messages and their events go in with one insert each. A
-        draft that cannot be stored (sender not a member, reply_to_seq not earlier, an earlier
-        send with the same client_msg_id) gets its own answer and the others are stored again
-        without it, so seqs never have gaps.
+        Each room's counter moves by the number stored there (seqs follow the drafts' order),
+        every sender's read position moves to their own last message (that write is also the
+        membership check), and the messages and their events go in with one insert each, for
+        all rooms. A draft that cannot be stored (no such room, sender not a member,
+        reply_to_seq not earlier, an earlier send with the same client_msg_id) gets its own
+        answer and the others are stored again without it, so seqs never have gaps.
         """
         answers: dict[int, Sent | AetherError] = {}
-        first_of: dict[tuple[str, str], int] = {}
-        repeats: dict[int, int] = {}  # the same (sender, client_msg_id) twice in one batch
+        first_of: dict[tuple[str, str, str], int] = {}
+        repeats: dict[int, int] = {}  # the same (room, sender, client_msg_id) twice in one batch
         for index, draft in enumerate(drafts):
-            key = (draft.sender_id, draft.client_msg_id)
+            key = (draft.room_id, draft.sender_id, draft.client_msg_id)
             if key in first_of:
                 repeats[index] = first_of[key]
             else:
                 first_of[key] = index
         while live := [i for i in first_of.values() if i not in answers]:
-            stored = await self._store(uow, room_id, [drafts[i] for i in live])
+            stored = await self._store(uow, [drafts[i] for i in live])
             if isinstance(stored, dict):  # some drafts cannot go in: answer them, go again
                 answers.update({live[pos]: answer for pos, answer in stored.items()})
                 await uow.restart()
@@ -471,44 +471,61 @@ class ChatService:
         return [answers[index] for index in range(len(drafts))]
 
     async def _store(
-        self, uow: UnitOfWork, room_id: str, drafts: list[Draft]
+        self, uow: UnitOfWork, drafts: list[Draft]
     ) -> list[Sent] | dict[int, Sent | AetherError]:
         """All drafts stored (their answers), or the answers of those that cannot be (by
         position; the transaction is then spoilt and must restart)."""
         at = ids.now()
         at_ms = int(at.timestamp() * 1000)
         message_ids = [ids.new_id(at_ms) for _ in drafts]
-        # The seqs: the room's counter, in this transaction (a conflict re-runs it all).
-        room = await repository.next_seqs(uow, room_id, len(drafts), message_ids[-1], at)
-        if room is None:
-            return {pos: _room_not_found(room_id) for pos in range(len(drafts))}
-        first_seq = room.last_seq - len(drafts) + 1
+        by_room: dict[str, list[int]] = {}
+        for pos, draft in enumerate(drafts):
+            by_room.setdefault(draft.room_id, []).append(pos)
+        # The seqs: each room's counter, in this transaction (a conflict re-runs it all).
+        seqs: dict[int, int] = {}
+        missing: dict[int, Sent | AetherError] = {}
+        for room_id, positions in by_room.items():
+            room = await repository.next_seqs(
+                uow, room_id, len(positions), message_ids[positions[-1]], at
+            )
+            if room is None:
+                missing.update({pos: _room_not_found(room_id) for pos in positions})
+                continue
+            first_seq = room.last_seq - len(positions) + 1
+            seqs.update({pos: first_seq + n for n, pos in enumerate(positions)})
+        if missing:
+            return missing
         late = {
             pos: validation.fail(
                 "reply_to_seq", "reply_to_seq must be the seq of an earlier message"
             )
             for pos, draft in enumerate(drafts)
-            if draft.reply_to_seq >= first_seq + pos
+            if draft.reply_to_seq >= seqs[pos]
         }
         if late:
             return dict(late)
         # Membership check and "senders have read their own messages" in one write.
-        upto = {draft.sender_id: first_seq + pos for pos, draft in enumerate(drafts)}
-        if await repository.mark_read_upto_many(uow, room_id, upto) < len(upto):
-            members = await repository.members_among(uow, room_id, list(upto))
-            refused: dict[int, Sent | AetherError] = {
-                pos: Forbidden(NOT_A_MEMBER)
-                for pos, draft in enumerate(drafts)
-                if draft.sender_id not in members
-            }
+        upto = {(draft.room_id, draft.sender_id): seqs[pos] for pos, draft in enumerate(drafts)}
+        if await repository.mark_read_upto_many(uow, upto) < len(upto):
+            refused: dict[int, Sent | AetherError] = {}
+            for room_id, positions in by_room.items():
+                senders = [drafts[pos].sender_id for pos in positions]
+                members = await repository.members_among(uow, room_id, senders)
+                refused.update(
+                    {
+                        pos: Forbidden(NOT_A_MEMBER)
+                        for pos in positions
+                        if drafts[pos].sender_id not in members
+                    }
+                )
             if not refused:  # pragma: no cover - the update and the read disagree
                 raise Conflict("the room's members changed while sending; retry")
             return refused
         messages = [
             MessageRecord(
                 id=message_ids[pos],
-                room_id=room_id,
-                seq=first_seq + pos,
+                room_id=draft.room_id,
+                seq=seqs[pos],
                 sender_id=draft.sender_id,
                 client_msg_id=draft.client_msg_id,
                 content=draft.content,
@@ -525,21 +542,24 @@ class ChatService:
                 raise
             # Retries of messages an earlier transaction stored: answer with those.
             await uow.restart()
-            earlier = await repository.sent_messages(
-                uow, room_id, [(d.sender_id, d.client_msg_id) for d in drafts]
-            )
-            found: dict[int, Sent | AetherError] = {
-                pos: Sent(message, False)
-                for pos, draft in enumerate(drafts)
-                if (message := earlier.get((draft.sender_id, draft.client_msg_id))) is not None
-            }
+            found: dict[int, Sent | AetherError] = {}
+            for room_id, positions in by_room.items():
+                keys = [(drafts[pos].sender_id, drafts[pos].client_msg_id) for pos in positions]
+                earlier = await repository.sent_messages(uow, room_id, keys)
+                found.update(
+                    {
+                        pos: Sent(earlier[key], False)
+                        for pos, key in zip(positions, keys, strict=True)
+                        if key in earlier
+                    }
+                )
             if not found:  # pragma: no cover - the unique index said one exists
                 raise Conflict("a message with this client_msg_id is being stored; retry") from exc
             return found
         await uow.emit(*(self._events.message_created(message) for message in messages))
         for message in messages:
-            uow.changes.publish(room_id, schemas.message_frame(message))
-        uow.changes.rooms.add(room_id)
+            uow.changes.publish(message.room_id, schemas.message_frame(message))
+        uow.changes.rooms.update(by_room)
         return [Sent(message, True) for message in messages]
 
     async def edit_message(
