@@ -266,19 +266,17 @@ async def test_pg_relay_wakes_on_notify_not_on_the_poll(
         await relay.stop()
 
 
-async def test_mongo_relay_without_its_change_stream_wakes_on_wake_and_polls_otherwise(
+async def test_mongo_relay_wakes_on_its_process_commit_and_polls_otherwise(
     mongo_outbox: MongoOutbox,
     producer: EventProducer,
     probe_topic: TopicSpec,
     read_topic: Callable[..., Awaitable[list[Any]]],
     make_event: Callable[..., Event[ProbeEvent]],
 ) -> None:
-    # watch=False: no change stream. A commit elsewhere waits for the poll (a minute here: it
-    # stays unsent); the committing process's wake() sends it at once.
+    # A commit elsewhere waits for the poll (a minute here: it stays unsent); the committing
+    # process's wake() sends it at once.
     sleepy = RelayOptions(poll_interval=60, active_for_s=0.1)
-    relay = MongoOutboxRelay(
-        mongo_outbox.db, producer, options=sleepy, topics=[probe_topic], watch=False
-    )
+    relay = MongoOutboxRelay(mongo_outbox.db, producer, options=sleepy, topics=[probe_topic])
     await relay.start()
     try:
         await asyncio.sleep(0.5)  # idle, asleep on the poll
@@ -294,9 +292,7 @@ async def test_mongo_relay_without_its_change_stream_wakes_on_wake_and_polls_oth
 
     # And the poll alone delivers, within its interval.
     polling = RelayOptions(poll_interval=0.3, active_for_s=0.1)
-    relay = MongoOutboxRelay(
-        mongo_outbox.db, producer, options=polling, topics=[probe_topic], watch=False
-    )
+    relay = MongoOutboxRelay(mongo_outbox.db, producer, options=polling, topics=[probe_topic])
     await relay.start()
     try:
         await asyncio.sleep(0.5)

@@ -70,7 +70,6 @@ class ChatApp:
             self.producer,
             topics=topic_specs(s.topic_prefix),
             options=RelayOptions(active_poll_s=s.outbox_poll_s, poll_interval=s.outbox_idle_poll_s),
-            watch=False,
         )
         # This replica's own events go out at once (other replicas' wait for a poll).
         self.database.on_events = self.relay.wake

@@ -4,17 +4,15 @@
 `MongoOutboxRelay` drains it in `seq` order: a microsecond timestamp made strictly increasing in
 the writing process, so the order is exact within a process and by clock across replicas (an
 entity's writes that conflict are serialised by MongoDB, so their events still sort in commit
-order up to clock skew). With `watch=True` it wakes on a change stream of inserts, never on the
-clock while events flow, and polls every `poll_interval` as a fallback. With `watch=False` it
-polls (every `active_poll_s` while events flow, every `poll_interval` otherwise) and wakes when
-its own process commits events (`wake()`, e.g. `MongoDatabase.on_events`): a change stream costs
-the local server ~0.3-0.7 ms of CPU per insert, more than the relay's reads. A lease document
-makes one replica drain at a time; it expires if that replica dies.
+order up to clock skew). It polls (every `active_poll_s` while events flow, every
+`poll_interval` otherwise) and wakes at once when its own process commits events (`wake()`,
+called by `MongoDatabase.on_events`). No change stream: one cost the local server ~0.3-0.7 ms of
+CPU per insert, more than the relay's reads. A lease document makes one replica drain at a time;
+it expires if that replica dies.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 import time
@@ -106,15 +104,12 @@ class MongoOutboxRelay(OutboxRelay):
         options: RelayOptions | None = None,
         lease_ttl_s: float = 15.0,
         name: str = "outbox-relay-mongo",
-        watch: bool = True,
     ) -> None:
         super().__init__(producer, topics=topics, options=options, name=name)
         self.db = db
-        self.watch = self.always_notified = watch  # woken by the change stream of inserts
         self.lease_ttl_s = lease_ttl_s
         self._owner = uuid.uuid4().hex
         self._lease_renew_at = 0.0
-        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def _outbox(self) -> Any:
@@ -122,25 +117,8 @@ class MongoOutboxRelay(OutboxRelay):
 
     async def _open(self) -> None:
         await ensure_indexes(self.db)
-        if self.watch and (self._watcher is None or self._watcher.done()):
-            self._watcher = asyncio.create_task(self._watch(), name=f"{self.name}-watch")
-
-    async def _watch(self) -> None:
-        """Wake the relay on each insert; on failure the poll interval still covers us."""
-        try:
-            pipeline = [{"$match": {"operationType": "insert"}}]
-            async with await self._outbox.watch(pipeline) as stream:
-                async for _ in stream:
-                    self.wake()
-        except PyMongoError as exc:
-            log.warning("outbox change stream ended; polling only", error=repr(exc))
 
     async def _close(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, PyMongoError):
-                await watcher
         if self.leading or self._lease_renew_at:
             self._lease_renew_at = 0.0
             with contextlib.suppress(PyMongoError):  # expiry covers an unreachable server
@@ -177,7 +155,7 @@ class MongoOutboxRelay(OutboxRelay):
         return held
 
     async def _set_listening(self, listening: bool) -> None:
-        pass  # a change stream costs writers nothing: it is always on
+        pass  # notifications come from this process only (`wake()`), asked for or not
 
     async def _fetch(self, limit: int) -> list[OutboxRow]:
         cursor = (

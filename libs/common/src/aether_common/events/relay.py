@@ -39,8 +39,7 @@ class RelayOptions:
     batch_size: int = 500
     # While events keep coming the relay polls every `active_poll_s` (cheap, and it spares
     # writers the cost of notifying); after `active_for_s` without any it asks for
-    # notifications and sleeps, waking on one or after `poll_interval` at the latest. A relay
-    # that is `always_notified` waits for an insert, then lets rows gather `active_poll_s`.
+    # notifications and sleeps, waking on one or after `poll_interval` at the latest.
     active_poll_s: float = 0.005
     active_for_s: float = 0.1
     poll_interval: float = 1.0
@@ -56,9 +55,6 @@ class OutboxRelay(ABC):
     """Component draining one outbox to Kafka. Subclasses supply the store operations."""
 
     store: str  # metrics label: "postgres" or "mongo"
-    # True where every insert notifies the relay whatever it asked for (MongoDB's change
-    # stream): it then never polls on the clock, it waits for an insert.
-    always_notified: bool = False
 
     def __init__(
         self,
@@ -204,19 +200,9 @@ class OutboxRelay(ABC):
                 backoff = self.options.retry_backoff
 
     async def _wait_for_rows(self) -> None:
-        if self.always_notified:
-            # Sleep until an insert wakes us, then let the rows of that moment gather for
-            # `active_poll_s`: one fetch and one mark take them all, and an idle or slow
-            # stream of events costs no reads in between (polling on the clock would cost
-            # 1/active_poll_s reads a second on a server that spends ~1 ms of CPU on each).
-            await self._maybe_purge()
-            await self._idle(self.options.poll_interval)
-            if self._wakeup.is_set():
-                await self._pause(self.options.active_poll_s)
-            return
         if time.monotonic() - self._last_rows < self.options.active_for_s:
             # While rows keep coming, poll on the clock and let rows gather meanwhile: a wake
-            # per insert (MongoDB's change stream) would cost a fetch and a mark per row.
+            # per insert would cost a fetch and a mark per row.
             await self._pause(self.options.active_poll_s)
         elif self._listening is not True:
             # Ask for notifications, then read once more before sleeping: a row committed
