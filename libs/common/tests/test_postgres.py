@@ -6,13 +6,8 @@ writer process killed or paused mid-transaction."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import sys
 import time
-from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -25,6 +20,7 @@ from aether_common.outages import RETRY_AFTER_S
 from aether_common.postgres import PostgresDatabase, UnitOfWork
 from aether_common.unit_of_work import KeepWrites
 from aether_devstack.servers import free_port
+from aether_devstack.testkit import writer_stopped_mid_transaction
 
 
 class Retries:
@@ -275,25 +271,11 @@ async def test_a_writer_stopped_mid_transaction_holds_the_row_at_most_its_idle_t
 ) -> None:
     async with database.connection() as conn:
         await conn.execute("INSERT INTO things VALUES ('a', 0)")
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", HOLDER, pg_dsn, stdout=PIPE, stderr=PIPE
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stderr is not None
-        line = await asyncio.wait_for(holder.stdout.readline(), 30)
-        assert line.strip() == b"locked", await holder.stderr.read()
-        os.kill(holder.pid, stop)
-        started = time.monotonic()
-
+    async with writer_stopped_mid_transaction(HOLDER, pg_dsn, stop=stop) as stopped:
         await database.transaction(
             lambda uow: uow.conn.execute("UPDATE things SET n = n + 1 WHERE id = 'a'")
         )
-        waited = time.monotonic() - started
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # killed above already
-            holder.kill()
-        await holder.wait()
+        waited = time.monotonic() - stopped
 
     # Killed: its connection closed, rolled back at once. Paused: ended after its 1 s idle
     # timeout. Either way its write is gone and the other writer's landed.

@@ -8,13 +8,9 @@ taken."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import sys
 import time
 import uuid
-from asyncio.subprocess import PIPE
 from typing import Any
 
 import pytest
@@ -22,6 +18,7 @@ import pytest
 from aether_common.errors import AetherError
 from aether_common.grpc import checked
 from aether_devstack.mongo_server import TRANSACTION_LIFETIME_S
+from aether_devstack.testkit import writer_stopped_mid_transaction
 
 # The issue's bound: every replica serves the room again within 5 s of a writer's stop.
 BOUND_S = 5.0
@@ -60,25 +57,9 @@ async def test_a_writer_stopped_mid_send_holds_the_room_less_than_the_bound(
     owner = chat.user()
     room = await chat.create_room(owner)
     await chat.send(owner, room.room_id)
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        HOLDER,
-        chat.settings.mongo_url,
-        chat.settings.mongo_database,
-        room.room_id,
-        stdout=PIPE,
-        stderr=PIPE,
-    )
     refused: list[AetherError] = []
-    try:
-        assert holder.stdout is not None
-        assert holder.stderr is not None
-        line = await asyncio.wait_for(holder.stdout.readline(), 30)
-        assert line.strip() == b"locked", await holder.stderr.read()
-        os.kill(holder.pid, stop)
-        stopped = time.monotonic()
-
+    args = (chat.settings.mongo_url, chat.settings.mongo_database, room.room_id)
+    async with writer_stopped_mid_transaction(HOLDER, *args, stop=stop) as stopped:
         client_msg_id = uuid.uuid4().hex  # one send, retried as a client would
         while True:
             try:
@@ -91,10 +72,6 @@ async def test_a_writer_stopped_mid_send_holds_the_room_less_than_the_bound(
                 assert time.monotonic() - stopped < BOUND_S + 5, "the room stayed held"
                 await asyncio.sleep(0.2)
         waited = time.monotonic() - stopped
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # killed above already
-            holder.kill()
-        await holder.wait()
 
     # The stopped writer really held the room (the first sends were refused), for no longer
     # than the server's transaction lifetime and well inside the bound.

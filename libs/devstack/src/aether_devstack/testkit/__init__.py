@@ -10,7 +10,8 @@ Typed helpers, used by the devstack pytest plugin's fixtures and by the suites' 
   error a call failed with (`failure`, `stream_failure`);
 - waits.py: a condition (`eventually`), Kafka records (`read_topic`), a mail (`wait_for_mail`);
 - stores.py: a fresh PostgreSQL database (`fresh_database`), a Redis prefix wiped;
-- processes.py: the local OIDC provider, a platform service (re)started from its fleet's spec;
+- processes.py: the local OIDC provider, a platform service (re)started from its fleet's spec,
+  a writer process stopped inside its transaction;
 - trusted_headers.py: a gRPC identity resolver believing unsigned headers (tests only: it
   lives here so that no service can configure it).
 """
@@ -24,6 +25,7 @@ from aether_devstack.testkit.processes import (
     replica_spec,
     service_process,
     start_fleet_process,
+    writer_stopped_mid_transaction,
 )
 from aether_devstack.testkit.stores import delete_prefix, fresh_database, unique_name
 from aether_devstack.testkit.tokens import (
@@ -81,4 +83,5 @@ __all__ = [
     "stream_failure",
     "unique_name",
     "wait_for_mail",
+    "writer_stopped_mid_transaction",
 ]

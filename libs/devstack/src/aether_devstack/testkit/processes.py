@@ -1,16 +1,22 @@
 """Processes a suite starts: the local OIDC provider, a platform service (re)started, a
-service's own process (`service_process`: `python -m` until ready)."""
+service's own process (`service_process`: `python -m` until ready), a writer stopped inside its
+transaction (`writer_stopped_mid_transaction`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import io
+import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -107,3 +113,26 @@ def service_process(
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@asynccontextmanager
+async def writer_stopped_mid_transaction(
+    script: str, *args: str, stop: signal.Signals
+) -> AsyncIterator[float]:
+    """Run `script` in its own Python process; once it prints "locked" (from inside its open
+    transaction) send it `stop` (SIGKILL: killed; SIGSTOP: paused). Yields the monotonic time
+    of the stop; the process is killed and reaped on exit."""
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdout=PIPE, stderr=PIPE
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stderr is not None
+        line = await asyncio.wait_for(holder.stdout.readline(), 30)
+        assert line.strip() == b"locked", await holder.stderr.read()
+        os.kill(holder.pid, stop)
+        yield time.monotonic()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed already
+            holder.kill()
+        await holder.wait()
