@@ -1,8 +1,8 @@
 """Benchmark: the AI path through the gateway beside the raw llama.cpp server, and the memory
-service's embeddings and vector search.
+service's embeddings.
 
-    uv run python bench/ai.py [--hits N] [--streams N] [--max-tokens T] [--vectors N]
-        [--searches N] [--embed N] [--skip-platform]                       (make bench-ai)
+    uv run python bench/ai.py [--hits N] [--streams N] [--max-tokens T] [--embed N]
+        [--skip-platform]                                                  (make bench-ai)
 
 Starts what it needs itself: the backing servers (aether_devstack NativeStack, which includes
 llama.cpp's OpenAI-compatible server with SmolLM2-135M) and auth, chat, memory, ai and the
@@ -28,11 +28,7 @@ Measured, in one run:
    llama.cpp server's threads share these cores with them.
 3. Embeddings/s: the memory service's local embedder (all-MiniLM-L6-v2 int8 ONNX) in this
    process, batches of 64 varied sentences.
-4. Search p95 over --vectors points (default 100,000): qdrant-client local mode (what the memory
-   service runs embedded), 384-dim unit vectors with user and time payloads, `query_points`
-   top 5, queries embedded by the model: without a filter, and with the user filter every
-   memory search carries (local mode evaluates payload filters point by point in Python; a
-   Qdrant server uses its payload indexes). Insert time is printed too.
+The memory service's search (Qdrant Edge) has its own script: bench/memory.py.
 """
 
 from __future__ import annotations
@@ -51,7 +47,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import numpy as np
 import orjson
 import websockets
 
@@ -77,7 +72,8 @@ class Platform:
         self.llm_url = ""
         self.postgres_dsn = ""  # an admin DSN of the PostgreSQL the services use
 
-    def start(self, max_tokens: int) -> None:
+    def start(self, max_tokens: int, modes: dict[str, Any] | None = None) -> None:
+        """`modes`: more AI_MODES settings, merged over the bench's "fast"."""
         from aether_devstack.fleet import Fleet
         from aether_devstack.servers import NativeStack
 
@@ -106,6 +102,7 @@ class Platform:
                             "latency_budget_s": 120,
                         }
                     }
+                    | (modes or {})
                 ).decode(),
             },
             "gateway": quiet
@@ -284,7 +281,7 @@ async def gateway_stream(base: str, token: str) -> StreamRun:
                 raise RuntimeError(f"ws /ws/ai-chat: {frame}")
 
 
-# -- 3 and 4. embeddings and search ----------------------------------------------------------------
+# -- 3. embeddings -------------------------------------------------------------------------------
 def sentences(count: int) -> list[str]:
     subjects = ["The index", "Apple stock", "The bond market", "Bitcoin", "The central bank"]
     verbs = ["rose", "fell", "stayed flat", "surprised analysts", "hit a record"]
@@ -307,55 +304,6 @@ async def embeddings_per_s(count: int) -> tuple[float, Any]:
     return count / (time.perf_counter() - t0), embedder
 
 
-async def search_p95(
-    embedder: Any, vectors: int, searches: int
-) -> tuple[float, list[float], list[float]]:
-    from qdrant_client import AsyncQdrantClient, models
-
-    client = AsyncQdrantClient(location=":memory:")
-    name = "bench"
-    await client.create_collection(
-        name, vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
-    )
-    rng = np.random.default_rng(7)
-    t0 = time.perf_counter()
-    batch = 5_000
-    for start in range(0, vectors, batch):
-        n = min(batch, vectors - start)
-        points = rng.standard_normal((n, 384)).astype(np.float32)
-        points /= np.linalg.norm(points, axis=1, keepdims=True)
-        await client.upsert(
-            name,
-            points=models.Batch(
-                ids=list(range(start, start + n)),
-                vectors=points.tolist(),
-                payloads=[
-                    {"user_id": f"u{(start + j) % 100}", "created_at": float(start + j)}
-                    for j in range(n)
-                ],
-            ),
-        )
-    insert_s = time.perf_counter() - t0
-    queries = [list(map(float, v)) for v in await embedder.embed(sentences(searches))]
-    unfiltered: list[float] = []
-    for query in queries:
-        t0 = time.perf_counter()
-        await client.query_points(name, query=query, limit=5)
-        unfiltered.append((time.perf_counter() - t0) * 1000)
-    latencies: list[float] = []
-    for i, query in enumerate(queries):
-        flt = models.Filter(
-            must=[
-                models.FieldCondition(key="user_id", match=models.MatchValue(value=f"u{i % 100}"))
-            ]
-        )
-        t0 = time.perf_counter()
-        await client.query_points(name, query=query, query_filter=flt, limit=5)
-        latencies.append((time.perf_counter() - t0) * 1000)
-    await client.close()
-    return insert_s, unfiltered, latencies
-
-
 def summary(values: list[float]) -> str:
     ordered = sorted(values)
     return (
@@ -370,10 +318,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=5, help="streaming runs per path")
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per streamed answer")
     parser.add_argument("--embed", type=int, default=2000, help="sentences embedded")
-    parser.add_argument("--vectors", type=int, default=100_000, help="points searched over")
-    parser.add_argument("--searches", type=int, default=40, help="searches of each kind")
     parser.add_argument(
-        "--skip-platform", action="store_true", help="only embeddings and search (no services)"
+        "--skip-platform", action="store_true", help="only embeddings (no services)"
     )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, shared by the servers, the services and this process")
@@ -388,14 +334,8 @@ async def run(args: argparse.Namespace) -> None:
             await platform_phases(platform, args)
         finally:
             await asyncio.to_thread(platform.stop)
-    rate, embedder = await embeddings_per_s(args.embed)
+    rate, _ = await embeddings_per_s(args.embed)
     print(f"embeddings: {rate:.0f} sentences/s (local all-MiniLM-L6-v2 int8 ONNX, batch 64)")
-    insert_s, unfiltered, filtered = await search_p95(embedder, args.vectors, args.searches)
-    print(
-        f"search over {args.vectors:,} vectors, qdrant local mode, top 5 (insert {insert_s:.1f} s)"
-    )
-    print(f"  no filter:   {summary(unfiltered)}")
-    print(f"  user filter: {summary(filtered)}")
 
 
 async def platform_phases(platform: Platform, args: argparse.Namespace) -> None:

@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from elasticsearch import AsyncElasticsearch
 from pymongo import AsyncMongoClient
-from qdrant_client import AsyncQdrantClient, models
 
 from aether_devstack.endpoints import Endpoints
 
@@ -111,16 +110,6 @@ def test_smtp_delivers_to_the_maildir(aether_endpoints: Endpoints, maildir: Path
         smtp.send_message(msg)
     subjects = [m["Subject"] for m in mailbox.Maildir(maildir, create=False)]
     assert subject in subjects
-
-
-async def test_qdrant_local_mode() -> None:
-    client = AsyncQdrantClient(location=":memory:")
-    await client.create_collection(
-        "c", vectors_config=models.VectorParams(size=3, distance=models.Distance.COSINE)
-    )
-    await client.upsert("c", points=[models.PointStruct(id=1, vector=[1, 0, 0], payload={})])
-    hits = await client.query_points("c", query=[1.0, 0.0, 0.0], limit=1)
-    assert hits.points[0].id == 1
 
 
 @pytest.mark.parametrize("server", ["kafka", "mongo", "elasticsearch", "s3", "smtp"])

@@ -201,9 +201,8 @@ async def start_memory(
         )
 
         async def drop_collections(started: list[Component]) -> None:
-            if app.index in started:  # leave the session's Qdrant location as it was
-                for name in [app.index.collection(ns) for ns in app.index.namespaces]:
-                    await app.index.client.delete_collection(name)
+            if app.index in started:  # leave the session's index location as it was
+                await app.index.drop()
 
         await runner.start(app.components(events=events), before_stop=drop_collections)
         channel = runner.connect(app.grpc.address, timeout=30)

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
-from qdrant_client import models
 
 from aether.auth.v1 import events_pb2 as auth_events
 from aether.chat.v1 import chat_pb2
@@ -20,6 +19,7 @@ from aether.chat.v1 import events_pb2 as chat_events
 from aether.memory.v1 import memory_pb2
 from aether_common.events import Event, EventProducer
 from aether_memory import consumers
+from aether_memory.index import Filters
 
 T = TypeVar("T")
 
@@ -169,12 +169,6 @@ async def test_user_deleted_erases_the_users_records_everywhere(start_memory: An
     assert [h.record.user_id for h in chat_hits] == [stays]
     index = memory.app.index
     for namespace in index.namespaces:
-        left = await index.client.count(
-            index.collection(namespace),
-            count_filter=models.Filter(
-                must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=gone))]
-            ),
-        )
-        assert left.count == 0, namespace
+        assert await index.count(namespace, Filters(user_id=gone)) == 0, namespace
     async with memory.app.database.connection() as conn:
         assert await conn.fetchval("SELECT count(*) FROM memory_records") == 2

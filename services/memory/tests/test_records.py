@@ -169,17 +169,14 @@ async def test_rows_and_points_agree(memory: Any) -> None:
     assert row["point_id"] == repository.point_id("memories", me, "n1")
     assert row["text_sha256"] == repository.text_digest("Remember the dentist on Friday")
     assert (row["user_id"], row["owner_scope"]) == (me, me)
-    index = memory.app.index
-    points = await index.client.retrieve(
-        index.collection("memories"), [str(row["point_id"])], with_payload=True
-    )
-    assert len(points) == 1
-    assert points[0].payload["user_id"] == me
-    assert isinstance(points[0].payload["created_at"], float)
+    payload = await memory.app.index.payload("memories", row["point_id"])
+    assert payload is not None
+    assert payload["user_id"] == me
+    assert isinstance(payload["created_at"], float)
 
 
 async def test_an_in_memory_index_works_the_same(start_memory: Any) -> None:
-    """MEMORY_QDRANT_LOCATION=":memory:": qdrant-client's local mode without a directory."""
+    """MEMORY_QDRANT_LOCATION=":memory:": Qdrant Edge in a temporary directory."""
     memory = await start_memory(qdrant_location=":memory:")
     me = memory.user()
     await memory.upsert(me, "memories", *NOTES.values())
@@ -211,3 +208,24 @@ async def test_a_lost_index_is_rebuilt_from_postgres(start_memory: Any) -> None:
     assert [hit.record.user_id for hit in hits] == [me]
     # The rebuilt point is current: the same text is not embedded again.
     assert (await second.upsert(me, "memories", record("pasta", NOTES["pasta"]))).embedded == 0
+
+
+async def test_a_shard_that_does_not_load_is_rebuilt_from_postgres(
+    start_memory: Any, tmp_path: Any
+) -> None:
+    """A damaged Qdrant Edge shard is moved aside at start and its records embedded again."""
+    location = str(tmp_path / "edge")
+    first = await start_memory(qdrant_location=location)
+    me = first.user()
+    await first.upsert(me, "memories", *(record(k, v) for k, v in NOTES.items()))
+    prefix = first.settings.collection_prefix
+    await first.app.index.stop()
+    for part in (tmp_path / "edge" / f"{prefix}memories" / "gen-1" / "segments").rglob("*"):
+        if part.is_file():
+            part.write_bytes(b"\0")
+
+    second = await start_memory(qdrant_location=location, collection_prefix=prefix)
+    assert second.app.index.created == ["memories"]
+    await second.app.rebuild.wait(60)
+    hits = await second.search(me, "memories", "garlic and cheese", limit=1)
+    assert [hit.record.text for hit in hits] == [NOTES["pasta"]]

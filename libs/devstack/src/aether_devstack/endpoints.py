@@ -52,7 +52,7 @@ class Endpoints:
     s3_secret_key: str = "dev-only-secret-key"  # noqa: S105 (local-only placeholder)
     # Where the local SMTP server stores mail (Maildir); empty when mail cannot be read back.
     maildir: str = ""
-    # Qdrant: a server URL, or a local-mode path / ":memory:" (qdrant-client embedded).
+    # The vector index: a Qdrant server URL, or a directory / ":memory:" (Qdrant Edge embedded).
     qdrant_location: str = ":memory:"
     # An OpenAI-compatible API (`.../v1`): the local llama.cpp server; empty when there is none.
     llm_base_url: str = ""

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import io
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aether_devstack.catalog import (
@@ -70,15 +70,27 @@ class Fleet:
         provision(self.endpoints, self.specs)
         try:
             for spec in self.specs:  # gateway last (load_services' order)
-                env = service_env(spec, self.specs, self.endpoints, self.root)
-                env |= self.extra_env.get(spec.name, {})
-                process = ServiceProcess(spec, self.log_dir / f"{spec.name}.log")
-                process.start(service_argv(spec, self.endpoints, self.root), env, self._terminal)
-                self.processes.append(process)
-                process.wait_healthy(START_TIMEOUT_S)
+                self._start(spec)
         except BaseException:
             self.stop()
             raise
+
+    def _start(self, spec: ServiceSpec) -> None:
+        env = service_env(spec, self.specs, self.endpoints, self.root)
+        env |= self.extra_env.get(spec.name, {})
+        process = ServiceProcess(spec, self.log_dir / f"{spec.name}.log")
+        process.start(service_argv(spec, self.endpoints, self.root), env, self._terminal)
+        self.processes.append(process)
+        process.wait_healthy(START_TIMEOUT_S)
+
+    def restart(self, name: str, meanwhile: Callable[[], object] = lambda: None) -> None:
+        """Stop one service, call `meanwhile()` while it is down, start it again (benches load
+        a service's datastores this way)."""
+        process = self.process(name)
+        process.stop()
+        self.processes.remove(process)
+        meanwhile()
+        self._start(process.spec)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -270,7 +270,7 @@ def endpoints_for(data_dir: Path, ports: dict[str, int]) -> Endpoints:
         smtp_host=HOST,
         smtp_port=ports["smtp"],
         maildir=str(data_dir / "mail"),
-        qdrant_location=str(data_dir / "qdrant"),
+        qdrant_location=str(data_dir / "qdrant-edge"),
         llm_base_url=f"http://{HOST}:{ports['llm']}/v1",
     )
 

@@ -62,4 +62,9 @@ RAG_DEGRADED = Counter(
     "Answers given without RAG because the memory service failed",
     ["reason"],
 )
+RAG_RETRIEVAL = Histogram(
+    "aether_ai_rag_retrieval_seconds",
+    "RAG: from the request's query to its retrieved context (memory searches of every namespace)",
+    buckets=(0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+)
 ROUTED = Counter("aether_ai_auto_routed_total", "Requests routed by mode auto", ["mode"])

@@ -11,12 +11,13 @@ in every answer whatever the model writes. Memory down or slow: the answer goes 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.config import MEMORIES
-from aether_ai.metrics import RAG_DEGRADED
+from aether_ai.metrics import RAG_DEGRADED, RAG_RETRIEVAL
 from aether_common.errors import AetherError
 from aether_common.grpc import Peer, ServiceClient
 from aether_common.logging import get_logger
@@ -100,6 +101,7 @@ class Retriever:
         personal = MEMORIES in namespaces
         if not namespaces:
             return NO_RETRIEVAL
+        started = time.perf_counter()
         results = await asyncio.gather(
             *(
                 self._memory.search(namespace, query, limit=self.limit, min_score=self.min_score)
@@ -122,6 +124,7 @@ class Retriever:
                 raise result
             else:
                 found += [(hit.score, namespace, hit) for hit in result]
+        RAG_RETRIEVAL.observe(time.perf_counter() - started)
         ranked = sorted(found, key=lambda item: -item[0])[: self.limit]
         snippets = tuple(
             Snippet(

@@ -23,10 +23,12 @@ from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_memory.config import MemorySettings
 from aether_memory.consumers import ContentConsumer
+from aether_memory.edge_index import EdgeIndex
 from aether_memory.embeddings import Embedder, Embeddings, build_embedder
 from aether_memory.grpc import SERVICE_NAME, MemoryServicer, register
-from aether_memory.index import VectorIndex
+from aether_memory.index import VectorIndex, is_server
 from aether_memory.namespaces import NAMESPACES
+from aether_memory.qdrant_index import QdrantIndex
 from aether_memory.rebuild import IndexRebuild
 from aether_memory.rooms import RoomMembership
 from aether_memory.service import MemoryService
@@ -55,15 +57,7 @@ class MemoryApp:
         self.embeddings = Embeddings(
             model, batch_size=s.embed_batch_size, workers=1 if model.kind == "local" else 4
         )
-        api_key = s.qdrant_api_key
-        self.index = VectorIndex(
-            s.qdrant_location,
-            prefix=s.collection_prefix,
-            namespaces=[ns.value for ns in NAMESPACES],
-            dimensions=model.dimensions,
-            api_key=api_key.get_secret_value() if api_key else None,
-            timeout_s=s.qdrant_timeout_s,
-        )
+        self.index = self._index(s, dimensions=model.dimensions)
         self.rebuild = IndexRebuild(
             self.database, self.index, self.embeddings, page_size=s.embed_batch_size * 4
         )
@@ -84,6 +78,29 @@ class MemoryApp:
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group,
             topic_prefix=s.topic_prefix,
+        )
+
+    @staticmethod
+    def _index(s: MemorySettings, *, dimensions: int) -> VectorIndex:
+        """A Qdrant server for a URL; Qdrant Edge in-process for a directory or ":memory:"."""
+        namespaces = [ns.value for ns in NAMESPACES]
+        if is_server(s.qdrant_location):
+            api_key = s.qdrant_api_key
+            return QdrantIndex(
+                s.qdrant_location,
+                prefix=s.collection_prefix,
+                namespaces=namespaces,
+                dimensions=dimensions,
+                api_key=api_key.get_secret_value() if api_key else None,
+                timeout_s=s.qdrant_timeout_s,
+            )
+        return EdgeIndex(
+            s.qdrant_location,
+            prefix=s.collection_prefix,
+            namespaces=namespaces,
+            dimensions=dimensions,
+            index_after=s.edge_index_after,
+            check_interval_s=s.edge_check_s,
         )
 
     @property

@@ -26,13 +26,17 @@ class MemorySettings(AetherSettings):
     # -- datastores ------------------------------------------------------------------------------
     database_url: str = Field(validation_alias=_alias("MEMORY_DATABASE_URL", "AETHER_DATABASE_URL"))
     database_pool_size: int = Field(default=10, ge=1, le=200)
-    # "http(s)://..." is a Qdrant server; anything else is qdrant-client's local mode: a
-    # directory (one process per directory) or ":memory:" (lost at exit).
+    # "http(s)://..." is a Qdrant server; anything else is Qdrant Edge in this process: a
+    # directory (one process per directory) or ":memory:" (a temporary one, gone at exit).
     qdrant_location: str = Field(
         validation_alias=_alias("MEMORY_QDRANT_LOCATION", "AETHER_QDRANT_LOCATION"), min_length=1
     )
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: int = Field(default=10, ge=1, le=300)
+    # Qdrant Edge: build a shard's HNSW index (in a child process) once this many points were
+    # added outside it; until then they are searched exactly. Checked every edge_check_s.
+    edge_index_after: int = Field(default=20_000, ge=1)
+    edge_check_s: float = Field(default=10.0, gt=0)
     # One collection per namespace: `<collection_prefix><namespace>` (tests isolate with it).
     collection_prefix: str = Field(default="memory_", pattern=r"^[A-Za-z0-9_\-]{0,64}$")
     kafka_bootstrap: str = Field(

@@ -1,47 +1,27 @@
-"""The vector index: Qdrant, one collection per namespace (`<prefix><namespace>`), cosine.
+"""The vector index: one collection per namespace (`<prefix><namespace>`), cosine, behind one
+interface with two engines:
 
-The same AsyncQdrantClient code runs against a Qdrant server (a URL) in production and against
-qdrant-client's local mode (a directory, or ":memory:") when embedded. Points carry only what
-searches filter on (user_id, room_id, created_at as epoch seconds); texts and metadata are read
+- `EdgeIndex` (edge_index.py): Qdrant Edge, the Qdrant server's engine in this process, on a
+  directory. The embedded default: `make dev`, tests, a single-node install.
+- `QdrantIndex` (qdrant_index.py): qdrant-client against a Qdrant server, by URL (production).
+
+The app picks by the location (a URL: a server). Points carry only what searches filter on (user_id,
+room_id, created_at as epoch seconds), each with a payload index; texts and metadata are read
 from PostgreSQL, the source of truth, so a point left behind by a crash never surfaces.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
-import httpx
-from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from aether_memory.embeddings import Vectors
 
-from aether_common.errors import Unavailable
-from aether_common.logging import get_logger
-from aether_common.outages import RETRY_AFTER_S
-from aether_memory.embeddings import OUTAGE_DETAIL, Vectors
-
-log = get_logger(__name__)
-
-# Payload indexes (server only: local mode scans anyway and warns about them).
 KEYWORD_FIELDS = ("user_id", "room_id")
 TIME_FIELD = "created_at"
-
-
-# A Qdrant server unreachable (ResponseHandlingException wraps the transport error), answering
-# an error, or timing out: the index is away, not the request wrong.
-_QDRANT_OUTAGES = (ResponseHandlingException, UnexpectedResponse, httpx.HTTPError)
-
-
-@contextlib.contextmanager
-def _outage_as_unavailable() -> Iterator[None]:
-    try:
-        yield
-    except _QDRANT_OUTAGES as exc:
-        log.warning("vector index unavailable", error=repr(exc))
-        raise Unavailable(OUTAGE_DETAIL, retry_after=RETRY_AFTER_S) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +30,13 @@ class Point:
     user_id: str
     room_id: str
     created_at: datetime
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "room_id": self.room_id,
+            TIME_FIELD: self.created_at.timestamp(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,157 +52,34 @@ class Filters:
     created_after: datetime | None = None
     created_before: datetime | None = None
 
-    def to_qdrant(self) -> models.Filter | None:
-        must: list[models.Condition] = []
-        for key, value in (("user_id", self.user_id), ("room_id", self.room_id)):
-            if value is not None:
-                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
-        if self.created_after is not None or self.created_before is not None:
-            after, before = self.created_after, self.created_before
-            must.append(
-                models.FieldCondition(
-                    key=TIME_FIELD,
-                    range=models.Range(
-                        gte=after.timestamp() if after else None,
-                        lt=before.timestamp() if before else None,
-                    ),
-                )
-            )
-        return models.Filter(must=must) if must else None
+    def keywords(self) -> list[tuple[str, str]]:
+        """The exact-match conditions, as (field, value)."""
+        pairs = (("user_id", self.user_id), ("room_id", self.room_id))
+        return [(key, value) for key, value in pairs if value is not None]
+
+    def time_range(self) -> tuple[float | None, float | None] | None:
+        """created_at's [gte, lt) bounds in epoch seconds, or None when unbounded."""
+        if self.created_after is None and self.created_before is None:
+            return None
+        after, before = self.created_after, self.created_before
+        return (after.timestamp() if after else None, before.timestamp() if before else None)
 
 
-class VectorIndex:
-    """Component: the Qdrant client; creates the namespaces' collections at start."""
+class VectorIndex(Protocol):
+    """What the service, the rebuild and the tests use of an index (a runner component)."""
 
-    name = "qdrant"
+    name: str
+    namespaces: tuple[str, ...]
+    # Namespaces whose collection this start had to create (empty: rebuilt from PostgreSQL).
+    created: list[str]
 
-    def __init__(
-        self,
-        location: str,
-        *,
-        prefix: str,
-        namespaces: Iterable[str],
-        dimensions: int,
-        api_key: str | None = None,
-        timeout_s: int = 10,
-    ) -> None:
-        self.location = location
-        self.prefix = prefix
-        self.namespaces = tuple(namespaces)
-        self.dimensions = dimensions
-        self.is_server = location.startswith(("http://", "https://"))
-        self._api_key = api_key
-        self._timeout_s = timeout_s
-        self._client: AsyncQdrantClient | None = None
-        # Namespaces whose collection this start had to create (empty: rebuilt from PostgreSQL).
-        self.created: list[str] = []
-
-    @property
-    def client(self) -> AsyncQdrantClient:
-        if self._client is None:
-            raise RuntimeError("qdrant client not started")
-        return self._client
-
-    def collection(self, namespace: str) -> str:
-        return self.prefix + namespace
-
-    async def start(self) -> None:
-        if self.is_server:
-            client = AsyncQdrantClient(
-                url=self.location, api_key=self._api_key, timeout=self._timeout_s
-            )
-        elif self.location == ":memory:":
-            client = AsyncQdrantClient(location=":memory:")
-        else:
-            client = AsyncQdrantClient(path=self.location)
-        self._client = client
-        self.created = []
-        try:
-            for namespace in self.namespaces:
-                if await self._ensure_collection(self.collection(namespace)):
-                    self.created.append(namespace)
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def stop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-
-    async def ready(self) -> bool:
-        if self._client is None:
-            return False
-        await self._client.get_collections()
-        return True
-
-    async def _ensure_collection(self, name: str) -> bool:
-        """Create the collection if missing (True), or check its vector size (False)."""
-        client = self.client
-        if await client.collection_exists(name):
-            info = await client.get_collection(name)
-            vectors = info.config.params.vectors
-            size = vectors.size if isinstance(vectors, models.VectorParams) else None
-            if size != self.dimensions:
-                raise RuntimeError(
-                    f"Qdrant collection {name} holds vectors of size {size}, the embedder makes "
-                    f"{self.dimensions}: a changed model needs a new MEMORY_COLLECTION_PREFIX"
-                )
-            return False
-        await client.create_collection(
-            name,
-            vectors_config=models.VectorParams(
-                size=self.dimensions, distance=models.Distance.COSINE
-            ),
-        )
-        if self.is_server:
-            for field in KEYWORD_FIELDS:
-                await client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
-            await client.create_payload_index(name, TIME_FIELD, models.PayloadSchemaType.FLOAT)
-        log.info("qdrant collection created", collection=name, size=self.dimensions)
-        return True
-
-    # -- writes ---------------------------------------------------------------------------------
-    async def upsert(self, namespace: str, points: Sequence[Point], vectors: Vectors) -> None:
-        if not points:
-            return
-        with _outage_as_unavailable():
-            await self.client.upsert(
-                self.collection(namespace),
-                points=[
-                    models.PointStruct(
-                        id=str(point.id),
-                        vector=vector.tolist(),
-                        payload={
-                            "user_id": point.user_id,
-                            "room_id": point.room_id,
-                            TIME_FIELD: point.created_at.timestamp(),
-                        },
-                    )
-                    for point, vector in zip(points, vectors, strict=True)
-                ],
-                wait=True,
-            )
-
-    async def delete(self, namespace: str, point_ids: Sequence[uuid.UUID]) -> None:
-        if not point_ids:
-            return
-        with _outage_as_unavailable():
-            await self.client.delete(
-                self.collection(namespace),
-                points_selector=models.PointIdsList(points=[str(p) for p in point_ids]),
-                wait=True,
-            )
-
-    async def delete_user(self, namespace: str, user_id: str) -> None:
-        with _outage_as_unavailable():
-            await self.client.delete(
-                self.collection(namespace),
-                points_selector=models.FilterSelector(filter=Filters(user_id=user_id).to_qdrant()),
-                wait=True,
-            )
-
-    # -- reads ----------------------------------------------------------------------------------
+    def collection(self, namespace: str) -> str: ...
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def ready(self) -> bool: ...
+    async def upsert(self, namespace: str, points: Sequence[Point], vectors: Vectors) -> None: ...
+    async def delete(self, namespace: str, point_ids: Sequence[uuid.UUID]) -> None: ...
+    async def delete_user(self, namespace: str, user_id: str) -> None: ...
     async def search(
         self,
         namespace: str,
@@ -224,14 +88,12 @@ class VectorIndex:
         filters: Filters,
         limit: int,
         min_score: float | None,
-    ) -> list[Hit]:
-        with _outage_as_unavailable():
-            response = await self.client.query_points(
-                self.collection(namespace),
-                query=list(vector),
-                query_filter=filters.to_qdrant(),
-                limit=limit,
-                score_threshold=min_score,
-                with_payload=False,
-            )
-        return [Hit(uuid.UUID(str(point.id)), point.score) for point in response.points]
+    ) -> list[Hit]: ...
+    async def count(self, namespace: str, filters: Filters) -> int: ...
+    async def payload(self, namespace: str, point_id: uuid.UUID) -> dict[str, Any] | None: ...
+    async def drop(self) -> None:
+        """Delete every namespace's collection (tests leave a shared location as they found it)."""
+
+
+def is_server(location: str) -> bool:
+    return location.startswith(("http://", "https://"))

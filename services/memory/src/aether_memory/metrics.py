@@ -46,3 +46,15 @@ RECORDS_REINDEXED = Counter(
     "Records embedded again into a collection that had to be created (a lost index)",
     ["namespace"],
 )
+# outcome: built, failed.
+INDEX_BUILDS = Counter(
+    "aether_memory_index_builds_total",
+    "Qdrant Edge index builds (a copy optimized in a child process, then swapped in)",
+    ["namespace", "outcome"],
+)
+INDEX_BUILD_DURATION = Histogram(
+    "aether_memory_index_build_duration_seconds",
+    "Qdrant Edge index build: copy, optimize in the child, replay of the writes meanwhile, swap",
+    ["namespace"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600),
+)
