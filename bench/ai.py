@@ -72,8 +72,14 @@ class Platform:
         self.llm_url = ""
         self.postgres_dsn = ""  # an admin DSN of the PostgreSQL the services use
 
-    def start(self, max_tokens: int, modes: dict[str, Any] | None = None) -> None:
-        """`modes`: more AI_MODES settings, merged over the bench's "fast"."""
+    def start(
+        self,
+        max_tokens: int,
+        modes: dict[str, Any] | None = None,
+        memory_env: dict[str, str] | None = None,
+    ) -> None:
+        """`modes`: more AI_MODES settings, merged over the bench's "fast"; `memory_env`: the
+        memory service's settings."""
         from aether_devstack.fleet import Fleet
         from aether_devstack.servers import NativeStack
 
@@ -87,7 +93,7 @@ class Platform:
         quiet = {"AETHER_LOG_LEVEL": "WARNING"}
         extra = {
             "auth": quiet | ARGON2_BENCH | {"AUTH_REDIS_PREFIX": f"bench{run}:auth:"},
-            "memory": quiet,
+            "memory": quiet | (memory_env or {}),
             "ai": quiet
             | {
                 "AI_CACHE_PREFIX": f"bench{run}:ai:cache:",

@@ -262,7 +262,11 @@ async def run(args: argparse.Namespace) -> None:
     floor: subprocess.Popen[str] | None = None
     try:
         await asyncio.to_thread(
-            platform.start, 4, {"trade_buddy": {"max_tokens": 4, "temperature": 0}}
+            platform.start,
+            4,
+            {"trade_buddy": {"max_tokens": 4, "temperature": 0}},
+            # builds as soon as the loaded records are seen (the default: after 20,000)
+            {"MEMORY_EDGE_INDEX_AFTER": str(min(args.vectors, 20_000)), "MEMORY_EDGE_CHECK_S": "1"},
         )
         fleet = platform._fleet
         base_url = platform.gateway_url

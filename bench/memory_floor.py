@@ -22,6 +22,7 @@ import grpc
 import qdrant_edge as edge
 
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
+from aether_common.postgres import jsonb_as_objects
 from aether_memory import repository
 from aether_memory.embeddings import Embeddings, LocalEmbedder
 from aether_memory.schemas import record_pb
@@ -70,7 +71,7 @@ async def serve(port: int, dsn: str, shard_dirs: dict[str, str]) -> None:
     embeddings = Embeddings(LocalEmbedder(), batch_size=32, workers=1)  # the service's defaults
     await embeddings.start()
     shards = {namespace: edge.EdgeShard.load(path) for namespace, path in shard_dirs.items()}
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10, init=jsonb_as_objects)
     server = grpc.aio.server()
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(
         FloorServicer(embeddings, shards, pool),  # type: ignore[abstract]  # Search only

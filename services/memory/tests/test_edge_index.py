@@ -241,3 +241,20 @@ async def test_one_process_per_directory(tmp_path: Path) -> None:
     second = edge_index(tmp_path)  # free again once the first stopped
     await second.start()
     await second.stop()
+
+
+async def test_a_shard_loaded_with_enough_unindexed_points_is_built(tmp_path: Path) -> None:
+    """Points written by another process (a restore, a bulk load) are indexed after a start."""
+    writer = edge_index(tmp_path)
+    await writer.start()
+    await fill(writer, 8000)
+    await writer.stop()
+
+    index = edge_index(tmp_path, index_after=8000, check_s=0.05)
+    await index.start()
+    try:
+        await testkit.eventually(
+            lambda: index.generation("memories") == 2, within=120, what="a build"
+        )
+    finally:
+        await index.stop()

@@ -106,7 +106,8 @@ class _Shard:
     writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     pending: list[edge.UpdateOperation] | None = None
     build: asyncio.Task[bool] | None = None
-    # Points outside HNSW right after the last build (segments too small to index stay so).
+    # Points outside HNSW right after this process's last build (segments too small to index
+    # stay so). 0 at start: a shard loaded with index_after points outside HNSW is built.
     unindexed_after_build: int = 0
 
     @property
@@ -212,9 +213,7 @@ class EdgeIndex:
                     )
                 else:
                     self._remove_unfinished_builds(root, generation)
-                    shard = _Shard(root, generation, engine, lock_file)
-                    shard.unindexed_after_build = shard.unindexed()
-                    return shard, False
+                    return _Shard(root, generation, engine, lock_file), False
                 generation += 1
             else:
                 generation = 1
