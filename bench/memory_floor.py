@@ -6,13 +6,12 @@ A bare grpc.aio MemoryService servicer that answers Search with only the work ev
 must do: embed the query with the same model and the same coalescing batcher as the service,
 run the same Qdrant Edge query (the caller's user filter for "memories", as the service adds it)
 on a copy of the service's shard, read the hits' rows from the same PostgreSQL table with the
-same query and build the same response. No token, no validation, no metrics, no logs. The
-caller's user id comes in the request's user_id field.
+same query and build the same response, on uvloop as the service runs. No token, no
+validation, no metrics, no logs. The caller's user id comes in the request's user_id field.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 import qdrant_edge as edge
+import uvloop
 
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.postgres import jsonb_as_objects
@@ -85,4 +85,4 @@ async def serve(port: int, dsn: str, shard_dirs: dict[str, str]) -> None:
 
 if __name__ == "__main__":
     port, dsn, *pairs = sys.argv[1:]
-    asyncio.run(serve(int(port), dsn, dict(pair.split("=", 1) for pair in pairs)))
+    uvloop.run(serve(int(port), dsn, dict(pair.split("=", 1) for pair in pairs)))
