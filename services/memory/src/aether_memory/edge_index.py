@@ -40,6 +40,7 @@ from typing import IO, Any
 import qdrant_edge as edge
 
 from aether_common.logging import get_logger
+from aether_common.periodic import Periodic
 from aether_memory.embeddings import Vectors
 from aether_memory.index import KEYWORD_FIELDS, TIME_FIELD, Filters, Hit, Point
 from aether_memory.metrics import INDEX_BUILD_DURATION, INDEX_BUILDS
@@ -145,11 +146,10 @@ class EdgeIndex:
         self.namespaces = tuple(namespaces)
         self.dimensions = dimensions
         self.index_after = index_after
-        self.check_interval_s = check_interval_s
         self.created: list[str] = []
         self._shards: dict[str, _Shard] = {}
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._builds = _DueBuilds(self, interval_s=check_interval_s)
 
     def collection(self, namespace: str) -> str:
         return self.prefix + namespace
@@ -185,7 +185,7 @@ class EdgeIndex:
         except BaseException:
             await self.stop()
             raise
-        self._watch = asyncio.create_task(self._watch_builds())
+        await self._builds.start()
 
     def _open(self, root: Path) -> tuple[_Shard, bool]:
         """Load the live generation, or create one (True: created, its records to rebuild)."""
@@ -244,11 +244,7 @@ class EdgeIndex:
                 shutil.rmtree(path, ignore_errors=True)
 
     async def stop(self) -> None:
-        watch, self._watch = self._watch, None
-        if watch is not None:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await self._builds.stop()
         shards, self._shards = self._shards, {}
         for shard in shards.values():
             await self._close(shard)
@@ -326,13 +322,13 @@ class EdgeIndex:
         return dict(records[0].payload or {}) if records else None
 
     # -- index building -------------------------------------------------------------------------
-    async def _watch_builds(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_interval_s)
-            for namespace, shard in self._shards.items():
-                grown = shard.unindexed() - shard.unindexed_after_build
-                if shard.build is None and grown >= self.index_after:
-                    shard.build = asyncio.create_task(self._build(namespace, shard))
+    def start_due_builds(self) -> None:
+        """Start a build of each shard with index_after more points outside HNSW than after
+        its last build."""
+        for namespace, shard in self._shards.items():
+            grown = shard.unindexed() - shard.unindexed_after_build
+            if shard.build is None and grown >= self.index_after:
+                shard.build = asyncio.create_task(self._build(namespace, shard))
 
     async def optimize(self, namespace: str) -> bool:
         """Build the namespace's indexes now, off the event loop (tests, operators); True once the
@@ -387,6 +383,17 @@ class EdgeIndex:
             seconds=round(seconds, 1),
         )
         return True
+
+
+class _DueBuilds(Periodic):
+    name = "qdrant-edge-builds"
+
+    def __init__(self, index: EdgeIndex, *, interval_s: float) -> None:
+        super().__init__(interval_s=interval_s)
+        self._index = index
+
+    async def run_once(self) -> None:
+        self._index.start_due_builds()
 
 
 async def _optimize_in_child(path: Path) -> None:
