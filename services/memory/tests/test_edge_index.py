@@ -66,6 +66,7 @@ async def test_a_build_runs_off_the_event_loop_and_keeps_the_writes_made_meanwhi
         assert index._shards["memories"].unindexed() == 8000  # searched exactly, for now
 
         build = asyncio.create_task(index.optimize("memories"))
+        build_started = time.perf_counter()
         written: list[Point] = []
         deleted: list[Point] = []
         searches, longest_gap, last = 0, 0.0, time.perf_counter()
@@ -82,6 +83,7 @@ async def test_a_build_runs_off_the_event_loop_and_keeps_the_writes_made_meanwhi
             now = time.perf_counter()
             longest_gap, last = max(longest_gap, now - last), now
         assert await build
+        build_s = time.perf_counter() - build_started
 
         shard = index._shards["memories"]
         assert index.generation("memories") == 2
@@ -89,8 +91,9 @@ async def test_a_build_runs_off_the_event_loop_and_keeps_the_writes_made_meanwhi
         assert shard.engine.info().indexed_vectors_count >= 8000 - len(written)  # HNSW built
         assert searches > 10
         assert len(written) > 10
-        # The event loop kept serving: no pause near the build's length.
-        assert longest_gap < 1.0, longest_gap
+        # The event loop kept serving: no pause near the build's length (an optimize() on the
+        # loop would be one pause as long as the build).
+        assert longest_gap < build_s / 3, (longest_gap, build_s)
         assert await index.count("memories", Filters()) == 8000 + len(written) - len(deleted)
         for kept in [*written, before[-1]]:
             assert await index.payload("memories", kept.id) is not None
