@@ -157,6 +157,10 @@ class EdgeIndex:
     def generation(self, namespace: str) -> int:
         return self._shard(namespace).generation
 
+    def unindexed(self, namespace: str) -> int:
+        """Points of the namespace outside HNSW (searched exactly until a build)."""
+        return self._shard(namespace).unindexed()
+
     def _config(self) -> edge.EdgeConfig:
         return edge.EdgeConfig(
             vectors={"": edge.EdgeVectorParams(size=self.dimensions, distance=edge.Distance.Cosine)}
