@@ -83,8 +83,8 @@ class ChartsService:
             allowed = " ".join(i for i in b.INTERVALS if not b.finer(i, instrument.resolution))
             raise b.fail(
                 "interval",
-                f"interval {interval!r} is finer than the stored {instrument.resolution} bars of {symbol}:"
-                f" ask for one of {allowed}",
+                f"interval {interval!r} is finer than {symbol}'s stored"
+                f" {instrument.resolution} bars: ask for one of {allowed}",
             )
         start, end = query.start or EARLIEST, query.end or LATEST
         if start > end:
