@@ -32,12 +32,14 @@ from zoneinfo import ZoneInfo
 
 from aether_charts import repository
 from aether_charts.bars import Bar, Instrument, check, parse_time
+from aether_common.errors import Unavailable
 from aether_common.logging import get_logger
 from aether_common.postgres import PostgresDatabase, UnitOfWork
 
 log = get_logger(__name__)
 
 NEW_YORK = "America/New_York"
+MAX_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -212,23 +214,38 @@ class BundledLoader:
 
     name = "bundled-datasets"
 
-    def __init__(self, database: PostgresDatabase, datasets: tuple[Dataset, ...] = BUNDLED) -> None:
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        datasets: tuple[Dataset, ...] = BUNDLED,
+        *,
+        retry_s: float = 1.0,
+    ) -> None:
         self._db = database
         self._datasets = datasets
+        self._retry_s = retry_s
         self._task: asyncio.Task[LoadReport] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="charts-bundled-datasets")
 
     async def _run(self) -> LoadReport:
-        try:
-            return await load(self._db, self._datasets)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The service still serves what is stored; the next start tries again.
-            log.exception("loading the bundled datasets failed")
-            raise
+        """Load; while PostgreSQL is away, try again with a growing pause (what was loaded
+        stays: each dataset is its own transaction)."""
+        pause = self._retry_s
+        while True:
+            try:
+                return await load(self._db, self._datasets)
+            except Unavailable as exc:
+                log.warning(
+                    "bundled datasets: database away, retrying", error=exc.detail, in_s=pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_S)
+            except Exception:
+                # A bad file in an installed package: the service still serves what is stored.
+                log.exception("loading the bundled datasets failed")
+                raise
 
     async def done(self) -> LoadReport:
         if self._task is None:

@@ -90,14 +90,18 @@ async def search_instruments(conn: Conn, q: str, limit: int) -> list[InstrumentS
     rows = await conn.fetch(
         """
         SELECT i.symbol, i.name, i.timezone, i.resolution, i.source, s.first, s.last, s.n
-        FROM instruments i
+        FROM (
+            -- The page is chosen first; only its instruments get their bar statistics.
+            SELECT * FROM instruments
+            WHERE symbol LIKE upper($1) || '%' OR lower(name) LIKE '%' || lower($1) || '%'
+            ORDER BY symbol = upper($2) DESC, symbol
+            LIMIT $3
+        ) i
         CROSS JOIN LATERAL (
             SELECT min(time) AS first, max(time) AS last, count(*) AS n
             FROM bars b WHERE b.symbol = i.symbol
         ) s
-        WHERE i.symbol LIKE upper($1) || '%' OR lower(i.name) LIKE '%' || lower($1) || '%'
         ORDER BY i.symbol = upper($2) DESC, i.symbol
-        LIMIT $3
         """,
         pattern,
         q.strip(),

@@ -25,7 +25,7 @@ def candle_query(request: charts_pb2.GetCandlesRequest) -> CandleQuery:
     return CandleQuery(
         symbol=request.symbol,
         interval=request.interval,
-        start=_time(request.__getattribute__("from")) if request.HasField("from") else None,
+        start=_time(getattr(request, "from")) if request.HasField("from") else None,
         end=_time(request.to) if request.HasField("to") else None,
         limit=request.limit,
         cursor=request.cursor,
