@@ -179,6 +179,13 @@ async def test_from_after_to_is_invalid(bundled: Any) -> None:
     assert "from" in error.field_errors
 
 
+async def test_far_windows_are_answered(bundled: Any) -> None:
+    fields = {"to": ts(datetime(9999, 12, 31, tzinfo=UTC))}
+    fields["from"] = ts(datetime(1, 1, 1, tzinfo=UTC))
+    page = await bundled.candles("AAPL", interval="1M", limit=1000, **fields)
+    assert len(page.candles) == 157  # 2000-03 .. 2013-03
+
+
 async def test_finer_interval_message_names_what_is_allowed(bundled: Any) -> None:
     error = await failure(bundled.candles("AAPL", interval="1m"))
     assert "1d 1w 1M" in error.detail

@@ -61,6 +61,7 @@ async def test_import_then_candles(charts: Any) -> None:
         ("2024-01-04,0,110,95,105,1", 3, "zero or negative"),
         ("2024-01-04,abc,110,95,105,1", 3, "not a number"),
         ("2024-01-02,100,110,95,105,1", 3, "repeats row 1"),
+        ("1700-01-04,100,110,95,105,1", 3, "outside the years 1800-2199"),
     ],
 )
 async def test_one_bad_row_refuses_the_file(

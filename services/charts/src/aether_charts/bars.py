@@ -41,6 +41,8 @@ REACH: dict[str, timedelta] = {
     for name, width in INTERVALS.items()
 }
 GRID_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+# Bars are stored for these years (UTC) only: the candle query's open window is within them.
+FIRST_YEAR, LAST_YEAR = 1800, 2199
 
 SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,31}")
 CSV_COLUMNS = ("time", "open", "high", "low", "close", "volume")
@@ -133,6 +135,8 @@ def check(row: int, bar: Bar, resolution: str, zone: ZoneInfo) -> None:
         problem = f"high {bar.high} is below low {bar.low}"
     elif bar.volume < 0:
         problem = f"volume {bar.volume} is negative"
+    elif not FIRST_YEAR <= bar.time.astimezone(UTC).year <= LAST_YEAR:
+        problem = f"time {bar.time.isoformat()} is outside the years {FIRST_YEAR}-{LAST_YEAR}"
     elif not on_grid(bar.time, resolution, zone):
         problem = f"time {bar.time.isoformat()} does not start a {resolution} bar"
     if problem:

@@ -23,9 +23,9 @@ from aether_charts.repository import Candle, Conn, InstrumentSummary
 from aether_common.errors import Conflict, Forbidden, NotFound
 from aether_common.postgres import PostgresDatabase, UnitOfWork
 
-# An unset `from` / `to`: before and after any bar.
-EARLIEST = datetime(1800, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+# An unset `from` / `to`: before and after any bar (bars.FIRST_YEAR, bars.LAST_YEAR).
+EARLIEST = datetime(b.FIRST_YEAR, 1, 1, tzinfo=UTC)
+LATEST = datetime(b.LAST_YEAR + 1, 1, 1, tzinfo=UTC)
 ONE_MICROSECOND = timedelta(microseconds=1)
 IMPORT_SOURCE = "import"
 
@@ -89,6 +89,9 @@ class ChartsService:
         start, end = query.start or EARLIEST, query.end or LATEST
         if start > end:
             raise b.fail("from", "from is after to")
+        # No bar lies outside [EARLIEST, LATEST): clamping changes no answer (and keeps
+        # `end + reach` within datetime's range).
+        start, end = max(start, EARLIEST), min(end, LATEST)
         if query.cursor:
             after = decode_cursor(query.cursor, symbol, interval)
             start = max(start, after + ONE_MICROSECOND)
