@@ -10,7 +10,16 @@ from typing import Any
 import asyncpg
 
 from aether.charts.v1 import charts_pb2
-from aether_charts.datasets import BUNDLED, backtesting_file, bokeh_stocks_file, bytetheory_file
+from aether_charts.datasets import (
+    BUNDLED,
+    Dataset,
+    Series,
+    backtesting_file,
+    bokeh_stocks_file,
+    bytetheory_file,
+    read_backtesting,
+)
+from aether_common.errors import Unavailable
 
 
 def expected_counts() -> tuple[dict[str, int], dict[str, int]]:
@@ -118,3 +127,22 @@ async def test_symbol_search(bundled: Any) -> None:
     assert await search("%") == []  # LIKE wildcards are literal
     eurusd = (await search("EURUSD"))[0]
     assert (eurusd.resolution, eurusd.timezone, eurusd.bars) == ("1h", "UTC", 5000)
+
+
+async def test_the_loader_retries_while_the_database_is_away(start_charts: Any) -> None:
+    """A dataset whose first read meets an outage (what `database.connection()` raises while
+    PostgreSQL is away) is loaded on the next try."""
+    tries: list[int] = []
+
+    def read() -> list[Series]:
+        tries.append(1)
+        if len(tries) == 1:
+            raise Unavailable("postgres away", retry_after=1)
+        return read_backtesting()
+
+    flaky = Dataset("backtesting", read)
+    charts = await start_charts(datasets=(flaky,))
+    report = await charts.app.loader.done()
+    assert len(tries) == 2
+    # Alone on an empty database, backtesting owns GOOG too: 2,148 + 5,000 bars.
+    assert report.loaded == {"backtesting": 7148}
