@@ -77,6 +77,9 @@ class ChartsService:
     async def candles(self, conn: Conn, query: CandleQuery) -> CandlePage:
         symbol = b.symbol(query.symbol)
         limit = self._limit(query.limit)
+        start, end = query.start or EARLIEST, query.end or LATEST
+        if start > end:
+            raise b.fail("from", "from is after to")
         instrument = await self._instrument(conn, symbol)
         interval = b.interval(query.interval) if query.interval else instrument.resolution
         if b.finer(interval, instrument.resolution):
@@ -86,9 +89,6 @@ class ChartsService:
                 f"interval {interval!r} is finer than {symbol}'s stored"
                 f" {instrument.resolution} bars: ask for one of {allowed}",
             )
-        start, end = query.start or EARLIEST, query.end or LATEST
-        if start > end:
-            raise b.fail("from", "from is after to")
         # No bar lies outside [EARLIEST, LATEST): clamping changes no answer (and keeps
         # `end + reach` within datetime's range).
         start, end = max(start, EARLIEST), min(end, LATEST)
