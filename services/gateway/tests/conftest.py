@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from aether.ai.v1 import ai_pb2, ai_pb2_grpc
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
+from aether.charts.v1 import charts_pb2, charts_pb2_grpc
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_common.errors import AetherError
@@ -460,3 +461,18 @@ def ai_events() -> Callable[..., list[Message]]:
 def hold() -> object:
     """Put in a FakeAi stream script: the stream waits there until the client cancels."""
     return HOLD
+
+
+# -- charts (test_charts_routes.py) ----------------------------------------------------------------
+CHARTS_SERVICE = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"]
+
+
+@pytest.fixture
+async def fake_charts() -> AsyncIterator[ScriptedPeer]:
+    """A ChartsService peer: answers what a test scripted, records each call."""
+    fake = ScriptedPeer(CHARTS_SERVICE)
+    servicer = fake.servicer(charts_pb2_grpc.ChartsServiceServicer)
+    async with serve(
+        "charts", charts_pb2_grpc.add_ChartsServiceServicer_to_server, servicer, CHARTS_SERVICE
+    ) as fake.address:
+        yield fake

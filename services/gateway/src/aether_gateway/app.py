@@ -24,6 +24,7 @@ from aether_gateway.access_middleware import AccessMiddleware
 from aether_gateway.ai import routes as ai_routes
 from aether_gateway.auth import admin_routes
 from aether_gateway.auth import routes as auth_routes
+from aether_gateway.charts import routes as charts_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory import routes as memory_routes
@@ -63,6 +64,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             chat_routes.router,
             ai_routes.router,
             memory_routes.router,
+            charts_routes.router,
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,

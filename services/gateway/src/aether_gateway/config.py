@@ -117,6 +117,12 @@ class GatewaySettings(AetherSettings):
     # The whole of one answer (Chat, Analyze; streamed or whole): queue wait plus generation.
     ai_stream_timeout_s: float = Field(default=120.0, gt=0)
     memory_timeout_s: float = Field(default=15.0, gt=0)
+    # charts (charts/): optional like memory; without a target /api/charts answers 503.
+    charts_grpc_target: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET"),
+    )
+    charts_timeout_s: float = Field(default=15.0, gt=0)
     # Retry-After on `ai_busy` (every model slot busy) when the service does not name one.
     ai_busy_retry_after_s: int = Field(default=2, ge=1, le=300)
     # SSE (POST /api/ai/chat/stream): a comment line after this long without an event, so

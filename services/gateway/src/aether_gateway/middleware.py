@@ -32,7 +32,14 @@ DOCS_CSP = (
 )
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect"})
 # Tokens and personal data: never stored by browsers or shared caches unless a route says so.
-NO_STORE_PREFIXES = ("/api/auth", "/api/admin", "/api/chat", "/api/ai", "/api/memory")
+NO_STORE_PREFIXES = (
+    "/api/auth",
+    "/api/admin",
+    "/api/chat",
+    "/api/ai",
+    "/api/memory",
+    "/api/charts",
+)
 
 
 def security_headers(*, hsts_max_age_s: int) -> ResponseHeaders:

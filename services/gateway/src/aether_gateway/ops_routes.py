@@ -67,6 +67,8 @@ async def status(resources: Resources) -> JSONResponse:
         checks["ai"] = resources.ai.healthy
     if resources.memory is not None:
         checks["memory"] = resources.memory.healthy
+    if resources.charts is not None:
+        checks["charts"] = resources.charts.healthy
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     dependencies = dict(zip(checks, results, strict=True))
     body = StatusOut(

@@ -12,6 +12,7 @@ from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.ai.client import AiClient
 from aether_gateway.auth.cache import ProfileCache
 from aether_gateway.auth.client import AuthClient
+from aether_gateway.charts.client import ChartsClient
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
 from aether_gateway.memory.client import MemoryClient
@@ -50,6 +51,7 @@ class GatewayResources:
     # Optional like chat: None when not configured (their routes answer 503).
     ai: AiClient | None
     memory: MemoryClient | None
+    charts: ChartsClient | None
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> GatewayResources:
@@ -122,6 +124,7 @@ class GatewayResources:
             chat=ChatRuntime.open(settings),
             ai=_ai_client(settings),
             memory=_memory_client(settings),
+            charts=_charts_client(settings),
         )
 
     async def close(self) -> None:
@@ -130,6 +133,8 @@ class GatewayResources:
             await self.ai.stop()
         if self.memory is not None:
             await self.memory.stop()
+        if self.charts is not None:
+            await self.charts.stop()
         await self.auth.stop()
         await self.pipeline.aclose()
         if self.revocation_redis is not self.redis:
@@ -158,3 +163,12 @@ def _memory_client(settings: GatewaySettings) -> MemoryClient | None:
     memory = MemoryClient(settings.memory_grpc_target, timeout_s=settings.memory_timeout_s)
     memory.open()
     return memory
+
+
+def _charts_client(settings: GatewaySettings) -> ChartsClient | None:
+    if settings.charts_grpc_target is None:
+        log.warning("charts is not configured (AETHER_CHARTS_GRPC_TARGET): /api/charts answers 503")
+        return None
+    charts = ChartsClient(settings.charts_grpc_target, timeout_s=settings.charts_timeout_s)
+    charts.open()
+    return charts

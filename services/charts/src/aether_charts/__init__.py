@@ -1,0 +1,1 @@
+"""Aether charts service: OHLCV history, bundled datasets, candles at any interval."""

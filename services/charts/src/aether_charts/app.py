@@ -1,0 +1,55 @@
+"""Wiring: every object of the service built once from its settings, and the components the
+runner drives, in start order. `__main__` runs it; tests start the same components in-process:
+
+    charts = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+    for component in charts.components():
+        await component.start()
+    target = charts.grpc.address        # "127.0.0.1:<bound port>"
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import FastAPI
+
+from aether_charts.config import ChartsSettings
+from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
+from aether_charts.grpc import SERVICE_NAME, ChartsServicer, register
+from aether_charts.service import ChartsService
+from aether_common.auth_jwks import verifying_server
+from aether_common.http import create_http_app
+from aether_common.lifecycle import Component
+from aether_common.postgres import PostgresDatabase
+
+
+class ChartsApp:
+    def __init__(
+        self,
+        settings: ChartsSettings,
+        *,
+        grpc_host: str = "0.0.0.0",
+        grpc_port: int | None = None,
+        datasets: tuple[Dataset, ...] = BUNDLED,
+    ) -> None:
+        s = self.settings = settings
+        self.database = PostgresDatabase(
+            s.database_url,
+            service="charts",
+            migrations=files("aether_charts") / "migrations",
+            max_size=s.database_pool_size,
+        )
+        self.service = ChartsService(s)
+        self.loader = BundledLoader(self.database, datasets)
+        port = s.grpc_port if grpc_port is None else grpc_port
+        self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
+        self.grpc.add_service(register, ChartsServicer(self.service, self.database), SERVICE_NAME)
+
+    def components(self) -> list[Component]:
+        """Start order (the runner stops them in reverse). The bundled history loads in the
+        background once the database is migrated: gRPC serves meanwhile."""
+        load: list[Component] = [self.loader] if self.settings.load_bundled else []
+        return [self.database, *load, self.auth, self.grpc]
+
+    def http_app(self) -> FastAPI:
+        return create_http_app("charts")

@@ -1,0 +1,25 @@
+"""Who is calling: the access token in the gRPC metadata, verified against auth's JWKS
+(aether_common.auth_jwks); `require_caller` refuses a call that came without one and says whether
+the caller is an admin of charts (imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aether_common.errors import Unauthenticated
+from aether_common.identity import current_identity
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user_id: str
+    admin: bool = False
+
+
+def require_caller(*, admin_role: str, admin_permission: str) -> Caller:
+    """The verified caller of the current RPC; UNAUTHENTICATED when the call had no token."""
+    identity = current_identity()
+    if identity.user_id is None:
+        raise Unauthenticated("this call needs an access token (authorization: Bearer ...)")
+    admin = identity.has_role(admin_role) or identity.has_permission(admin_permission)
+    return Caller(identity.user_id, admin=admin)

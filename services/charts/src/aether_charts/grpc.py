@@ -1,0 +1,58 @@
+"""The ChartsService gRPC servicer: identify the caller, call the service, answer. Reads run on a
+pooled connection outside a transaction (one statement each); an import opens its own
+transactions (service.import_file). A datastore away answers UNAVAILABLE, never INTERNAL: the
+server interceptor maps the datastores' own errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aether.charts.v1 import charts_pb2, charts_pb2_grpc
+from aether_charts import schemas
+from aether_charts.service import ChartsService
+from aether_common.grpc.interceptors import Context
+from aether_common.postgres import PostgresDatabase
+
+SERVICE_NAME = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"].full_name
+
+
+def register(servicer: ChartsServicer, server: Any) -> None:
+    charts_pb2_grpc.add_ChartsServiceServicer_to_server(servicer, server)
+
+
+class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
+    def __init__(self, service: ChartsService, database: PostgresDatabase) -> None:
+        self._service = service
+        self._db = database
+
+    async def GetCandles(
+        self, request: charts_pb2.GetCandlesRequest, context: Context
+    ) -> charts_pb2.GetCandlesResponse:
+        self._service.caller()
+        query = schemas.candle_query(request)
+        async with self._db.connection() as conn:
+            page = await self._service.candles(conn, query)
+        return schemas.candles_response(page)
+
+    async def ListSymbols(
+        self, request: charts_pb2.ListSymbolsRequest, context: Context
+    ) -> charts_pb2.ListSymbolsResponse:
+        self._service.caller()
+        async with self._db.connection() as conn:
+            found = await self._service.search(conn, request.q, request.limit)
+        return charts_pb2.ListSymbolsResponse(instruments=[schemas.instrument(f) for f in found])
+
+    async def ImportBars(
+        self, request: charts_pb2.ImportBarsRequest, context: Context
+    ) -> charts_pb2.ImportBarsResponse:
+        self._service.admin()
+        done = await self._service.import_file(
+            self._db,
+            request.symbol,
+            request.csv,
+            name=request.name,
+            timezone=request.timezone,
+            resolution=request.resolution,
+        )
+        return charts_pb2.ImportBarsResponse(rows=done.rows, written=done.written)

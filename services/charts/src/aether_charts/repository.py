@@ -1,0 +1,260 @@
+"""Every query of the charts service (PostgreSQL, migrations/0001_init.sql).
+
+Tables: `instruments` (one row per symbol), `bars` (partitioned by range on `time`, one
+partition per UTC calendar year plus a default one; primary key (symbol, time)), `datasets`
+(the bundled datasets already loaded).
+
+Partitions are created on demand, before the transaction that writes the bars
+(`ensure_partitions`, its own short transaction): `CREATE TABLE ... PARTITION OF` takes an
+ACCESS EXCLUSIVE lock on `bars`, which must not be held for the length of a bulk load. An
+advisory lock serialises creators; an empty partition left by a failed import is harmless.
+
+Bulk writes COPY into a temporary table, then `INSERT ... SELECT` into `bars` (one statement,
+conflicts resolved per the caller's choice).
+
+Candles are aggregated in SQL from the stored bars: intraday intervals with `date_bin` on a grid
+from 2000-01-01 UTC, daily/weekly/monthly with `date_trunc(field, time, zone)` in the exchange's
+time zone (weeks start on Monday). A candle is in the window when its start is; it aggregates
+every bar of its interval. Only `bars` and its (symbol, time) key are named, so a TimescaleDB
+hypertable (and `time_bucket`) can replace the partitioning without changing the queries.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aether_charts.bars import INTERVALS, Bar, Instrument
+
+Conn = Any  # an asyncpg connection
+
+PARTITION_LOCK = zlib.crc32(b"aether.charts.bars.partitions")
+DATASET_LOCK = zlib.crc32(b"aether.charts.datasets")
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSummary:
+    instrument: Instrument
+    first_bar: datetime | None
+    last_bar: datetime | None
+    bars: int
+
+
+# -- instruments -----------------------------------------------------------------------------------
+_INSTRUMENT = "SELECT symbol, name, timezone, resolution, source FROM instruments WHERE symbol = $1"
+
+
+async def instrument(conn: Conn, symbol: str) -> Instrument | None:
+    row = await conn.fetchrow(_INSTRUMENT, symbol)
+    return None if row is None else Instrument(*row)
+
+
+async def add_instruments(conn: Conn, instruments: Sequence[Instrument]) -> set[str]:
+    """Insert the instruments that do not exist yet; the symbols inserted."""
+    rows = await conn.fetch(
+        """
+        INSERT INTO instruments (symbol, name, timezone, resolution, source)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        ON CONFLICT (symbol) DO NOTHING
+        RETURNING symbol
+        """,
+        [i.symbol for i in instruments],
+        [i.name for i in instruments],
+        [i.timezone for i in instruments],
+        [i.resolution for i in instruments],
+        [i.source for i in instruments],
+    )
+    return {r["symbol"] for r in rows}
+
+
+async def sourced_from(conn: Conn, source: str, symbols: Sequence[str]) -> set[str]:
+    """Which of `symbols` belong to `source`."""
+    rows = await conn.fetch(
+        "SELECT symbol FROM instruments WHERE source = $1 AND symbol = ANY($2::text[])",
+        source,
+        list(symbols),
+    )
+    return {r["symbol"] for r in rows}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def search_instruments(conn: Conn, q: str, limit: int) -> list[InstrumentSummary]:
+    """Ticker prefix or name substring (case-insensitive); the exact ticker first."""
+    pattern = _like_escape(q.strip())
+    rows = await conn.fetch(
+        """
+        SELECT i.symbol, i.name, i.timezone, i.resolution, i.source, s.first, s.last, s.n
+        FROM (
+            -- The page is chosen first; only its instruments get their bar statistics.
+            SELECT * FROM instruments
+            WHERE symbol LIKE upper($1) || '%' OR lower(name) LIKE '%' || lower($1) || '%'
+            ORDER BY symbol = upper($2) DESC, symbol
+            LIMIT $3
+        ) i
+        CROSS JOIN LATERAL (
+            SELECT min(time) AS first, max(time) AS last, count(*) AS n
+            FROM bars b WHERE b.symbol = i.symbol
+        ) s
+        ORDER BY i.symbol = upper($2) DESC, i.symbol
+        """,
+        pattern,
+        q.strip(),
+        limit,
+    )
+    return [InstrumentSummary(Instrument(*r[:5]), r["first"], r["last"], int(r["n"])) for r in rows]
+
+
+# -- bars ------------------------------------------------------------------------------------------
+def partition_years(bars: Sequence[Bar]) -> set[int]:
+    return {b.time.astimezone(UTC).year for b in bars}
+
+
+async def ensure_partitions(conn: Conn, years: set[int]) -> list[str]:
+    """Create the yearly partitions of `bars` that are missing (in the caller's transaction,
+    which should be short: see the module docstring). The names created."""
+    if not years:
+        return []
+    existing = {
+        r["relname"]
+        for r in await conn.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'bars'::regclass"
+        )
+    }
+    missing = sorted(y for y in years if f"bars_y{y}" not in existing)
+    if not missing:
+        return []
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+    created = []
+    for year in missing:
+        # Names and bounds come from integers: nothing of the caller's text reaches the SQL.
+        name = f"bars_y{int(year)}"
+        status = await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF bars "
+            f"FOR VALUES FROM ('{int(year)}-01-01 00:00:00+00') "
+            f"TO ('{int(year) + 1}-01-01 00:00:00+00')"
+        )
+        if status == "CREATE TABLE":
+            created.append(name)
+    return created
+
+
+async def write_bars(
+    conn: Conn,
+    rows: Sequence[tuple[str, datetime, float, float, float, float, float]],
+    *,
+    replace: bool,
+) -> int:
+    """COPY rows into a temporary table, then into `bars` in one statement. `replace`: a bar
+    already stored at the same (symbol, time) is overwritten; otherwise it is kept. The number
+    of bars written."""
+    await conn.execute(
+        "CREATE TEMP TABLE bars_in (symbol text, time timestamptz, open float8, high float8,"
+        " low float8, close float8, volume float8) ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table("bars_in", records=rows)
+    conflict = (
+        "DO UPDATE SET open = excluded.open, high = excluded.high, low = excluded.low,"
+        " close = excluded.close, volume = excluded.volume"
+        if replace
+        else "DO NOTHING"
+    )
+    status: str = await conn.execute(
+        "INSERT INTO bars (symbol, time, open, high, low, close, volume)"  # noqa: S608
+        " SELECT symbol, time, open, high, low, close, volume FROM bars_in"
+        f" ON CONFLICT (symbol, time) {conflict}"
+    )
+    await conn.execute("DROP TABLE bars_in")
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# -- candles ---------------------------------------------------------------------------------------
+_CANDLES = """
+WITH b AS (
+    SELECT {bucket} AS bucket, time, open, high, low, close, volume
+    FROM bars
+    WHERE symbol = $1 AND time >= $2 AND time < $3
+)
+SELECT bucket,
+       (array_agg(open ORDER BY time))[1]       AS open,
+       max(high)                                AS high,
+       min(low)                                 AS low,
+       (array_agg(close ORDER BY time DESC))[1] AS close,
+       sum(volume)                              AS volume
+FROM b
+WHERE bucket >= $2 AND bucket < $4
+GROUP BY bucket
+ORDER BY bucket
+LIMIT $5
+"""
+_BIN = "date_bin($6::interval, time, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+_TRUNC = "date_trunc($6::text, time, $7::text)"
+CANDLES_BIN = _CANDLES.format(bucket=_BIN)
+CANDLES_TRUNC = _CANDLES.format(bucket=_TRUNC)
+
+
+async def candles(
+    conn: Conn,
+    symbol: str,
+    interval: str,
+    timezone: str,
+    *,
+    start: datetime,
+    end: datetime,
+    reach: timedelta,
+    limit: int,
+) -> list[Candle]:
+    """Candles whose start is in [start, end), oldest first, at most `limit`. Bars are read up
+    to `end + reach`, so that the last candle is whole."""
+    width = INTERVALS[interval]
+    if isinstance(width, timedelta):
+        rows = await conn.fetch(CANDLES_BIN, symbol, start, end + reach, end, limit, width)
+    else:
+        rows = await conn.fetch(
+            CANDLES_TRUNC, symbol, start, end + reach, end, limit, width, timezone
+        )
+    return [Candle(*r) for r in rows]
+
+
+# -- datasets --------------------------------------------------------------------------------------
+async def lock_datasets(conn: Conn) -> None:
+    """One loader at a time (replicas starting together): held until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", DATASET_LOCK)
+
+
+async def dataset_loaded(conn: Conn, name: str, version: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM datasets WHERE name = $1 AND version = $2)",
+            name,
+            version,
+        )
+    )
+
+
+async def record_dataset(conn: Conn, name: str, version: str, symbols: int, bars: int) -> bool:
+    status: str = await conn.execute(
+        "INSERT INTO datasets (name, version, symbols, bars) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING",
+        name,
+        version,
+        symbols,
+        bars,
+    )
+    return status.endswith(" 1")

@@ -1,0 +1,69 @@
+"""Conversions between charts.proto messages and the service's records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from aether.charts.v1 import charts_pb2
+from aether_charts.repository import InstrumentSummary
+from aether_charts.service import CandlePage, CandleQuery
+
+
+def _time(ts: timestamp_pb2.Timestamp) -> datetime:
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def candle_query(request: charts_pb2.GetCandlesRequest) -> CandleQuery:
+    return CandleQuery(
+        symbol=request.symbol,
+        interval=request.interval,
+        start=_time(getattr(request, "from")) if request.HasField("from") else None,
+        end=_time(request.to) if request.HasField("to") else None,
+        limit=request.limit,
+        cursor=request.cursor,
+    )
+
+
+def candles_response(page: CandlePage) -> charts_pb2.GetCandlesResponse:
+    return charts_pb2.GetCandlesResponse(
+        symbol=page.instrument.symbol,
+        interval=page.interval,
+        timezone=page.instrument.timezone,
+        candles=[
+            charts_pb2.Candle(
+                time=_timestamp(c.time),
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+            )
+            for c in page.candles
+        ],
+        next_cursor=page.next_cursor,
+    )
+
+
+def instrument(summary: InstrumentSummary) -> charts_pb2.Instrument:
+    i = summary.instrument
+    pb = charts_pb2.Instrument(
+        symbol=i.symbol,
+        name=i.name,
+        timezone=i.timezone,
+        resolution=i.resolution,
+        source=i.source,
+        bars=summary.bars,
+    )
+    if summary.first_bar is not None:
+        pb.first_bar.CopyFrom(_timestamp(summary.first_bar))
+    if summary.last_bar is not None:
+        pb.last_bar.CopyFrom(_timestamp(summary.last_bar))
+    return pb

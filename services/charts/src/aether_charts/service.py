@@ -1,0 +1,218 @@
+"""The charts service's rules: who may call what, the candle window and its cursor, imports.
+
+Methods take a connection (or a unit of work) plus plain arguments and return plain records;
+they never commit. `import_file` is the one exception: an import is two transactions (the
+missing yearly partitions first, short, then the bars: repository.py says why), so the
+orchestration that the gRPC servicer and `python -m aether_charts.importer` share lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aether_charts import bars as b
+from aether_charts import repository
+from aether_charts.bars import Bar, Instrument
+from aether_charts.callers import Caller, require_caller
+from aether_charts.config import ChartsSettings
+from aether_charts.repository import Candle, Conn, InstrumentSummary
+from aether_common.errors import Conflict, Forbidden, NotFound
+from aether_common.postgres import PostgresDatabase, UnitOfWork
+
+# An unset `from` / `to`: before and after any bar (bars.FIRST_YEAR, bars.LAST_YEAR).
+EARLIEST = datetime(b.FIRST_YEAR, 1, 1, tzinfo=UTC)
+LATEST = datetime(b.LAST_YEAR + 1, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+IMPORT_SOURCE = "import"
+
+
+@dataclass(frozen=True, slots=True)
+class CandleQuery:
+    symbol: str
+    interval: str  # "" means the stored resolution
+    start: datetime | None
+    end: datetime | None
+    limit: int  # 0 means the default
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class CandlePage:
+    instrument: Instrument
+    interval: str
+    candles: list[Candle]
+    next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    rows: int
+    written: int
+
+
+class ChartsService:
+    def __init__(self, settings: ChartsSettings) -> None:
+        self._s = settings
+
+    # -- callers -----------------------------------------------------------------------------------
+    def caller(self) -> Caller:
+        return require_caller(
+            admin_role=self._s.admin_role, admin_permission=self._s.admin_permission
+        )
+
+    def admin(self) -> Caller:
+        caller = self.caller()
+        if not caller.admin:
+            raise Forbidden(
+                f"importing bars needs the {self._s.admin_role!r} role"
+                f" or the {self._s.admin_permission!r} permission"
+            )
+        return caller
+
+    # -- reads -------------------------------------------------------------------------------------
+    async def candles(self, conn: Conn, query: CandleQuery) -> CandlePage:
+        symbol = b.symbol(query.symbol)
+        limit = self._limit(query.limit)
+        start, end = query.start or EARLIEST, query.end or LATEST
+        if start > end:
+            raise b.fail("from", "from is after to")
+        instrument = await self._instrument(conn, symbol)
+        interval = b.interval(query.interval) if query.interval else instrument.resolution
+        if b.finer(interval, instrument.resolution):
+            allowed = " ".join(i for i in b.INTERVALS if not b.finer(i, instrument.resolution))
+            raise b.fail(
+                "interval",
+                f"interval {interval!r} is finer than {symbol}'s stored"
+                f" {instrument.resolution} bars: ask for one of {allowed}",
+            )
+        # No bar lies outside [EARLIEST, LATEST): clamping changes no answer (and keeps
+        # `end + reach` within datetime's range).
+        start, end = max(start, EARLIEST), min(end, LATEST)
+        if query.cursor:
+            after = decode_cursor(query.cursor, symbol, interval)
+            start = max(start, after + ONE_MICROSECOND)
+        rows = await repository.candles(
+            conn,
+            symbol,
+            interval,
+            instrument.timezone,
+            start=start,
+            end=end,
+            reach=b.REACH[interval],
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        page = rows[:limit]
+        cursor = encode_cursor(symbol, interval, page[-1].time) if more else ""
+        return CandlePage(instrument, interval, page, cursor)
+
+    async def search(self, conn: Conn, q: str, limit: int) -> list[InstrumentSummary]:
+        if len(q) > 100:
+            raise b.fail("q", "q: at most 100 characters")
+        if limit < 0 or limit > 1000:
+            raise b.fail("limit", "limit must be 0-1000")
+        return await repository.search_instruments(conn, q, limit or 50)
+
+    async def _instrument(self, conn: Conn, symbol: str) -> Instrument:
+        found = await repository.instrument(conn, symbol)
+        if found is None:
+            raise NotFound(f"unknown symbol {symbol!r}", field_errors={"symbol": "unknown"})
+        return found
+
+    def _limit(self, limit: int) -> int:
+        if limit < 0 or limit > self._s.max_limit:
+            raise b.fail(
+                "limit", f"limit must be 0-{self._s.max_limit} (0: {self._s.default_limit})"
+            )
+        return limit or self._s.default_limit
+
+    # -- imports -----------------------------------------------------------------------------------
+    async def import_file(
+        self,
+        database: PostgresDatabase,
+        symbol: str,
+        data: bytes,
+        *,
+        name: str = "",
+        timezone: str = "",
+        resolution: str = "",
+    ) -> Imported:
+        return await import_file(
+            database,
+            symbol,
+            data,
+            name=name,
+            timezone=timezone,
+            resolution=resolution,
+            max_rows=self._s.max_import_rows,
+        )
+
+
+async def import_file(
+    database: PostgresDatabase,
+    symbol: str,
+    data: bytes,
+    *,
+    name: str = "",
+    timezone: str = "",
+    resolution: str = "",
+    max_rows: int,
+) -> Imported:
+    """Import a CSV file of bars for one symbol, all or nothing (see the module docstring).
+    A new symbol is created with `name`, `timezone` (UTC) and `resolution` (1d)."""
+    symbol = b.symbol(symbol)
+    async with database.connection() as conn:
+        known = await repository.instrument(conn, symbol)
+    instrument = known or Instrument(
+        symbol,
+        name.strip()[:200],
+        timezone or "UTC",
+        b.resolution(resolution or "1d"),
+        IMPORT_SOURCE,
+    )
+    zone = b.timezone(instrument.timezone)
+    parsed = await asyncio.to_thread(
+        b.parse_csv, data, instrument.resolution, zone, max_rows=max_rows
+    )
+    years = repository.partition_years(parsed)
+    await database.transaction(lambda uow: repository.ensure_partitions(uow.conn, years))
+    written = await database.transaction(lambda uow: store(uow, instrument, parsed))
+    return Imported(len(parsed), written)
+
+
+async def store(uow: UnitOfWork, instrument: Instrument, bars: list[Bar]) -> int:
+    """Write checked bars of one instrument (created when missing), replacing stored bars at
+    the same times. Conflict if the instrument changed since the bars were checked."""
+    await repository.add_instruments(uow.conn, [instrument])
+    stored = await repository.instrument(uow.conn, instrument.symbol)
+    if stored is None or (stored.timezone, stored.resolution) != (
+        instrument.timezone,
+        instrument.resolution,
+    ):
+        raise Conflict(f"{instrument.symbol} changed during the import: try again")
+    return await repository.write_bars(
+        uow.conn, [bar.as_row(instrument.symbol) for bar in bars], replace=True
+    )
+
+
+# -- the cursor: the last candle's start, bound to its symbol and interval -------------------------
+def encode_cursor(symbol: str, interval: str, last: datetime) -> str:
+    micros = (last - EARLIEST) // ONE_MICROSECOND
+    raw = f"{symbol}|{interval}|{micros}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, symbol: str, interval: str) -> datetime:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        c_symbol, c_interval, micros = raw.split("|")
+        last = EARLIEST + int(micros) * ONE_MICROSECOND
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise b.fail("cursor", "cursor is not one this service returned") from None
+    if (c_symbol, c_interval) != (symbol, interval):
+        raise b.fail("cursor", "cursor belongs to another symbol or interval")
+    return last

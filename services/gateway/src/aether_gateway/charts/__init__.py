@@ -1,0 +1,1 @@
+"""`/api/charts/*`: symbols and candles over charts' ChartsService (gRPC)."""

@@ -1,0 +1,75 @@
+"""`/api/charts/*`: each route calls one ChartsService RPC with the caller's token; charts'
+errors keep their meaning (404 for an unknown symbol, 400 for an interval finer than the data
+or `from` after `to`). The fixed paths are declared before `/{symbol}`, so they win over it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import AwareDatetime
+
+from aether.charts.v1 import charts_pb2
+from aether_common.errors import ValidationFailed
+from aether_gateway.ai.convert import to_timestamp
+from aether_gateway.charts import convert
+from aether_gateway.charts.client import ChartsClient, ChartsNotConfigured
+from aether_gateway.charts.schemas import CandlesOut, Interval, Symbol, SymbolsOut
+from aether_gateway.deps import Caller, resources_of
+
+router = APIRouter(prefix="/api/charts", tags=["charts"])
+
+
+async def get_charts(request: Request) -> ChartsClient:
+    charts = resources_of(request).charts
+    if charts is None:
+        raise ChartsNotConfigured()
+    return charts
+
+
+Charts = Annotated[ChartsClient, Depends(get_charts)]
+
+
+@router.get("/symbols", summary="Instruments by ticker prefix or name (ListSymbols)")
+async def symbols(
+    caller: Caller,
+    charts: Charts,
+    q: Annotated[str, Query(max_length=100, description="ticker prefix or part of the name")] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> SymbolsOut:
+    request = charts_pb2.ListSymbolsRequest(q=q.strip(), limit=limit)
+    answer = await charts.call(charts.stub.ListSymbols, request, token=caller.raw)
+    return SymbolsOut.model_validate(convert.symbols(answer))
+
+
+@router.get("/{symbol}", summary="Candles of a symbol at an interval, with cursor paging")
+async def candles(
+    symbol: Symbol,
+    caller: Caller,
+    charts: Charts,
+    interval: Annotated[
+        Interval | None, Query(description="1m 5m 15m 1h 4h 1d 1w 1M (default: as stored)")
+    ] = None,
+    start: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="RFC 3339; candles starting at or after"),
+    ] = None,
+    end: Annotated[
+        AwareDatetime | None, Query(alias="to", description="RFC 3339; candles starting before")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    cursor: Annotated[
+        str, Query(max_length=200, description="`next_cursor` of the last page")
+    ] = "",
+) -> CandlesOut:
+    if start is not None and end is not None and start > end:
+        raise ValidationFailed("from is after to", field_errors={"from": "after to"})
+    request = charts_pb2.GetCandlesRequest(
+        symbol=symbol, interval=interval or "", limit=limit, cursor=cursor
+    )
+    if start is not None:
+        getattr(request, "from").CopyFrom(to_timestamp(start))
+    if end is not None:
+        request.to.CopyFrom(to_timestamp(end))
+    answer = await charts.call(charts.stub.GetCandles, request, token=caller.raw)
+    return CandlesOut.model_validate(convert.candles(answer))

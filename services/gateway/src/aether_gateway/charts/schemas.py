@@ -1,0 +1,51 @@
+"""Wire models (pydantic) of `/api/charts/*`: answers in snake_case, times in RFC 3339 UTC."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Path
+
+from aether_gateway.schemas import Response
+
+Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"]
+# Tickers as charts stores them (upper case; the request's case does not matter).
+Symbol = Annotated[
+    str,
+    Path(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$",
+        description="ticker, e.g. AAPL, BRK.B, EURUSD",
+    ),
+]
+
+
+class CandleOut(Response):
+    time: str  # the interval's start
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class CandlesOut(Response):
+    symbol: str
+    interval: Interval
+    timezone: str
+    candles: list[CandleOut]
+    next_cursor: str | None
+
+
+class InstrumentOut(Response):
+    symbol: str
+    name: str
+    timezone: str
+    resolution: str
+    source: str
+    first_bar: str | None
+    last_bar: str | None
+    bars: int
+
+
+class SymbolsOut(Response):
+    symbols: list[InstrumentOut]

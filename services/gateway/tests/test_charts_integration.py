@@ -1,0 +1,123 @@
+"""/api/charts/* against the real charts service (in-process, on this test's PostgreSQL
+database): the gateway and charts both verify the caller's token against the same auth peer's
+JWKS; bars imported through charts' ImportBars come back as candles through the gateway."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from aether_charts.app import ChartsApp
+from aether_charts.config import ChartsSettings
+from aether_common.lifecycle import Component
+
+# Two weeks of a made-up ticker (Mon 2024-01-01 .. Fri 2024-01-12, the 1st a holiday).
+BARS = """time,open,high,low,close,volume
+2024-01-02,10,11,9,10.5,100
+2024-01-03,10.5,12,10,11,200
+2024-01-04,11,11.5,10.5,11.2,300
+2024-01-05,11.2,13,11,12.8,400
+2024-01-08,12.8,13.5,12,13,500
+2024-01-09,13,14,12.5,13.9,600
+"""
+
+
+@pytest.fixture
+async def charts_service(
+    pg_dsn: str, fake_auth: Any, token_issuer_audience: tuple[str, str]
+) -> AsyncIterator[ChartsApp]:
+    issuer, audience = token_issuer_audience
+    settings = ChartsSettings.model_validate(
+        {
+            "environment": "test",
+            "database_url": pg_dsn,
+            "auth_grpc_target": fake_auth.address,
+            "jwt_issuer": issuer,
+            "jwt_audience": audience,
+            "load_bundled": False,
+        }
+    )
+    app = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+    started: list[Component] = []
+    try:
+        for component in app.components():
+            await component.start()
+            started.append(component)
+        await app.service.import_file(
+            app.database, "ACME.B", BARS.encode(), name="Acme Corp B", timezone="America/New_York"
+        )
+        yield app
+    finally:
+        for component in reversed(started):
+            await component.stop()
+
+
+@pytest.fixture
+async def api(start_gateway: Any, charts_service: ChartsApp) -> Any:
+    return await start_gateway(charts_grpc_target=charts_service.grpc.address)
+
+
+@pytest.fixture
+def caller(token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub='u-ada')}"}
+
+
+async def test_symbols_and_candles_through_the_gateway(api: Any, caller: dict[str, str]) -> None:
+    found = await api.get("/api/charts/symbols", params={"q": "acme"}, headers=caller)
+    assert found.status_code == 200, found.text
+    (acme,) = found.json()["symbols"]
+    assert (acme["symbol"], acme["bars"], acme["first_bar"]) == (
+        "ACME.B",
+        6,
+        "2024-01-02T05:00:00.000000Z",
+    )
+
+    weekly = await api.get("/api/charts/acme.b", params={"interval": "1w"}, headers=caller)
+    assert weekly.status_code == 200, weekly.text
+    assert weekly.json()["candles"] == [
+        {
+            "time": "2024-01-01T05:00:00.000000Z",
+            "open": 10.0,
+            "high": 13.0,
+            "low": 9.0,
+            "close": 12.8,
+            "volume": 1000.0,
+        },
+        {
+            "time": "2024-01-08T05:00:00.000000Z",
+            "open": 12.8,
+            "high": 14.0,
+            "low": 12.0,
+            "close": 13.9,
+            "volume": 1100.0,
+        },
+    ]
+
+    pages, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"interval": "1d", "limit": 4} | (
+            {"cursor": cursor} if cursor else {}
+        )
+        page = (await api.get("/api/charts/ACME.B", params=params, headers=caller)).json()
+        pages.append([c["time"][:10] for c in page["candles"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [
+        ["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"],
+        ["2024-01-08", "2024-01-09"],
+    ]
+
+
+async def test_charts_refusals_through_the_gateway(
+    api: Any, caller: dict[str, str], error_shape: Any
+) -> None:
+    detail = error_shape(
+        await api.get("/api/charts/ACME.B", params={"interval": "1h"}, headers=caller),
+        400,
+        "validation",
+    )
+    assert "1d 1w 1M" in detail
+    error_shape(await api.get("/api/charts/NOPE", headers=caller), 404, "not_found")

@@ -1,0 +1,224 @@
+"""/api/charts/*: each route calls its ChartsService RPC with the caller's token and shapes the
+answer; bad input is a 400 before any gRPC call; charts' errors keep their meaning. charts is a
+scripted gRPC peer here (fake_charts in conftest.py); services/charts/tests test the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from aether.charts.v1 import charts_pb2
+from aether_common import errors
+
+
+def ts(moment: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
+
+
+@pytest.fixture
+async def api(start_gateway: Any, fake_charts: Any) -> Any:
+    return await start_gateway(charts_grpc_target=fake_charts.address)
+
+
+@pytest.fixture
+def caller(token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub='u-ada')}"}
+
+
+async def test_candles_forward_the_window_and_shape_the_answer(
+    api: Any, fake_charts: Any, caller: dict[str, str]
+) -> None:
+    fake_charts.answers["GetCandles"] = charts_pb2.GetCandlesResponse(
+        symbol="BRK.B",
+        interval="1w",
+        timezone="America/New_York",
+        candles=[
+            charts_pb2.Candle(
+                time=ts(datetime(2010, 3, 1, 5, tzinfo=UTC)),
+                open=70.5,
+                high=72.0,
+                low=69.25,
+                close=71.0,
+                volume=12345,
+            )
+        ],
+        next_cursor="next-page",
+    )
+    response = await api.get(
+        "/api/charts/brk.b",
+        params={
+            "interval": "1w",
+            "from": "2010-01-01T00:00:00Z",
+            "to": "2011-01-01T00:00:00+00:00",
+            "limit": 10,
+            "cursor": "this-page",
+        },
+        headers=caller,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "symbol": "BRK.B",
+        "interval": "1w",
+        "timezone": "America/New_York",
+        "candles": [
+            {
+                "time": "2010-03-01T05:00:00.000000Z",
+                "open": 70.5,
+                "high": 72.0,
+                "low": 69.25,
+                "close": 71.0,
+                "volume": 12345.0,
+            }
+        ],
+        "next_cursor": "next-page",
+    }
+    (call,) = fake_charts.calls_to("GetCandles")
+    request = call.request
+    assert (request.symbol, request.interval, request.limit, request.cursor) == (
+        "brk.b",
+        "1w",
+        10,
+        "this-page",
+    )
+    assert getattr(request, "from").ToDatetime() == datetime(2010, 1, 1)
+    assert request.to.ToDatetime() == datetime(2011, 1, 1)
+    assert call.metadata["authorization"] == caller["Authorization"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_candles_defaults(api: Any, fake_charts: Any, caller: dict[str, str]) -> None:
+    fake_charts.answers["GetCandles"] = charts_pb2.GetCandlesResponse(
+        symbol="AAPL", interval="1d", timezone="America/New_York"
+    )
+    response = await api.get("/api/charts/AAPL", headers=caller)
+    assert response.json()["next_cursor"] is None
+    assert response.json()["candles"] == []
+    request = fake_charts.calls_to("GetCandles")[0].request
+    assert (request.interval, request.limit, request.cursor) == ("", 500, "")
+    assert not request.HasField("from")
+    assert not request.HasField("to")
+
+
+async def test_symbols_is_not_taken_for_a_ticker(
+    api: Any, fake_charts: Any, caller: dict[str, str]
+) -> None:
+    fake_charts.answers["ListSymbols"] = charts_pb2.ListSymbolsResponse(
+        instruments=[
+            charts_pb2.Instrument(
+                symbol="AAPL",
+                name="Apple Inc.",
+                timezone="America/New_York",
+                resolution="1d",
+                source="bokeh-sampledata",
+                first_bar=ts(datetime(2000, 3, 1, 5, tzinfo=UTC)),
+                last_bar=ts(datetime(2013, 3, 1, 5, tzinfo=UTC)),
+                bars=3270,
+            ),
+            charts_pb2.Instrument(symbol="NEW", resolution="1d", timezone="UTC", source="import"),
+        ]
+    )
+    response = await api.get("/api/charts/symbols", params={"q": " apple "}, headers=caller)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "symbols": [
+            {
+                "symbol": "AAPL",
+                "name": "Apple Inc.",
+                "timezone": "America/New_York",
+                "resolution": "1d",
+                "source": "bokeh-sampledata",
+                "first_bar": "2000-03-01T05:00:00.000000Z",
+                "last_bar": "2013-03-01T05:00:00.000000Z",
+                "bars": 3270,
+            },
+            {
+                "symbol": "NEW",
+                "name": "",
+                "timezone": "UTC",
+                "resolution": "1d",
+                "source": "import",
+                "first_bar": None,
+                "last_bar": None,
+                "bars": 0,
+            },
+        ]
+    }
+    (call,) = fake_charts.calls_to("ListSymbols")
+    assert (call.request.q, call.request.limit) == ("apple", 50)
+    assert not fake_charts.calls_to("GetCandles")
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/charts/AAPL", {"interval": "2d"}),
+        ("/api/charts/AAPL", {"limit": 0}),
+        ("/api/charts/AAPL", {"limit": 10_001}),
+        ("/api/charts/AAPL", {"from": "2010-01-01"}),  # no time zone
+        ("/api/charts/AAPL", {"from": "2011-01-01T00:00:00Z", "to": "2010-01-01T00:00:00Z"}),
+        ("/api/charts/bad%20symbol!", {}),
+        ("/api/charts/symbols", {"limit": 0}),
+        ("/api/charts/symbols", {"q": "x" * 101}),
+    ],
+)
+async def test_bad_input_is_a_400_before_any_call(
+    api: Any,
+    fake_charts: Any,
+    caller: dict[str, str],
+    error_shape: Any,
+    path: str,
+    params: dict[str, Any],
+) -> None:
+    error_shape(await api.get(path, params=params, headers=caller), 400, "validation")
+    assert not fake_charts.calls
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (errors.NotFound("unknown symbol 'NOPE'"), 404, "not_found"),
+        (
+            errors.ValidationFailed("interval '1h' is finer than AAPL's stored 1d bars"),
+            400,
+            "validation",
+        ),
+        (errors.Unavailable("charts' database is away", retry_after=2), 503, "unavailable"),
+    ],
+)
+async def test_charts_errors_keep_their_meaning(
+    api: Any,
+    fake_charts: Any,
+    caller: dict[str, str],
+    error_shape: Any,
+    error: errors.AetherError,
+    status: int,
+    code: str,
+) -> None:
+    fake_charts.answers["GetCandles"] = error
+    detail = error_shape(await api.get("/api/charts/AAPL", headers=caller), status, code)
+    assert detail == error.detail
+
+
+async def test_charts_routes_need_a_caller(api: Any, fake_charts: Any, error_shape: Any) -> None:
+    error_shape(await api.get("/api/charts/AAPL"), 401)
+    error_shape(await api.get("/api/charts/symbols"), 401)
+    assert not fake_charts.calls
+
+
+async def test_without_charts_configured_routes_answer_503(
+    start_gateway: Any, caller: dict[str, str], error_shape: Any
+) -> None:
+    api = await start_gateway()
+    error_shape(await api.get("/api/charts/AAPL", headers=caller), 503, "charts_not_configured")
+    assert "charts" not in (await api.get("/api/status")).json()["dependencies"]
+
+
+async def test_status_reports_charts_health(start_gateway: Any, fake_charts: Any) -> None:
+    up = await start_gateway(charts_grpc_target=fake_charts.address)
+    assert (await up.get("/api/status")).json()["dependencies"]["charts"]["ok"] is True
