@@ -100,6 +100,22 @@ def timezone(value: str) -> ZoneInfo:
         raise fail("timezone", f"unknown time zone {value!r}") from exc
 
 
+# The longest a calendar interval can be, as a bound on the bars one candle aggregates.
+_CALENDAR_SPAN = {"day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=31)}
+
+
+def bars_per_candle(interval: str, resolution: str) -> int:
+    """At most how many stored bars (at `resolution`) one candle of `interval` aggregates."""
+    width, stored = INTERVALS[interval], INTERVALS[resolution]
+    span = width if isinstance(width, timedelta) else _CALENDAR_SPAN[width]
+    step = stored if isinstance(stored, timedelta) else _CALENDAR_SPAN[stored]
+    return max(1, -(-span // step))
+
+
+def intraday(interval: str) -> bool:
+    return isinstance(INTERVALS[interval], timedelta)
+
+
 def finer(a: str, b: str) -> bool:
     """Whether interval `a` is finer than interval `b`."""
     return _RANK[a] < _RANK[b]

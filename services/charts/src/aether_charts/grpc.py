@@ -35,6 +35,21 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
             page = await self._service.candles(conn, query)
         return schemas.candles_response(page)
 
+    async def GetIndicators(
+        self, request: charts_pb2.GetIndicatorsRequest, context: Context
+    ) -> charts_pb2.GetIndicatorsResponse:
+        self._service.caller()
+        query = schemas.candle_query(request)
+        async with self._db.connection() as conn:
+            page = await self._service.indicators(conn, query, request.indicators)
+        return schemas.indicators_response(page)
+
+    async def ListIndicators(
+        self, request: charts_pb2.ListIndicatorsRequest, context: Context
+    ) -> charts_pb2.ListIndicatorsResponse:
+        self._service.caller()
+        return schemas.CATALOG
+
     async def ListSymbols(
         self, request: charts_pb2.ListSymbolsRequest, context: Context
     ) -> charts_pb2.ListSymbolsResponse:

@@ -232,6 +232,18 @@ async def candles(
     return [Candle(*r) for r in rows]
 
 
+async def time_before(conn: Conn, symbol: str, before: datetime, bars: int) -> datetime | None:
+    """The time of the `bars`-th stored bar before `before` (the earliest one when fewer)."""
+    found: datetime | None = await conn.fetchval(
+        "SELECT min(time) FROM (SELECT time FROM bars WHERE symbol = $1 AND time < $2"
+        " ORDER BY time DESC LIMIT $3) AS earlier",
+        symbol,
+        before,
+        bars,
+    )
+    return found
+
+
 # -- datasets --------------------------------------------------------------------------------------
 async def lock_datasets(conn: Conn) -> None:
     """One loader at a time (replicas starting together): held until the transaction ends."""

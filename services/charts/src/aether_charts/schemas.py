@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from aether.charts.v1 import charts_pb2
+from aether_charts.indicators import CATALOG as DEFINITIONS
 from aether_charts.repository import InstrumentSummary
-from aether_charts.service import CandlePage, CandleQuery
+from aether_charts.service import CandlePage, CandleQuery, IndicatorPage
 
 
 def _time(ts: timestamp_pb2.Timestamp) -> datetime:
@@ -21,7 +22,9 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def candle_query(request: charts_pb2.GetCandlesRequest) -> CandleQuery:
+def candle_query(
+    request: charts_pb2.GetCandlesRequest | charts_pb2.GetIndicatorsRequest,
+) -> CandleQuery:
     return CandleQuery(
         symbol=request.symbol,
         interval=request.interval,
@@ -67,3 +70,37 @@ def instrument(summary: InstrumentSummary) -> charts_pb2.Instrument:
     if summary.last_bar is not None:
         pb.last_bar.CopyFrom(_timestamp(summary.last_bar))
     return pb
+
+
+def indicators_response(page: IndicatorPage) -> charts_pb2.GetIndicatorsResponse:
+    candles = page.candles
+    return charts_pb2.GetIndicatorsResponse(
+        symbol=candles.instrument.symbol,
+        interval=candles.interval,
+        timezone=candles.instrument.timezone,
+        times=[_timestamp(c.time) for c in candles.candles],
+        series=[
+            charts_pb2.IndicatorSeries(indicator=key, output=output, values=values.tolist())
+            for key, output, values in page.series
+        ],
+        next_cursor=candles.next_cursor,
+    )
+
+
+CATALOG = charts_pb2.ListIndicatorsResponse(
+    indicators=[
+        charts_pb2.IndicatorInfo(
+            name=d.name,
+            title=d.title,
+            params=[
+                charts_pb2.IndicatorParam(
+                    name=p.name, default=p.default, min=p.low, max=p.high, integer=p.integer
+                )
+                for p in d.params
+            ],
+            outputs=list(d.outputs),
+            placement=d.placement,
+        )
+        for d in DEFINITIONS.values()
+    ]
+)

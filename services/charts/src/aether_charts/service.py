@@ -13,8 +13,12 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from aether_charts import bars as b
+from aether_charts import indicators as ind
 from aether_charts import repository
 from aether_charts.bars import Bar, Instrument
 from aether_charts.callers import Caller, require_caller
@@ -46,6 +50,14 @@ class CandlePage:
     interval: str
     candles: list[Candle]
     next_cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorPage:
+    """Indicator outputs aligned to a page of candles: (indicator key, output, values)."""
+
+    candles: CandlePage
+    series: list[tuple[str, str, np.ndarray]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,50 @@ class ChartsService:
         page = rows[:limit]
         cursor = encode_cursor(symbol, interval, page[-1].time) if more else ""
         return CandlePage(instrument, interval, page, cursor)
+
+    async def indicators(self, conn: Conn, query: CandleQuery, wanted: str) -> IndicatorPage:
+        """The indicators over the page of candles `candles(query)` answers, each computed with
+        its warm-up history before the page (indicators.py says how much)."""
+        try:
+            parsed = ind.parse(wanted)
+        except ValueError as exc:
+            raise b.fail("indicators", str(exc)) from None
+        page = await self.candles(conn, query)
+        history = await self._warmup(conn, page, parsed) if page.candles else []
+        bars = _as_arrays([*history, *page.candles], page, sessions=_wants_vwap(parsed))
+        series = [
+            (indicator.key, output, values)
+            for indicator in parsed
+            for output, values in ind.compute(indicator, bars, len(history)).items()
+        ]
+        return IndicatorPage(page, series)
+
+    async def _warmup(
+        self, conn: Conn, page: CandlePage, parsed: list[ind.Indicator]
+    ) -> list[Candle]:
+        """Whole candles before the page: warmup_bars of them, and for VWAP on intraday
+        candles at least back to the start of the first candle's session."""
+        first = page.candles[0].time
+        instrument, interval = page.instrument, page.interval
+        count = ind.warmup_bars(parsed)
+        start = first
+        if count:
+            stored = count * b.bars_per_candle(interval, instrument.resolution)
+            start = await repository.time_before(conn, instrument.symbol, first, stored) or first
+        if _wants_vwap(parsed) and b.intraday(interval):
+            start = min(start, _session_start(first, instrument.timezone))
+        if start >= first:
+            return []
+        return await repository.candles(
+            conn,
+            instrument.symbol,
+            interval,
+            instrument.timezone,
+            start=start,
+            end=first,
+            reach=b.REACH[interval],
+            limit=1_000_000,
+        )
 
     async def search(self, conn: Conn, q: str, limit: int) -> list[InstrumentSummary]:
         if len(q) > 100:
@@ -197,6 +253,33 @@ async def store(uow: UnitOfWork, instrument: Instrument, bars: list[Bar]) -> int
     return await repository.write_bars(
         uow.conn, [bar.as_row(instrument.symbol) for bar in bars], replace=True
     )
+
+
+def _wants_vwap(parsed: list[ind.Indicator]) -> bool:
+    return any(indicator.definition.name == "vwap" for indicator in parsed)
+
+
+def _session_start(time: datetime, timezone: str) -> datetime:
+    """Midnight of the trading day `time` is in, in the exchange's time zone."""
+    local = time.astimezone(ZoneInfo(timezone))
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _as_arrays(candles: list[Candle], page: CandlePage, *, sessions: bool) -> ind.Bars:
+    """Candles as indicator input; `sessions`: each candle's trading day (VWAP's anchor): its
+    local date for intraday candles, the candle itself for daily and coarser ones."""
+    columns = np.array(
+        [(c.open, c.high, c.low, c.close, c.volume) for c in candles], dtype=np.float64
+    ).reshape(-1, 5)
+    if not sessions:
+        session = np.zeros(len(candles), dtype=np.int64)
+    elif b.intraday(page.interval):
+        zone = ZoneInfo(page.instrument.timezone)
+        session = np.array([c.time.astimezone(zone).toordinal() for c in candles])
+    else:
+        session = np.arange(len(candles))
+    open_, high, low, close, volume = (np.ascontiguousarray(columns[:, n]) for n in range(5))
+    return ind.Bars(open_, high, low, close, volume, session)
 
 
 # -- the cursor: the last candle's start, bound to its symbol and interval -------------------------

@@ -274,3 +274,211 @@ class ImportBarsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportBarsResponse: _TypeAlias = ImportBarsResponse  # noqa: Y015
+
+@_typing.final
+class GetIndicatorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """As GetCandlesRequest."""
+    interval: _builtins.str
+    limit: _builtins.int
+    cursor: _builtins.str
+    indicators: _builtins.str
+    """Comma-separated `name[:param...]`, e.g. "sma:20,ema:50,rsi:14,macd:12:26:9,bbands:20:2,
+    atr:14,stoch,vwap,obv"; omitted parameters take their defaults (ListIndicators); at most 10.
+    """
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        interval: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+        indicators: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from", b"from", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "symbol", b"symbol", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIndicatorsRequest: _TypeAlias = GetIndicatorsRequest  # noqa: Y015
+
+@_typing.final
+class IndicatorSeries(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDICATOR_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    indicator: _builtins.str
+    """The request item with its parameters filled in, e.g. "macd:12:26:9"."""
+    output: _builtins.str
+    """One of the indicator's outputs, e.g. "signal"."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One value per candle of `times`; NaN where even all stored history is too short."""
+
+    def __init__(
+        self,
+        *,
+        indicator: _builtins.str = ...,
+        output: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicator", b"indicator", "output", b"output", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IndicatorSeries: _TypeAlias = IndicatorSeries  # noqa: Y015
+
+@_typing.final
+class GetIndicatorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    TIMES_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    interval: _builtins.str
+    timezone: _builtins.str
+    next_cursor: _builtins.str
+    @_builtins.property
+    def times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """The candles' start times (those GetCandles answers)."""
+
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___IndicatorSeries]: ...
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        interval: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        times: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        series: _abc.Iterable[Global___IndicatorSeries] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "next_cursor", b"next_cursor", "series", b"series", "symbol", b"symbol", "times", b"times", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIndicatorsResponse: _TypeAlias = GetIndicatorsResponse  # noqa: Y015
+
+@_typing.final
+class ListIndicatorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIndicatorsRequest: _TypeAlias = ListIndicatorsRequest  # noqa: Y015
+
+@_typing.final
+class IndicatorParam(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DEFAULT_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    INTEGER_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    default: _builtins.float
+    min: _builtins.float
+    max: _builtins.float
+    integer: _builtins.bool
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        default: _builtins.float = ...,
+        min: _builtins.float = ...,
+        max: _builtins.float = ...,
+        integer: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default", b"default", "integer", b"integer", "max", b"max", "min", b"min", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IndicatorParam: _TypeAlias = IndicatorParam  # noqa: Y015
+
+@_typing.final
+class IndicatorInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    title: _builtins.str
+    placement: _builtins.str
+    """"overlay": drawn on the price scale; "panel": its own scale."""
+    @_builtins.property
+    def params(self) -> _containers.RepeatedCompositeFieldContainer[Global___IndicatorParam]: ...
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        title: _builtins.str = ...,
+        params: _abc.Iterable[Global___IndicatorParam] | None = ...,
+        outputs: _abc.Iterable[_builtins.str] | None = ...,
+        placement: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "outputs", b"outputs", "params", b"params", "placement", b"placement", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IndicatorInfo: _TypeAlias = IndicatorInfo  # noqa: Y015
+
+@_typing.final
+class ListIndicatorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___IndicatorInfo]: ...
+    def __init__(
+        self,
+        *,
+        indicators: _abc.Iterable[Global___IndicatorInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indicators", b"indicators"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIndicatorsResponse: _TypeAlias = ListIndicatorsResponse  # noqa: Y015

@@ -50,6 +50,16 @@ class ChartsServiceStub:
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsRequest.SerializeToString,
                 response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsResponse.FromString,
                 _registered_method=True)
+        self.GetIndicators = channel.unary_unary(
+                '/aether.charts.v1.ChartsService/GetIndicators',
+                request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsRequest.SerializeToString,
+                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsResponse.FromString,
+                _registered_method=True)
+        self.ListIndicators = channel.unary_unary(
+                '/aether.charts.v1.ChartsService/ListIndicators',
+                request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsRequest.SerializeToString,
+                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsResponse.FromString,
+                _registered_method=True)
         self.ImportBars = channel.unary_unary(
                 '/aether.charts.v1.ChartsService/ImportBars',
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsRequest.SerializeToString,
@@ -84,6 +94,24 @@ class ChartsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetIndicators(self, request, context):
+        """Technical indicators (TA-Lib) over the candles of one symbol, aligned to the candles that
+        GetCandles answers for the same symbol, interval, window, limit and cursor. Each is
+        computed with enough history before the window that its values there do not depend on
+        where the window starts (exponential ones to 1e-8 relative).
+        INVALID_ARGUMENT: an unknown indicator or parameter (the item is named), and as GetCandles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIndicators(self, request, context):
+        """The indicators GetIndicators knows, with their parameters and outputs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ImportBars(self, request, context):
         """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
         (INVALID_ARGUMENT naming the row number) and nothing of it is written.
@@ -104,6 +132,16 @@ def add_ChartsServiceServicer_to_server(servicer, server):
                     servicer.ListSymbols,
                     request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsRequest.FromString,
                     response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsResponse.SerializeToString,
+            ),
+            'GetIndicators': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIndicators,
+                    request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsRequest.FromString,
+                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsResponse.SerializeToString,
+            ),
+            'ListIndicators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIndicators,
+                    request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsRequest.FromString,
+                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsResponse.SerializeToString,
             ),
             'ImportBars': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportBars,
@@ -171,6 +209,60 @@ class ChartsService:
             '/aether.charts.v1.ChartsService/ListSymbols',
             aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsRequest.SerializeToString,
             aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIndicators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.charts.v1.ChartsService/GetIndicators',
+            aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsRequest.SerializeToString,
+            aether_dot_charts_dot_v1_dot_charts__pb2.GetIndicatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIndicators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.charts.v1.ChartsService/ListIndicators',
+            aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsRequest.SerializeToString,
+            aether_dot_charts_dot_v1_dot_charts__pb2.ListIndicatorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,15 @@ class ChartsServiceStub:
     """Instruments whose ticker starts with `q` or whose name contains it (case-insensitive);
     every instrument for an empty `q`. Exact ticker first, then by ticker.
     """
+    GetIndicators: _grpc.UnaryUnaryMultiCallable[_charts_pb2.GetIndicatorsRequest, _charts_pb2.GetIndicatorsResponse]
+    """Technical indicators (TA-Lib) over the candles of one symbol, aligned to the candles that
+    GetCandles answers for the same symbol, interval, window, limit and cursor. Each is
+    computed with enough history before the window that its values there do not depend on
+    where the window starts (exponential ones to 1e-8 relative).
+    INVALID_ARGUMENT: an unknown indicator or parameter (the item is named), and as GetCandles.
+    """
+    ListIndicators: _grpc.UnaryUnaryMultiCallable[_charts_pb2.ListIndicatorsRequest, _charts_pb2.ListIndicatorsResponse]
+    """The indicators GetIndicators knows, with their parameters and outputs."""
     ImportBars: _grpc.UnaryUnaryMultiCallable[_charts_pb2.ImportBarsRequest, _charts_pb2.ImportBarsResponse]
     """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
     (INVALID_ARGUMENT naming the row number) and nothing of it is written.
@@ -75,6 +84,15 @@ class ChartsServiceAsyncStub(ChartsServiceStub):
     """Instruments whose ticker starts with `q` or whose name contains it (case-insensitive);
     every instrument for an empty `q`. Exact ticker first, then by ticker.
     """
+    GetIndicators: _aio.UnaryUnaryMultiCallable[_charts_pb2.GetIndicatorsRequest, _charts_pb2.GetIndicatorsResponse]  # type: ignore[assignment]
+    """Technical indicators (TA-Lib) over the candles of one symbol, aligned to the candles that
+    GetCandles answers for the same symbol, interval, window, limit and cursor. Each is
+    computed with enough history before the window that its values there do not depend on
+    where the window starts (exponential ones to 1e-8 relative).
+    INVALID_ARGUMENT: an unknown indicator or parameter (the item is named), and as GetCandles.
+    """
+    ListIndicators: _aio.UnaryUnaryMultiCallable[_charts_pb2.ListIndicatorsRequest, _charts_pb2.ListIndicatorsResponse]  # type: ignore[assignment]
+    """The indicators GetIndicators knows, with their parameters and outputs."""
     ImportBars: _aio.UnaryUnaryMultiCallable[_charts_pb2.ImportBarsRequest, _charts_pb2.ImportBarsResponse]  # type: ignore[assignment]
     """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
     (INVALID_ARGUMENT naming the row number) and nothing of it is written.
@@ -110,6 +128,27 @@ class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Instruments whose ticker starts with `q` or whose name contains it (case-insensitive);
         every instrument for an empty `q`. Exact ticker first, then by ticker.
         """
+
+    @_abc_1.abstractmethod
+    def GetIndicators(
+        self,
+        request: _charts_pb2.GetIndicatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_charts_pb2.GetIndicatorsResponse, _abc.Awaitable[_charts_pb2.GetIndicatorsResponse]]:
+        """Technical indicators (TA-Lib) over the candles of one symbol, aligned to the candles that
+        GetCandles answers for the same symbol, interval, window, limit and cursor. Each is
+        computed with enough history before the window that its values there do not depend on
+        where the window starts (exponential ones to 1e-8 relative).
+        INVALID_ARGUMENT: an unknown indicator or parameter (the item is named), and as GetCandles.
+        """
+
+    @_abc_1.abstractmethod
+    def ListIndicators(
+        self,
+        request: _charts_pb2.ListIndicatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_charts_pb2.ListIndicatorsResponse, _abc.Awaitable[_charts_pb2.ListIndicatorsResponse]]:
+        """The indicators GetIndicators knows, with their parameters and outputs."""
 
     @_abc_1.abstractmethod
     def ImportBars(
