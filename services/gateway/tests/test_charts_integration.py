@@ -4,6 +4,7 @@ JWKS; bars imported through charts' ImportBars come back as candles through the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -121,3 +122,35 @@ async def test_charts_refusals_through_the_gateway(
     )
     assert "1d 1w 1M" in detail
     error_shape(await api.get("/api/charts/NOPE", headers=caller), 404, "not_found")
+
+
+async def test_indicators_through_the_gateway(
+    api: Any, caller: dict[str, str], error_shape: Any
+) -> None:
+    params = {"symbol": "ACME.B", "indicators": "sma:2,obv", "interval": "1d"}
+    answer = await api.get("/api/charts/indicators", params=params, headers=caller)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [t[:10] for t in body["times"]] == [
+        "2024-01-02",
+        "2024-01-03",
+        "2024-01-04",
+        "2024-01-05",
+        "2024-01-08",
+        "2024-01-09",
+    ]
+    closes = [10.5, 11, 11.2, 12.8, 13, 13.9]
+    assert body["indicators"]["sma:2"]["sma"] == pytest.approx(
+        [None, *[(a + b) / 2 for a, b in itertools.pairwise(closes)]]
+    )
+    assert body["indicators"]["obv"]["obv"] == [0, 200, 500, 900, 1400, 2000]
+    catalog = await api.get("/api/charts/indicators/catalog", headers=caller)
+    assert "macd" in [i["name"] for i in catalog.json()["indicators"]]
+    detail = error_shape(
+        await api.get(
+            "/api/charts/indicators", params=params | {"indicators": "nope"}, headers=caller
+        ),
+        400,
+        "validation",
+    )
+    assert "nope: unknown indicator" in detail

@@ -222,3 +222,99 @@ async def test_without_charts_configured_routes_answer_503(
 async def test_status_reports_charts_health(start_gateway: Any, fake_charts: Any) -> None:
     up = await start_gateway(charts_grpc_target=fake_charts.address)
     assert (await up.get("/api/status")).json()["dependencies"]["charts"]["ok"] is True
+
+
+async def test_indicators_forward_the_request_and_null_what_is_undefined(
+    api: Any, fake_charts: Any, caller: dict[str, str]
+) -> None:
+    times = [ts(datetime(2024, 1, day, 5, tzinfo=UTC)) for day in (2, 3)]
+    fake_charts.answers["GetIndicators"] = charts_pb2.GetIndicatorsResponse(
+        symbol="AAPL",
+        interval="1d",
+        timezone="America/New_York",
+        times=times,
+        series=[
+            charts_pb2.IndicatorSeries(indicator="sma:2", output="sma", values=[float("nan"), 1.5]),
+            charts_pb2.IndicatorSeries(indicator="macd:12:26:9", output="signal", values=[1, 2]),
+            charts_pb2.IndicatorSeries(indicator="macd:12:26:9", output="macd", values=[3, 4]),
+        ],
+    )
+    response = await api.get(
+        "/api/charts/indicators",
+        params={"symbol": "aapl", "indicators": "sma:2,macd", "interval": "1d", "limit": 2},
+        headers=caller,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "symbol": "AAPL",
+        "interval": "1d",
+        "timezone": "America/New_York",
+        "times": ["2024-01-02T05:00:00.000000Z", "2024-01-03T05:00:00.000000Z"],
+        "indicators": {
+            "sma:2": {"sma": [None, 1.5]},
+            "macd:12:26:9": {"signal": [1.0, 2.0], "macd": [3.0, 4.0]},
+        },
+        "next_cursor": None,
+    }
+    (call,) = fake_charts.calls_to("GetIndicators")
+    assert (call.request.symbol, call.request.indicators, call.request.limit) == (
+        "aapl",
+        "sma:2,macd",
+        2,
+    )
+    assert not fake_charts.calls_to("GetCandles")  # "indicators" is not taken for a ticker
+
+
+async def test_the_indicator_catalog(api: Any, fake_charts: Any, caller: dict[str, str]) -> None:
+    fake_charts.answers["ListIndicators"] = charts_pb2.ListIndicatorsResponse(
+        indicators=[
+            charts_pb2.IndicatorInfo(
+                name="sma",
+                title="Simple moving average",
+                params=[
+                    charts_pb2.IndicatorParam(
+                        name="timeperiod", default=20, min=1, max=1000, integer=True
+                    )
+                ],
+                outputs=["sma"],
+                placement="overlay",
+            )
+        ]
+    )
+    response = await api.get("/api/charts/indicators/catalog", headers=caller)
+    assert response.status_code == 200, response.text
+    assert response.json()["indicators"] == [
+        {
+            "name": "sma",
+            "title": "Simple moving average",
+            "params": [
+                {"name": "timeperiod", "default": 20.0, "min": 1.0, "max": 1000.0, "integer": True}
+            ],
+            "outputs": ["sma"],
+            "placement": "overlay",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"indicators": "sma:20"},  # no symbol
+        {"symbol": "AAPL"},  # no indicators
+        {"symbol": "AAPL", "indicators": ""},
+        {"symbol": "bad symbol!", "indicators": "sma"},
+        {"symbol": "AAPL", "indicators": "sma", "interval": "2d"},
+        {
+            "symbol": "AAPL",
+            "indicators": "sma",
+            "from": "2011-01-01T00:00:00Z",
+            "to": "2010-01-01T00:00:00Z",
+        },
+    ],
+)
+async def test_bad_indicator_requests_are_a_400_before_any_call(
+    api: Any, fake_charts: Any, caller: dict[str, str], params: dict[str, str]
+) -> None:
+    response = await api.get("/api/charts/indicators", params=params, headers=caller)
+    assert response.status_code == 400, response.text
+    assert not fake_charts.calls_to("GetIndicators")

@@ -24,7 +24,10 @@ def timestamp(message: Any, field: str) -> str | None:
     skips a row), None when unset."""
     if not message.HasField(field):
         return None
-    value: Timestamp = getattr(message, field)
+    return rfc3339(getattr(message, field))
+
+
+def rfc3339(value: Timestamp) -> str:
     return f"{value.ToDatetime():%Y-%m-%dT%H:%M:%S.%f}Z"
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aether.charts.v1 import charts_pb2
-from aether_gateway.ai.convert import timestamp
+from aether_gateway.ai.convert import rfc3339, timestamp
 
 
 def candles(answer: charts_pb2.GetCandlesResponse) -> dict[str, Any]:
@@ -42,5 +43,44 @@ def symbols(answer: charts_pb2.ListSymbolsResponse) -> dict[str, Any]:
                 "bars": i.bars,
             }
             for i in answer.instruments
+        ]
+    }
+
+
+def indicators(answer: charts_pb2.GetIndicatorsResponse) -> dict[str, Any]:
+    shaped: dict[str, dict[str, list[float | None]]] = {}
+    for series in answer.series:
+        values = [None if math.isnan(v) else v for v in series.values]  # JSON has no NaN
+        shaped.setdefault(series.indicator, {})[series.output] = values
+    return {
+        "symbol": answer.symbol,
+        "interval": answer.interval,
+        "timezone": answer.timezone,
+        "times": [rfc3339(t) for t in answer.times],
+        "indicators": shaped,
+        "next_cursor": answer.next_cursor or None,
+    }
+
+
+def catalog(answer: charts_pb2.ListIndicatorsResponse) -> dict[str, Any]:
+    return {
+        "indicators": [
+            {
+                "name": i.name,
+                "title": i.title,
+                "params": [
+                    {
+                        "name": p.name,
+                        "default": p.default,
+                        "min": p.min,
+                        "max": p.max,
+                        "integer": p.integer,
+                    }
+                    for p in i.params
+                ],
+                "outputs": list(i.outputs),
+                "placement": i.placement,
+            }
+            for i in answer.indicators
         ]
     }

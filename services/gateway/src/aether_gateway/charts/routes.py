@@ -4,7 +4,8 @@ or `from` after `to`). The fixed paths are declared before `/{symbol}`, so they 
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AwareDatetime
@@ -14,7 +15,15 @@ from aether_common.errors import ValidationFailed
 from aether_gateway.ai.convert import to_timestamp
 from aether_gateway.charts import convert
 from aether_gateway.charts.client import ChartsClient, ChartsNotConfigured
-from aether_gateway.charts.schemas import CandlesOut, Interval, Symbol, SymbolsOut
+from aether_gateway.charts.schemas import (
+    SYMBOL_PATTERN,
+    CandlesOut,
+    CatalogOut,
+    IndicatorsOut,
+    Interval,
+    Symbol,
+    SymbolsOut,
+)
 from aether_gateway.deps import Caller, resources_of
 
 router = APIRouter(prefix="/api/charts", tags=["charts"])
@@ -42,34 +51,82 @@ async def symbols(
     return SymbolsOut.model_validate(convert.symbols(answer))
 
 
+IntervalQuery = Annotated[
+    Interval | None, Query(description="1m 5m 15m 1h 4h 1d 1w 1M (default: as stored)")
+]
+From = Annotated[
+    AwareDatetime | None, Query(alias="from", description="RFC 3339; candles starting at or after")
+]
+To = Annotated[
+    AwareDatetime | None, Query(alias="to", description="RFC 3339; candles starting before")
+]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+Cursor = Annotated[str, Query(max_length=200, description="`next_cursor` of the last page")]
+
+
+def _window(request: Any, start: datetime | None, end: datetime | None) -> None:
+    """Set a GetCandles / GetIndicators request's from and to (from after to: a 400)."""
+    if start is not None and end is not None and start > end:
+        raise ValidationFailed("from is after to", field_errors={"from": "after to"})
+    if start is not None:
+        getattr(request, "from").CopyFrom(to_timestamp(start))
+    if end is not None:
+        request.to.CopyFrom(to_timestamp(end))
+
+
+@router.get(
+    "/indicators/catalog", summary="The indicators, their parameters and outputs (ListIndicators)"
+)
+async def indicator_catalog(caller: Caller, charts: Charts) -> CatalogOut:
+    request = charts_pb2.ListIndicatorsRequest()
+    answer = await charts.call(charts.stub.ListIndicators, request, token=caller.raw)
+    return CatalogOut.model_validate(convert.catalog(answer))
+
+
+@router.get(
+    "/indicators",
+    summary="Technical indicators aligned to a symbol's candles (GetIndicators)",
+)
+async def indicator_series(
+    symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN, description="ticker, e.g. AAPL")],
+    indicators: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=300,
+            description="comma-separated name[:param...], e.g. sma:20,rsi:14,macd:12:26:9",
+        ),
+    ],
+    caller: Caller,
+    charts: Charts,
+    interval: IntervalQuery = None,
+    start: From = None,
+    end: To = None,
+    limit: Limit = 500,
+    cursor: Cursor = "",
+) -> IndicatorsOut:
+    request = charts_pb2.GetIndicatorsRequest(
+        symbol=symbol, interval=interval or "", limit=limit, cursor=cursor, indicators=indicators
+    )
+    _window(request, start, end)
+    answer = await charts.call(charts.stub.GetIndicators, request, token=caller.raw)
+    return IndicatorsOut.model_validate(convert.indicators(answer))
+
+
 @router.get("/{symbol}", summary="Candles of a symbol at an interval, with cursor paging")
 async def candles(
     symbol: Symbol,
     caller: Caller,
     charts: Charts,
-    interval: Annotated[
-        Interval | None, Query(description="1m 5m 15m 1h 4h 1d 1w 1M (default: as stored)")
-    ] = None,
-    start: Annotated[
-        AwareDatetime | None,
-        Query(alias="from", description="RFC 3339; candles starting at or after"),
-    ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="RFC 3339; candles starting before")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-    cursor: Annotated[
-        str, Query(max_length=200, description="`next_cursor` of the last page")
-    ] = "",
+    interval: IntervalQuery = None,
+    start: From = None,
+    end: To = None,
+    limit: Limit = 500,
+    cursor: Cursor = "",
 ) -> CandlesOut:
-    if start is not None and end is not None and start > end:
-        raise ValidationFailed("from is after to", field_errors={"from": "after to"})
     request = charts_pb2.GetCandlesRequest(
         symbol=symbol, interval=interval or "", limit=limit, cursor=cursor
     )
-    if start is not None:
-        getattr(request, "from").CopyFrom(to_timestamp(start))
-    if end is not None:
-        request.to.CopyFrom(to_timestamp(end))
+    _window(request, start, end)
     answer = await charts.call(charts.stub.GetCandles, request, token=caller.raw)
     return CandlesOut.model_validate(convert.candles(answer))

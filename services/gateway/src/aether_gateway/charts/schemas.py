@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path
+from pydantic import Field
 
 from aether_gateway.schemas import Response
 
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"]
 # Tickers as charts stores them (upper case; the request's case does not matter).
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$"
 Symbol = Annotated[
     str,
     Path(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,31}$",
+        pattern=SYMBOL_PATTERN,
         description="ticker, e.g. AAPL, BRK.B, EURUSD",
     ),
 ]
@@ -49,3 +51,35 @@ class InstrumentOut(Response):
 
 class SymbolsOut(Response):
     symbols: list[InstrumentOut]
+
+
+class IndicatorsOut(Response):
+    symbol: str
+    interval: Interval
+    timezone: str
+    times: list[str] = Field(description="the candles' start times, as GET /api/charts/{symbol}")
+    indicators: dict[str, dict[str, list[float | None]]] = Field(
+        description='per indicator ("macd:12:26:9"), per output ("signal"): one value per time;'
+        " null where history is too short"
+    )
+    next_cursor: str | None
+
+
+class IndicatorParamOut(Response):
+    name: str
+    default: float
+    min: float
+    max: float
+    integer: bool
+
+
+class IndicatorInfoOut(Response):
+    name: str
+    title: str
+    params: list[IndicatorParamOut]
+    outputs: list[str]
+    placement: Literal["overlay", "panel"]
+
+
+class CatalogOut(Response):
+    indicators: list[IndicatorInfoOut]
