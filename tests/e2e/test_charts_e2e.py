@@ -1,0 +1,144 @@
+"""Charts end to end through the gateway: the bundled history that charts loads at its first start
+-> candles at three intervals that agree with each other -> indicators equal to TA-Lib called
+here on the same candles -> refusals with a message. The API is docs/charts.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import numpy as np
+import talib
+
+PASSWORD = "correct horse battery staple"
+NY = ZoneInfo("America/New_York")
+YEAR_2010 = {"from": "2010-01-01T00:00:00-05:00", "to": "2011-01-01T00:00:00-05:00"}
+
+
+async def token(api: httpx.AsyncClient) -> dict[str, str]:
+    email = f"charts.{secrets.token_hex(5)}@example.com"
+    registered = await api.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert registered.status_code == 201, registered.text
+    login = await api.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    return {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
+
+
+async def loaded(api: httpx.AsyncClient, auth: dict[str, str], symbol: str) -> dict[str, Any]:
+    """The instrument once charts' background loader has committed its dataset."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = await api.get("/api/charts/symbols", params={"q": symbol}, headers=auth)
+        assert found.status_code == 200, found.text
+        exact = [s for s in found.json()["symbols"] if s["symbol"] == symbol]
+        if exact and exact[0]["bars"]:
+            instrument: dict[str, Any] = exact[0]
+            return instrument
+        assert time.monotonic() < deadline, f"{symbol} never loaded"
+        await asyncio.sleep(0.5)
+
+
+async def candles(
+    api: httpx.AsyncClient, auth: dict[str, str], interval: str, **window: str
+) -> list[dict[str, Any]]:
+    """Every page."""
+    out: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"interval": interval, "limit": 1000, **window}
+    while True:
+        page = await api.get("/api/charts/AAPL", params=params, headers=auth)
+        assert page.status_code == 200, page.text
+        out += page.json()["candles"]
+        if page.json()["next_cursor"] is None:
+            return out
+        params["cursor"] = page.json()["next_cursor"]
+
+
+def local(candle: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(candle["time"]).astimezone(NY)
+
+
+def rolled_up(daily: list[dict[str, Any]], key: Any) -> list[tuple[float, ...]]:
+    groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for candle in daily:
+        groups[key(local(candle))].append(candle)
+    return [
+        (
+            g[0]["open"],
+            max(c["high"] for c in g),
+            min(c["low"] for c in g),
+            g[-1]["close"],
+            sum(c["volume"] for c in g),
+        )
+        for _, g in sorted(groups.items())
+    ]
+
+
+def ohlcv(candles: list[dict[str, Any]]) -> list[tuple[float, ...]]:
+    return [(c["open"], c["high"], c["low"], c["close"], c["volume"]) for c in candles]
+
+
+async def test_history_candles_and_indicators_through_the_gateway(api: httpx.AsyncClient) -> None:
+    auth = await token(api)
+    aapl = await loaded(api, auth, "AAPL")
+    assert (aapl["resolution"], aapl["timezone"]) == ("1d", "America/New_York")
+
+    daily = await candles(api, auth, "1d", **YEAR_2010)
+    weekly = await candles(api, auth, "1w", **YEAR_2010)
+    monthly = await candles(api, auth, "1M", **YEAR_2010)
+    assert len(daily) == 252
+    assert all(local(c).hour == 0 for c in daily + weekly + monthly)  # New York midnight
+    # 2010 starts on a Friday: its first week began on Monday 2009-12-28, before the window.
+    in_weeks = [c for c in daily if local(c) >= local(weekly[0])]
+    weeks = rolled_up(in_weeks, lambda t: t.isocalendar()[:2])
+    np.testing.assert_allclose(ohlcv(weekly), weeks[: len(weekly)])
+    np.testing.assert_allclose(ohlcv(monthly), rolled_up(daily, lambda t: (t.year, t.month)))
+    assert len(monthly) == 12
+
+    wanted = "sma:20,rsi:14,macd:12:26:9,bbands:20:2"
+    params = {"symbol": "AAPL", "interval": "1d", "indicators": wanted, "limit": "1000"}
+    answer = await api.get("/api/charts/indicators", params=params | YEAR_2010, headers=auth)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["times"] == [c["time"] for c in daily]
+    history = await candles(api, auth, "1d", to=YEAR_2010["to"])
+    close = np.array([c["close"] for c in history])
+    window = slice(len(history) - len(daily), None)
+    macd, signal, hist = talib.MACD(close, 12, 26, 9)
+    upper, middle, lower = talib.BBANDS(close, 20, 2, 2)
+    expected = {
+        "sma:20": {"sma": talib.SMA(close, 20)},
+        "rsi:14": {"rsi": talib.RSI(close, 14)},
+        "macd:12:26:9": {"macd": macd, "signal": signal, "histogram": hist},
+        "bbands:20:2": {"upper": upper, "middle": middle, "lower": lower},
+    }
+    for name, outputs in expected.items():
+        for output, values in outputs.items():
+            np.testing.assert_allclose(
+                body["indicators"][name][output], values[window], rtol=1e-6, err_msg=name
+            )
+
+
+async def test_charts_refusals_through_the_gateway(api: httpx.AsyncClient) -> None:
+    auth = await token(api)
+    await loaded(api, auth, "AAPL")
+    for path, params, status, words in [
+        ("/api/charts/AAPL", {"interval": "1h"}, 400, "finer"),
+        ("/api/charts/NOPE", {}, 404, "NOPE"),
+        ("/api/charts/indicators", {"symbol": "AAPL", "indicators": "sma:20,foo"}, 400, "foo"),
+        (
+            "/api/charts/AAPL",
+            {"from": "2011-01-01T00:00:00Z", "to": "2010-01-01T00:00:00Z"},
+            400,
+            "from",
+        ),
+    ]:
+        refused = await api.get(path, params=params, headers=auth)
+        assert refused.status_code == status, refused.text
+        assert words in refused.json()["detail"]
+    assert (await api.get("/api/charts/AAPL")).status_code == 401
