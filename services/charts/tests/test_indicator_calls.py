@@ -1,6 +1,7 @@
-"""GetIndicators and ListIndicators over the bundled history: aligned to GetCandles, equal to
-TA-Lib called directly on the whole history's candles, warmed up so a window's values do not
-depend on where it starts; VWAP anchored to the session; the refusals."""
+"""GetIndicators, ListIndicators and GetQuote over the bundled history: indicators aligned to
+GetCandles, equal to TA-Lib called directly on the whole history's candles, warmed up so a
+window's values do not depend on where it starts; VWAP anchored to the session; quotes of a daily
+and an hourly symbol; the refusals."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pytest
 import talib
 from google.protobuf import timestamp_pb2
 
@@ -119,3 +121,47 @@ async def test_unknown_indicators_are_refused_and_the_catalog_lists_them(bundled
     assert [p.name for p in by_name["macd"].params] == ["fast", "slow", "signal"]
     assert list(by_name["bbands"].outputs) == ["upper", "middle", "lower"]
     assert by_name["sma"].placement == "overlay"
+
+
+async def test_quote_of_a_daily_and_an_hourly_symbol(bundled: Any) -> None:
+    """The last bar's close, the change from the close before its session, and the session's
+    range: AAPL's last day is one bar; EURUSD's last day (UTC) is many hourly bars."""
+    daily = await bundled.all_candles("AAPL", interval="1d", limit=10_000)
+    quote = await bundled.stub.GetQuote(
+        charts_pb2.GetQuoteRequest(symbol="aapl"), metadata=bundled.auth("reader")
+    )
+    last, before = daily[-1], daily[-2]
+    assert (quote.symbol, quote.timezone) == ("AAPL", "America/New_York")
+    assert quote.time == last.time
+    assert quote.session_start == last.time
+    assert (quote.price, quote.previous_close) == (last.close, before.close)
+    assert quote.change == pytest.approx(last.close - before.close)
+    assert quote.change_percent == pytest.approx(100 * (last.close / before.close - 1))
+    assert (quote.day_open, quote.day_high, quote.day_low, quote.day_volume) == (
+        last.open,
+        last.high,
+        last.low,
+        last.volume,
+    )
+
+    hourly = await bundled.all_candles("EURUSD", interval="1h", limit=10_000)
+    fx = await bundled.stub.GetQuote(
+        charts_pb2.GetQuoteRequest(symbol="EURUSD"), metadata=bundled.auth("reader")
+    )
+    day = fx.session_start.ToDatetime().date()
+    session = [c for c in hourly if c.time.ToDatetime().date() == day]
+    earlier = [c for c in hourly if c.time.ToDatetime().date() < day]
+    assert fx.session_start.ToDatetime().hour == 0
+    assert fx.price == session[-1].close
+    assert fx.previous_close == earlier[-1].close
+    assert fx.day_open == session[0].open
+    assert fx.day_high == max(c.high for c in session)
+    assert fx.day_low == min(c.low for c in session)
+    assert fx.day_volume == pytest.approx(sum(c.volume for c in session))
+
+    missing = await failure(
+        bundled.stub.GetQuote(
+            charts_pb2.GetQuoteRequest(symbol="NOPE"), metadata=bundled.auth("reader")
+        )
+    )
+    assert missing.grpc_code == grpc.StatusCode.NOT_FOUND

@@ -154,3 +154,22 @@ async def test_indicators_through_the_gateway(
         "validation",
     )
     assert "nope: unknown indicator" in detail
+
+
+async def test_quote_through_the_gateway(api: Any, caller: dict[str, str]) -> None:
+    answer = await api.get("/api/charts/acme.b/quote", headers=caller)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "symbol": "ACME.B",
+        "timezone": "America/New_York",
+        "time": "2024-01-09T05:00:00.000000Z",
+        "price": 13.9,
+        "previous_close": 13.0,
+        "change": pytest.approx(0.9),
+        "change_percent": pytest.approx(100 * 0.9 / 13),
+        "session_start": "2024-01-09T05:00:00.000000Z",
+        "day_open": 13.0,
+        "day_high": 14.0,
+        "day_low": 12.5,
+        "day_volume": 600.0,
+    }

@@ -50,6 +50,14 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
         self._service.caller()
         return schemas.CATALOG
 
+    async def GetQuote(
+        self, request: charts_pb2.GetQuoteRequest, context: Context
+    ) -> charts_pb2.Quote:
+        self._service.caller()
+        async with self._db.connection() as conn:
+            instrument, session = await self._service.quote(conn, request.symbol)
+        return schemas.quote(instrument, session)
+
     async def ListSymbols(
         self, request: charts_pb2.ListSymbolsRequest, context: Context
     ) -> charts_pb2.ListSymbolsResponse:

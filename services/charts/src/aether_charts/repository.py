@@ -244,6 +244,48 @@ async def time_before(conn: Conn, symbol: str, before: datetime, bars: int) -> d
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A symbol's last session (from `start`): its open, high, low, volume and last bar, and
+    the close before it."""
+
+    start: datetime
+    last_time: datetime
+    last_close: float
+    open: float
+    high: float
+    low: float
+    volume: float
+    previous_close: float | None
+
+
+async def last_bar_time(conn: Conn, symbol: str) -> datetime | None:
+    found: datetime | None = await conn.fetchval(
+        "SELECT time FROM bars WHERE symbol = $1 ORDER BY time DESC LIMIT 1", symbol
+    )
+    return found
+
+
+async def session(conn: Conn, symbol: str, start: datetime) -> Session:
+    """The bars of `symbol` from `start` on (at least one exists), and the close before."""
+    row = await conn.fetchrow(
+        """
+        SELECT max(time)                                AS last_time,
+               (array_agg(close ORDER BY time DESC))[1] AS last_close,
+               (array_agg(open ORDER BY time))[1]       AS open,
+               max(high)                                AS high,
+               min(low)                                 AS low,
+               sum(volume)                              AS volume,
+               (SELECT close FROM bars WHERE symbol = $1 AND time < $2
+                ORDER BY time DESC LIMIT 1)             AS previous_close
+        FROM bars WHERE symbol = $1 AND time >= $2
+        """,
+        symbol,
+        start,
+    )
+    return Session(start, *row)
+
+
 # -- datasets --------------------------------------------------------------------------------------
 async def lock_datasets(conn: Conn) -> None:
     """One loader at a time (replicas starting together): held until the transaction ends."""

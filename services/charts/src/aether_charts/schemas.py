@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from aether.charts.v1 import charts_pb2
+from aether_charts.bars import Instrument
 from aether_charts.indicators import CATALOG as DEFINITIONS
-from aether_charts.repository import InstrumentSummary
+from aether_charts.repository import InstrumentSummary, Session
 from aether_charts.service import CandlePage, CandleQuery, IndicatorPage
 
 
@@ -104,3 +105,22 @@ CATALOG = charts_pb2.ListIndicatorsResponse(
         for d in DEFINITIONS.values()
     ]
 )
+
+
+def quote(instrument: Instrument, session: Session) -> charts_pb2.Quote:
+    previous = session.previous_close
+    change = session.last_close - previous if previous is not None else 0.0
+    return charts_pb2.Quote(
+        symbol=instrument.symbol,
+        timezone=instrument.timezone,
+        time=_timestamp(session.last_time),
+        price=session.last_close,
+        previous_close=previous,
+        change=change,
+        change_percent=100 * change / previous if previous else 0.0,
+        session_start=_timestamp(session.start),
+        day_open=session.open,
+        day_high=session.high,
+        day_low=session.low,
+        day_volume=session.volume,
+    )

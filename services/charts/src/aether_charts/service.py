@@ -23,7 +23,7 @@ from aether_charts import repository
 from aether_charts.bars import Bar, Instrument
 from aether_charts.callers import Caller, require_caller
 from aether_charts.config import ChartsSettings
-from aether_charts.repository import Candle, Conn, InstrumentSummary
+from aether_charts.repository import Candle, Conn, InstrumentSummary, Session
 from aether_common.errors import Conflict, Forbidden, NotFound
 from aether_common.postgres import PostgresDatabase, UnitOfWork
 
@@ -165,6 +165,17 @@ class ChartsService:
             reach=b.REACH[interval],
             limit=1_000_000,
         )
+
+    async def quote(self, conn: Conn, symbol: str) -> tuple[Instrument, Session]:
+        """The symbol's last session (the trading day of its last bar) and the close before."""
+        instrument = await self._instrument(conn, b.symbol(symbol))
+        last = await repository.last_bar_time(conn, instrument.symbol)
+        if last is None:
+            raise NotFound(
+                f"{instrument.symbol} has no bars yet", field_errors={"symbol": "no bars"}
+            )
+        start = _session_start(last, instrument.timezone)
+        return instrument, await repository.session(conn, instrument.symbol, start)
 
     async def search(self, conn: Conn, q: str, limit: int) -> list[InstrumentSummary]:
         if len(q) > 100:

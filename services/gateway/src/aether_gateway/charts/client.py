@@ -11,7 +11,7 @@ CHARTS = Peer(
     charts_pb2.DESCRIPTOR.services_by_name["ChartsService"],
     charts_pb2_grpc.ChartsServiceStub,
     # Reads. ImportBars replaces by time, but a retried file is large: not retried.
-    idempotent=("GetCandles", "GetIndicators", "ListIndicators", "ListSymbols"),
+    idempotent=("GetCandles", "GetIndicators", "GetQuote", "ListIndicators", "ListSymbols"),
 )
 
 

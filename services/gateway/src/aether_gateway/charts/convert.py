@@ -84,3 +84,20 @@ def catalog(answer: charts_pb2.ListIndicatorsResponse) -> dict[str, Any]:
             for i in answer.indicators
         ]
     }
+
+
+def quote(answer: charts_pb2.Quote) -> dict[str, Any]:
+    return {
+        "symbol": answer.symbol,
+        "timezone": answer.timezone,
+        "time": rfc3339(answer.time),
+        "price": answer.price,
+        "previous_close": answer.previous_close if answer.HasField("previous_close") else None,
+        "change": answer.change,
+        "change_percent": answer.change_percent,
+        "session_start": rfc3339(answer.session_start),
+        "day_open": answer.day_open,
+        "day_high": answer.day_high,
+        "day_low": answer.day_low,
+        "day_volume": answer.day_volume,
+    }

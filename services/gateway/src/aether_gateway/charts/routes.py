@@ -21,6 +21,7 @@ from aether_gateway.charts.schemas import (
     CatalogOut,
     IndicatorsOut,
     Interval,
+    QuoteOut,
     Symbol,
     SymbolsOut,
 )
@@ -111,6 +112,13 @@ async def indicator_series(
     _window(request, start, end)
     answer = await charts.call(charts.stub.GetIndicators, request, token=caller.raw)
     return IndicatorsOut.model_validate(convert.indicators(answer))
+
+
+@router.get("/{symbol}/quote", summary="Last price, change and the last session's range (GetQuote)")
+async def quote(symbol: Symbol, caller: Caller, charts: Charts) -> QuoteOut:
+    request = charts_pb2.GetQuoteRequest(symbol=symbol)
+    answer = await charts.call(charts.stub.GetQuote, request, token=caller.raw)
+    return QuoteOut.model_validate(convert.quote(answer))
 
 
 @router.get("/{symbol}", summary="Candles of a symbol at an interval, with cursor paging")

@@ -83,3 +83,18 @@ class IndicatorInfoOut(Response):
 
 class CatalogOut(Response):
     indicators: list[IndicatorInfoOut]
+
+
+class QuoteOut(Response):
+    symbol: str
+    timezone: str
+    time: str = Field(description="the last stored bar's start; price is its close")
+    price: float
+    previous_close: float | None = Field(description="the close before the last session")
+    change: float
+    change_percent: float
+    session_start: str = Field(description="the last session's start (midnight, exchange time)")
+    day_open: float
+    day_high: float
+    day_low: float
+    day_volume: float

@@ -482,3 +482,83 @@ class ListIndicatorsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListIndicatorsResponse: _TypeAlias = ListIndicatorsResponse  # noqa: Y015
+
+@_typing.final
+class GetQuoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["symbol", b"symbol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuoteRequest: _TypeAlias = GetQuoteRequest  # noqa: Y015
+
+@_typing.final
+class Quote(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_CLOSE_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    CHANGE_PERCENT_FIELD_NUMBER: _builtins.int
+    SESSION_START_FIELD_NUMBER: _builtins.int
+    DAY_OPEN_FIELD_NUMBER: _builtins.int
+    DAY_HIGH_FIELD_NUMBER: _builtins.int
+    DAY_LOW_FIELD_NUMBER: _builtins.int
+    DAY_VOLUME_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    timezone: _builtins.str
+    price: _builtins.float
+    previous_close: _builtins.float
+    """The close of the last bar before the last session; unset (and change 0) without one."""
+    change: _builtins.float
+    change_percent: _builtins.float
+    day_open: _builtins.float
+    day_high: _builtins.float
+    day_low: _builtins.float
+    day_volume: _builtins.float
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The last stored bar's start, and its close."""
+
+    @_builtins.property
+    def session_start(self) -> _timestamp_pb2.Timestamp:
+        """The last session: its start, open (of its first bar), high, low and volume so far."""
+
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        timezone: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        price: _builtins.float = ...,
+        previous_close: _builtins.float | None = ...,
+        change: _builtins.float = ...,
+        change_percent: _builtins.float = ...,
+        session_start: _timestamp_pb2.Timestamp | None = ...,
+        day_open: _builtins.float = ...,
+        day_high: _builtins.float = ...,
+        day_low: _builtins.float = ...,
+        day_volume: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_previous_close", b"_previous_close", "previous_close", b"previous_close", "session_start", b"session_start", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_previous_close", b"_previous_close", "change", b"change", "change_percent", b"change_percent", "day_high", b"day_high", "day_low", b"day_low", "day_open", b"day_open", "day_volume", b"day_volume", "previous_close", b"previous_close", "price", b"price", "session_start", b"session_start", "symbol", b"symbol", "time", b"time", "timezone", b"timezone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__previous_close: _TypeAlias = _typing.Literal["previous_close"]  # noqa: Y015
+    _WhichOneofArgType__previous_close: _TypeAlias = _typing.Literal["_previous_close", b"_previous_close"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__previous_close) -> _WhichOneofReturnType__previous_close | None: ...
+
+Global___Quote: _TypeAlias = Quote  # noqa: Y015

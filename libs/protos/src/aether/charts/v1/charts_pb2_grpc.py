@@ -45,6 +45,11 @@ class ChartsServiceStub:
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesRequest.SerializeToString,
                 response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesResponse.FromString,
                 _registered_method=True)
+        self.GetQuote = channel.unary_unary(
+                '/aether.charts.v1.ChartsService/GetQuote',
+                request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.SerializeToString,
+                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.Quote.FromString,
+                _registered_method=True)
         self.ListSymbols = channel.unary_unary(
                 '/aether.charts.v1.ChartsService/ListSymbols',
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ListSymbolsRequest.SerializeToString,
@@ -81,6 +86,15 @@ class ChartsServiceServicer:
         start is in [from, to); it always aggregates every stored bar of its interval.
         INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
         NOT_FOUND: an unknown symbol.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuote(self, request, context):
+        """The last price of a symbol with its change from the previous session's close and the
+        range of its last session (the trading day, midnight to midnight in the exchange's time
+        zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +141,11 @@ def add_ChartsServiceServicer_to_server(servicer, server):
                     servicer.GetCandles,
                     request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesRequest.FromString,
                     response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesResponse.SerializeToString,
+            ),
+            'GetQuote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuote,
+                    request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.FromString,
+                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.Quote.SerializeToString,
             ),
             'ListSymbols': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSymbols,
@@ -182,6 +201,33 @@ class ChartsService:
             '/aether.charts.v1.ChartsService/GetCandles',
             aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesRequest.SerializeToString,
             aether_dot_charts_dot_v1_dot_charts__pb2.GetCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.charts.v1.ChartsService/GetQuote',
+            aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.SerializeToString,
+            aether_dot_charts_dot_v1_dot_charts__pb2.Quote.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class ChartsServiceStub:
     INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
     NOT_FOUND: an unknown symbol.
     """
+    GetQuote: _grpc.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.Quote]
+    """The last price of a symbol with its change from the previous session's close and the
+    range of its last session (the trading day, midnight to midnight in the exchange's time
+    zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
+    """
     ListSymbols: _grpc.UnaryUnaryMultiCallable[_charts_pb2.ListSymbolsRequest, _charts_pb2.ListSymbolsResponse]
     """Instruments whose ticker starts with `q` or whose name contains it (case-insensitive);
     every instrument for an empty `q`. Exact ticker first, then by ticker.
@@ -79,6 +84,11 @@ class ChartsServiceAsyncStub(ChartsServiceStub):
     start is in [from, to); it always aggregates every stored bar of its interval.
     INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
     NOT_FOUND: an unknown symbol.
+    """
+    GetQuote: _aio.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.Quote]  # type: ignore[assignment]
+    """The last price of a symbol with its change from the previous session's close and the
+    range of its last session (the trading day, midnight to midnight in the exchange's time
+    zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
     """
     ListSymbols: _aio.UnaryUnaryMultiCallable[_charts_pb2.ListSymbolsRequest, _charts_pb2.ListSymbolsResponse]  # type: ignore[assignment]
     """Instruments whose ticker starts with `q` or whose name contains it (case-insensitive);
@@ -117,6 +127,17 @@ class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
         start is in [from, to); it always aggregates every stored bar of its interval.
         INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
         NOT_FOUND: an unknown symbol.
+        """
+
+    @_abc_1.abstractmethod
+    def GetQuote(
+        self,
+        request: _charts_pb2.GetQuoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_charts_pb2.Quote, _abc.Awaitable[_charts_pb2.Quote]]:
+        """The last price of a symbol with its change from the previous session's close and the
+        range of its last session (the trading day, midnight to midnight in the exchange's time
+        zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
         """
 
     @_abc_1.abstractmethod
