@@ -142,3 +142,19 @@ async def test_charts_refusals_through_the_gateway(api: httpx.AsyncClient) -> No
         assert refused.status_code == status, refused.text
         assert words in refused.json()["detail"]
     assert (await api.get("/api/charts/AAPL")).status_code == 401
+
+
+async def test_ai_analyzes_a_symbol_on_charts_data(api: httpx.AsyncClient) -> None:
+    """AI on real prices: no bars sent, ai reads AAPL's candles and indicators from charts."""
+    auth = await token(api)
+    await loaded(api, auth, "AAPL")
+    answer = await api.post(
+        "/api/ai/analyze",
+        json={"symbol": "aapl", "question": "Is the trend up?"},
+        headers=auth,
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["answer"]
+    unknown = await api.post("/api/ai/analyze", json={"symbol": "NOPE"}, headers=auth, timeout=60)
+    assert unknown.status_code == 404, unknown.text

@@ -265,6 +265,51 @@ async def memory(
         await runner.stop()
 
 
+# -- the charts service (analysis by symbol) -----------------------------------------------------
+CHARTS_SYMBOL = "ACME"
+
+
+def acme_csv(days: int = 300) -> str:
+    """A labelled synthetic daily series (tests only): trending, oscillating, deterministic."""
+    import math
+    from datetime import date, timedelta
+
+    rows = ["time,open,high,low,close,volume"]
+    for n in range(days):
+        close = 100 + n * 0.2 + 5 * math.sin(n / 7)
+        day = date(2023, 1, 2) + timedelta(days=n)
+        rows.append(f"{day},{close - 0.3},{close + 1},{close - 1},{close},{1000 + n}")
+    return "\n".join(rows) + "\n"
+
+
+@pytest.fixture
+async def charts_target(aether_endpoints: Endpoints, auth_address: str) -> AsyncIterator[str]:
+    """A running charts service (its own database) holding ACME's 300 daily bars."""
+    from aether_charts.app import ChartsApp
+    from aether_charts.config import ChartsSettings
+
+    async with fresh_database(aether_endpoints.postgres_dsn, "aether_t_charts_") as dsn:
+        settings = ChartsSettings.model_validate(
+            {
+                "environment": "test",
+                "database_url": dsn,
+                "auth_grpc_target": auth_address,
+                "load_bundled": False,
+                "database_pool_size": 3,
+            }
+        )
+        app = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+        runner = AppRunner()
+        try:
+            await runner.start(app.components())
+            await app.service.import_file(
+                app.database, CHARTS_SYMBOL, acme_csv().encode(), name="Acme", timezone="UTC"
+            )
+            yield app.grpc.address
+        finally:
+            await runner.stop()
+
+
 # -- plain helpers (fixtures hand them out; test modules cannot import this file) -----------
 def metric(name: str, **labels: str) -> float:
     """A sample of the process's Prometheus registry (0 when never observed)."""

@@ -8,9 +8,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+import numpy as np
+import pytest
+import talib
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.ai.v1 import ai_pb2
+from aether.charts.v1 import charts_pb2, charts_pb2_grpc
+from aether_common.grpc import create_channel
+from aether_devstack.testkit import failure
 
 
 def bar(day: int, close: float, *, spread: float = 1.0, volume: float = 1000.0) -> ai_pb2.Bar:
@@ -90,3 +96,45 @@ async def test_analyze_refuses_bad_bars_with_a_message(ai: Any, kit: Any) -> Non
         )
         assert error.grpc_code is grpc.StatusCode.INVALID_ARGUMENT, words
         assert words in error.detail, (words, error.detail)
+
+
+async def test_analyze_by_symbol_reads_candles_and_indicators_from_charts(
+    start_ai: Any, charts_target: str, kit: Any
+) -> None:
+    """No bars sent: the last 250 daily candles of the symbol from charts, and charts' own
+    TA-Lib SMA/RSI in the summary (the numbers its charts show)."""
+    ai = await start_ai(charts_grpc_target=charts_target)
+    user = ai.user()
+    recent = await ai.app.market.recent("ACME", "1d", 250, token=ai.token(user))
+    assert len(recent.bars.close) == 250
+
+    async with create_channel(charts_target) as channel:
+        charts: Any = charts_pb2_grpc.ChartsServiceStub(channel)
+        every = await charts.GetCandles(
+            charts_pb2.GetCandlesRequest(symbol="ACME", limit=1000), metadata=ai.auth(user)
+        )
+    close = np.array([c.close for c in every.candles])
+    assert len(close) == 300
+    np.testing.assert_allclose(recent.bars.close, close[-250:])
+    assert recent.sma20 == pytest.approx(talib.SMA(close, 20)[-1])
+    assert recent.sma50 == pytest.approx(talib.SMA(close, 50)[-1])
+    assert recent.rsi14 == pytest.approx(talib.RSI(close, 14)[-1], rel=1e-6)
+
+    events = await ai.analyze(user, symbol="acme", question="Trend?", no_cache=True)
+    assert kit.kinds(events)[-1] == "done"
+    assert events[-1].done.usage.prompt_tokens > 80
+
+
+async def test_analyze_by_symbol_refusals(start_ai: Any, charts_target: str) -> None:
+    without_charts = await start_ai()
+    user = without_charts.user()
+    error = await failure(without_charts.analyze(user, symbol="ACME"))
+    assert error.grpc_code == grpc.StatusCode.UNAVAILABLE
+    assert "charts" in error.detail
+
+    ai = await start_ai(charts_grpc_target=charts_target)
+    unknown = await failure(ai.analyze(user, symbol="NOPE"))
+    assert unknown.grpc_code == grpc.StatusCode.NOT_FOUND
+    bad = await failure(ai.analyze(user, symbol="ACME", interval="2d"))
+    assert bad.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "interval" in bad.detail

@@ -23,6 +23,7 @@ from aether_ai.events import build_relay
 from aether_ai.grpc import SERVICE_NAME, AiServicer, register
 from aether_ai.jobs import JobRunner, Jobs
 from aether_ai.llm import LlmClient
+from aether_ai.market import MarketClient
 from aether_ai.preferences import Preferences
 from aether_ai.queue import ModelSlots
 from aether_ai.rag import MemoryClient, Retriever
@@ -63,6 +64,11 @@ class AiApp:
         self.llm = LlmClient(s.models, default_base_url=s.llm_base_url)
         self.slots = ModelSlots(s.max_concurrency, timeout_s=s.queue_timeout_s)
         self.memory = MemoryClient(s.memory_grpc_target, timeout_s=s.memory_timeout_s)
+        self.market = (
+            MarketClient(s.charts_grpc_target, timeout_s=s.charts_timeout_s)
+            if s.charts_grpc_target
+            else None
+        )
         self.usage = UsageStore(self.database, topic_prefix=s.topic_prefix)
         self.conversations = Conversations(self.database, history_turns=s.history_turns)
         self.preferences = Preferences(self.database)
@@ -79,6 +85,7 @@ class AiApp:
                 min_score=s.rag_min_score,
             ),
             memory=self.memory,
+            market=self.market,
             conversations=self.conversations,
             preferences=self.preferences,
             usage=self.usage,
@@ -129,6 +136,7 @@ class AiApp:
             self.auth,
             self.llm,
             self.memory,
+            *([self.market] if self.market else []),
             *kafka,
             self.invalidations,
             self.job_runner,

@@ -209,6 +209,14 @@ class AiSettings(AetherSettings):
     )
     # RAG gives up on memory after this and answers without it.
     memory_timeout_s: float = Field(default=3.0, gt=0)
+    # Analyze by symbol (no bars sent) reads candles and indicators from charts; empty: off
+    # (such a request answers 503).
+    charts_grpc_target: str = Field(
+        default="", validation_alias=_alias("AI_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET")
+    )
+    charts_timeout_s: float = Field(default=5.0, gt=0)
+    # Candles read for an analysis by symbol (the summary's series).
+    analyze_candles: int = Field(default=250, ge=2, le=5000)
     # Must match auth's AUTH_ISSUER / AUTH_AUDIENCE (their defaults are these).
     jwt_issuer: str = "aether-auth"
     jwt_audience: str = "aether"

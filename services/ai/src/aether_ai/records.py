@@ -157,6 +157,7 @@ class AnalyzeQuery:
     question: str = ""
     model: str = ""
     no_cache: bool = False
+    interval: str = ""  # without bars: charts' candles at this interval
 
 
 @dataclass(frozen=True, slots=True)

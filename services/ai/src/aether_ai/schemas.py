@@ -86,6 +86,7 @@ def analyze_query(request: ai_pb2.AnalyzeRequest) -> AnalyzeQuery:
         question=request.question,
         model=request.model,
         no_cache=request.no_cache,
+        interval=request.interval,
     )
 
 

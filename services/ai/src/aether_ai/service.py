@@ -21,13 +21,14 @@ from datetime import datetime
 
 from aether_ai import prompts, repository, schemas, validation
 from aether_ai.agents import MULTI_AGENT, merge
-from aether_ai.analysis import summarise
+from aether_ai.analysis import Summary, summarise
 from aether_ai.answers import Answer, Answers, Outcome, Plan
 from aether_ai.cache import ALL_MODES, cache_key, context_hash
 from aether_ai.callers import Caller
 from aether_ai.config import AUTO, MEMORIES, AiSettings, ModeConfig
 from aether_ai.conversations import Conversation, Conversations, Turn
 from aether_ai.jobs import JobResult, Jobs
+from aether_ai.market import ChartsNotConfigured, MarketClient
 from aether_ai.metrics import ROUTED
 from aether_ai.preferences import Preferences
 from aether_ai.rag import NO_RETRIEVAL, MemoryClient, Retrieval, Retriever, Snippet, footer, shorten
@@ -53,7 +54,7 @@ from aether_ai.records import (
 )
 from aether_ai.routing import route
 from aether_ai.usage import UsageStore
-from aether_common.errors import ValidationFailed
+from aether_common.errors import NotFound, ValidationFailed
 from aether_common.postgres import Conn
 
 DEFAULT_ANALYZE_QUESTION = "Give a short technical reading of this series."
@@ -115,6 +116,7 @@ class AiService:
         answers: Answers,
         retriever: Retriever,
         memory: MemoryClient,
+        market: MarketClient | None = None,
         conversations: Conversations,
         preferences: Preferences,
         usage: UsageStore,
@@ -124,6 +126,7 @@ class AiService:
         self.answers = answers
         self._retriever = retriever
         self._memory = memory
+        self._market = market
         self._conversations = conversations
         self._preferences = preferences
         self._usage = usage
@@ -376,14 +379,13 @@ class AiService:
         started = time.perf_counter()
         s = self.settings
         symbol = validation.symbol(request.symbol)
-        bars = validation.bars(request.bars)
         question = validation.optional_text(
             request.question, field="question", max_chars=s.max_question_chars
         )
         mode_name = "stock_analysis"
         mode = s.modes[mode_name]
         model = validation.model(request.model, s.models) or mode.model
-        data = summarise(symbol, bars).as_text()
+        data = (await self._market_data(symbol, request)).as_text()
         asked = question or DEFAULT_ANALYZE_QUESTION
         retrieval = await self._retrieve(f"{symbol} {asked}", [mode])
         plan = self._plan(
@@ -411,6 +413,24 @@ class AiService:
             _completion(request_id, caller.user_id, "", "analyze", mode_name, outcome)
         )
         yield Done(outcome.answer, outcome.usage, outcome.finish_reason)
+
+    async def _market_data(self, symbol: str, request: AnalyzeQuery) -> Summary:
+        """The summary of the bars sent, or of charts' recent candles with charts' indicators."""
+        if request.bars:
+            return summarise(symbol, validation.bars(request.bars))
+        interval = validation.interval(request.interval or "1d")
+        if self._market is None:
+            raise ChartsNotConfigured()
+        recent = await self._market.recent(symbol, interval, self.settings.analyze_candles)
+        if len(recent.bars.close) < validation.MIN_BARS:
+            raise NotFound(f"{symbol} has fewer than {validation.MIN_BARS} candles at {interval}")
+        # charts' TA-Lib values (what its charts show) replace the summary's own numpy ones.
+        return replace(
+            summarise(symbol, recent.bars),
+            sma20=recent.sma20,
+            sma50=recent.sma50,
+            rsi14=recent.rsi14,
+        )
 
     # == Search ==================================================================================
     async def search(self, caller: Caller, request: SearchQuery) -> SearchResult:

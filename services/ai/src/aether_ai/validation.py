@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 
 from aether_ai.analysis import Bars, columns
 from aether_ai.config import AUTO, KNOWLEDGE, NAMESPACES
+from aether_ai.market import INTERVALS
 from aether_ai.records import Bar
 from aether_common.errors import ValidationFailed
 
@@ -88,6 +89,13 @@ def bounded(value: int, *, field: str, default: int, low: int, high: int) -> int
 
 
 # -- analyze ------------------------------------------------------------------------------------
+def interval(value: str) -> str:
+    """A charts interval (analysis by symbol)."""
+    if value not in INTERVALS:
+        raise _bad("interval", f"interval must be one of {' '.join(INTERVALS)} (got {value!r})")
+    return value
+
+
 def symbol(value: str) -> str:
     upper = value.strip().upper()
     if not SYMBOL.fullmatch(upper):

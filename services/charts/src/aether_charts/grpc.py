@@ -52,7 +52,7 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
 
     async def GetQuote(
         self, request: charts_pb2.GetQuoteRequest, context: Context
-    ) -> charts_pb2.Quote:
+    ) -> charts_pb2.GetQuoteResponse:
         self._service.caller()
         async with self._db.connection() as conn:
             instrument, session = await self._service.quote(conn, request.symbol)

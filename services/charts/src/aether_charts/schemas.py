@@ -107,10 +107,10 @@ CATALOG = charts_pb2.ListIndicatorsResponse(
 )
 
 
-def quote(instrument: Instrument, session: Session) -> charts_pb2.Quote:
+def quote(instrument: Instrument, session: Session) -> charts_pb2.GetQuoteResponse:
     previous = session.previous_close
     change = session.last_close - previous if previous is not None else 0.0
-    return charts_pb2.Quote(
+    return charts_pb2.GetQuoteResponse(
         symbol=instrument.symbol,
         timezone=instrument.timezone,
         time=_timestamp(session.last_time),

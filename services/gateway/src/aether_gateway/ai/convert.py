@@ -76,8 +76,9 @@ def analyze_request(body: AnalyzeIn) -> ai_pb2.AnalyzeRequest:
                 close=bar.close,
                 volume=bar.volume,
             )
-            for bar in body.bars
+            for bar in body.bars or ()
         ],
+        interval=body.interval or "",
         question=body.question,
         model=body.model or "",
         no_cache=body.no_cache,

@@ -4,6 +4,7 @@ of docs/ai.md."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
@@ -86,7 +87,9 @@ class BarIn(Request):
 
 class AnalyzeIn(Request):
     symbol: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)]
-    bars: Annotated[list[BarIn], Field(min_length=MIN_BARS, max_length=MAX_BARS)]
+    # None: the symbol's recent candles at `interval` from the charts service.
+    bars: Annotated[list[BarIn], Field(min_length=MIN_BARS, max_length=MAX_BARS)] | None = None
+    interval: Literal["1m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"] | None = None
     question: Annotated[str, StringConstraints(max_length=MAX_QUESTION_CHARS)] = ""
     model: Model | None = None
     no_cache: bool = False
@@ -101,9 +104,9 @@ class AnalyzeIn(Request):
 
     @field_validator("bars")
     @classmethod
-    def _in_time_order(cls, bars: list[BarIn]) -> list[BarIn]:
-        for i in range(1, len(bars)):
-            if bars[i].time <= bars[i - 1].time:
+    def _in_time_order(cls, bars: list[BarIn] | None) -> list[BarIn] | None:
+        for i, (before, bar) in enumerate(itertools.pairwise(bars or []), start=1):
+            if bar.time <= before.time:
                 raise ValueError(f"bars must be in strictly increasing time order (bar {i})")
         return bars
 

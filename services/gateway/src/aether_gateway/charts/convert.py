@@ -86,7 +86,7 @@ def catalog(answer: charts_pb2.ListIndicatorsResponse) -> dict[str, Any]:
     }
 
 
-def quote(answer: charts_pb2.Quote) -> dict[str, Any]:
+def quote(answer: charts_pb2.GetQuoteResponse) -> dict[str, Any]:
     return {
         "symbol": answer.symbol,
         "timezone": answer.timezone,

@@ -379,15 +379,21 @@ class AnalyzeRequest(_message.Message):
     QUESTION_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """1-16 chars of [A-Z0-9.^=-] after upper-casing."""
     question: _builtins.str
     """Optional question about the series (at most 2,000 characters)."""
     model: _builtins.str
     no_cache: _builtins.bool
+    interval: _builtins.str
+    """Without bars: the candles' interval, one of 1m 5m 15m 1h 4h 1d 1w 1M (default 1d)."""
     @_builtins.property
     def bars(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bar]:
-        """2-5,000 bars in time order; high >= max(open, close), low <= min(open, close), volume >= 0."""
+        """2-5,000 bars in time order; high >= max(open, close), low <= min(open, close), volume >= 0.
+        None: the last 250 candles of `symbol` at `interval` from the charts service, with its
+        TA-Lib indicators (NOT_FOUND for a symbol it does not know).
+        """
 
     def __init__(
         self,
@@ -397,10 +403,11 @@ class AnalyzeRequest(_message.Message):
         question: _builtins.str = ...,
         model: _builtins.str = ...,
         no_cache: _builtins.bool = ...,
+        interval: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bars", b"bars", "interval", b"interval", "model", b"model", "no_cache", b"no_cache", "question", b"question", "symbol", b"symbol"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -503,7 +503,7 @@ class GetQuoteRequest(_message.Message):
 Global___GetQuoteRequest: _TypeAlias = GetQuoteRequest  # noqa: Y015
 
 @_typing.final
-class Quote(_message.Message):
+class GetQuoteResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SYMBOL_FIELD_NUMBER: _builtins.int
@@ -561,4 +561,4 @@ class Quote(_message.Message):
     _WhichOneofArgType__previous_close: _TypeAlias = _typing.Literal["_previous_close", b"_previous_close"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__previous_close) -> _WhichOneofReturnType__previous_close | None: ...
 
-Global___Quote: _TypeAlias = Quote  # noqa: Y015
+Global___GetQuoteResponse: _TypeAlias = GetQuoteResponse  # noqa: Y015

@@ -48,7 +48,7 @@ class ChartsServiceStub:
         self.GetQuote = channel.unary_unary(
                 '/aether.charts.v1.ChartsService/GetQuote',
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.SerializeToString,
-                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.Quote.FromString,
+                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteResponse.FromString,
                 _registered_method=True)
         self.ListSymbols = channel.unary_unary(
                 '/aether.charts.v1.ChartsService/ListSymbols',
@@ -145,7 +145,7 @@ def add_ChartsServiceServicer_to_server(servicer, server):
             'GetQuote': grpc.unary_unary_rpc_method_handler(
                     servicer.GetQuote,
                     request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.FromString,
-                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.Quote.SerializeToString,
+                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteResponse.SerializeToString,
             ),
             'ListSymbols': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSymbols,
@@ -227,7 +227,7 @@ class ChartsService:
             target,
             '/aether.charts.v1.ChartsService/GetQuote',
             aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteRequest.SerializeToString,
-            aether_dot_charts_dot_v1_dot_charts__pb2.Quote.FromString,
+            aether_dot_charts_dot_v1_dot_charts__pb2.GetQuoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,7 +45,7 @@ class ChartsServiceStub:
     INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
     NOT_FOUND: an unknown symbol.
     """
-    GetQuote: _grpc.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.Quote]
+    GetQuote: _grpc.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.GetQuoteResponse]
     """The last price of a symbol with its change from the previous session's close and the
     range of its last session (the trading day, midnight to midnight in the exchange's time
     zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
@@ -85,7 +85,7 @@ class ChartsServiceAsyncStub(ChartsServiceStub):
     INVALID_ARGUMENT: an unknown interval, one finer than the stored data, from > to.
     NOT_FOUND: an unknown symbol.
     """
-    GetQuote: _aio.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.Quote]  # type: ignore[assignment]
+    GetQuote: _aio.UnaryUnaryMultiCallable[_charts_pb2.GetQuoteRequest, _charts_pb2.GetQuoteResponse]  # type: ignore[assignment]
     """The last price of a symbol with its change from the previous session's close and the
     range of its last session (the trading day, midnight to midnight in the exchange's time
     zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
@@ -134,7 +134,7 @@ class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _charts_pb2.GetQuoteRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_charts_pb2.Quote, _abc.Awaitable[_charts_pb2.Quote]]:
+    ) -> _typing.Union[_charts_pb2.GetQuoteResponse, _abc.Awaitable[_charts_pb2.GetQuoteResponse]]:
         """The last price of a symbol with its change from the previous session's close and the
         range of its last session (the trading day, midnight to midnight in the exchange's time
         zone, of its last stored bar). NOT_FOUND: an unknown symbol, or one without bars.
