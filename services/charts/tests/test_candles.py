@@ -196,3 +196,22 @@ async def test_a_call_without_a_token_is_refused(bundled: Any) -> None:
 
     error = await failure(bundled.stub.GetCandles(charts_pb2.GetCandlesRequest(symbol="AAPL")))
     assert error.grpc_code == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("interval", ["1d", "1w", "1M"])
+async def test_latest_is_the_last_candles_before_to(bundled: Any, interval: str) -> None:
+    every = await bundled.all_candles("AAPL", interval=interval, limit=10_000)
+    latest = await bundled.candles("AAPL", interval=interval, limit=5, latest=True)
+    assert list(latest.candles) == every[-5:]
+    assert latest.next_cursor == ""
+    to = ts(datetime(2010, 1, 1, tzinfo=UTC))
+    before = await bundled.candles("AAPL", interval=interval, limit=3, latest=True, to=to)
+    earlier = [c for c in every if c.time.ToDatetime(tzinfo=UTC) < datetime(2010, 1, 1, tzinfo=UTC)]
+    assert list(before.candles) == earlier[-3:]
+
+
+async def test_latest_takes_no_cursor(bundled: Any) -> None:
+    page = await bundled.candles("AAPL", limit=2)
+    error = await failure(bundled.candles("AAPL", latest=True, cursor=page.next_cursor))
+    assert error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cursor" in error.field_errors

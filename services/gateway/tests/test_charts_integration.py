@@ -173,3 +173,14 @@ async def test_quote_through_the_gateway(api: Any, caller: dict[str, str]) -> No
         "day_low": 12.5,
         "day_volume": 600.0,
     }
+
+
+async def test_latest_candles_through_the_gateway(api: Any, caller: dict[str, str]) -> None:
+    params = {"interval": "1d", "limit": 2, "latest": "true"}
+    answer = await api.get("/api/charts/ACME.B", params=params, headers=caller)
+    assert answer.status_code == 200, answer.text
+    assert [c["time"][:10] for c in answer.json()["candles"]] == ["2024-01-08", "2024-01-09"]
+    assert answer.json()["next_cursor"] is None
+    back = params | {"to": answer.json()["candles"][0]["time"]}
+    earlier = await api.get("/api/charts/ACME.B", params=back, headers=caller)
+    assert [c["time"][:10] for c in earlier.json()["candles"]] == ["2024-01-04", "2024-01-05"]

@@ -1,18 +1,13 @@
-"""Market data for Analyze from the charts service: a symbol's recent candles and charts' own
-TA-Lib indicators over them (the numbers its charts show), called with the caller's token (the
-outgoing interceptor forwards it).
-
-charts pages candles forward from `from`; the last `count` candles are asked for from a start
-far enough back to hold them (`LOOKBACK`: trading hours and weekends leave gaps), then cut.
+"""Market data for Analyze from the charts service: a symbol's last candles (`latest`) and
+charts' own TA-Lib indicators over them (the numbers its charts show), called with the caller's
+token (the outgoing interceptor forwards it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
-from google.protobuf import timestamp_pb2
 
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
 from aether_ai.analysis import Bars
@@ -23,21 +18,9 @@ CHARTS = Peer(
     "charts",
     charts_pb2.DESCRIPTOR.services_by_name["ChartsService"],
     charts_pb2_grpc.ChartsServiceStub,
-    idempotent=("GetQuote", "GetCandles", "GetIndicators"),
+    idempotent=("GetCandles", "GetIndicators"),
 )
 INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d", "1w", "1M")
-_WIDTH = {
-    "1m": timedelta(minutes=1),
-    "5m": timedelta(minutes=5),
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "4h": timedelta(hours=4),
-    "1d": timedelta(days=1),
-    "1w": timedelta(weeks=1),
-    "1M": timedelta(days=31),
-}
-# Calendar time per candle, at most: a stock trades 6.5 of 24 hours on 5 of 7 days.
-LOOKBACK = 5.2
 # charts' indicators in the summary (Summary's sma20, sma50 and rsi14).
 INDICATORS = ("sma:20", "sma:50", "rsi:14")
 
@@ -71,21 +54,18 @@ class MarketClient(ServiceClient["charts_pb2_grpc.ChartsServiceAsyncStub"]):
     ) -> Recent:
         """The last `count` candles of `symbol` and charts' indicators on the last one.
         `token`: sent instead of the identity of the call being served (tools, tests)."""
-        quote = await self.call(
-            self.stub.GetQuote, charts_pb2.GetQuoteRequest(symbol=symbol), token=token
-        )
-        start = timestamp_pb2.Timestamp()
-        start.FromDatetime(quote.time.ToDatetime() - _WIDTH[interval] * count * LOOKBACK)
         candles_request = charts_pb2.GetCandlesRequest(
-            symbol=symbol, interval=interval, limit=10_000
+            symbol=symbol, interval=interval, limit=count, latest=True
         )
-        getattr(candles_request, "from").CopyFrom(start)
         candles = await self.call(self.stub.GetCandles, candles_request, token=token)
-        last = list(candles.candles)[-count:]
+        last = list(candles.candles)
         indicators_request = charts_pb2.GetIndicatorsRequest(
-            symbol=symbol, interval=interval, limit=10_000, indicators=",".join(INDICATORS)
+            symbol=symbol,
+            interval=interval,
+            limit=count,
+            latest=True,
+            indicators=",".join(INDICATORS),
         )
-        getattr(indicators_request, "from").CopyFrom(start)
         indicators = await self.call(self.stub.GetIndicators, indicators_request, token=token)
         values = {s.indicator: s.values for s in indicators.series}
 

@@ -33,6 +33,7 @@ def candle_query(
         end=_time(request.to) if request.HasField("to") else None,
         limit=request.limit,
         cursor=request.cursor,
+        latest=request.latest,
     )
 
 

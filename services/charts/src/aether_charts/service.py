@@ -42,6 +42,7 @@ class CandleQuery:
     end: datetime | None
     limit: int  # 0 means the default
     cursor: str
+    latest: bool = False  # the last `limit` candles before `end`, not the first from `start`
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class ChartsService:
         # No bar lies outside [EARLIEST, LATEST): clamping changes no answer (and keeps
         # `end + reach` within datetime's range).
         start, end = max(start, EARLIEST), min(end, LATEST)
+        if query.latest:
+            return await self._latest(conn, instrument, interval, start, end, limit, query.cursor)
         if query.cursor:
             after = decode_cursor(query.cursor, symbol, interval)
             start = max(start, after + ONE_MICROSECOND)
@@ -121,6 +124,34 @@ class ChartsService:
         page = rows[:limit]
         cursor = encode_cursor(symbol, interval, page[-1].time) if more else ""
         return CandlePage(instrument, interval, page, cursor)
+
+    async def _latest(
+        self,
+        conn: Conn,
+        instrument: Instrument,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        cursor: str,
+    ) -> CandlePage:
+        """The last `limit` candles starting in [start, end): the bars they can hold at most
+        (bars_per_candle) are read back from `end`, then the whole candles among them cut."""
+        if cursor:
+            raise b.fail("cursor", "latest pages back with `to`, not a cursor")
+        reach = limit * b.bars_per_candle(interval, instrument.resolution)
+        first = await repository.time_before(conn, instrument.symbol, end, reach)
+        rows = await repository.candles(
+            conn,
+            instrument.symbol,
+            interval,
+            instrument.timezone,
+            start=max(start, first or start),
+            end=end,
+            reach=b.REACH[interval],
+            limit=reach + 1,
+        )
+        return CandlePage(instrument, interval, rows[-limit:], "")
 
     async def indicators(self, conn: Conn, query: CandleQuery, wanted: str) -> IndicatorPage:
         """The indicators over the page of candles `candles(query)` answers, each computed with

@@ -63,6 +63,9 @@ To = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=10_000)]
 Cursor = Annotated[str, Query(max_length=200, description="`next_cursor` of the last page")]
+Latest = Annotated[
+    bool, Query(description="the last `limit` candles before `to` instead of the first from `from`")
+]
 
 
 def _window(request: Any, start: datetime | None, end: datetime | None) -> None:
@@ -105,9 +108,15 @@ async def indicator_series(
     end: To = None,
     limit: Limit = 500,
     cursor: Cursor = "",
+    latest: Latest = False,
 ) -> IndicatorsOut:
     request = charts_pb2.GetIndicatorsRequest(
-        symbol=symbol, interval=interval or "", limit=limit, cursor=cursor, indicators=indicators
+        symbol=symbol,
+        interval=interval or "",
+        limit=limit,
+        cursor=cursor,
+        indicators=indicators,
+        latest=latest,
     )
     _window(request, start, end)
     answer = await charts.call(charts.stub.GetIndicators, request, token=caller.raw)
@@ -131,9 +140,10 @@ async def candles(
     end: To = None,
     limit: Limit = 500,
     cursor: Cursor = "",
+    latest: Latest = False,
 ) -> CandlesOut:
     request = charts_pb2.GetCandlesRequest(
-        symbol=symbol, interval=interval or "", limit=limit, cursor=cursor
+        symbol=symbol, interval=interval or "", limit=limit, cursor=cursor, latest=latest
     )
     _window(request, start, end)
     answer = await charts.call(charts.stub.GetCandles, request, token=caller.raw)

@@ -66,6 +66,7 @@ class GetCandlesRequest(_message.Message):
     TO_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """Ticker, e.g. "AAPL", "BRK.B", "EURUSD" (case-insensitive)."""
     interval: _builtins.str
@@ -74,6 +75,11 @@ class GetCandlesRequest(_message.Message):
     """Candles per page, 1-10,000; 0 means the service's default (500)."""
     cursor: _builtins.str
     """The next_cursor of the previous page (same symbol, interval and window)."""
+    latest: _builtins.bool
+    """The last `limit` candles that start before `to` (oldest first), instead of the first ones
+    from `from`: a chart's first view. No next_cursor; page back with `to` = the first
+    candle's time. INVALID_ARGUMENT with a cursor.
+    """
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -84,10 +90,11 @@ class GetCandlesRequest(_message.Message):
         to: _timestamp_pb2.Timestamp | None = ...,
         limit: _builtins.int = ...,
         cursor: _builtins.str = ...,
+        latest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from", b"from", "interval", b"interval", "limit", b"limit", "symbol", b"symbol", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from", b"from", "interval", b"interval", "latest", b"latest", "limit", b"limit", "symbol", b"symbol", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,6 +293,7 @@ class GetIndicatorsRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     CURSOR_FIELD_NUMBER: _builtins.int
     INDICATORS_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     """As GetCandlesRequest."""
     interval: _builtins.str
@@ -295,6 +303,8 @@ class GetIndicatorsRequest(_message.Message):
     """Comma-separated `name[:param...]`, e.g. "sma:20,ema:50,rsi:14,macd:12:26:9,bbands:20:2,
     atr:14,stoch,vwap,obv"; omitted parameters take their defaults (ListIndicators); at most 10.
     """
+    latest: _builtins.bool
+    """As GetCandlesRequest.latest."""
     @_builtins.property
     def to(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -306,10 +316,11 @@ class GetIndicatorsRequest(_message.Message):
         limit: _builtins.int = ...,
         cursor: _builtins.str = ...,
         indicators: _builtins.str = ...,
+        latest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from", b"from", "indicators", b"indicators", "interval", b"interval", "limit", b"limit", "symbol", b"symbol", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "from", b"from", "indicators", b"indicators", "interval", b"interval", "latest", b"latest", "limit", b"limit", "symbol", b"symbol", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
