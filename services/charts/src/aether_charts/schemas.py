@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 from aether.charts.v1 import charts_pb2
 from aether_charts.indicators import CATALOG as DEFINITIONS
 from aether_charts.repository import InstrumentSummary
-from aether_charts.service import CandlePage, CandleQuery, IndicatorPage
+from aether_charts.service import CandlePage, CandleQuery, ChartImage, ChartRequest, IndicatorPage
 
 
 def _time(ts: timestamp_pb2.Timestamp) -> datetime:
@@ -23,7 +23,9 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def candle_query(
-    request: charts_pb2.GetCandlesRequest | charts_pb2.GetIndicatorsRequest,
+    request: charts_pb2.GetCandlesRequest
+    | charts_pb2.GetIndicatorsRequest
+    | charts_pb2.RenderChartRequest,
 ) -> CandleQuery:
     return CandleQuery(
         symbol=request.symbol,
@@ -31,7 +33,23 @@ def candle_query(
         start=_time(getattr(request, "from")) if request.HasField("from") else None,
         end=_time(request.to) if request.HasField("to") else None,
         limit=request.limit,
-        cursor=request.cursor,
+        cursor=getattr(request, "cursor", ""),
+    )
+
+
+def chart_request(request: charts_pb2.RenderChartRequest) -> ChartRequest:
+    return ChartRequest(
+        query=candle_query(request),
+        overlays=request.overlays,
+        width=request.width,
+        height=request.height,
+        style=request.style,
+    )
+
+
+def chart_response(image: ChartImage) -> charts_pb2.RenderChartResponse:
+    return charts_pb2.RenderChartResponse(
+        url=image.url, expires_at=_timestamp(image.expires_at), cached=image.cached, key=image.key
     )
 
 
