@@ -84,3 +84,11 @@ def catalog(answer: charts_pb2.ListIndicatorsResponse) -> dict[str, Any]:
             for i in answer.indicators
         ]
     }
+
+
+def generated(answer: charts_pb2.RenderChartResponse) -> dict[str, Any]:
+    return {
+        "url": answer.url,
+        "expires_at": timestamp(answer, "expires_at"),
+        "cached": answer.cached,
+    }
