@@ -132,6 +132,27 @@ async def test_other_overlays_windows_sizes_or_data_are_other_images(acme: Any) 
     assert acme.app.renderer.drawn == 2 + len(variants)
 
 
+async def test_charts_drawn_at_once_are_each_their_own_and_reads_go_on_meanwhile(
+    start_charts: Any,
+) -> None:
+    """Drawing runs in worker processes: two at once give two right images, and a candles read
+    is answered while they draw (the event loop is not the one drawing)."""
+    charts = await start_charts(render_workers=2)
+    await charts.import_bars("ACME", bars_csv())
+    sizes = [(400, 300), (500, 350), (600, 400)]
+    drawing = [
+        asyncio.ensure_future(render(charts, width=w, height=h, overlays="sma:5")) for w, h in sizes
+    ]
+    page = await charts.candles("ACME", limit=5)
+    assert len(page.candles) == 5
+    assert not all(d.done() for d in drawing)  # the read did not wait for the drawing
+    charts_made = await asyncio.gather(*drawing)
+    async with httpx.AsyncClient() as http:
+        for chart, size in zip(charts_made, sizes, strict=True):
+            assert png_size((await http.get(chart.url)).content) == size
+    assert charts.app.renderer.drawn == 3
+
+
 async def test_the_url_expires_after_the_setting(start_charts: Any) -> None:
     """The URL is signed for CHARTS_RENDER_URL_EXPIRY_S and `expires_at` says when it ends.
     MinIO (AETHER_TEST_BACKEND=containers) then refuses it; moto_server (native) does not check

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -84,6 +85,9 @@ def draw(picture: Picture) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
+    # Styles ask for a "semibold" title the bundled DejaVu Sans lacks: matplotlib picks bold and
+    # says so on every image.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import mplfinance as mpf
     import pandas as pd
     from matplotlib import pyplot as plt
