@@ -1,8 +1,8 @@
 """RenderChart against real PostgreSQL and the devstack's S3 server (moto_server natively): the
 presigned URL downloads a PNG of the asked size; the same request over the same data is the
-stored object (not drawn again); other overlays, windows, sizes or data are other objects; the
-URL is signed for the configured expiry (and refused after it where the store checks that:
-MinIO does, moto_server does not); the refusals."""
+stored object (not drawn again); panel indicators below the price; other overlays, windows,
+sizes or data are other objects; the URL is signed for the configured expiry (and refused after
+it where the store checks that: MinIO does, moto_server does not); the refusals."""
 
 from __future__ import annotations
 
@@ -177,8 +177,7 @@ async def test_the_url_expires_after_the_setting(start_charts: Any) -> None:
 @pytest.mark.parametrize(
     ("symbol", "fields", "code", "field"),
     [
-        ("ACME", {"overlays": "rsi:14"}, grpc.StatusCode.INVALID_ARGUMENT, "overlays"),
-        ("ACME", {"overlays": "sma:20,macd"}, grpc.StatusCode.INVALID_ARGUMENT, "overlays"),
+        ("ACME", {"overlays": "rsi,macd,atr,stoch"}, grpc.StatusCode.INVALID_ARGUMENT, "overlays"),
         ("ACME", {"overlays": "nope:3"}, grpc.StatusCode.INVALID_ARGUMENT, "overlays"),
         ("ACME", {"overlays": "sma:0"}, grpc.StatusCode.INVALID_ARGUMENT, "overlays"),
         (
@@ -213,11 +212,18 @@ async def test_refusals(
     assert acme.app.renderer.drawn == 0
 
 
-async def test_a_panel_indicator_is_refused_with_what_can_be_drawn(acme: Any) -> None:
-    error = await failure(render(acme, overlays="rsi:14"))
-    assert "rsi:14" in error.detail
-    assert "sma" in error.detail
-    assert "bbands" in error.detail
+async def test_panel_indicators_are_drawn_below_and_at_most_three(acme: Any) -> None:
+    with_panels = await render(acme, overlays="sma:5,rsi:14,macd", width=700, height=900)
+    price_only = await render(acme, overlays="sma:5", width=700, height=900)
+    assert with_panels.key != price_only.key
+    async with httpx.AsyncClient() as http:
+        got = await http.get(with_panels.url)
+    assert png_size(got.content) == (700, 900)
+    # The same indicators in another order are another picture (panels follow the request).
+    reordered = await render(acme, overlays="sma:5,macd,rsi:14", width=700, height=900)
+    assert reordered.key != with_panels.key
+    error = await failure(render(acme, overlays="rsi,macd:5:10:3,atr,cci"))
+    assert "at most 3 panel indicators" in error.detail
 
 
 async def test_a_call_without_a_token_is_refused(acme: Any) -> None:

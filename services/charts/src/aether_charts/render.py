@@ -1,5 +1,7 @@
-"""Chart images: candles, volume and price overlays drawn with mplfinance (matplotlib's Agg
-backend, headless) to PNG, and the content key an image is stored under.
+"""Chart images: candles, volume and indicators drawn with mplfinance (matplotlib's Agg
+backend, headless) to PNG, and the content key an image is stored under. Overlay indicators
+(sma, ema, bbands, vwap ...) are drawn on the price; each panel indicator (rsi, macd ...) gets
+a panel of its own below the volume.
 
 Drawing is CPU-bound and mostly Python code holding the GIL, and pyplot keeps a global registry
 of figures that is not thread-safe. So `Renderer` (a component) draws in a pool of worker
@@ -34,15 +36,19 @@ import numpy as np
 STYLES = ("yahoo", "charles", "binance", "classic", "mike", "nightclouds", "default")
 DEFAULT_STYLE = "yahoo"
 DPI = 100
+# Line colours, in the order of the request's indicators and outputs (matplotlib's tab10).
+PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 KEY_PREFIX = "charts/v1"
 
 
 @dataclass(frozen=True, slots=True)
 class Overlay:
-    """One overlay line: its label ("sma:20 sma") and one value per candle (NaN: undefined)."""
+    """One indicator line: its label ("sma:20 sma"), one value per candle (NaN: undefined) and
+    where it is drawn: 0 on the price, n > 0 in the n-th indicator panel below the volume."""
 
     label: str
     values: np.ndarray
+    panel: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,7 @@ class Picture:
             "first": self.times[0].isoformat(),
             "last": self.times[-1].isoformat(),
             "count": len(self.times),
-            "overlays": [o.label for o in self.overlays],
+            "overlays": [[o.label, o.panel] for o in self.overlays],
             "size": [self.width, self.height],
             "style": self.style,
         }
@@ -96,12 +102,24 @@ def draw(picture: Picture) -> bytes:
     frame = pd.DataFrame(
         picture.ohlcv, index=index, columns=["Open", "High", "Low", "Close", "Volume"]
     )
-    lines = [
-        mpf.make_addplot(pd.Series(o.values, index=index), label=o.label, width=1.0)
-        for o in picture.overlays
-        if not np.isnan(o.values).all()
-    ]
     has_volume = bool((frame["Volume"] > 0).any())
+    # mplfinance numbers panels 0 (price), 1 (volume) ... without gaps: a panel whose lines are
+    # all undefined (history too short) is left out and the next ones move up.
+    drawn = [o for o in picture.overlays if not np.isnan(o.values).all()]
+    first_free = 2 if has_volume else 1
+    panels = {n: first_free + i for i, n in enumerate(sorted({o.panel for o in drawn} - {0}))}
+    lines = [
+        mpf.make_addplot(
+            pd.Series(o.values, index=index),
+            label=o.label,
+            width=1.0,
+            color=PALETTE[n % len(PALETTE)],
+            panel=panels.get(o.panel, 0),
+            secondary_y=False,
+            **({"ylabel": o.label.split(" ")[0]} if o.panel else {}),
+        )
+        for n, o in enumerate(drawn)
+    ]
     extra: dict[str, Any] = {"addplot": lines} if lines else {}
     fig, _ = mpf.plot(
         frame,

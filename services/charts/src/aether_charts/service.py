@@ -31,6 +31,7 @@ from aether_common.postgres import PostgresDatabase, UnitOfWork
 from aether_common.s3 import S3Bucket
 
 MAX_OVERLAYS = 5
+MAX_PANELS = 3
 
 # An unset `from` / `to`: before and after any bar (bars.FIRST_YEAR, bars.LAST_YEAR).
 EARLIEST = datetime(b.FIRST_YEAR, 1, 1, tzinfo=UTC)
@@ -219,7 +220,11 @@ class ChartsService:
             keys = ",".join(indicator.key for indicator in overlays)
             drawn = await self.indicators(conn, query, keys)
             page = drawn.candles
-            lines = [Overlay(f"{key} {output}", values) for key, output, values in drawn.series]
+            panel_of = _panels(overlays)
+            lines = [
+                Overlay(f"{key} {output}", values, panel_of[key])
+                for key, output, values in drawn.series
+            ]
         else:
             page, lines = await self.candles(conn, query), []
         if not page.candles:
@@ -345,7 +350,8 @@ async def store(uow: UnitOfWork, instrument: Instrument, bars: list[Bar]) -> int
 
 
 def _overlays(text: str) -> list[ind.Indicator]:
-    """The overlays of a chart: indicators drawn on the price scale, at most MAX_OVERLAYS."""
+    """The indicators of a chart: at most MAX_OVERLAYS, of which at most MAX_PANELS are panel
+    indicators (each drawn in a panel of its own)."""
     if not text.strip():
         return []
     try:
@@ -353,15 +359,24 @@ def _overlays(text: str) -> list[ind.Indicator]:
     except ValueError as exc:
         raise b.fail("overlays", str(exc)) from None
     if len(parsed) > MAX_OVERLAYS:
-        raise b.fail("overlays", f"at most {MAX_OVERLAYS} overlays per chart")
+        raise b.fail("overlays", f"at most {MAX_OVERLAYS} indicators per chart")
     panels = [i.key for i in parsed if i.definition.placement != "overlay"]
-    if panels:
-        drawable = ", ".join(n for n, d in ind.CATALOG.items() if d.placement == "overlay")
+    if len(panels) > MAX_PANELS:
         raise b.fail(
             "overlays",
-            f"{', '.join(panels)}: not drawn on the price (its own scale); overlays are {drawable}",
+            f"{', '.join(panels)}: at most {MAX_PANELS} panel indicators per chart"
+            " (each takes a panel below the price)",
         )
     return parsed
+
+
+def _panels(parsed: list[ind.Indicator]) -> dict[str, int]:
+    """Where each indicator is drawn: 0 on the price, 1.. the panels below, in request order."""
+    out: dict[str, int] = {}
+    for indicator in parsed:
+        below = indicator.definition.placement != "overlay"
+        out[indicator.key] = len({p for p in out.values() if p}) + 1 if below else 0
+    return out
 
 
 def _wants_vwap(parsed: list[ind.Indicator]) -> bool:

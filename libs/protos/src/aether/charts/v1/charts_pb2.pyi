@@ -502,8 +502,9 @@ class RenderChartRequest(_message.Message):
     limit: _builtins.int
     """Candles drawn, 1 to the service's render limit; 0 means its default (charts README)."""
     overlays: _builtins.str
-    """Comma-separated overlays in GetIndicators' syntax, drawn on the price: only indicators
-    whose placement is "overlay" (sma, ema, wma, bbands, vwap ...); at most 5.
+    """Comma-separated indicators in GetIndicators' syntax, at most 5: those whose placement is
+    "overlay" (sma, ema, wma, bbands, vwap) drawn on the price, each "panel" one (rsi, macd ...)
+    in a panel of its own below the volume, in request order; at most 3 panel ones.
     """
     width: _builtins.int
     """Pixels; 0 means the default (1200 x 800); bounds in the charts README."""

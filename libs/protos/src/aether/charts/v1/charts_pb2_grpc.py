@@ -130,8 +130,8 @@ class ChartsServiceServicer:
         symbol, interval, window and limit, stored in charts' bucket under a key derived from the
         parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
         over the same data answer the stored image (cached = true) without drawing it again.
-        INVALID_ARGUMENT: an unknown overlay or one that is not drawn on the price, a size out of
-        bounds, an unknown style, no candles in the window, and as GetCandles.
+        INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+        of bounds, an unknown style, no candles in the window, and as GetCandles.
         NOT_FOUND: an unknown symbol.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -67,8 +67,8 @@ class ChartsServiceStub:
     symbol, interval, window and limit, stored in charts' bucket under a key derived from the
     parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
     over the same data answer the stored image (cached = true) without drawing it again.
-    INVALID_ARGUMENT: an unknown overlay or one that is not drawn on the price, a size out of
-    bounds, an unknown style, no candles in the window, and as GetCandles.
+    INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+    of bounds, an unknown style, no candles in the window, and as GetCandles.
     NOT_FOUND: an unknown symbol.
     """
 
@@ -111,8 +111,8 @@ class ChartsServiceAsyncStub(ChartsServiceStub):
     symbol, interval, window and limit, stored in charts' bucket under a key derived from the
     parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
     over the same data answer the stored image (cached = true) without drawing it again.
-    INVALID_ARGUMENT: an unknown overlay or one that is not drawn on the price, a size out of
-    bounds, an unknown style, no candles in the window, and as GetCandles.
+    INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+    of bounds, an unknown style, no candles in the window, and as GetCandles.
     NOT_FOUND: an unknown symbol.
     """
 
@@ -188,8 +188,8 @@ class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
         symbol, interval, window and limit, stored in charts' bucket under a key derived from the
         parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
         over the same data answer the stored image (cached = true) without drawing it again.
-        INVALID_ARGUMENT: an unknown overlay or one that is not drawn on the price, a size out of
-        bounds, an unknown style, no candles in the window, and as GetCandles.
+        INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+        of bounds, an unknown style, no candles in the window, and as GetCandles.
         NOT_FOUND: an unknown symbol.
         """
 
