@@ -104,7 +104,8 @@ class GenerateIn(Request):
         | Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(max_length=5)]
     ) = Field(
         default="",
-        description='indicators drawn on the price: "sma:20,bbands:20:2" or ["sma:20", "vwap"]',
+        description='indicators, "sma:20,rsi:14" or ["sma:20", "rsi:14"]: overlay ones on the'
+        " price, panel ones (at most 3) each in a panel below",
     )
     width: Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)] | None = None
     height: Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)] | None = None
