@@ -60,13 +60,11 @@ def since(start: datetime) -> dict[str, Any]:
 
 
 def signed_until(url: str) -> datetime:
-    """When a presigned URL's signature ends: SigV4 (X-Amz-Date + X-Amz-Expires) or the
-    query-string form botocore signs for S3 by default (Expires, epoch seconds)."""
+    """When a SigV4 presigned URL's signature ends (X-Amz-Date + X-Amz-Expires)."""
     signed = parse_qs(urlsplit(url).query)
-    if "X-Amz-Expires" in signed:
-        at = datetime.strptime(signed["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        return at + timedelta(seconds=int(signed["X-Amz-Expires"][0]))
-    return datetime.fromtimestamp(int(signed["Expires"][0]), UTC)
+    assert signed["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    at = datetime.strptime(signed["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return at + timedelta(seconds=int(signed["X-Amz-Expires"][0]))
 
 
 def png_size(data: bytes) -> tuple[int, int]:
