@@ -1,6 +1,7 @@
 """Charts end to end through the gateway: the bundled history that charts loads at its first start
 -> candles at three intervals that agree with each other -> indicators equal to TA-Lib called
-here on the same candles -> refusals with a message. The API is docs/charts.md.
+here on the same candles -> a chart image whose URL downloads a PNG -> refusals with a message.
+The API is docs/charts.md.
 """
 
 from __future__ import annotations
@@ -122,6 +123,23 @@ async def test_history_candles_and_indicators_through_the_gateway(api: httpx.Asy
             np.testing.assert_allclose(
                 body["indicators"][name][output], values[window], rtol=1e-6, err_msg=name
             )
+
+
+async def test_a_chart_image_downloads_as_a_png(api: httpx.AsyncClient) -> None:
+    auth = await token(api)
+    await loaded(api, auth, "AAPL")
+    body: dict[str, Any] = {"symbol": "AAPL", "interval": "1w", "overlays": "sma:20,bbands:20:2"}
+    body |= YEAR_2010 | {"width": 900, "height": 600}
+    made = await api.post("/api/charts/generate", json=body, headers=auth)
+    assert made.status_code == 200, made.text
+    async with httpx.AsyncClient() as anyone:  # the URL needs no token
+        png = await anyone.get(made.json()["url"])
+    assert png.status_code == 200
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png.content[16:20]) == 900
+    assert int.from_bytes(png.content[20:24]) == 600
+    again = await api.post("/api/charts/generate", json=body, headers=auth)
+    assert again.json()["cached"] is True
 
 
 async def test_charts_refusals_through_the_gateway(api: httpx.AsyncClient) -> None:

@@ -291,7 +291,13 @@ async def charts_target(aether_endpoints: Endpoints, auth_address: str) -> Async
     async with fresh_database(aether_endpoints.postgres_dsn, "aether_t_charts_") as dsn:
         settings = ChartsSettings.model_validate(
             {
-                "environment": "test",
+                # dev: the local S3 server's keys are placeholders, which other environments
+                # refuse (charts keeps its chart images there).
+                "environment": "dev",
+                "s3_endpoint": aether_endpoints.s3_endpoint,
+                "s3_access_key": aether_endpoints.s3_access_key,
+                "s3_secret_key": aether_endpoints.s3_secret_key,
+                "s3_bucket": testkit.unique_name("aether-t-charts-"),
                 "database_url": dsn,
                 "auth_grpc_target": auth_address,
                 "load_bundled": False,

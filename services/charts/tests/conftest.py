@@ -30,13 +30,22 @@ else:
     Stub = charts_pb2_grpc.ChartsServiceStub
 
 
-def settings_for(dsn: str, auth_address: str, **overrides: Any) -> ChartsSettings:
+def settings_for(
+    dsn: str, auth_address: str, endpoints: Endpoints, **overrides: Any
+) -> ChartsSettings:
+    """Settings of a test's service; its chart images in a bucket of its own (created at
+    start), so no test finds another's images cached. `dev`: the local S3 server's keys are
+    the devstack's placeholders, which other environments refuse."""
     return ChartsSettings.model_validate(
         {
-            "environment": "test",
+            "environment": "dev",
             "database_url": dsn,
             "auth_grpc_target": auth_address,
             "database_pool_size": 4,
+            "s3_endpoint": endpoints.s3_endpoint,
+            "s3_access_key": endpoints.s3_access_key,
+            "s3_secret_key": endpoints.s3_secret_key,
+            "s3_bucket": testkit.unique_name("aether-t-charts-"),
             **overrides,
         }
     )
@@ -101,7 +110,10 @@ async def bundled_dsn(
         runner = AppRunner()
         try:
             charts = await _start(
-                runner, settings_for(dsn, jwks_peer.address), signing_key, BUNDLED
+                runner,
+                settings_for(dsn, jwks_peer.address, aether_endpoints),
+                signing_key,
+                BUNDLED,
             )
             await charts.app.loader.done()
         finally:
@@ -111,7 +123,7 @@ async def bundled_dsn(
 
 @pytest.fixture
 async def start_charts(
-    pg_dsn: str, signing_key: SigningKey, jwks_peer: JwksPeer
+    pg_dsn: str, signing_key: SigningKey, jwks_peer: JwksPeer, aether_endpoints: Endpoints
 ) -> AsyncIterator[StartCharts]:
     """Start the service (the wiring of `python -m aether_charts`, gRPC on a free port) on this
     test's fresh database, or on `dsn=`; `datasets=` the bundled ones it loads (none)."""
@@ -120,7 +132,7 @@ async def start_charts(
     async def start(
         *, dsn: str | None = None, datasets: tuple[Dataset, ...] = (), **overrides: Any
     ) -> Charts:
-        settings = settings_for(dsn or pg_dsn, jwks_peer.address, **overrides)
+        settings = settings_for(dsn or pg_dsn, jwks_peer.address, aether_endpoints, **overrides)
         return await _start(runner, settings, signing_key, datasets)
 
     yield start

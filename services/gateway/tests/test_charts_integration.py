@@ -1,18 +1,23 @@
 """/api/charts/* against the real charts service (in-process, on this test's PostgreSQL
-database): the gateway and charts both verify the caller's token against the same auth peer's
-JWKS; bars imported through charts' ImportBars come back as candles through the gateway."""
+database and a bucket of its own on the devstack's S3 server): the gateway and charts both
+verify the caller's token against the same auth peer's JWKS; bars imported through charts'
+ImportBars come back as candles and as a chart image through the gateway."""
 
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from aether_charts.app import ChartsApp
 from aether_charts.config import ChartsSettings
 from aether_common.lifecycle import Component
+from aether_devstack.endpoints import Endpoints
+from aether_devstack.testkit import unique_name
 
 # Two weeks of a made-up ticker (Mon 2024-01-01 .. Fri 2024-01-12, the 1st a holiday).
 BARS = """time,open,high,low,close,volume
@@ -27,12 +32,20 @@ BARS = """time,open,high,low,close,volume
 
 @pytest.fixture
 async def charts_service(
-    pg_dsn: str, fake_auth: Any, token_issuer_audience: tuple[str, str]
+    pg_dsn: str,
+    fake_auth: Any,
+    token_issuer_audience: tuple[str, str],
+    aether_endpoints: Endpoints,
 ) -> AsyncIterator[ChartsApp]:
     issuer, audience = token_issuer_audience
     settings = ChartsSettings.model_validate(
         {
-            "environment": "test",
+            # dev: the local S3 server's keys are placeholders, which other environments refuse.
+            "environment": "dev",
+            "s3_endpoint": aether_endpoints.s3_endpoint,
+            "s3_access_key": aether_endpoints.s3_access_key,
+            "s3_secret_key": aether_endpoints.s3_secret_key,
+            "s3_bucket": unique_name("aether-t-charts-"),
             "database_url": pg_dsn,
             "auth_grpc_target": fake_auth.address,
             "jwt_issuer": issuer,
@@ -184,3 +197,26 @@ async def test_latest_candles_through_the_gateway(api: Any, caller: dict[str, st
     back = params | {"to": answer.json()["candles"][0]["time"]}
     earlier = await api.get("/api/charts/ACME.B", params=back, headers=caller)
     assert [c["time"][:10] for c in earlier.json()["candles"]] == ["2024-01-04", "2024-01-05"]
+
+
+async def test_a_chart_image_through_the_gateway(
+    api: Any, caller: dict[str, str], error_shape: Any
+) -> None:
+    body = {"symbol": "acme.b", "overlays": ["sma:2"], "width": 480, "height": 320}
+    first = await api.post("/api/charts/generate", json=body, headers=caller)
+    assert first.status_code == 200, first.text
+    assert first.json()["cached"] is False
+    async with httpx.AsyncClient() as http:
+        png = (await http.get(first.json()["url"])).content
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (480, 320)
+    again = await api.post("/api/charts/generate", json=body, headers=caller)
+    assert again.json()["cached"] is True
+    detail = error_shape(
+        await api.post(
+            "/api/charts/generate", json=body | {"overlays": "rsi,macd,atr,cci"}, headers=caller
+        ),
+        400,
+        "validation",
+    )
+    assert "at most 3 panel indicators" in detail

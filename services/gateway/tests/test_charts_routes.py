@@ -318,3 +318,131 @@ async def test_bad_indicator_requests_are_a_400_before_any_call(
     response = await api.get("/api/charts/indicators", params=params, headers=caller)
     assert response.status_code == 400, response.text
     assert not fake_charts.calls_to("GetIndicators")
+
+
+async def test_generate_forwards_the_chart_and_answers_the_url(
+    api: Any, fake_charts: Any, caller: dict[str, str]
+) -> None:
+    fake_charts.answers["RenderChart"] = charts_pb2.RenderChartResponse(
+        url="http://s3.example/aether-charts/charts/v1/AAPL/1d/abc.png?Signature=x",
+        expires_at=ts(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        cached=True,
+        key="charts/v1/AAPL/1d/abc.png",
+    )
+    response = await api.post(
+        "/api/charts/generate",
+        json={
+            "symbol": "aapl",
+            "interval": "1w",
+            "from": "2010-01-01T00:00:00Z",
+            "to": "2011-01-01T00:00:00+00:00",
+            "limit": 100,
+            "overlays": ["sma:20", "bbands:20:2"],
+            "width": 640,
+            "height": 480,
+            "style": "charles",
+        },
+        headers=caller,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "url": "http://s3.example/aether-charts/charts/v1/AAPL/1d/abc.png?Signature=x",
+        "expires_at": "2026-01-02T03:04:05.000000Z",
+        "cached": True,
+    }
+    (call,) = fake_charts.calls_to("RenderChart")
+    request = call.request
+    assert (request.symbol, request.interval, request.limit, request.overlays) == (
+        "aapl",
+        "1w",
+        100,
+        "sma:20,bbands:20:2",
+    )
+    assert (request.width, request.height, request.style) == (640, 480, "charles")
+    assert getattr(request, "from").ToDatetime() == datetime(2010, 1, 1)
+    assert request.to.ToDatetime() == datetime(2011, 1, 1)
+    assert call.metadata["authorization"] == caller["Authorization"]
+
+
+async def test_generate_defaults_are_left_to_charts(
+    api: Any, fake_charts: Any, caller: dict[str, str]
+) -> None:
+    fake_charts.answers["RenderChart"] = charts_pb2.RenderChartResponse(
+        url="http://s3.example/x.png", expires_at=ts(datetime(2026, 1, 1, tzinfo=UTC))
+    )
+    response = await api.post(
+        "/api/charts/generate", json={"symbol": "EURUSD", "overlays": "ema:50"}, headers=caller
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["cached"] is False
+    request = fake_charts.calls_to("RenderChart")[0].request
+    assert (request.interval, request.limit, request.width, request.height, request.style) == (
+        "",
+        0,
+        0,
+        0,
+        "",
+    )
+    assert request.overlays == "ema:50"
+    assert not request.HasField("from")
+    assert not request.HasField("to")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},  # no symbol
+        {"symbol": "bad symbol!"},
+        {"symbol": "AAPL", "interval": "2d"},
+        {"symbol": "AAPL", "limit": 0},
+        {"symbol": "AAPL", "width": 10},
+        {"symbol": "AAPL", "height": 100_000},
+        {"symbol": "AAPL", "width": "640"},  # no coercion
+        {"symbol": "AAPL", "from": "2010-01-01"},  # no time zone
+        {"symbol": "AAPL", "from": 1262304000},  # RFC 3339 only
+        {"symbol": "AAPL", "from": "2011-01-01T00:00:00Z", "to": "2010-01-01T00:00:00Z"},
+        {"symbol": "AAPL", "overlays": ["sma"] * 6},
+        {"symbol": "AAPL", "overlays": "x" * 301},
+        {"symbol": "AAPL", "style": "Comic Sans!"},
+        {"symbol": "AAPL", "unknown": 1},
+    ],
+)
+async def test_bad_generate_bodies_are_a_400_before_any_call(
+    api: Any, fake_charts: Any, caller: dict[str, str], error_shape: Any, body: dict[str, Any]
+) -> None:
+    response = await api.post("/api/charts/generate", json=body, headers=caller)
+    error_shape(response, 400, "validation")
+    assert not fake_charts.calls
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (errors.NotFound("unknown symbol 'NOPE'"), 404, "not_found"),
+        (
+            errors.ValidationFailed(
+                "rsi:14: not drawn on the price", field_errors={"overlays": "rsi:14"}
+            ),
+            400,
+            "validation",
+        ),
+        (errors.Unavailable("charts' store is away", retry_after=2), 503, "unavailable"),
+    ],
+)
+async def test_generate_errors_keep_their_meaning(
+    api: Any,
+    fake_charts: Any,
+    caller: dict[str, str],
+    error_shape: Any,
+    error: errors.AetherError,
+    status: int,
+    code: str,
+) -> None:
+    fake_charts.answers["RenderChart"] = error
+    response = await api.post("/api/charts/generate", json={"symbol": "AAPL"}, headers=caller)
+    assert error_shape(response, status, code) == error.detail
+
+
+async def test_generate_needs_a_caller(api: Any, fake_charts: Any, error_shape: Any) -> None:
+    error_shape(await api.post("/api/charts/generate", json={"symbol": "AAPL"}), 401)
+    assert not fake_charts.calls

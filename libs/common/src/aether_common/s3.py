@@ -118,6 +118,9 @@ class S3Bucket:
                 read_timeout=timeout_s,
                 retries={"max_attempts": attempts, "mode": "standard"},
                 s3={"addressing_style": addressing_style},
+                # Presigned URLs in SigV4 (X-Amz-Expires): botocore would otherwise presign S3
+                # in the legacy query form (SigV2), which buckets made since 2020 refuse.
+                signature_version="s3v4",
             ),
         }
         self._endpoints = {"calls": endpoint_url, "presign": public_endpoint_url}

@@ -16,11 +16,13 @@ from fastapi import FastAPI
 from aether_charts.config import ChartsSettings
 from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
 from aether_charts.grpc import SERVICE_NAME, ChartsServicer, register
+from aether_charts.render import Renderer
 from aether_charts.service import ChartsService
 from aether_common.auth_jwks import verifying_server
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase
+from aether_common.s3 import S3Bucket
 
 
 class ChartsApp:
@@ -39,17 +41,20 @@ class ChartsApp:
             migrations=files("aether_charts") / "migrations",
             max_size=s.database_pool_size,
         )
+        self.bucket = S3Bucket.from_settings(s, service="charts")
+        self.renderer = Renderer(s.render_workers)
         self.service = ChartsService(s)
         self.loader = BundledLoader(self.database, datasets)
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
-        self.grpc.add_service(register, ChartsServicer(self.service, self.database), SERVICE_NAME)
+        servicer = ChartsServicer(self.service, self.database, self.bucket, self.renderer)
+        self.grpc.add_service(register, servicer, SERVICE_NAME)
 
     def components(self) -> list[Component]:
         """Start order (the runner stops them in reverse). The bundled history loads in the
         background once the database is migrated: gRPC serves meanwhile."""
         load: list[Component] = [self.loader] if self.settings.load_bundled else []
-        return [self.database, *load, self.auth, self.grpc]
+        return [self.database, self.bucket, self.renderer, *load, self.auth, self.grpc]
 
     def http_app(self) -> FastAPI:
         return create_http_app("charts")

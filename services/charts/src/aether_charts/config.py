@@ -1,7 +1,8 @@
 """The charts service's settings (env prefix `CHARTS_`; the devstack's `AETHER_*` names also work).
 
 Required values have no default: PostgreSQL and the gRPC address of auth (the JWKS that
-verifies callers' tokens).
+verifies callers' tokens). The S3 server and keys are the platform's `AETHER_S3_*`
+(aether_common.s3); the bucket of chart images is `CHARTS_S3_BUCKET` (aether-charts).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import ClassVar, Self
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from aether_common.settings import AetherSettings
+from aether_common.s3 import S3Settings
 
 
 def _alias(own: str, platform: str) -> AliasChoices:
     return AliasChoices(own, platform)
 
 
-class ChartsSettings(AetherSettings):
+class ChartsSettings(S3Settings):
     model_config = SettingsConfigDict(env_prefix="CHARTS_")
 
     service_name: ClassVar[str] = "charts"
@@ -50,8 +51,30 @@ class ChartsSettings(AetherSettings):
     max_limit: int = Field(default=10_000, ge=1, le=100_000)
     max_import_rows: int = Field(default=2_000_000, ge=1)
 
+    # -- chart images (RenderChart) -------------------------------------------------------------
+    s3_bucket: str = "aether-charts"
+    # How long a presigned chart URL stays valid (S3's SigV4 allows at most 7 days).
+    render_url_expiry_s: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    # Candles drawn: the default and the most one image may hold.
+    render_default_limit: int = Field(default=200, ge=1)
+    render_max_limit: int = Field(default=2_000, ge=1, le=10_000)
+    # Image size bounds in pixels (both sides), and the default size.
+    render_min_side: int = Field(default=200, ge=50)
+    render_max_side: int = Field(default=3_000, le=8_000)
+    render_default_width: int = 1200
+    render_default_height: int = 800
+    # Worker processes that draw (render.py says why processes).
+    render_workers: int = Field(default=1, ge=1, le=32)
+
     @model_validator(mode="after")
     def _limits(self) -> Self:
         if self.default_limit > self.max_limit:
             raise ValueError("CHARTS_DEFAULT_LIMIT must not exceed CHARTS_MAX_LIMIT")
+        if self.render_default_limit > self.render_max_limit:
+            raise ValueError("CHARTS_RENDER_DEFAULT_LIMIT must not exceed CHARTS_RENDER_MAX_LIMIT")
+        low, high = self.render_min_side, self.render_max_side
+        if not low <= self.render_default_width <= high or not (
+            low <= self.render_default_height <= high
+        ):
+            raise ValueError("the default chart size must lie within the render side bounds")
         return self

@@ -10,9 +10,11 @@ from typing import Any
 
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
 from aether_charts import schemas
+from aether_charts.render import Renderer
 from aether_charts.service import ChartsService
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
+from aether_common.s3 import S3Bucket
 
 SERVICE_NAME = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"].full_name
 
@@ -22,9 +24,17 @@ def register(servicer: ChartsServicer, server: Any) -> None:
 
 
 class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
-    def __init__(self, service: ChartsService, database: PostgresDatabase) -> None:
+    def __init__(
+        self,
+        service: ChartsService,
+        database: PostgresDatabase,
+        bucket: S3Bucket,
+        renderer: Renderer,
+    ) -> None:
         self._service = service
         self._db = database
+        self._bucket = bucket
+        self._renderer = renderer
 
     async def GetCandles(
         self, request: charts_pb2.GetCandlesRequest, context: Context
@@ -79,3 +89,14 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
             resolution=request.resolution,
         )
         return charts_pb2.ImportBarsResponse(rows=done.rows, written=done.written)
+
+    async def RenderChart(
+        self, request: charts_pb2.RenderChartRequest, context: Context
+    ) -> charts_pb2.RenderChartResponse:
+        self._service.caller()
+        chart = schemas.chart_request(request)
+        # The connection goes back to the pool before drawing (seconds, in another process).
+        async with self._db.connection() as conn:
+            picture = await self._service.picture(conn, chart)
+        image = await self._service.chart_image(self._bucket, self._renderer, picture)
+        return schemas.chart_response(image)

@@ -10,7 +10,13 @@ from aether.charts.v1 import charts_pb2
 from aether_charts.bars import Instrument
 from aether_charts.indicators import CATALOG as DEFINITIONS
 from aether_charts.repository import InstrumentSummary, Session
-from aether_charts.service import CandlePage, CandleQuery, IndicatorPage
+from aether_charts.service import (
+    CandlePage,
+    CandleQuery,
+    ChartImage,
+    ChartRequest,
+    IndicatorPage,
+)
 
 
 def _time(ts: timestamp_pb2.Timestamp) -> datetime:
@@ -24,7 +30,9 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def candle_query(
-    request: charts_pb2.GetCandlesRequest | charts_pb2.GetIndicatorsRequest,
+    request: charts_pb2.GetCandlesRequest
+    | charts_pb2.GetIndicatorsRequest
+    | charts_pb2.RenderChartRequest,
 ) -> CandleQuery:
     return CandleQuery(
         symbol=request.symbol,
@@ -32,8 +40,24 @@ def candle_query(
         start=_time(getattr(request, "from")) if request.HasField("from") else None,
         end=_time(request.to) if request.HasField("to") else None,
         limit=request.limit,
-        cursor=request.cursor,
-        latest=request.latest,
+        cursor=getattr(request, "cursor", ""),
+        latest=getattr(request, "latest", False),
+    )
+
+
+def chart_request(request: charts_pb2.RenderChartRequest) -> ChartRequest:
+    return ChartRequest(
+        query=candle_query(request),
+        overlays=request.overlays,
+        width=request.width,
+        height=request.height,
+        style=request.style,
+    )
+
+
+def chart_response(image: ChartImage) -> charts_pb2.RenderChartResponse:
+    return charts_pb2.RenderChartResponse(
+        url=image.url, expires_at=_timestamp(image.expires_at), cached=image.cached, key=image.key
     )
 
 

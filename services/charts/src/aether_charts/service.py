@@ -1,4 +1,5 @@
-"""The charts service's rules: who may call what, the candle window and its cursor, imports.
+"""The charts service's rules: who may call what, the candle window and its cursor, imports,
+chart images (what is drawn, read here; drawing in render.py; stored in S3 under its content key).
 
 Methods take a connection (or a unit of work) plus plain arguments and return plain records;
 they never commit. `import_file` is the one exception: an import is two transactions (the
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -23,9 +24,14 @@ from aether_charts import repository
 from aether_charts.bars import Bar, Instrument
 from aether_charts.callers import Caller, require_caller
 from aether_charts.config import ChartsSettings
+from aether_charts.render import DEFAULT_STYLE, STYLES, Overlay, Picture, Renderer
 from aether_charts.repository import Candle, Conn, InstrumentSummary, Session
 from aether_common.errors import Conflict, Forbidden, NotFound
 from aether_common.postgres import PostgresDatabase, UnitOfWork
+from aether_common.s3 import S3Bucket
+
+MAX_OVERLAYS = 5
+MAX_PANELS = 3
 
 # An unset `from` / `to`: before and after any bar (bars.FIRST_YEAR, bars.LAST_YEAR).
 EARLIEST = datetime(b.FIRST_YEAR, 1, 1, tzinfo=UTC)
@@ -59,6 +65,26 @@ class IndicatorPage:
 
     candles: CandlePage
     series: list[tuple[str, str, np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
+class ChartRequest:
+    """What RenderChart draws: a window of candles (no cursor), overlays, size and style
+    (0 / "" mean the defaults)."""
+
+    query: CandleQuery
+    overlays: str
+    width: int
+    height: int
+    style: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChartImage:
+    key: str
+    url: str
+    expires_at: datetime
+    cached: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +234,74 @@ class ChartsService:
         start = _session_start(last, instrument.timezone)
         return instrument, await repository.session(conn, instrument.symbol, start)
 
+    # -- chart images ------------------------------------------------------------------------------
+    async def picture(self, conn: Conn, request: ChartRequest) -> Picture:
+        """What a chart of `request` draws: its size, style and overlays checked first, then
+        the candles (and the overlays' values, warmed up as GetIndicators does) read."""
+        s = self._s
+        width = request.width or s.render_default_width
+        height = request.height or s.render_default_height
+        for name, side in (("width", width), ("height", height)):
+            if not s.render_min_side <= side <= s.render_max_side:
+                raise b.fail(
+                    name,
+                    f"{name} must be {s.render_min_side}-{s.render_max_side} pixels (0: default)",
+                )
+        style = request.style.strip().lower() or DEFAULT_STYLE
+        if style not in STYLES:
+            raise b.fail("style", f"style must be one of {', '.join(STYLES)}")
+        limit = request.query.limit
+        if limit < 0 or limit > s.render_max_limit:
+            raise b.fail(
+                "limit",
+                f"a chart draws 1-{s.render_max_limit} candles (0: {s.render_default_limit})",
+            )
+        overlays = _overlays(request.overlays)
+        query = replace(request.query, limit=limit or s.render_default_limit, cursor="")
+        if overlays:
+            keys = ",".join(indicator.key for indicator in overlays)
+            drawn = await self.indicators(conn, query, keys)
+            page = drawn.candles
+            panel_of = _panels(overlays)
+            lines = [
+                Overlay(f"{key} {output}", values, panel_of[key])
+                for key, output, values in drawn.series
+            ]
+        else:
+            page, lines = await self.candles(conn, query), []
+        if not page.candles:
+            raise b.fail(
+                "from", f"{page.instrument.symbol} has no {page.interval} candles in this window"
+            )
+        ohlcv = np.array(
+            [(c.open, c.high, c.low, c.close, c.volume) for c in page.candles], dtype=np.float64
+        )
+        return Picture(
+            symbol=page.instrument.symbol,
+            interval=page.interval,
+            times=[c.time for c in page.candles],
+            ohlcv=ohlcv,
+            overlays=lines,
+            width=width,
+            height=height,
+            style=style,
+        )
+
+    async def chart_image(
+        self, bucket: S3Bucket, renderer: Renderer, picture: Picture
+    ) -> ChartImage:
+        """The stored image of `picture` (drawn and stored only when its key is not there yet)
+        and a presigned URL to it."""
+        key = picture.key()
+        cached = await bucket.exists(key)
+        if not cached:
+            png = await renderer.render(picture)
+            await bucket.put(key, png, content_type="image/png")
+        expiry = self._s.render_url_expiry_s
+        expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        url = await bucket.presigned_get(key, expires_s=expiry)
+        return ChartImage(key, url, expires_at, cached)
+
     async def search(self, conn: Conn, q: str, limit: int) -> list[InstrumentSummary]:
         if len(q) > 100:
             raise b.fail("q", "q: at most 100 characters")
@@ -295,6 +389,36 @@ async def store(uow: UnitOfWork, instrument: Instrument, bars: list[Bar]) -> int
     return await repository.write_bars(
         uow.conn, [bar.as_row(instrument.symbol) for bar in bars], replace=True
     )
+
+
+def _overlays(text: str) -> list[ind.Indicator]:
+    """The indicators of a chart: at most MAX_OVERLAYS, of which at most MAX_PANELS are panel
+    indicators (each drawn in a panel of its own)."""
+    if not text.strip():
+        return []
+    try:
+        parsed = ind.parse(text)
+    except ValueError as exc:
+        raise b.fail("overlays", str(exc)) from None
+    if len(parsed) > MAX_OVERLAYS:
+        raise b.fail("overlays", f"at most {MAX_OVERLAYS} indicators per chart")
+    panels = [i.key for i in parsed if i.definition.placement != "overlay"]
+    if len(panels) > MAX_PANELS:
+        raise b.fail(
+            "overlays",
+            f"{', '.join(panels)}: at most {MAX_PANELS} panel indicators per chart"
+            " (each takes a panel below the price)",
+        )
+    return parsed
+
+
+def _panels(parsed: list[ind.Indicator]) -> dict[str, int]:
+    """Where each indicator is drawn: 0 on the price, 1.. the panels below, in request order."""
+    out: dict[str, int] = {}
+    for indicator in parsed:
+        below = indicator.definition.placement != "overlay"
+        out[indicator.key] = len({p for p in out.values() if p}) + 1 if below else 0
+    return out
 
 
 def _wants_vwap(parsed: list[ind.Indicator]) -> bool:

@@ -10,8 +10,16 @@ CHARTS = Peer(
     "charts",
     charts_pb2.DESCRIPTOR.services_by_name["ChartsService"],
     charts_pb2_grpc.ChartsServiceStub,
-    # Reads. ImportBars replaces by time, but a retried file is large: not retried.
-    idempotent=("GetCandles", "GetIndicators", "GetQuote", "ListIndicators", "ListSymbols"),
+    # Reads, and RenderChart (a retry finds the image stored, or draws the same one again).
+    # ImportBars replaces by time, but a retried file is large: not retried.
+    idempotent=(
+        "GetCandles",
+        "GetIndicators",
+        "GetQuote",
+        "ListIndicators",
+        "ListSymbols",
+        "RenderChart",
+    ),
 )
 
 

@@ -101,3 +101,11 @@ def quote(answer: charts_pb2.GetQuoteResponse) -> dict[str, Any]:
         "day_low": answer.day_low,
         "day_volume": answer.day_volume,
     }
+
+
+def generated(answer: charts_pb2.RenderChartResponse) -> dict[str, Any]:
+    return {
+        "url": answer.url,
+        "expires_at": timestamp(answer, "expires_at"),
+        "cached": answer.cached,
+    }

@@ -19,6 +19,8 @@ from aether_gateway.charts.schemas import (
     SYMBOL_PATTERN,
     CandlesOut,
     CatalogOut,
+    GenerateIn,
+    GenerateOut,
     IndicatorsOut,
     Interval,
     QuoteOut,
@@ -128,6 +130,25 @@ async def quote(symbol: Symbol, caller: Caller, charts: Charts) -> QuoteOut:
     request = charts_pb2.GetQuoteRequest(symbol=symbol)
     answer = await charts.call(charts.stub.GetQuote, request, token=caller.raw)
     return QuoteOut.model_validate(convert.quote(answer))
+
+
+@router.post(
+    "/generate",
+    summary="A PNG chart (candles, volume, overlays) in S3 and a presigned URL (RenderChart)",
+)
+async def generate(body: GenerateIn, caller: Caller, charts: Charts) -> GenerateOut:
+    request = charts_pb2.RenderChartRequest(
+        symbol=body.symbol,
+        interval=body.interval or "",
+        limit=body.limit or 0,
+        overlays=body.overlay_spec(),
+        width=body.width or 0,
+        height=body.height or 0,
+        style=body.style or "",
+    )
+    _window(request, body.start, body.end)
+    answer = await charts.call(charts.stub.RenderChart, request, token=caller.raw)
+    return GenerateOut.model_validate(convert.generated(answer))
 
 
 @router.get("/{symbol}", summary="Candles of a symbol at an interval, with cursor paging")

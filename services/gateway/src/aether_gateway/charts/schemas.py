@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import Path
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from aether_gateway.schemas import Response
+from aether_gateway.ai.schemas import Rfc3339
+from aether_gateway.schemas import Request, Response
 
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d", "1w", "1M"]
 # Tickers as charts stores them (upper case; the request's case does not matter).
@@ -98,3 +99,44 @@ class QuoteOut(Response):
     day_high: float
     day_low: float
     day_volume: float
+
+
+# Outer bounds of a chart's size: charts refuses sizes outside its configured bounds (default
+# 200-3,000 px) with its own 400; these only stop absurd values before any call.
+MIN_SIDE, MAX_SIDE = 50, 8_000
+
+
+class GenerateIn(Request):
+    """POST /api/charts/generate."""
+
+    symbol: Annotated[str, Field(pattern=SYMBOL_PATTERN, description="ticker, e.g. AAPL")]
+    interval: Interval | None = None
+    start: Rfc3339 | None = Field(default=None, alias="from")
+    end: Rfc3339 | None = Field(default=None, alias="to")
+    limit: Annotated[int, Field(ge=1, le=10_000, description="candles drawn")] | None = None
+    overlays: (
+        Annotated[str, Field(max_length=300)]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=50)]], Field(max_length=5)]
+    ) = Field(
+        default="",
+        description='indicators, "sma:20,rsi:14" or ["sma:20", "rsi:14"]: overlay ones on the'
+        " price, panel ones (at most 3) each in a panel below",
+    )
+    width: Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)] | None = None
+    height: Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)] | None = None
+    style: Annotated[str, Field(pattern=r"^[a-z_]{1,30}$")] | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> GenerateIn:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError("from is after to")
+        return self
+
+    def overlay_spec(self) -> str:
+        return ",".join(self.overlays) if isinstance(self.overlays, list) else self.overlays
+
+
+class GenerateOut(Response):
+    url: str = Field(description="presigned GET URL of the PNG")
+    expires_at: str = Field(description="when the URL stops working (RFC 3339 UTC)")
+    cached: bool = Field(description="the image was already stored (same request, same data)")

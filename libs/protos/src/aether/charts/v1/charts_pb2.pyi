@@ -573,3 +573,85 @@ class GetQuoteResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__previous_close) -> _WhichOneofReturnType__previous_close | None: ...
 
 Global___GetQuoteResponse: _TypeAlias = GetQuoteResponse  # noqa: Y015
+
+@_typing.final
+class RenderChartRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SYMBOL_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    OVERLAYS_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    STYLE_FIELD_NUMBER: _builtins.int
+    symbol: _builtins.str
+    """As GetCandlesRequest (no cursor: the chart draws one window)."""
+    interval: _builtins.str
+    limit: _builtins.int
+    """Candles drawn, 1 to the service's render limit; 0 means its default (charts README)."""
+    overlays: _builtins.str
+    """Comma-separated indicators in GetIndicators' syntax, at most 5: those whose placement is
+    "overlay" (sma, ema, wma, bbands, vwap) drawn on the price, each "panel" one (rsi, macd ...)
+    in a panel of its own below the volume, in request order; at most 3 panel ones.
+    """
+    width: _builtins.int
+    """Pixels; 0 means the default (1200 x 800); bounds in the charts README."""
+    height: _builtins.int
+    style: _builtins.str
+    """An mplfinance style name ("yahoo", "charles" ...); empty means "yahoo"."""
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        symbol: _builtins.str = ...,
+        interval: _builtins.str = ...,
+        to: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        overlays: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        style: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "height", b"height", "interval", b"interval", "limit", b"limit", "overlays", b"overlays", "style", b"style", "symbol", b"symbol", "to", b"to", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderChartRequest: _TypeAlias = RenderChartRequest  # noqa: Y015
+
+@_typing.final
+class RenderChartResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """A presigned GET URL of the PNG, valid until expires_at."""
+    cached: _builtins.bool
+    """True when the image was already stored (same parameters, same data): not drawn again."""
+    key: _builtins.str
+    """The object's key in charts' bucket (content-derived)."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        cached: _builtins.bool = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "expires_at", b"expires_at", "key", b"key", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderChartResponse: _TypeAlias = RenderChartResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class ChartsServiceStub:
                 request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsRequest.SerializeToString,
                 response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsResponse.FromString,
                 _registered_method=True)
+        self.RenderChart = channel.unary_unary(
+                '/aether.charts.v1.ChartsService/RenderChart',
+                request_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartRequest.SerializeToString,
+                response_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartResponse.FromString,
+                _registered_method=True)
 
 
 class ChartsServiceServicer:
@@ -134,6 +139,19 @@ class ChartsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderChart(self, request, context):
+        """A PNG chart (candles, volume and overlays) of the candles GetCandles answers for the same
+        symbol, interval, window and limit, stored in charts' bucket under a key derived from the
+        parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
+        over the same data answer the stored image (cached = true) without drawing it again.
+        INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+        of bounds, an unknown style, no candles in the window, and as GetCandles.
+        NOT_FOUND: an unknown symbol.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChartsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +184,11 @@ def add_ChartsServiceServicer_to_server(servicer, server):
                     servicer.ImportBars,
                     request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsRequest.FromString,
                     response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsResponse.SerializeToString,
+            ),
+            'RenderChart': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenderChart,
+                    request_deserializer=aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartRequest.FromString,
+                    response_serializer=aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -336,6 +359,33 @@ class ChartsService:
             '/aether.charts.v1.ChartsService/ImportBars',
             aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsRequest.SerializeToString,
             aether_dot_charts_dot_v1_dot_charts__pb2.ImportBarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderChart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.charts.v1.ChartsService/RenderChart',
+            aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartRequest.SerializeToString,
+            aether_dot_charts_dot_v1_dot_charts__pb2.RenderChartResponse.FromString,
             options,
             channel_credentials,
             insecure,

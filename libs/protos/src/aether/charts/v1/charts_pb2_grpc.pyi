@@ -67,6 +67,15 @@ class ChartsServiceStub:
     """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
     (INVALID_ARGUMENT naming the row number) and nothing of it is written.
     """
+    RenderChart: _grpc.UnaryUnaryMultiCallable[_charts_pb2.RenderChartRequest, _charts_pb2.RenderChartResponse]
+    """A PNG chart (candles, volume and overlays) of the candles GetCandles answers for the same
+    symbol, interval, window and limit, stored in charts' bucket under a key derived from the
+    parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
+    over the same data answer the stored image (cached = true) without drawing it again.
+    INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+    of bounds, an unknown style, no candles in the window, and as GetCandles.
+    NOT_FOUND: an unknown symbol.
+    """
 
 @_typing.type_check_only
 class ChartsServiceAsyncStub(ChartsServiceStub):
@@ -106,6 +115,15 @@ class ChartsServiceAsyncStub(ChartsServiceStub):
     ImportBars: _aio.UnaryUnaryMultiCallable[_charts_pb2.ImportBarsRequest, _charts_pb2.ImportBarsResponse]  # type: ignore[assignment]
     """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
     (INVALID_ARGUMENT naming the row number) and nothing of it is written.
+    """
+    RenderChart: _aio.UnaryUnaryMultiCallable[_charts_pb2.RenderChartRequest, _charts_pb2.RenderChartResponse]  # type: ignore[assignment]
+    """A PNG chart (candles, volume and overlays) of the candles GetCandles answers for the same
+    symbol, interval, window and limit, stored in charts' bucket under a key derived from the
+    parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
+    over the same data answer the stored image (cached = true) without drawing it again.
+    INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+    of bounds, an unknown style, no candles in the window, and as GetCandles.
+    NOT_FOUND: an unknown symbol.
     """
 
 class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +197,21 @@ class ChartsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_charts_pb2.ImportBarsResponse, _abc.Awaitable[_charts_pb2.ImportBarsResponse]]:
         """Imports a CSV file of bars for one symbol (admin only). A bad row refuses the whole file
         (INVALID_ARGUMENT naming the row number) and nothing of it is written.
+        """
+
+    @_abc_1.abstractmethod
+    def RenderChart(
+        self,
+        request: _charts_pb2.RenderChartRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_charts_pb2.RenderChartResponse, _abc.Awaitable[_charts_pb2.RenderChartResponse]]:
+        """A PNG chart (candles, volume and overlays) of the candles GetCandles answers for the same
+        symbol, interval, window and limit, stored in charts' bucket under a key derived from the
+        parameters and the data drawn, and a presigned, expiring URL to it. The same parameters
+        over the same data answer the stored image (cached = true) without drawing it again.
+        INVALID_ARGUMENT: an unknown indicator, more than 5 (or more than 3 panel ones), a size out
+        of bounds, an unknown style, no candles in the window, and as GetCandles.
+        NOT_FOUND: an unknown symbol.
         """
 
 def add_ChartsServiceServicer_to_server(servicer: ChartsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
