@@ -17,6 +17,7 @@ import httpx
 import mplfinance as mpf
 import pytest
 from google.protobuf import timestamp_pb2
+from prometheus_client import REGISTRY
 
 from aether.charts.v1 import charts_pb2
 from aether_charts.render import STYLES
@@ -96,13 +97,19 @@ async def test_the_url_downloads_a_png_of_the_asked_size(acme: Any) -> None:
     assert acme.app.renderer.drawn == 1
 
 
+def images(outcome: str) -> float:
+    return REGISTRY.get_sample_value("aether_charts_images_total", {"outcome": outcome}) or 0.0
+
+
 async def test_the_same_request_over_the_same_data_is_not_drawn_again(acme: Any) -> None:
     fields: dict[str, Any] = {"overlays": "ema:10", "interval": "1w", "width": 800, "height": 600}
+    drawn, cached = (images("drawn"), images("cached"))
     first = await render(acme, **fields)
     again = await render(acme, "acme", **fields)  # the symbol's case does not matter
     assert (first.cached, again.cached) == (False, True)
     assert again.key == first.key
     assert acme.app.renderer.drawn == 1
+    assert (images("drawn"), images("cached")) == (drawn + 1, cached + 1)
     async with httpx.AsyncClient() as http:
         got = await http.get(again.url)
     assert png_size(got.content) == (800, 600)

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from aether_charts.metrics import RENDER_DURATION
+
 # The styles offered (each is one of mplfinance's `available_styles()`; a test checks it).
 STYLES = ("yahoo", "charles", "binance", "classic", "mike", "nightclouds", "default")
 DEFAULT_STYLE = "yahoo"
@@ -167,6 +169,7 @@ class Renderer:
     async def render(self, picture: Picture) -> bytes:
         if self._pool is None:
             raise RuntimeError("the renderer is not started")
-        png = await asyncio.get_running_loop().run_in_executor(self._pool, draw, picture)
+        with RENDER_DURATION.time():
+            png = await asyncio.get_running_loop().run_in_executor(self._pool, draw, picture)
         self.drawn += 1
         return png

@@ -24,6 +24,7 @@ from aether_charts import repository
 from aether_charts.bars import Bar, Instrument
 from aether_charts.callers import Caller, require_caller
 from aether_charts.config import ChartsSettings
+from aether_charts.metrics import CHART_IMAGES
 from aether_charts.render import DEFAULT_STYLE, STYLES, Overlay, Picture, Renderer
 from aether_charts.repository import Candle, Conn, InstrumentSummary, Session
 from aether_common.errors import Conflict, Forbidden, NotFound
@@ -297,6 +298,7 @@ class ChartsService:
         if not cached:
             png = await renderer.render(picture)
             await bucket.put(key, png, content_type="image/png")
+        CHART_IMAGES.labels("cached" if cached else "drawn").inc()
         expiry = self._s.render_url_expiry_s
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
         url = await bucket.presigned_get(key, expires_s=expiry)

@@ -1,0 +1,15 @@
+"""The charts service's own Prometheus metrics (RED per RPC comes from aether_common.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+# outcome: drawn (rendered and stored), cached (the same picture was stored already).
+CHART_IMAGES = Counter(
+    "aether_charts_images_total", "Chart images asked for (RenderChart)", ["outcome"]
+)
+RENDER_DURATION = Histogram(
+    "aether_charts_render_duration_seconds",
+    "Drawing one chart image in a worker process (waiting for a free worker included)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
