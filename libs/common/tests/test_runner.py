@@ -18,6 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from aether_common.runner import GC_YOUNGEST
+from aether_devstack.servers import free_port
 
 # The service under test: components journal what they do; stopping checks /readyz is 503 already.
 SERVICE = """
@@ -79,13 +80,6 @@ async def hello(websocket: WebSocket):
 
 run_service(Settings(), app, components, port=port)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Service:

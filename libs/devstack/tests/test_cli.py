@@ -28,7 +28,7 @@ from pymongo import AsyncMongoClient
 from aether_devstack.catalog import DevError, ServiceSpec, load_services, service_env
 from aether_devstack.cli import DEV_OIDC_PORT, dev_oauth_providers
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.servers import DEV_PORTS, endpoints_for, tcp_open
+from aether_devstack.servers import DEV_PORTS, endpoints_for, free_port, tcp_open
 
 pytestmark = pytest.mark.platform
 
@@ -53,13 +53,6 @@ async def env() -> dict[str, str]:
 get_logger("probe").info("probe service says hello")
 run_service(Settings(), create_http_app("probe", routers=[router]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Up:

@@ -46,11 +46,20 @@ POSTGRES_PORT = 5432
 REDIS_PORT = 6379
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, never one this process handed out before: the kernel may give
+    the same ephemeral port to two binds in a row once the first socket is closed, and a service
+    given one port for both HTTP and gRPC fails to start."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def tcp_open(port: int, host: str = HOST) -> bool:
