@@ -23,6 +23,9 @@ from websockets.exceptions import ConnectionClosed
 
 from aether.charts.v1 import charts_pb2
 from aether_common import errors
+from aether_common.access_tokens import AccessToken
+from aether_devstack.servers import free_port
+from aether_gateway.market.hub import MarketConnection, MarketHub
 
 TIMEOUT = 5.0
 KNOWN = {"AAPL", "MSFT", "EURUSD", "BRK.B", "GOOG", "IBM", "AMZN", "NVDA"}
@@ -544,3 +547,28 @@ async def test_after_losing_redis_clients_get_a_gap_frame_then_live_frames(
     text = await market.publish(tick("AAPL"))
     assert await recv_raw(ws) == text
     await ws.close()
+
+
+async def test_a_connection_ending_while_redis_is_away_leaves_no_channel_wanted() -> None:
+    """The hub alone, its Redis unreachable: a subscribe waits for a confirmation that does not
+    come; the connection ends meanwhile (its reader cancelled), and nothing stays wanted."""
+    hub = MarketHub(f"redis://127.0.0.1:{free_port()}", "test:")  # nothing listens there
+    hub.start()
+
+    async def send(_: dict[str, Any]) -> None:
+        return None
+
+    token = AccessToken("u-1", "j", 0, 2**40, "s", "free", frozenset(), frozenset(), True, "raw")
+    conn = MarketConnection(send, token, binary=False, max_queue=8, rate=None, max_symbols=5)
+    hub.add(conn)
+    follow = asyncio.create_task(hub.follow(conn, ["AAPL", "MSFT"], ["1d"]))
+    await asyncio.sleep(0.1)
+    assert hub.streams.keys() == {"AAPL", "MSFT"}
+    assert hub.fanout.channels == 2
+    follow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await follow
+    hub.remove(conn)
+    assert hub.streams == {}
+    assert hub.fanout.channels == 0
+    await hub.close()

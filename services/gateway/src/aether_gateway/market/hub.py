@@ -177,9 +177,13 @@ class MarketHub:
             confirmed = await asyncio.gather(
                 *(self.fanout.subscribe(s, SUBSCRIBE_CONFIRM_TIMEOUT_S) for s in new)
             )
-        finally:
+        except BaseException:  # cancelled (the connection ended): no channel left behind
             for stream in streams:
                 stream.joining -= 1
+                self._release(stream)
+            raise
+        for stream in streams:
+            stream.joining -= 1
         # No await from here on: the ack the caller queues next comes before any frame.
         for stream in streams:
             if conn.closing or conn not in self.connections:
