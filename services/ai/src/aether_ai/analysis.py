@@ -1,11 +1,12 @@
-"""A compact technical summary of an OHLCV series (numpy), put in the stock_analysis prompt.
+"""A compact technical summary of an OHLCV series, put in the stock_analysis prompt.
 
-Figures: last close and change over the series, range, SMA 20 / 50, RSI 14 (Wilder's
-smoothing; both TA-Lib's, the implementation charts uses), volatility (standard deviation of bar-to-bar returns, and annualised from the median
-bar spacing), maximum drawdown of closes, and the volume trend (mean volume of the last bars
-against the bars before them). An indicator needing more bars than given is None ("n/a").
-For a symbol analysed from the charts service's candles (market.py), SMA 20/50 and RSI 14 are
-charts' own TA-Lib values instead, the numbers its charts show.
+Figures: last close and change over the series, range, SMA 20 / 50 and RSI 14 (Wilder's
+smoothing), both from TA-Lib, the library charts computes them with; with numpy, volatility
+(standard deviation of bar-to-bar returns, and annualised from the median bar spacing), maximum
+drawdown of closes, and the volume trend (mean volume of the last bars against the bars before
+them). An indicator needing more bars than given is None ("n/a"). For a symbol analysed from
+the charts service's candles (market.py), SMA 20/50 and RSI 14 are charts' own values, the
+numbers its charts show.
 """
 
 from __future__ import annotations
