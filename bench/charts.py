@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import signal
 import statistics
 import sys
 import time
@@ -56,7 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ai import Platform
-from auth import FloorPair, floor_config, jwks
+from auth import FloorPair, Profiler, floor_config, jwks
 from chat import RawHttp, cpu_seconds, new_user
 
 GOAL_READ_RATIO = 0.7
@@ -275,6 +276,19 @@ def cpu_line(run: Run) -> str:
     return ", ".join(f"{name} {ms:.1f}" for name, ms in run.cpu_ms.items() if ms >= 0.05)
 
 
+async def profiled(
+    directory: Path, chart: Chart, token: str, cpu: Cpu, args: argparse.Namespace,
+    sides: dict[str, dict[str, int]],
+) -> None:  # fmt: skip
+    """One more run of each side under py-spy (not counted): the top functions by self time."""
+    for url, pids in sides.items():
+        profiler = Profiler(directory)
+        profiler.start(pids, args.warmup + args.duration)
+        await measure(url, chart, token, cpu, args.concurrency, args.warmup, args.duration)
+        for line in await asyncio.to_thread(profiler.finish, 8):
+            print(f"    {line}")
+
+
 # -- import ----------------------------------------------------------------------------------------
 async def fresh_database(endpoints: Any, name: str) -> str:
     """A new database with charts' migrations applied; its DSN."""
@@ -333,7 +347,7 @@ async def timed_import(
     return written, clock
 
 
-async def bench_import(endpoints: Any, count: int) -> None:
+async def bench_import(endpoints: Any, count: int, py_spy: str | None = None) -> None:
     from aether_charts.repository import ensure_partitions
     from aether_charts.service import import_file
     from aether_common.postgres import PostgresDatabase
@@ -348,7 +362,10 @@ async def bench_import(endpoints: Any, count: int) -> None:
             dsn, service="charts", migrations=files("aether_charts") / "migrations", max_size=2
         )
         await database.start()
+        profiler = Profiler(Path(py_spy) / "import") if py_spy else None
         try:
+            if profiler:
+                profiler.start({"importer": os.getpid()}, 600)
             await clock.start()
             imported = await import_file(
                 database,
@@ -363,6 +380,11 @@ async def bench_import(endpoints: Any, count: int) -> None:
             return imported.written
         finally:
             await database.stop()
+            if profiler:  # py-spy stops when told (SIGINT) and writes what it sampled
+                for proc in profiler._running.values():
+                    proc.send_signal(signal.SIGINT)
+                for line in await asyncio.to_thread(profiler.finish, 10):
+                    print(f"    {line}")
 
     async def bare(dsn: str, clock: Clock) -> int:
         """COPY of the parsed rows into `bars`, its partitions created before."""
@@ -465,6 +487,11 @@ async def run(args: argparse.Namespace) -> None:
                         f"  {label:7} {r.pages_per_s:7.1f} pages/s = "
                         f"{r.pages_per_s / len(served):6.2f} charts/s; CPU/page: {cpu_line(r)}"
                     )
+            if args.py_spy:
+                await profiled(Path(args.py_spy) / chart.name.split()[0], chart, token, cpu, args, {
+                    base_url: {"gateway": pids["gateway"], "charts": pids["charts"]},
+                    floor.url: {side: pids[side] for side in ("floor HTTP", "floor gRPC")},
+                })  # fmt: skip
             rate = {k: statistics.mean(r.pages_per_s for r in v) for k, v in runs.items()}
             ratio = rate["gateway"] / rate["floor"]
             verdict = "ok" if ratio >= GOAL_READ_RATIO else "MISSED"
@@ -481,7 +508,7 @@ async def run(args: argparse.Namespace) -> None:
             )
         floor.stop()
         floor = None
-        await bench_import(fleet.endpoints, args.import_rows)
+        await bench_import(fleet.endpoints, args.import_rows, args.py_spy)
     finally:
         if floor is not None:
             floor.stop()
@@ -494,6 +521,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--rounds", type=int, default=2, help="service, floor: alternated")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
+    parser.add_argument("--py-spy", metavar="DIR", help="profile a further run of each side")
     parser.add_argument("--import-rows", type=int, default=500_000, help="rows of the import")
     asyncio.run(run(parser.parse_args()))
 

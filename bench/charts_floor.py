@@ -10,7 +10,8 @@ interceptors, middleware, dependencies, validation models, metrics, logs or erro
 
 HTTP side (one FastAPI app under uvicorn, as the gateway runs): the token verified as the gateway
 does and ONE EVALSHA of the gateway's access script (me_floor's Verifier and access_call), ONE
-RPC over a plain grpc.aio channel with the token and a deadline, the gateway's JSON (orjson).
+RPC over a plain grpc.aio channel with the token and a deadline, the gateway's JSON (orjson; times
+formatted by the gateway's own rfc3339, the fastest we have).
 
 gRPC side (a plain grpc.aio server, uvloop, as charts runs): the forwarded token verified as
 charts does (same key and checks, verified tokens kept), then on an asyncpg pool of charts' size
@@ -50,10 +51,6 @@ TIME_BEFORE_SQL = (
 )
 
 
-def rfc3339(ts: Any) -> str:
-    return f"{ts.ToDatetime():%Y-%m-%dT%H:%M:%S.%f}Z"
-
-
 # -- the gateway side ------------------------------------------------------------------------------
 def serve_http(port: int, config: FloorConfig) -> None:
     import grpc
@@ -63,6 +60,7 @@ def serve_http(port: int, config: FloorConfig) -> None:
 
     from aether.charts.v1 import charts_pb2, charts_pb2_grpc
     from aether_common.redis_pipeline import AutoPipeline
+    from aether_gateway.ai.convert import rfc3339  # the fastest formatting we know, as the gateway
     from aether_gateway.revoked_or_limited import ACCESS_LUA
 
     verifier = Verifier(config)
@@ -204,10 +202,13 @@ def serve_grpc(port: int, config: FloorConfig) -> None:
     warmup = ind.warmup_bars(ind.parse(INDICATORS))
     one_microsecond = timedelta(microseconds=1)
 
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+
     def timestamp(moment: datetime) -> Timestamp:
-        ts = Timestamp()
-        ts.FromDatetime(moment)
-        return ts
+        """By integer arithmetic, as charts does (FromDatetime costs twice as much)."""
+        delta = moment - epoch
+        seconds = delta.days * 86_400 + delta.seconds
+        return Timestamp(seconds=seconds, nanos=delta.microseconds * 1000)
 
     def caller(context: Any) -> str:
         token = bearer(dict(context.invocation_metadata() or ()).get("authorization"))
