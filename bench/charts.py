@@ -26,10 +26,11 @@ sides, charts' PostgreSQL backends, this load generator); after each chart, the 
 each path (the machine is shared: CPU per page moves less than pages/s when others run).
 
 4. Bulk import: --import-rows (default 500,000) one-minute bars as a CSV file through the
-   import CLI's path (aether_charts.service.import_file: parse and check, partitions, COPY into
-   a temporary table, INSERT ... SELECT into `bars`), in this process, against bare asyncpg
-   COPY of the same rows (already parsed) into `bars` with its partitions there; each into a
-   fresh, migrated database. Goal: the import >= 0.5 of the COPY's rows/s.
+   import CLI's path (aether_charts.service.import_file: read and check, partitions, COPY into
+   `bars` (a range holding none of its bars) and the rollups of the range), in this process,
+   against bare asyncpg COPY of the same rows (already parsed) into `bars` with its partitions
+   there, plus the same rollups; each into a fresh, migrated database. Goal: the import >= 0.5
+   of the COPY's rows/s.
 
 Everything (servers, services, floors, load generator) shares this machine's cores.
 """
@@ -348,7 +349,8 @@ async def timed_import(
 
 
 async def bench_import(endpoints: Any, count: int, py_spy: str | None = None) -> None:
-    from aether_charts.repository import ensure_partitions
+    from aether_charts.bars import Instrument
+    from aether_charts.repository import add_instruments, ensure_partitions, refresh_rollups
     from aether_charts.service import import_file
     from aether_common.postgres import PostgresDatabase
 
@@ -387,13 +389,19 @@ async def bench_import(endpoints: Any, count: int, py_spy: str | None = None) ->
                     print(f"    {line}")
 
     async def bare(dsn: str, clock: Clock) -> int:
-        """COPY of the parsed rows into `bars`, its partitions created before."""
+        """COPY of the parsed rows into `bars`, its partitions and instrument created before,
+        then the rollups aggregated over the range (as the import does: counted the same)."""
         conn = await asyncpg.connect(dsn)
         try:
             async with conn.transaction():
                 await ensure_partitions(conn, {row[1].year for row in rows})
+                await add_instruments(
+                    conn, [Instrument(IMPORTED, SYNTHETIC, "UTC", "1m", "import")]
+                )
             await clock.start()
-            await conn.copy_records_to_table("bars", records=rows)
+            async with conn.transaction():
+                await conn.copy_records_to_table("bars", records=rows)
+                await refresh_rollups(conn, [IMPORTED], rows[0][1], rows[-1][1])
             await clock.stop()
             return len(rows)
         finally:
@@ -432,7 +440,9 @@ async def run(args: argparse.Namespace) -> None:
             4,
             services=("auth", "charts", "gateway"),
             # The cache off: the floor keeps nothing, so both sides do the same work each time.
-            service_env={"charts": {"CHARTS_LOAD_BUNDLED": "false", "CHARTS_CACHE_ENABLED": "false"}},
+            service_env={
+                "charts": {"CHARTS_LOAD_BUNDLED": "false", "CHARTS_CACHE_ENABLED": "false"}
+            },
         )
         fleet = platform._fleet
         base_url = platform.gateway_url

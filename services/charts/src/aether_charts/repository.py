@@ -25,7 +25,7 @@ hypertable (and `time_bucket`) can replace the partitioning without changing the
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,6 +82,13 @@ async def bump_versions(conn: Conn, symbols: Sequence[str]) -> None:
         "UPDATE instruments SET version = version + 1 WHERE symbol = ANY($1::text[])",
         list(symbols),
     )
+
+
+async def lock_instrument(conn: Conn, symbol: str) -> Instrument | None:
+    """The instrument, its row locked until the transaction ends (writers of its bars take
+    turns)."""
+    row = await conn.fetchrow(_INSTRUMENT + " FOR UPDATE", symbol)
+    return None if row is None else Instrument(*row)
 
 
 async def add_instruments(conn: Conn, instruments: Sequence[Instrument]) -> set[str]:
@@ -202,36 +209,54 @@ async def write_bars(
         " SELECT symbol, time, open, high, low, close, volume FROM bars_in"
         f" ON CONFLICT (symbol, time) {conflict}"
     )
-    for sql in _REFRESH_ROLLUPS:
-        await conn.execute(sql)
     await conn.execute("DROP TABLE bars_in")
     return int(status.rsplit(" ", 1)[-1])
 
 
-# Rollups (bars.ROLLUPS) of the candles that `bars_in` touched, aggregated again from the stored
-# bars: the same aggregation as the candle query, for the instruments stored finer than the
-# rollup. A touched bucket is read with a range on (symbol, time), then cut to the bucket.
+async def copy_bars(conn: Conn, symbol: str, records: Iterable[tuple[Any, ...]]) -> None:
+    """COPY (symbol, time, open, high, low, close, volume) records straight into `bars`: for
+    a time range that holds none of the symbol's bars yet (a conflict fails the COPY)."""
+    await conn.copy_records_to_table(
+        "bars",
+        records=records,
+        columns=["symbol", "time", "open", "high", "low", "close", "volume"],
+    )
+
+
+async def holds_bars(conn: Conn, symbol: str, start: datetime, end: datetime) -> bool:
+    """Whether any bar of the symbol lies in [start, end]."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM bars WHERE symbol = $1 AND time >= $2 AND time <= $3)",
+            symbol,
+            start,
+            end,
+        )
+    )
+
+
+# Rollups (bars.ROLLUPS) of the candles that bars in [$2, $3] of the symbols $1 fall in,
+# aggregated again from the stored bars: the candle query's aggregation, for the instruments
+# stored finer than the rollup. The range is widened to whole buckets (a bucket is at most a
+# day and an hour long), then cut to the buckets it touches.
 _REFRESH = """
-WITH touched AS (
-    SELECT DISTINCT t.symbol, {bucket} AS bucket, i.timezone
-    FROM bars_in t JOIN instruments i USING (symbol)
-    WHERE i.resolution IN ({finer})
-)
 INSERT INTO bar_rollups (symbol, interval, time, open, high, low, close, volume)
-SELECT x.symbol, '{rollup}', x.bucket,
+SELECT b.symbol, '{rollup}', {bucket},
        (array_agg(b.open ORDER BY b.time))[1], max(b.high), min(b.low),
        (array_agg(b.close ORDER BY b.time DESC))[1], sum(b.volume)
-FROM touched x
-JOIN bars b ON b.symbol = x.symbol AND b.time >= x.bucket AND b.time < x.bucket + {span}
-WHERE {bar_bucket} = x.bucket
-GROUP BY x.symbol, x.bucket
+FROM bars b JOIN instruments i USING (symbol)
+WHERE b.symbol = ANY($1::text[]) AND i.resolution IN ({finer})
+  AND b.time >= $2::timestamptz - interval '25 hours'
+  AND b.time < $3::timestamptz + interval '25 hours'
+GROUP BY 1, 3
+HAVING {bucket} + {span} > $2 AND {bucket} <= $3
 ON CONFLICT (symbol, interval, time) DO UPDATE SET open = excluded.open, high = excluded.high,
     low = excluded.low, close = excluded.close, volume = excluded.volume
 """
-# rollup -> (its bucket of {t}.time in zone {tz}, the longest it can be)
+# rollup -> (its bucket of b.time, the longest it can be)
 _ROLLUP_BUCKET = {
-    "1h": ("date_bin('1 hour', {t}.time, TIMESTAMPTZ '2000-01-01 00:00:00+00')", "'1 hour'"),
-    "1d": ("date_trunc('day', {t}.time, {tz})", "'25 hours'"),  # a DST day
+    "1h": ("date_bin('1 hour', b.time, TIMESTAMPTZ '2000-01-01 00:00:00+00')", "'1 hour'"),
+    "1d": ("date_trunc('day', b.time, i.timezone)", "'25 hours'"),  # a DST day
 }
 
 
@@ -241,12 +266,20 @@ def _refresh_sql(rollup: str) -> str:
         rollup=rollup,
         finer=", ".join(f"'{r}'" for r in RESOLUTIONS if finer(r, rollup)),
         span=f"interval {span}",
-        bucket=bucket.format(t="t", tz="i.timezone"),
-        bar_bucket=bucket.format(t="b", tz="x.timezone"),
+        bucket=bucket,
     )
 
 
 _REFRESH_ROLLUPS = [_refresh_sql(r) for r in ROLLUPS]
+
+
+async def refresh_rollups(
+    conn: Conn, symbols: Sequence[str], start: datetime, end: datetime
+) -> None:
+    """Aggregate again every rollup candle that holds a bar of `symbols` in [start, end] (in
+    the transaction that wrote those bars)."""
+    for sql in _REFRESH_ROLLUPS:
+        await conn.execute(sql, list(symbols), start, end)
 
 
 _TICK = """
