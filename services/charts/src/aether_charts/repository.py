@@ -10,8 +10,10 @@ Partitions are created on demand, before the transaction that writes the bars
 ACCESS EXCLUSIVE lock on `bars`, which must not be held for the length of a bulk load. An
 advisory lock serialises creators; an empty partition left by a failed import is harmless.
 
-Bulk writes COPY into a temporary table, then `INSERT ... SELECT` into `bars` (one statement,
-conflicts resolved per the caller's choice).
+Bulk writes COPY straight into `bars` when the range holds none of the symbol's bars
+(`copy_bars`), else into a temporary table, then `INSERT ... SELECT` into `bars` (one
+statement, conflicts resolved per the caller's choice); the rollups of the range follow
+(`refresh_rollups`).
 
 Candles are aggregated in SQL from the stored bars: intraday intervals with `date_bin` on a grid
 from 2000-01-01 UTC, daily/weekly/monthly with `date_trunc(field, time, zone)` in the exchange's
