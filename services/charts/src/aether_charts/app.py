@@ -13,6 +13,8 @@ from importlib.resources import files
 
 from fastapi import FastAPI
 
+from aether_charts.archive import Archiver
+from aether_charts.archive_reader import ArchiveReader
 from aether_charts.config import ChartsSettings
 from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
 from aether_charts.grpc import SERVICE_NAME, ChartsServicer, register
@@ -43,7 +45,16 @@ class ChartsApp:
         )
         self.bucket = S3Bucket.from_settings(s, service="charts")
         self.renderer = Renderer(s.render_workers)
-        self.service = ChartsService(s)
+        # The archive of bars beyond retention (archive.py): its own bucket, same S3 server.
+        archive = s.model_copy(update={"s3_bucket": s.archive_bucket})
+        self.archive_bucket = S3Bucket.from_settings(archive, service="charts")
+        self.archiver = Archiver(
+            self.database,
+            self.archive_bucket,
+            retention_years=s.retention_years,
+            interval_s=s.archive_interval_s,
+        )
+        self.service = ChartsService(s, ArchiveReader(self.archive_bucket))
         self.loader = BundledLoader(self.database, datasets)
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
@@ -54,7 +65,8 @@ class ChartsApp:
         """Start order (the runner stops them in reverse). The bundled history loads in the
         background once the database is migrated: gRPC serves meanwhile."""
         load: list[Component] = [self.loader] if self.settings.load_bundled else []
-        return [self.database, self.bucket, self.renderer, *load, self.auth, self.grpc]
+        archive: list[Component] = [self.archive_bucket, self.archiver]
+        return [self.database, self.bucket, *archive, self.renderer, *load, self.auth, self.grpc]
 
     def http_app(self) -> FastAPI:
         return create_http_app("charts")

@@ -66,6 +66,13 @@ class ChartsSettings(S3Settings):
     # Worker processes that draw (render.py says why processes).
     render_workers: int = Field(default=1, ge=1, le=32)
 
+    # -- retention: old bars archived to S3 as Parquet (archive.py) -----------------------------
+    # Bars older than an instrument's latest bar minus this many years leave PostgreSQL.
+    retention_years: int = Field(default=10, ge=1, le=100)
+    archive_bucket: str = "aether-market-archive"
+    # Seconds between archive runs; 0: no archiving on this replica (reads still reach it).
+    archive_interval_s: float = Field(default=3600.0, ge=0)
+
     @model_validator(mode="after")
     def _limits(self) -> Self:
         if self.default_limit > self.max_limit:

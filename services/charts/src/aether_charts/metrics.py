@@ -13,3 +13,12 @@ RENDER_DURATION = Histogram(
     "Drawing one chart image in a worker process (waiting for a free worker included)",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+# The archive (archive.py): bars moved out of PostgreSQL, and archived objects that queries read.
+ARCHIVED_BARS = Counter(
+    "aether_charts_archived_bars_total", "Bars moved from PostgreSQL to the S3 archive"
+)
+ARCHIVE_READS = Counter(
+    "aether_charts_archive_reads_total",
+    "Archived (symbol, year) objects read to answer a query that reaches into the archive",
+)

@@ -21,6 +21,7 @@ import numpy as np
 from aether_charts import bars as b
 from aether_charts import indicators as ind
 from aether_charts import repository
+from aether_charts.archive_reader import ArchiveReader
 from aether_charts.bars import Bar, Instrument
 from aether_charts.callers import Caller, require_caller
 from aether_charts.config import ChartsSettings
@@ -95,8 +96,10 @@ class Imported:
 
 
 class ChartsService:
-    def __init__(self, settings: ChartsSettings) -> None:
+    def __init__(self, settings: ChartsSettings, archive: ArchiveReader) -> None:
         self._s = settings
+        # Candles and warm-up counts: over `bars`, and the archive when a window reaches it.
+        self._archive = archive
 
     # -- callers -----------------------------------------------------------------------------------
     def caller(self) -> Caller:
@@ -137,7 +140,7 @@ class ChartsService:
         if query.cursor:
             after = decode_cursor(query.cursor, symbol, interval)
             start = max(start, after + ONE_MICROSECOND)
-        rows = await repository.candles(
+        rows = await self._archive.candles(
             conn,
             symbol,
             interval,
@@ -167,8 +170,8 @@ class ChartsService:
         if cursor:
             raise b.fail("cursor", "latest pages back with `to`, not a cursor")
         reach = limit * b.bars_per_candle(interval, instrument.resolution)
-        first = await repository.time_before(conn, instrument.symbol, end, reach)
-        rows = await repository.candles(
+        first = await self._archive.time_before(conn, instrument.symbol, end, reach)
+        rows = await self._archive.candles(
             conn,
             instrument.symbol,
             interval,
@@ -208,12 +211,12 @@ class ChartsService:
         start = first
         if count:
             stored = count * b.bars_per_candle(interval, instrument.resolution)
-            start = await repository.time_before(conn, instrument.symbol, first, stored) or first
+            start = await self._archive.time_before(conn, instrument.symbol, first, stored) or first
         if _wants_vwap(parsed) and b.intraday(interval):
             start = min(start, _session_start(first, instrument.timezone))
         if start >= first:
             return []
-        return await repository.candles(
+        return await self._archive.candles(
             conn,
             instrument.symbol,
             interval,

@@ -1,0 +1,108 @@
+"""Reads that reach into the archive (archive.py): candles and warm-up counts over the stored
+bars and, when the window touches archived years, those years' objects too.
+
+The common path is one lookup in the small `bars_archive` table, then the usual query naming
+only `bars`. When archived years overlap, their objects are fetched first (no transaction is
+open during S3 calls), then one transaction loads them into the temporary table
+`bars_archived` and runs the same candle SQL over `bars UNION ALL bars_archived`
+(repository.py): one aggregation, whichever side a bar is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from aether_charts import repository
+from aether_charts.archive import fetch_year
+from aether_charts.metrics import ARCHIVE_READS
+from aether_charts.repository import ArchivedYear, BarRow, Candle, Conn
+from aether_common.s3 import S3Bucket
+
+
+class ArchiveReader:
+    def __init__(self, bucket: S3Bucket) -> None:
+        self._bucket = bucket
+
+    async def candles(
+        self,
+        conn: Conn,
+        symbol: str,
+        interval: str,
+        timezone: str,
+        *,
+        start: datetime,
+        end: datetime,
+        reach: timedelta,
+        limit: int,
+    ) -> list[Candle]:
+        """repository.candles, over the archived bars as well when the window reaches them."""
+        years = await repository.archived_years(conn, symbol, start, end + reach)
+        if not years:
+            return await repository.candles(
+                conn, symbol, interval, timezone, start=start, end=end, reach=reach, limit=limit
+            )
+        rows = await self._fetch(years, {})
+        async with _attached(conn, symbol, rows):
+            return await repository.candles(
+                conn,
+                symbol,
+                interval,
+                timezone,
+                start=start,
+                end=end,
+                reach=reach,
+                limit=limit,
+                archived=True,
+            )
+
+    async def time_before(
+        self, conn: Conn, symbol: str, before: datetime, bars: int
+    ) -> datetime | None:
+        """repository.time_before, counting archived bars when the stored ones run out: the
+        newest archived years first, one more each time until `bars` are counted (or none is
+        left)."""
+        found, counted = await repository.bars_before(conn, symbol, before, bars)
+        if counted >= bars:
+            return found
+        years = await repository.archived_before(conn, symbol, before)
+        fetched: dict[str, list[BarRow]] = {}
+        wanted, held = 0, bars - counted
+        while wanted < len(years):
+            # Enough years to hold the missing count by their recorded rows; more if short.
+            while wanted < len(years) and held > 0:
+                held -= years[wanted].rows
+                wanted += 1
+            held = 1
+            rows = await self._fetch(years[:wanted], fetched)
+            async with _attached(conn, symbol, rows):
+                found, counted = await repository.bars_before(
+                    conn, symbol, before, bars, archived=True
+                )
+            if counted >= bars:
+                break
+        return found
+
+    async def _fetch(
+        self, years: Sequence[ArchivedYear], fetched: dict[str, list[BarRow]]
+    ) -> list[BarRow]:
+        """The bars of `years`' objects (those in `fetched` not fetched again)."""
+        out: list[BarRow] = []
+        for year in years:
+            if year.key not in fetched:
+                fetched[year.key] = await fetch_year(self._bucket, year)
+                ARCHIVE_READS.inc()
+            out += fetched[year.key]
+        return out
+
+
+@asynccontextmanager
+async def _attached(conn: Conn, symbol: str, rows: list[BarRow]) -> AsyncIterator[None]:
+    """`bars_archived` holds `rows` inside one transaction (a savepoint in the caller's)."""
+    async with conn.transaction():
+        await repository.attach_archived(conn, symbol, rows)
+        try:
+            yield
+        finally:
+            await repository.detach_archived(conn)
