@@ -183,9 +183,12 @@ async def test_a_young_instrument_keeps_every_bar(charts: Any, pg_dsn: str) -> N
     assert count[0][0] == 10
 
 
-async def test_bars_imported_into_an_archived_year(start_charts: Any, pg_dsn: str) -> None:
+async def test_bars_imported_into_an_archived_year(
+    start_charts: Any, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An import into an archived year: the stored bar wins at once (no duplicate), and the
-    next run merges it into the year's object."""
+    next run merges it into the year's object, even after a crash in the middle of that run
+    (the object then holds more than recorded, the stored bar still wins)."""
     charts = await start(start_charts)
     await charts.app.archiver.run_once()
     (record,) = await fetch(pg_dsn, "SELECT * FROM bars_archive WHERE year = 2001")
@@ -200,6 +203,16 @@ async def test_bars_imported_into_an_archived_year(start_charts: Any, pg_dsn: st
     assert (now.close, now.volume) == (was.close, 123)
     (june_now,) = (await charts.candles("AAPL", interval="1M", **june)).candles
     assert june_now.volume == month.volume - was.volume + 123  # the archived bar not counted
+
+    async def crash(conn: Any, year: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(repository, "record_archived", crash)
+    with pytest.raises(RuntimeError, match="died"):
+        await charts.app.archiver.run_once()
+    monkeypatch.undo()
+    (still,) = (await charts.candles("AAPL", interval="1M", **june)).candles
+    assert still == june_now
 
     assert await charts.app.archiver.run_once() == 1
     (merged,) = await fetch(pg_dsn, "SELECT * FROM bars_archive WHERE year = 2001")

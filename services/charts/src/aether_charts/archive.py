@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from aether_charts import repository
 from aether_charts.metrics import ARCHIVED_BARS
 from aether_charts.repository import ArchivedYear, BarRow, Conn
+from aether_common.errors import NotFound
 from aether_common.logging import get_logger
 from aether_common.periodic import Periodic
 from aether_common.postgres import PostgresDatabase
@@ -106,7 +107,10 @@ async def fetch_year(bucket: S3Bucket, year: ArchivedYear) -> list[BarRow]:
     """An archived year's bars, from its object. An object with fewer rows than recorded is
     refused. More is allowed: a run that merged bars back into the year wrote it, then stopped
     before recording (those bars are still in `bars`, which wins)."""
-    data = await bucket.get(year.key)
+    try:
+        data = await bucket.get(year.key)
+    except NotFound:  # not the caller's mistake: the archive lost an object
+        raise ArchiveError(f"{year.key} is recorded in bars_archive but missing") from None
     rows = await asyncio.to_thread(decode, data)
     if len(rows) < year.rows:
         raise ArchiveError(

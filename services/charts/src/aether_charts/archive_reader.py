@@ -99,10 +99,9 @@ class ArchiveReader:
 
 @asynccontextmanager
 async def _attached(conn: Conn, symbol: str, rows: list[BarRow]) -> AsyncIterator[None]:
-    """`bars_archived` holds `rows` inside one transaction (a savepoint in the caller's)."""
+    """`bars_archived` holds `rows` inside one transaction (a savepoint in the caller's). On an
+    error the rollback removes it: a DROP in the aborted transaction would hide the error."""
     async with conn.transaction():
         await repository.attach_archived(conn, symbol, rows)
-        try:
-            yield
-        finally:
-            await repository.detach_archived(conn)
+        yield
+        await repository.detach_archived(conn)
