@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import grpc
 import pyarrow.parquet as pq
 import pytest
 from google.protobuf import timestamp_pb2
@@ -22,6 +23,8 @@ from prometheus_client import REGISTRY
 from aether.charts.v1 import charts_pb2
 from aether_charts import archive, repository
 from aether_charts.datasets import Dataset, read_bokeh
+from aether_devstack.servers import free_port
+from aether_devstack.testkit import failure
 
 CUT = datetime(2003, 1, 1, tzinfo=UTC)
 ARCHIVED = [2000, 2001, 2002]
@@ -233,3 +236,19 @@ def test_the_horizon_keeps_whole_years() -> None:
     assert archive.archivable_before(datetime(2024, 1, 1, tzinfo=UTC), 10) == datetime(
         2014, 1, 1, tzinfo=UTC
     )
+
+
+async def test_the_archive_store_away_is_unavailable_for_archived_years_only(
+    start_charts: Any,
+) -> None:
+    charts = await start(start_charts)
+    await charts.app.archiver.run_once()
+    # The archive's S3 server goes away: its client reconnects to a port nothing listens on.
+    bucket = charts.app.archive_bucket
+    await bucket.stop()
+    bucket._endpoints["calls"] = f"http://127.0.0.1:{free_port()}"
+    recent = {"from": ts(datetime(2010, 1, 1, tzinfo=UTC)), "to": ts(datetime(2011, 1, 1))}
+    assert len((await charts.candles("AAPL", interval="1w", **recent)).candles) == 52
+    old = {"from": ts(datetime(2001, 1, 1, tzinfo=UTC)), "to": ts(datetime(2002, 1, 1))}
+    refused = await failure(charts.candles("AAPL", interval="1w", **old))
+    assert refused.grpc_code == grpc.StatusCode.UNAVAILABLE
