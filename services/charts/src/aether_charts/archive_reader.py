@@ -1,11 +1,11 @@
 """Reads that reach into the archive (archive.py): candles and warm-up counts over the stored
 bars and, when the window touches archived years, those years' objects too.
 
-The common path is one lookup in the small `bars_archive` table, then the usual query naming
-only `bars`. When archived years overlap, their objects are fetched first (no transaction is
-open during S3 calls), then one transaction loads them into the temporary table
-`bars_archived` and runs the same candle SQL over `bars UNION ALL bars_archived`
-(repository.py): one aggregation, whichever side a bar is on.
+The common path is the usual query naming only `bars`, then one lookup in the small
+`bars_archive` table (in that order: `candles` says why). When archived years overlap, their
+objects are fetched (no transaction is open during S3 calls), then one transaction loads them
+into the temporary table `bars_archived` and runs the same candle SQL over
+`bars UNION ALL bars_archived` (repository.py): one aggregation, whichever side a bar is on.
 """
 
 from __future__ import annotations
@@ -37,12 +37,17 @@ class ArchiveReader:
         reach: timedelta,
         limit: int,
     ) -> list[Candle]:
-        """repository.candles, over the archived bars as well when the window reaches them."""
+        """repository.candles, over the archived bars as well when the window reaches them.
+
+        The stored bars are read first, then `bars_archive` is checked: a year archived in
+        between (its bars deleted and its record added in one transaction) is then seen and
+        the window read again with it. Checking first could miss both sides."""
+        stored = await repository.candles(
+            conn, symbol, interval, timezone, start=start, end=end, reach=reach, limit=limit
+        )
         years = await repository.archived_years(conn, symbol, start, end + reach)
         if not years:
-            return await repository.candles(
-                conn, symbol, interval, timezone, start=start, end=end, reach=reach, limit=limit
-            )
+            return stored
         rows = await self._fetch(years, {})
         async with _attached(conn, symbol, rows):
             return await repository.candles(
@@ -62,7 +67,7 @@ class ArchiveReader:
     ) -> datetime | None:
         """repository.time_before, counting archived bars when the stored ones run out: the
         newest archived years first, one more each time until `bars` are counted (or none is
-        left)."""
+        left). Stored bars first, as in `candles`."""
         found, counted = await repository.bars_before(conn, symbol, before, bars)
         if counted >= bars:
             return found
