@@ -252,3 +252,22 @@ async def test_the_archive_store_away_is_unavailable_for_archived_years_only(
     old = {"from": ts(datetime(2001, 1, 1, tzinfo=UTC)), "to": ts(datetime(2002, 1, 1))}
     refused = await failure(charts.candles("AAPL", interval="1w", **old))
     assert refused.grpc_code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_year_archived_during_a_read_is_not_missed(
+    start_charts: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archiver commits just before a request reads `bars` (after any look at the
+    archive's records it might have taken first): the answer is still whole."""
+    charts = await start(start_charts)
+    before = plain(await charts.all_candles("AAPL", interval="1M", limit=10_000))
+    read = repository.candles
+
+    async def archive_then_read(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(repository, "candles", read)  # once
+        assert await charts.app.archiver.run_once() > 0
+        return await read(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "candles", archive_then_read)
+    assert plain(await charts.all_candles("AAPL", interval="1M", limit=10_000)) == before
+    assert await stored_before_cut(charts.app.settings.database_url) == 0
