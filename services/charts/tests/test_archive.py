@@ -104,6 +104,11 @@ async def indicator_values(charts: Any) -> list[Any]:
     return out
 
 
+def reads(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("aether_charts_archive_reads_total", {"outcome": outcome})
+    return value or 0.0
+
+
 async def stored_before_cut(dsn: str) -> int:
     rows = await fetch(dsn, "SELECT count(*) FROM bars WHERE symbol = 'AAPL' AND time < $1", CUT)
     return int(rows[0][0])
@@ -135,9 +140,10 @@ async def test_old_years_move_to_the_archive_and_still_chart(
         assert (times[0], times[-1]) == (record["first_time"], record["last_time"])
         assert {t.year for t in times} == {record["year"]}
 
-    reads = REGISTRY.get_sample_value("aether_charts_archive_reads_total") or 0
+    fetched, cached = reads("fetched"), reads("cached")
     assert await everything(charts) == before
-    assert (REGISTRY.get_sample_value("aether_charts_archive_reads_total") or 0) > reads
+    # Each object fetched once, then answered from memory.
+    assert (reads("fetched") - fetched, reads("cached") > cached) == (len(ARCHIVED), True)
     # Idempotent: nothing new to archive, the records untouched.
     assert await charts.app.archiver.run_once() == 0
     assert await fetch(pg_dsn, "SELECT * FROM bars_archive ORDER BY year") == records

@@ -54,7 +54,8 @@ class ChartsApp:
             retention_years=s.retention_years,
             interval_s=s.archive_interval_s,
         )
-        self.service = ChartsService(s, ArchiveReader(self.archive_bucket))
+        reader = ArchiveReader(self.archive_bucket, cache_rows=s.archive_cache_rows)
+        self.service = ChartsService(s, reader)
         self.loader = BundledLoader(self.database, datasets)
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)

@@ -10,6 +10,7 @@ into the temporary table `bars_archived` and runs the same candle SQL over
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -22,8 +23,14 @@ from aether_common.s3 import S3Bucket
 
 
 class ArchiveReader:
-    def __init__(self, bucket: S3Bucket) -> None:
+    """`cache_rows`: archived bars kept in memory between requests (least recently used
+    objects dropped first), keyed by object and sha256, so a rewritten year is fetched anew."""
+
+    def __init__(self, bucket: S3Bucket, *, cache_rows: int = 0) -> None:
         self._bucket = bucket
+        self._cache: OrderedDict[tuple[str, str], list[BarRow]] = OrderedDict()
+        self._cache_rows = cache_rows
+        self._cached = 0
 
     async def candles(
         self,
@@ -96,10 +103,26 @@ class ArchiveReader:
         out: list[BarRow] = []
         for year in years:
             if year.key not in fetched:
-                fetched[year.key] = await fetch_year(self._bucket, year)
-                ARCHIVE_READS.inc()
+                fetched[year.key] = await self._year(year)
             out += fetched[year.key]
         return out
+
+    async def _year(self, year: ArchivedYear) -> list[BarRow]:
+        key = (year.key, year.sha256)
+        rows = self._cache.get(key)
+        if rows is not None:
+            self._cache.move_to_end(key)
+            ARCHIVE_READS.labels("cached").inc()
+            return rows
+        rows = await fetch_year(self._bucket, year)
+        ARCHIVE_READS.labels("fetched").inc()
+        if len(rows) <= self._cache_rows and key not in self._cache:
+            self._cache[key] = rows
+            self._cached += len(rows)
+            while self._cached > self._cache_rows:
+                _, dropped = self._cache.popitem(last=False)
+                self._cached -= len(dropped)
+        return rows
 
 
 @asynccontextmanager

@@ -72,6 +72,8 @@ class ChartsSettings(S3Settings):
     archive_bucket: str = "aether-market-archive"
     # Seconds between archive runs; 0: no archiving on this replica (reads still reach it).
     archive_interval_s: float = Field(default=3600.0, ge=0)
+    # Archived bars kept in memory for later requests (a few hundred bytes each); 0: none.
+    archive_cache_rows: int = Field(default=100_000, ge=0)
 
     @model_validator(mode="after")
     def _limits(self) -> Self:

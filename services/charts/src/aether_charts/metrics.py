@@ -18,7 +18,9 @@ RENDER_DURATION = Histogram(
 ARCHIVED_BARS = Counter(
     "aether_charts_archived_bars_total", "Bars moved from PostgreSQL to the S3 archive"
 )
+# outcome: fetched (from S3), cached (kept in memory from an earlier request).
 ARCHIVE_READS = Counter(
     "aether_charts_archive_reads_total",
     "Archived (symbol, year) objects read to answer a query that reaches into the archive",
+    ["outcome"],
 )
