@@ -7,6 +7,7 @@ The API is docs/charts.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import numpy as np
 import talib
+from websockets.asyncio.client import connect
 
 PASSWORD = "correct horse battery staple"
 NY = ZoneInfo("America/New_York")
@@ -176,3 +178,42 @@ async def test_ai_analyzes_a_symbol_on_charts_data(api: httpx.AsyncClient) -> No
     assert answer.json()["answer"]
     unknown = await api.post("/api/ai/analyze", json={"symbol": "NOPE"}, headers=auth, timeout=60)
     assert unknown.status_code == 404, unknown.text
+
+
+async def test_a_live_subscriber_sees_replayed_ticks_and_a_bar_close(
+    api: httpx.AsyncClient, gateway_url: str
+) -> None:
+    """`make dev` (and this platform) replays bundled history: ticks and closed bars reach a
+    `WS /api/market/stream` subscriber through charts' feed consumer, Redis and the gateway."""
+    auth = await token(api)
+    await loaded(api, auth, "AAPL")
+    url = gateway_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    async with connect(url + "/api/market/stream", additional_headers=auth) as ws:
+        ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ready["type"] == "ready", ready
+        await ws.send(json.dumps({"type": "subscribe", "symbols": ["aapl"], "intervals": ["1d"]}))
+        seen: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        deadline = time.monotonic() + 60
+        while not seen["bar"] or not seen["tick"]:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no replayed tick and bar within 60 s: {dict(seen)}"
+            frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+            if frame["type"] == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+            seen[frame["type"]].append(frame)
+    assert seen["subscribed"][0]["subscriptions"] == {"AAPL": ["1d"]}
+    tick, bar = seen["tick"][0], seen["bar"][0]
+    assert (tick["symbol"], tick["derived"], tick["replay"]["pass"] >= 1) == ("AAPL", True, True)
+    assert (bar["symbol"], bar["interval"], bar["closed"]) == ("AAPL", "1d", True)
+    assert bar["id"].startswith(f"replay:{bar['replay']['pass']}:AAPL:1d:")
+    # The closed bar is the stored daily candle of that day.
+    day = await api.get(
+        "/api/charts/AAPL",
+        params={"interval": "1d", "from": bar["time"], "limit": 1},
+        headers=auth,
+    )
+    assert day.status_code == 200, day.text
+    stored = day.json()["candles"][0]
+    assert {k: stored[k] for k in ("open", "high", "low", "close", "volume")} == {
+        k: bar[k] for k in ("open", "high", "low", "close", "volume")
+    }

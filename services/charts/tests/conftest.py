@@ -47,6 +47,8 @@ def settings_for(
             "s3_secret_key": endpoints.s3_secret_key,
             "s3_bucket": testkit.unique_name("aether-t-charts-"),
             "archive_bucket": testkit.unique_name("aether-t-archive-"),
+            "kafka_bootstrap": endpoints.kafka_bootstrap,
+            "redis_url": endpoints.redis_url,
             **overrides,
         }
     )
@@ -94,10 +96,15 @@ StartCharts = Callable[..., Awaitable[Charts]]
 
 
 async def _start(
-    runner: AppRunner, settings: ChartsSettings, key: SigningKey, datasets: tuple[Dataset, ...]
+    runner: AppRunner,
+    settings: ChartsSettings,
+    key: SigningKey,
+    datasets: tuple[Dataset, ...],
+    *,
+    events: bool = False,
 ) -> Charts:
     app = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0, datasets=datasets)
-    await runner.start(app.components())
+    await runner.start(app.components(events=events))
     stub: Stub = charts_pb2_grpc.ChartsServiceStub(runner.connect(app.grpc.address, timeout=30))
     return Charts(app, stub, key)
 
@@ -127,14 +134,19 @@ async def start_charts(
     pg_dsn: str, signing_key: SigningKey, jwks_peer: JwksPeer, aether_endpoints: Endpoints
 ) -> AsyncIterator[StartCharts]:
     """Start the service (the wiring of `python -m aether_charts`, gRPC on a free port) on this
-    test's fresh database, or on `dsn=`; `datasets=` the bundled ones it loads (none)."""
+    test's fresh database, or on `dsn=`; `datasets=` the bundled ones it loads (none);
+    `events=True` with the live feed (Kafka, Redis; pass a `topic_prefix`)."""
     runner = AppRunner()
 
     async def start(
-        *, dsn: str | None = None, datasets: tuple[Dataset, ...] = (), **overrides: Any
+        *,
+        dsn: str | None = None,
+        datasets: tuple[Dataset, ...] = (),
+        events: bool = False,
+        **overrides: Any,
     ) -> Charts:
         settings = settings_for(dsn or pg_dsn, jwks_peer.address, aether_endpoints, **overrides)
-        return await _start(runner, settings, signing_key, datasets)
+        return await _start(runner, settings, signing_key, datasets, events=events)
 
     yield start
     await runner.stop()

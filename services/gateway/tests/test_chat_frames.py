@@ -10,7 +10,7 @@ import pytest
 from aether.chat.v1 import chat_pb2
 from aether_gateway.chat import convert
 from aether_gateway.chat import frames as f
-from aether_gateway.chat.fanout import RespParser, command
+from aether_gateway.fanout import RespParser, command
 from aether_gateway.ws.connection import SlidingLog
 from aether_gateway.ws.frames import Frame
 

@@ -13,14 +13,19 @@ from importlib.resources import files
 
 from fastapi import FastAPI
 
+from aether_charts import market_events
 from aether_charts.archive import Archiver
 from aether_charts.archive_reader import ArchiveReader
 from aether_charts.config import ChartsSettings
 from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
+from aether_charts.feed import FeedConsumer
 from aether_charts.grpc import SERVICE_NAME, ChartsServicer, register
 from aether_charts.render import Renderer
+from aether_charts.replay import Replayer
 from aether_charts.service import ChartsService
+from aether_charts.stream import StreamPublisher
 from aether_common.auth_jwks import verifying_server
+from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.postgres import PostgresDatabase
@@ -61,13 +66,53 @@ class ChartsApp:
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
         servicer = ChartsServicer(self.service, self.database, self.bucket, self.renderer)
         self.grpc.add_service(register, servicer, SERVICE_NAME)
+        # The live feed: the outbox relay publishes what the replayer and the feed consumer
+        # write; the consumer stores real ticks and publishes every frame to Redis.
+        self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-charts")
+        self.relay = PgOutboxRelay(
+            s.database_url,
+            self.producer,
+            topics=market_events.topic_specs(s.topic_prefix),
+            options=RelayOptions(active_poll_s=s.outbox_poll_s),
+        )
+        self.stream = StreamPublisher(s.redis_url, prefix=s.stream_prefix)
+        self.feed = FeedConsumer(
+            self.database,
+            self.stream,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group,
+            topic_prefix=s.topic_prefix,
+            resolution=s.feed_resolution,
+        )
+        self.replayer = Replayer(
+            self.database,
+            symbols=s.replay_symbols,
+            bar_seconds=s.replay_bar_s,
+            topic_prefix=s.topic_prefix,
+        )
 
-    def components(self) -> list[Component]:
+    def components(self, *, events: bool = True) -> list[Component]:
         """Start order (the runner stops them in reverse). The bundled history loads in the
-        background once the database is migrated: gRPC serves meanwhile."""
-        load: list[Component] = [self.loader] if self.settings.load_bundled else []
+        background once the database is migrated: gRPC serves meanwhile. `events=False`
+        leaves out Kafka, Redis and the replay (the read paths need none of them)."""
+        s = self.settings
+        load: list[Component] = [self.loader] if s.load_bundled else []
+        feed: list[Component] = []
+        if events:
+            feed = [self.producer, self.relay, self.stream, self.feed]
+            if s.replay_enabled:
+                feed.append(self.replayer)
         archive: list[Component] = [self.archive_bucket, self.archiver]
-        return [self.database, self.bucket, *archive, self.renderer, *load, self.auth, self.grpc]
+        return [
+            self.database,
+            self.bucket,
+            *archive,
+            self.renderer,
+            *load,
+            self.auth,
+            *feed,
+            self.grpc,
+        ]
 
     def http_app(self) -> FastAPI:
         return create_http_app("charts")

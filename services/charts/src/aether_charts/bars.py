@@ -202,3 +202,44 @@ def parse_csv(data: bytes | str, resolution: str, zone: ZoneInfo, *, max_rows: i
         raise fail("csv", "the file has no bars")
     bars.sort(key=lambda b: b.time)
     return bars
+
+
+def bucket_start(interval: str, time: datetime, zone: ZoneInfo) -> datetime:
+    """The start of the `interval` candle that holds `time`, as the candle query buckets it:
+    intraday on the grid from GRID_ORIGIN, days, Monday weeks and months at midnight in `zone`."""
+    width = INTERVALS[interval]
+    if isinstance(width, timedelta):
+        return time - (time - GRID_ORIGIN) % width
+    local = time.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
+    if width == "week":
+        local -= timedelta(days=local.weekday())
+    elif width == "month":
+        local = local.replace(day=1)
+    # Midnight again after the date arithmetic, in the offset of that day (DST).
+    return datetime(local.year, local.month, local.day, tzinfo=zone).astimezone(UTC)
+
+
+def closing(
+    resolution: str, zone: ZoneInfo, bar: datetime, following: datetime | None
+) -> list[tuple[str, datetime]]:
+    """The candles that the bar at `bar` (stored at `resolution`) completes, given the start of
+    the bar after it (None: no bar follows, e.g. the end of a replay pass): (interval, candle
+    start), finest first. The bar's own interval always closes; a coarser one closes when
+    `following` falls in another candle of it."""
+    closed = [(resolution, bar)]
+    for interval in INTERVALS:
+        if not finer(resolution, interval):
+            continue
+        start = bucket_start(interval, bar, zone)
+        if following is None or bucket_start(interval, following, zone) != start:
+            closed.append((interval, start))
+    return closed
+
+
+def bar_end(resolution: str, start: datetime, zone: ZoneInfo) -> datetime:
+    """When the bar of `resolution` that starts at `start` ends (the next bar's start)."""
+    width = INTERVALS[resolution]
+    if isinstance(width, timedelta):
+        return start + width
+    local = start.astimezone(zone) + _CALENDAR_SPAN[width] + timedelta(hours=12)
+    return bucket_start(resolution, local.astimezone(UTC), zone)

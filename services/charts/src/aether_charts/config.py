@@ -7,11 +7,12 @@ verifies callers' tokens). The S3 server and keys are the platform's `AETHER_S3_
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from aether_charts.bars import RESOLUTIONS, SYMBOL
 from aether_common.s3 import S3Settings
 
 
@@ -27,6 +28,25 @@ class ChartsSettings(S3Settings):
     # -- datastores ------------------------------------------------------------------------------
     database_url: str = Field(validation_alias=_alias("CHARTS_DATABASE_URL", "AETHER_DATABASE_URL"))
     database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # -- events and the live feed (docs/charts.md "The live feed") -------------------------------
+    kafka_bootstrap: str = Field(
+        validation_alias=_alias("CHARTS_KAFKA_BOOTSTRAP", "AETHER_KAFKA_BOOTSTRAP")
+    )
+    # Kafka topics (and the consumer group) are `<topic_prefix><name>`: empty in production.
+    topic_prefix: str = ""
+    consumer_group: str = "charts"
+    outbox_poll_s: float = Field(default=0.05, gt=0)
+    # Live frames for the gateway's market stream: `<stream_prefix>symbol:<SYMBOL>` on Redis.
+    redis_url: str = Field(validation_alias=_alias("CHARTS_REDIS_URL", "AETHER_REDIS_URL"))
+    stream_prefix: str = "market:stream:"
+    # The replayer (replay.py): off unless asked for (`make dev` turns it on).
+    replay_enabled: bool = False
+    replay_symbols: Annotated[list[str], NoDecode] = ["AAPL", "MSFT", "GOOG", "IBM", "EURUSD"]
+    # Wall-clock seconds per stored bar (its four ticks a quarter of that apart).
+    replay_bar_s: float = Field(default=1.0, ge=0.01, le=3600)
+    # The resolution of an instrument that a real feed brings in first.
+    feed_resolution: str = "1m"
 
     # -- bundled history ---------------------------------------------------------------------------
     # Load the bundled datasets at start (in the background; the service serves meanwhile).
@@ -75,6 +95,21 @@ class ChartsSettings(S3Settings):
     # Archived bars kept in memory for later requests (a few hundred bytes each); 0: none.
     archive_cache_rows: int = Field(default=100_000, ge=0)
 
+    @field_validator("replay_symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: object) -> object:
+        """A comma-separated list from the environment (`AAPL,EURUSD`)."""
+        if isinstance(value, str):
+            return [part.strip().upper() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("feed_resolution")
+    @classmethod
+    def _resolution(cls, value: str) -> str:
+        if value not in RESOLUTIONS:
+            raise ValueError(f"CHARTS_FEED_RESOLUTION must be one of {' '.join(RESOLUTIONS)}")
+        return value
+
     @model_validator(mode="after")
     def _limits(self) -> Self:
         if self.default_limit > self.max_limit:
@@ -86,4 +121,7 @@ class ChartsSettings(S3Settings):
             low <= self.render_default_height <= high
         ):
             raise ValueError("the default chart size must lie within the render side bounds")
+        bad = [symbol for symbol in self.replay_symbols if not SYMBOL.fullmatch(symbol)]
+        if bad:
+            raise ValueError(f"CHARTS_REPLAY_SYMBOLS: not tickers: {bad}")
         return self

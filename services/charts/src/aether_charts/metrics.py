@@ -13,6 +13,19 @@ RENDER_DURATION = Histogram(
     "Drawing one chart image in a worker process (waiting for a free worker included)",
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+# The live feed (replay.py, feed.py).
+REPLAYED = Counter(
+    "aether_charts_replay_events_total", "Ticks and closed bars the replayer wrote to the outbox"
+)
+# kind: tick, bar; outcome: published, failed (Redis away: the frame is lost, the feed goes on).
+STREAM_FRAMES = Counter(
+    "aether_charts_stream_frames_total",
+    "Live frames published for the gateway's market stream",
+    ["kind", "outcome"],
+)
+# outcome: stored (a real price updated its bar), replayed (not stored: already history),
+# late (amended a bar that had closed).
+FEED_TICKS = Counter("aether_charts_feed_ticks_total", "Ticks consumed", ["outcome"])
 
 # The archive (archive.py): bars moved out of PostgreSQL, and archived objects that queries read.
 ARCHIVED_BARS = Counter(

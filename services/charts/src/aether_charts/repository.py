@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aether_charts.bars import INTERVALS, Bar, Instrument
+from aether_charts.bars import FIRST_YEAR, INTERVALS, Bar, Instrument
 
 Conn = Any  # an asyncpg connection
 
@@ -194,6 +194,29 @@ async def write_bars(
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def add_tick(
+    conn: Conn, symbol: str, bar: datetime, price: float, size: float, *, sets_close: bool
+) -> None:
+    """A traded price into the bar starting at `bar` (created at that price when missing):
+    high and low widen, volume adds `size`, and the close becomes `price` if `sets_close`."""
+    await conn.execute(
+        """
+        INSERT INTO bars (symbol, time, open, high, low, close, volume)
+        VALUES ($1, $2, $3, $3, $3, $3, $4)
+        ON CONFLICT (symbol, time) DO UPDATE SET
+            high = greatest(bars.high, excluded.high),
+            low = least(bars.low, excluded.low),
+            close = CASE WHEN $5 THEN excluded.close ELSE bars.close END,
+            volume = bars.volume + excluded.volume
+        """,
+        symbol,
+        bar,
+        price,
+        size,
+        sets_close,
+    )
+
+
 # -- candles ---------------------------------------------------------------------------------------
 # Stored bars, and with `archived` the archived ones loaded for this query (`attach_archived`).
 _BARS = "bars"
@@ -249,6 +272,26 @@ async def candles(
         sql = ARCHIVED_CANDLES_TRUNC if archived else CANDLES_TRUNC
         rows = await conn.fetch(sql, symbol, start, end + reach, end, limit, width, timezone)
     return [Candle(*r) for r in rows]
+
+
+_BAR = "SELECT time, open, high, low, close, volume FROM bars"
+_NO_EARLIER = datetime(FIRST_YEAR, 1, 1, tzinfo=UTC)
+
+
+async def bars_after(conn: Conn, symbol: str, after: datetime | None, limit: int) -> list[Bar]:
+    """The stored bars after `after` (from the first when None), oldest first, at most `limit`."""
+    rows = await conn.fetch(
+        f"{_BAR} WHERE symbol = $1 AND time > $2 ORDER BY time LIMIT $3",
+        symbol,
+        after or _NO_EARLIER,
+        limit,
+    )
+    return [Bar(*r) for r in rows]
+
+
+async def bar_at(conn: Conn, symbol: str, time: datetime) -> Bar | None:
+    row = await conn.fetchrow(f"{_BAR} WHERE symbol = $1 AND time = $2", symbol, time)
+    return None if row is None else Bar(*row)
 
 
 _BEFORE = (

@@ -27,6 +27,7 @@ from aether_gateway.auth import routes as auth_routes
 from aether_gateway.charts import routes as charts_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
+from aether_gateway.market import routes as market_routes
 from aether_gateway.memory import routes as memory_routes
 from aether_gateway.middleware import CompressionMiddleware, cors_middleware, security_headers
 from aether_gateway.resources import GatewayResources
@@ -44,6 +45,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         resources = GatewayResources.open(settings)
         app.state.gateway = resources
         resources.chat.start()
+        resources.market.start()
         # Warm the key cache without delaying start-up (auth may come up after us).
         prefetch = asyncio.create_task(resources.jwks.prefetch(), name="jwks-prefetch")
         try:
@@ -65,6 +67,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             ai_routes.router,
             memory_routes.router,
             charts_routes.router,
+            market_routes.router,
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,

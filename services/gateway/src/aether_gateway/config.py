@@ -141,6 +141,30 @@ class GatewaySettings(AetherSettings):
     ai_ws_rate_premium: int | None = Field(default=300, ge=1)
     ai_ws_rate_admin: int | None = Field(default=None, ge=1)
 
+    # -- the market stream (market/; WS /api/market/stream, docs/charts.md) ---------------------
+    # charts publishes every tick and closed bar on `<prefix>symbol:<SYMBOL>` in this Redis (the
+    # gateway's own when unset). Symbols are checked against charts (charts_grpc_target): without
+    # it the socket closes 1013.
+    market_stream_redis_url: str | None = None
+    market_stream_prefix: str = "market:stream:"
+    # Symbols one connection follows at once, by plan (an unknown plan gets the free one's).
+    market_stream_symbols_free: int = Field(default=5, ge=1, le=10_000)
+    market_stream_symbols_premium: int = Field(default=50, ge=1, le=10_000)
+    market_stream_symbols_admin: int = Field(default=200, ge=1, le=10_000)
+    # How long charts' answer "this symbol exists / does not" is reused.
+    market_stream_symbol_cache_s: float = Field(default=60.0, ge=0)
+    market_stream_auth_timeout_s: float = Field(default=5.0, gt=0)
+    market_stream_max_frame_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    # Frames waiting for one client; a client that lets more pile up is closed (4009).
+    market_stream_queue_frames: int = Field(default=2048, ge=8)
+    market_stream_heartbeat_s: float = Field(default=20.0, gt=0)
+    market_stream_idle_timeout_s: float = Field(default=60.0, gt=0)
+    # Client frames per window, per connection, by plan (None = unlimited).
+    market_stream_rate_window_s: float = Field(default=60.0, gt=0)
+    market_stream_rate_free: int | None = Field(default=120, ge=1)
+    market_stream_rate_premium: int | None = Field(default=600, ge=1)
+    market_stream_rate_admin: int | None = Field(default=None, ge=1)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
@@ -166,6 +190,24 @@ class GatewaySettings(AetherSettings):
     @property
     def fanout_redis_url(self) -> str:
         return self.chat_fanout_redis_url or self.redis_url
+
+    @property
+    def market_stream_url(self) -> str:
+        return self.market_stream_redis_url or self.redis_url
+
+    def market_stream_symbol_limits(self) -> dict[str, int | None]:
+        return {
+            "free": self.market_stream_symbols_free,
+            "premium": self.market_stream_symbols_premium,
+            "admin": self.market_stream_symbols_admin,
+        }
+
+    def market_stream_rate_limits(self) -> dict[str, int | None]:
+        return {
+            "free": self.market_stream_rate_free,
+            "premium": self.market_stream_rate_premium,
+            "admin": self.market_stream_rate_admin,
+        }
 
     def chat_ws_limits(self) -> dict[str, int | None]:
         return {

@@ -15,6 +15,7 @@ from aether_gateway.auth.client import AuthClient
 from aether_gateway.charts.client import ChartsClient
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
+from aether_gateway.market.runtime import MarketRuntime
 from aether_gateway.memory.client import MemoryClient
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
 from aether_gateway.redis_fail_open import RedisGuard
@@ -52,6 +53,8 @@ class GatewayResources:
     ai: AiClient | None
     memory: MemoryClient | None
     charts: ChartsClient | None
+    # WS /api/market/stream: needs charts (its symbols), idle without it.
+    market: MarketRuntime
 
     @classmethod
     def open(cls, settings: GatewaySettings) -> GatewayResources:
@@ -109,6 +112,7 @@ class GatewayResources:
             prefix=settings.redis_key_prefix,
             ttl_s=settings.profile_cache_ttl_s,
         )
+        charts = _charts_client(settings)
         return cls(
             settings=settings,
             redis=redis,
@@ -124,11 +128,13 @@ class GatewayResources:
             chat=ChatRuntime.open(settings),
             ai=_ai_client(settings),
             memory=_memory_client(settings),
-            charts=_charts_client(settings),
+            charts=charts,
+            market=MarketRuntime.open(settings, charts),
         )
 
     async def close(self) -> None:
         await self.chat.close()
+        await self.market.close()
         if self.ai is not None:
             await self.ai.stop()
         if self.memory is not None:

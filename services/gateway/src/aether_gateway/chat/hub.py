@@ -36,16 +36,18 @@ from aether_common.errors import AetherError
 from aether_common.logging import get_logger
 from aether_gateway.chat import convert
 from aether_gateway.chat.client import ChatClient
-from aether_gateway.chat.fanout import Fanout
 from aether_gateway.chat.frames import RoomCursor, error_frame, error_from
 from aether_gateway.chat.metrics import (
     CONNECTIONS,
     DUPLICATES,
     FANOUT_BAD,
+    FANOUT_IN,
+    FANOUT_RECONNECTS,
     FRAMES_OUT,
     GAP_FILLS,
     ROOMS,
 )
+from aether_gateway.fanout import Fanout
 from aether_gateway.ws.close_codes import CLOSE_RESTART, CLOSE_UNAUTHENTICATED
 from aether_gateway.ws.connection import Connection, Send, SlidingLog
 from aether_gateway.ws.frames import Frame
@@ -149,7 +151,13 @@ class ChatHub:
     ) -> None:
         self.chat = chat
         self.fanout = Fanout(
-            fanout_url, fanout_prefix, on_frame=self.dispatch, on_resync=self.resync
+            fanout_url,
+            fanout_prefix + "room:",
+            name="chat",
+            on_frame=self.dispatch,
+            on_resync=self.resync,
+            frames_in=FANOUT_IN,
+            reconnects=FANOUT_RECONNECTS,
         )
         self.history_page = history_page
         self.gap_grace_s = gap_grace_s

@@ -115,9 +115,11 @@ class Connection:
         return f"Connection({self.id}, user={self.user_id})"
 
     # -- the hot path ----------------------------------------------------------------------------
-    def push(self, frame: Frame) -> None:
+    def push(self, frame: Frame) -> bool:
+        """Queue `frame`; False when it was dropped (the connection is closing, or its queue
+        was full and it is closed now), so that a fan-out can count what it could not deliver."""
         if self.closing:
-            return
+            return False
         queue = self.queue
         if len(queue) >= self.max_queue:
             if self.overflows is not None:
@@ -126,13 +128,14 @@ class Connection:
                 CLOSE_TOO_SLOW,
                 f"too slow: more than {self.max_queue} frames waiting to be sent",
             )
-            return
+            return False
         queue.append(frame)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        return True
 
     async def write_loop(self) -> None:
         """The connection's writer: one at a time, in order, until cancelled or the socket

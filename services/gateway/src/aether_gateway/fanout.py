@@ -1,8 +1,10 @@
-"""ONE Redis pub/sub connection per gateway process, subscribed to the rooms its clients follow.
+"""A Redis pub/sub connection subscribed to the channels a socket's clients follow: ONE per
+socket kind per gateway process, whatever its number of connections.
 
-chat publishes each frame on `<prefix>room:<room_id>` (docs/chat.md). The hub asks for a room
-when its first local subscriber arrives and gives it up with the last one; this module keeps the
-Redis side equal to that set, across reconnects.
+chat publishes each frame on `<prefix>room:<room_id>` (docs/chat.md), charts each tick and bar
+on `<prefix>symbol:<SYMBOL>` (docs/charts.md). A hub (chat/hub.py, market/hub.py) asks for a
+key (a room, a symbol) when its first local subscriber arrives and gives it up with the last
+one; this module keeps the Redis side equal to that set, across reconnects.
 
 Why not redis-py's PubSub: its read path costs several awaits and observability hooks per
 message, and it cannot tell us when a SUBSCRIBE took effect. Resume without gaps needs exactly
@@ -13,8 +15,8 @@ Confirmation rule: per channel, every SUBSCRIBE written is counted; a `subscribe
 one down; waiters are released when the count reaches zero, i.e. when the LAST subscribe sent
 took effect (a subscribe -> unsubscribe -> subscribe sequence is confirmed by the second reply).
 After a lost connection every wanted channel is subscribed again and, once all are confirmed,
-`on_resync` runs: frames published while disconnected are lost, so the hub re-checks each room
-against GetHistory.
+`on_resync` runs: frames published while disconnected are lost, so chat's hub re-checks each
+room against GetHistory (the market hub tells its clients instead: its frames have no history).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from prometheus_client import Counter
+
 from aether_common.logging import get_logger
-from aether_gateway.chat.metrics import FANOUT_IN, FANOUT_RECONNECTS
 
 try:  # the C parser redis-py uses too; a small pure-Python one otherwise
     import hiredis
@@ -47,7 +50,6 @@ except ImportError:  # pragma: no cover - hiredis ships with redis[hiredis]
 log = get_logger(__name__)
 
 READ_CHUNK = 262_144
-CLIENT_NAME_PREFIX = "aether-gateway-chat-fanout"
 
 
 class FanoutProtocolError(Exception):
@@ -119,18 +121,29 @@ def command(*args: bytes) -> bytes:
 
 
 class Fanout:
+    """Channels `<channel_prefix><key>`; `on_frame(key, data)` for each message on them.
+
+    `name` ("chat", "market") names the task, the log lines and the connection in CLIENT LIST;
+    `frames_in` and `reconnects` are the socket's own counters."""
+
     def __init__(
         self,
         url: str,
-        prefix: str,
+        channel_prefix: str,
         *,
+        name: str,
         on_frame: Callable[[str, bytes], None],
         on_resync: Callable[[], None],
+        frames_in: Counter,
+        reconnects: Counter,
         connect_timeout_s: float = 2.0,
         ping_interval_s: float = 10.0,
     ) -> None:
         self.url = url
-        self.channel_prefix = (prefix + "room:").encode()
+        self.name = name
+        self.channel_prefix = channel_prefix.encode()
+        self._frames_in = frames_in
+        self._reconnects = reconnects
         self._on_frame = on_frame
         self._on_resync = on_resync
         self._connect_timeout_s = connect_timeout_s
@@ -138,7 +151,7 @@ class Fanout:
         self._wanted: set[bytes] = set()
         self._unconfirmed: dict[bytes, int] = {}
         self._waiters: dict[bytes, list[asyncio.Future[bool]]] = {}
-        self._room_ids: dict[bytes, str] = {}
+        self._keys: dict[bytes, str] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
         self._resync_due = False
@@ -146,18 +159,19 @@ class Fanout:
         self._bad_frames_logged = 0
         # In CLIENT LIST: which process (host, pid) and which fan-out of it.
         self.client_name = (
-            f"{CLIENT_NAME_PREFIX}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+            f"aether-gateway-{name}-fanout:"
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         )
 
     # -- what the hub calls ----------------------------------------------------------------------
-    def channel(self, room_id: str) -> bytes:
-        return self.channel_prefix + room_id.encode()
+    def channel(self, key: str) -> bytes:
+        return self.channel_prefix + key.encode()
 
-    async def subscribe(self, room_id: str, timeout_s: float) -> bool:
+    async def subscribe(self, key: str, timeout_s: float) -> bool:
         """Subscribe (if not yet) and wait until Redis confirmed it; False after timeout_s
-        (Redis unreachable: the room is subscribed as soon as the connection is back)."""
-        channel = self.channel(room_id)
-        self._room_ids[channel] = room_id
+        (Redis unreachable: the channel is subscribed as soon as the connection is back)."""
+        channel = self.channel(key)
+        self._keys[channel] = key
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(waiter)
         if channel not in self._wanted:
@@ -175,12 +189,12 @@ class Fanout:
             if waiters is not None and waiter in waiters:
                 waiters.remove(waiter)
 
-    def unsubscribe(self, room_id: str) -> None:
-        channel = self.channel(room_id)
+    def unsubscribe(self, key: str) -> None:
+        channel = self.channel(key)
         if channel not in self._wanted:
             return
         self._wanted.discard(channel)
-        self._room_ids.pop(channel, None)
+        self._keys.pop(channel, None)
         for waiter in self._waiters.pop(channel, []):
             if not waiter.done():
                 waiter.set_result(False)
@@ -194,7 +208,7 @@ class Fanout:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="chat-fanout")
+            self._task = asyncio.create_task(self._run(), name=f"{self.name}-fanout")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -211,7 +225,9 @@ class Fanout:
                 reader, writer = await self._connect()
             except (OSError, TimeoutError, FanoutProtocolError) as exc:
                 if delay >= 1.0 or first:
-                    log.warning("chat fan-out: cannot connect to redis", error=_describe(exc))
+                    log.warning(
+                        "fan-out: cannot connect to redis", fanout=self.name, error=_describe(exc)
+                    )
                 first = False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -227,12 +243,14 @@ class Fanout:
             try:
                 await self._read(reader, writer)
             except (OSError, TimeoutError, FanoutProtocolError) as exc:
-                log.warning("chat fan-out: redis connection lost", error=_describe(exc))
+                log.warning(
+                    "fan-out: redis connection lost", fanout=self.name, error=_describe(exc)
+                )
             finally:
                 self.connected = False
                 self._writer = None
                 writer.close()
-                FANOUT_RECONNECTS.inc()
+                self._reconnects.inc()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         parts = urlsplit(self.url)
@@ -300,21 +318,21 @@ class Fanout:
             kind = reply[0]
             if kind == b"message":
                 channel = reply[1]
-                room_id = self._room_ids.get(channel)
-                if room_id is None:
+                key = self._keys.get(channel)
+                if key is None:
                     return  # unsubscribed meanwhile
-                FANOUT_IN.inc()
+                self._frames_in.inc()
                 try:
-                    self._on_frame(room_id, reply[2])
+                    self._on_frame(key, reply[2])
                 except Exception:
-                    # A bug must not stop the fan-out of every other room.
+                    # A bug must not stop the fan-out of every other channel.
                     if self._bad_frames_logged < 20:
                         self._bad_frames_logged += 1
-                        log.exception("chat fan-out: dispatch failed", room_id=room_id)
+                        log.exception("fan-out: dispatch failed", fanout=self.name, key=key)
             elif kind == b"subscribe":
                 self._confirmed(reply[1])
         elif isinstance(reply, Exception):
-            log.warning("chat fan-out: redis error reply", error=str(reply))
+            log.warning("fan-out: redis error reply", fanout=self.name, error=str(reply))
 
     def _confirmed(self, channel: bytes) -> None:
         left = self._unconfirmed.get(channel, 0) - 1
