@@ -111,6 +111,17 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       days_after_initiation = 7
     }
   }
+  dynamic "rule" {
+    for_each = contains(keys(var.expire_after_days), each.key) ? [var.expire_after_days[each.key]] : []
+    content {
+      id     = "expire-current"
+      status = "Enabled"
+      filter {}
+      expiration {
+        days = rule.value
+      }
+    }
+  }
 }
 
 data "aws_iam_policy_document" "tls_only" {

@@ -27,6 +27,16 @@ variable "noncurrent_version_days" {
   }
 }
 
+variable "expire_after_days" {
+  description = "Days after which current objects expire, by bucket purpose (purposes not named keep theirs). Chart images are a cache: charts draws an expired one again on demand."
+  type        = map(number)
+  default     = { charts = 30 }
+  validation {
+    condition     = alltrue([for days in values(var.expire_after_days) : days >= 1])
+    error_message = "expire_after_days values must be at least 1."
+  }
+}
+
 variable "access_log_bucket" {
   description = "Bucket receiving the server access logs (\"\" to create one per module)."
   type        = string

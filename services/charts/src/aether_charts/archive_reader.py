@@ -43,15 +43,28 @@ class ArchiveReader:
         end: datetime,
         reach: timedelta,
         limit: int,
+        rollup: str | None = None,
     ) -> list[Candle]:
         """repository.candles, over the archived bars as well when the window reaches them.
+        Rollups stay in the database for archived years: a rollup's candles are read as they
+        are.
 
         The stored bars are read first, then `bars_archive` is checked: a year archived in
         between (its bars deleted and its record added in one transaction) is then seen and
         the window read again with it. Checking first could miss both sides."""
         stored = await repository.candles(
-            conn, symbol, interval, timezone, start=start, end=end, reach=reach, limit=limit
+            conn,
+            symbol,
+            interval,
+            timezone,
+            start=start,
+            end=end,
+            reach=reach,
+            limit=limit,
+            rollup=rollup,
         )
+        if rollup is not None:
+            return stored
         years = await repository.archived_years(conn, symbol, start, end + reach)
         if not years:
             return stored
@@ -70,11 +83,13 @@ class ArchiveReader:
             )
 
     async def time_before(
-        self, conn: Conn, symbol: str, before: datetime, bars: int
+        self, conn: Conn, symbol: str, before: datetime, bars: int, *, rollup: str | None = None
     ) -> datetime | None:
         """repository.time_before, counting archived bars when the stored ones run out: the
         newest archived years first, one more each time until `bars` are counted (or none is
-        left). Stored bars first, as in `candles`."""
+        left). Stored bars first, as in `candles`; a rollup's candles as they are."""
+        if rollup is not None:
+            return await repository.time_before(conn, symbol, before, bars, rollup=rollup)
         found, counted = await repository.bars_before(conn, symbol, before, bars)
         if counted >= bars:
             return found

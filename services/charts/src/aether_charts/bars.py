@@ -112,6 +112,25 @@ def bars_per_candle(interval: str, resolution: str) -> int:
     return max(1, -(-span // step))
 
 
+# Rollups (repository.py): candles of these intervals kept ready for instruments stored finer.
+ROLLUPS = ("1h", "1d")
+
+
+def rollups_of(resolution: str) -> list[str]:
+    """The rollups an instrument stored at `resolution` keeps."""
+    return [r for r in ROLLUPS if finer(resolution, r)]
+
+
+def rollup_for(interval: str, resolution: str) -> str | None:
+    """The rollup that candles of `interval` are aggregated from (None: the stored bars). An
+    hour nests in 4 hours (both on the UTC grid), a local day in a week and a month."""
+    if interval in ("1d", "1w", "1M") and finer(resolution, "1d"):
+        return "1d"
+    if interval in ("1h", "4h") and finer(resolution, "1h"):
+        return "1h"
+    return None
+
+
 def intraday(interval: str) -> bool:
     return isinstance(INTERVALS[interval], timedelta)
 

@@ -2,8 +2,9 @@
 and live frames out.
 
 - A real tick (no `replay`) updates the stored bar that holds it, at the instrument's resolution
-  (open stays, high/low widen, close becomes the price, volume adds the size); every coarser
-  candle follows, since candles are aggregated from the stored bars. A symbol charts does not
+  (open stays, high/low widen, close becomes the price, volume adds the size), and the same in
+  its rollups (repository.py); every coarser candle follows, since candles are aggregated from
+  the stored bars and rollups. A symbol charts does not
   know yet becomes an instrument (`source` "feed", UTC, `CHARTS_FEED_RESOLUTION`). The bar the
   feed builds per symbol is `feed_open_bars`: a tick of a later bar closes it, and the
   `bar_closed` events of every interval it completes go to the outbox in the same transaction.
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo
 from aether.charts.v1 import events_pb2
 from aether_charts import bars as b
 from aether_charts import market_events, repository
-from aether_charts.bars import Instrument, bucket_start
+from aether_charts.bars import Instrument, bucket_start, rollups_of
 from aether_charts.closes import closed_candles
 from aether_charts.metrics import FEED_TICKS
 from aether_charts.stream import StreamPublisher, bar_frame, tick_frame
@@ -103,26 +104,28 @@ class FeedConsumer(BackgroundConsumer):
             FEED_TICKS.labels("replayed").inc()
         else:
             check_tick(tick)
-            FEED_TICKS.labels(await self._store(ctx.tx, tick)).inc()
+            FEED_TICKS.labels(await self.store_tick(ctx.tx, tick)).inc()
         await self._stream.publish("tick", tick.symbol, tick_frame(tick))
 
     async def bar_closed(self, event: Event[events_pb2.BarClosed], ctx: HandleContext[Any]) -> None:
         closed = event.payload
         await self._stream.publish("bar", closed.symbol, bar_frame(closed))
 
-    async def _store(self, conn: Any, tick: events_pb2.MarketTick) -> str:
-        """Update the tick's bar; close the open bar when this tick starts a later one. The
-        outcome for the metric."""
+    async def store_tick(self, conn: Any, tick: events_pb2.MarketTick) -> str:
+        """Update the tick's bar (in the caller's transaction on `conn`); close the open bar
+        when this tick starts a later one. The outcome for the metric."""
         instrument = await self._instrument(conn, tick.symbol)
         time = tick.time.ToDatetime(tzinfo=UTC)
-        start = bucket_start(instrument.resolution, time, ZoneInfo(instrument.timezone))
+        zone = ZoneInfo(instrument.timezone)
+        start = bucket_start(instrument.resolution, time, zone)
+        rollups = [(r, bucket_start(r, time, zone)) for r in rollups_of(instrument.resolution)]
         await repository.ensure_partitions(conn, {start.year})
         open_bar = await conn.fetchval(
             "SELECT time FROM feed_open_bars WHERE symbol = $1 FOR UPDATE", tick.symbol
         )
         late = open_bar is not None and start < open_bar
         await repository.add_tick(
-            conn, tick.symbol, start, tick.price, tick.size, sets_close=not late
+            conn, tick.symbol, start, tick.price, tick.size, sets_close=not late, rollups=rollups
         )
         if late:
             return "late"

@@ -26,6 +26,11 @@ STREAM_FRAMES = Counter(
 # outcome: stored (a real price updated its bar), replayed (not stored: already history),
 # late (amended a bar that had closed).
 FEED_TICKS = Counter("aether_charts_feed_ticks_total", "Ticks consumed", ["outcome"])
+# rpc: candles, indicators; outcome: l1, l2 (hits), miss, unsettled (answered, not kept: it
+# reaches into the bar a feed is building).
+CACHE = Counter(
+    "aether_charts_cache_total", "Cached answers looked up (cache.py)", ["rpc", "outcome"]
+)
 
 # The archive (archive.py): bars moved out of PostgreSQL, and archived objects that queries read.
 ARCHIVED_BARS = Counter(

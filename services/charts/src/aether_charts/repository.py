@@ -1,8 +1,9 @@
 """Every query of the charts service (PostgreSQL, migrations/0001_init.sql).
 
 Tables: `instruments` (one row per symbol), `bars` (partitioned by range on `time`, one
-partition per UTC calendar year plus a default one; primary key (symbol, time)), `datasets`
-(the bundled datasets already loaded).
+partition per UTC calendar year plus a default one; primary key (symbol, time)), `bar_rollups`
+(hourly and daily candles of finer instruments), `datasets` (the bundled datasets already
+loaded), and the live feed's (feed.py, replay.py).
 
 Partitions are created on demand, before the transaction that writes the bars
 (`ensure_partitions`, its own short transaction): `CREATE TABLE ... PARTITION OF` takes an
@@ -15,7 +16,9 @@ conflicts resolved per the caller's choice).
 Candles are aggregated in SQL from the stored bars: intraday intervals with `date_bin` on a grid
 from 2000-01-01 UTC, daily/weekly/monthly with `date_trunc(field, time, zone)` in the exchange's
 time zone (weeks start on Monday). A candle is in the window when its start is; it aggregates
-every bar of its interval. Only `bars` and its (symbol, time) key are named, so a TimescaleDB
+every bar of its interval. For an instrument stored finer than an hour or a day, coarse candles
+are aggregated from `bar_rollups` instead (bars.rollup_for), which every write of bars keeps
+equal to their aggregation. Only `bars` and its (symbol, time) key are named, so a TimescaleDB
 hypertable (and `time_bucket`) can replace the partitioning without changing the queries.
 
 The archive (migrations/0003_archive.sql, archive.py): `bars_archive` records each (symbol, UTC
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aether_charts.bars import FIRST_YEAR, INTERVALS, Bar, Instrument
+from aether_charts.bars import FIRST_YEAR, INTERVALS, RESOLUTIONS, ROLLUPS, Bar, Instrument, finer
 
 Conn = Any  # an asyncpg connection
 
@@ -190,36 +193,86 @@ async def write_bars(
         " SELECT symbol, time, open, high, low, close, volume FROM bars_in"
         f" ON CONFLICT (symbol, time) {conflict}"
     )
+    for sql in _REFRESH_ROLLUPS:
+        await conn.execute(sql)
     await conn.execute("DROP TABLE bars_in")
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def add_tick(
-    conn: Conn, symbol: str, bar: datetime, price: float, size: float, *, sets_close: bool
-) -> None:
-    """A traded price into the bar starting at `bar` (created at that price when missing):
-    high and low widen, volume adds `size`, and the close becomes `price` if `sets_close`."""
-    await conn.execute(
-        """
-        INSERT INTO bars (symbol, time, open, high, low, close, volume)
-        VALUES ($1, $2, $3, $3, $3, $3, $4)
-        ON CONFLICT (symbol, time) DO UPDATE SET
-            high = greatest(bars.high, excluded.high),
-            low = least(bars.low, excluded.low),
-            close = CASE WHEN $5 THEN excluded.close ELSE bars.close END,
-            volume = bars.volume + excluded.volume
-        """,
-        symbol,
-        bar,
-        price,
-        size,
-        sets_close,
+# Rollups (bars.ROLLUPS) of the candles that `bars_in` touched, aggregated again from the stored
+# bars: the same aggregation as the candle query, for the instruments stored finer than the
+# rollup. A touched bucket is read with a range on (symbol, time), then cut to the bucket.
+_REFRESH = """
+WITH touched AS (
+    SELECT DISTINCT t.symbol, {bucket} AS bucket, i.timezone
+    FROM bars_in t JOIN instruments i USING (symbol)
+    WHERE i.resolution IN ({finer})
+)
+INSERT INTO bar_rollups (symbol, interval, time, open, high, low, close, volume)
+SELECT x.symbol, '{rollup}', x.bucket,
+       (array_agg(b.open ORDER BY b.time))[1], max(b.high), min(b.low),
+       (array_agg(b.close ORDER BY b.time DESC))[1], sum(b.volume)
+FROM touched x
+JOIN bars b ON b.symbol = x.symbol AND b.time >= x.bucket AND b.time < x.bucket + {span}
+WHERE {bar_bucket} = x.bucket
+GROUP BY x.symbol, x.bucket
+ON CONFLICT (symbol, interval, time) DO UPDATE SET open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume
+"""
+# rollup -> (its bucket of {t}.time in zone {tz}, the longest it can be)
+_ROLLUP_BUCKET = {
+    "1h": ("date_bin('1 hour', {t}.time, TIMESTAMPTZ '2000-01-01 00:00:00+00')", "'1 hour'"),
+    "1d": ("date_trunc('day', {t}.time, {tz})", "'25 hours'"),  # a DST day
+}
+
+
+def _refresh_sql(rollup: str) -> str:
+    bucket, span = _ROLLUP_BUCKET[rollup]
+    return _REFRESH.format(
+        rollup=rollup,
+        finer=", ".join(f"'{r}'" for r in RESOLUTIONS if finer(r, rollup)),
+        span=f"interval {span}",
+        bucket=bucket.format(t="t", tz="i.timezone"),
+        bar_bucket=bucket.format(t="b", tz="x.timezone"),
     )
 
 
+_REFRESH_ROLLUPS = [_refresh_sql(r) for r in ROLLUPS]
+
+
+_TICK = """
+INSERT INTO {table} AS t (symbol, {interval}time, open, high, low, close, volume)
+VALUES ($1, {value}$2, $3, $3, $3, $3, $4)
+ON CONFLICT (symbol, {interval}time) DO UPDATE SET
+    high = greatest(t.high, excluded.high),
+    low = least(t.low, excluded.low),
+    close = CASE WHEN $5 THEN excluded.close ELSE t.close END,
+    volume = t.volume + excluded.volume
+"""
+_TICK_BAR = _TICK.format(table="bars", interval="", value="")
+_TICK_ROLLUP = _TICK.format(table="bar_rollups", interval="interval, ", value="$6, ")
+
+
+async def add_tick(
+    conn: Conn,
+    symbol: str,
+    bar: datetime,
+    price: float,
+    size: float,
+    *,
+    sets_close: bool,
+    rollups: Sequence[tuple[str, datetime]] = (),
+) -> None:
+    """A traded price into the bar starting at `bar` (created at that price when missing),
+    and into the `rollups` (interval, candle start) that hold it: high and low widen, volume
+    adds `size`, and the close becomes `price` if `sets_close`."""
+    await conn.execute(_TICK_BAR, symbol, bar, price, size, sets_close)
+    for interval, start in rollups:
+        await conn.execute(_TICK_ROLLUP, symbol, start, price, size, sets_close, interval)
+
+
 # -- candles ---------------------------------------------------------------------------------------
-# Stored bars, and with `archived` the archived ones loaded for this query (`attach_archived`).
-_BARS = "bars"
+# The stored bars with the archived ones loaded for this query (`attach_archived`).
 _WITH_ARCHIVED = (
     "(SELECT symbol, time, open, high, low, close, volume FROM bars"
     " UNION ALL SELECT symbol, time, open, high, low, close, volume FROM bars_archived) AS bars"
@@ -244,8 +297,13 @@ LIMIT $5
 """
 _BIN = "date_bin($6::interval, time, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 _TRUNC = "date_trunc($6::text, time, $7::text)"
-CANDLES_BIN = _CANDLES.format(bucket=_BIN, source=_BARS)
-CANDLES_TRUNC = _CANDLES.format(bucket=_TRUNC, source=_BARS)
+# Where candles are aggregated from: the stored bars, or one rollup (names from ROLLUPS only).
+_SOURCES: dict[str | None, str] = {None: "bars"} | {
+    r: f"(SELECT * FROM bar_rollups WHERE interval = '{r}') AS rollup"  # noqa: S608
+    for r in ROLLUPS
+}
+CANDLES_BIN = {k: _CANDLES.format(bucket=_BIN, source=v) for k, v in _SOURCES.items()}
+CANDLES_TRUNC = {k: _CANDLES.format(bucket=_TRUNC, source=v) for k, v in _SOURCES.items()}
 ARCHIVED_CANDLES_BIN = _CANDLES.format(bucket=_BIN, source=_WITH_ARCHIVED)
 ARCHIVED_CANDLES_TRUNC = _CANDLES.format(bucket=_TRUNC, source=_WITH_ARCHIVED)
 
@@ -260,16 +318,18 @@ async def candles(
     end: datetime,
     reach: timedelta,
     limit: int,
+    rollup: str | None = None,
     archived: bool = False,
 ) -> list[Candle]:
-    """Candles whose start is in [start, end), oldest first, at most `limit`. Bars are read up
-    to `end + reach`, so that the last candle is whole. `archived`: over `bars_archived` too."""
+    """Candles whose start is in [start, end), oldest first, at most `limit`, aggregated from
+    the stored bars or from `rollup`'s candles. Rows are read up to `end + reach`, so that the
+    last candle is whole. `archived` (bars only): over `bars_archived` too."""
     width = INTERVALS[interval]
     if isinstance(width, timedelta):
-        sql = ARCHIVED_CANDLES_BIN if archived else CANDLES_BIN
+        sql = ARCHIVED_CANDLES_BIN if archived else CANDLES_BIN[rollup]
         rows = await conn.fetch(sql, symbol, start, end + reach, end, limit, width)
     else:
-        sql = ARCHIVED_CANDLES_TRUNC if archived else CANDLES_TRUNC
+        sql = ARCHIVED_CANDLES_TRUNC if archived else CANDLES_TRUNC[rollup]
         rows = await conn.fetch(sql, symbol, start, end + reach, end, limit, width, timezone)
     return [Candle(*r) for r in rows]
 
@@ -300,9 +360,18 @@ _BEFORE = (
 )
 
 
-async def time_before(conn: Conn, symbol: str, before: datetime, bars: int) -> datetime | None:
-    """The time of the `bars`-th stored bar before `before` (the earliest one when fewer)."""
-    found, _ = await bars_before(conn, symbol, before, bars)
+async def time_before(
+    conn: Conn, symbol: str, before: datetime, bars: int, *, rollup: str | None = None
+) -> datetime | None:
+    """The time of the `bars`-th stored bar (or `rollup` candle) before `before` (the earliest
+    one when fewer)."""
+    found: datetime | None = await conn.fetchval(
+        f"SELECT min(time) FROM (SELECT time FROM {_SOURCES[rollup]}"  # noqa: S608
+        " WHERE symbol = $1 AND time < $2 ORDER BY time DESC LIMIT $3) AS earlier",
+        symbol,
+        before,
+        bars,
+    )
     return found
 
 
@@ -312,7 +381,7 @@ async def bars_before(
     """The time of the `bars`-th bar before `before` (the earliest one when fewer), and how
     many were counted (`bars` at most). `archived`: over `bars_archived` too."""
     row = await conn.fetchrow(
-        _BEFORE.format(source=_WITH_ARCHIVED if archived else _BARS), symbol, before, bars
+        _BEFORE.format(source=_WITH_ARCHIVED if archived else "bars"), symbol, before, bars
     )
     return row[0], int(row[1])
 

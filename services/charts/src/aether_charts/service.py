@@ -149,6 +149,7 @@ class ChartsService:
             end=end,
             reach=b.REACH[interval],
             limit=limit + 1,
+            rollup=b.rollup_for(interval, instrument.resolution),
         )
         more = len(rows) > limit
         page = rows[:limit]
@@ -169,8 +170,9 @@ class ChartsService:
         (bars_per_candle) are read back from `end`, then the whole candles among them cut."""
         if cursor:
             raise b.fail("cursor", "latest pages back with `to`, not a cursor")
-        reach = limit * b.bars_per_candle(interval, instrument.resolution)
-        first = await self._archive.time_before(conn, instrument.symbol, end, reach)
+        rollup = b.rollup_for(interval, instrument.resolution)
+        reach = limit * b.bars_per_candle(interval, rollup or instrument.resolution)
+        first = await self._archive.time_before(conn, instrument.symbol, end, reach, rollup=rollup)
         rows = await self._archive.candles(
             conn,
             instrument.symbol,
@@ -180,6 +182,7 @@ class ChartsService:
             end=end,
             reach=b.REACH[interval],
             limit=reach + 1,
+            rollup=rollup,
         )
         return CandlePage(instrument, interval, rows[-limit:], "")
 
@@ -209,9 +212,15 @@ class ChartsService:
         instrument, interval = page.instrument, page.interval
         count = ind.warmup_bars(parsed)
         start = first
+        rollup = b.rollup_for(interval, instrument.resolution)
         if count:
-            stored = count * b.bars_per_candle(interval, instrument.resolution)
-            start = await self._archive.time_before(conn, instrument.symbol, first, stored) or first
+            stored = count * b.bars_per_candle(interval, rollup or instrument.resolution)
+            start = (
+                await self._archive.time_before(
+                    conn, instrument.symbol, first, stored, rollup=rollup
+                )
+                or first
+            )
         if _wants_vwap(parsed) and b.intraday(interval):
             start = min(start, _session_start(first, instrument.timezone))
         if start >= first:
@@ -225,6 +234,7 @@ class ChartsService:
             end=first,
             reach=b.REACH[interval],
             limit=1_000_000,
+            rollup=rollup,
         )
 
     async def quote(self, conn: Conn, symbol: str) -> tuple[Instrument, Session]:
