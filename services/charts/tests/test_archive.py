@@ -277,3 +277,50 @@ async def test_a_year_archived_during_a_read_is_not_missed(
     monkeypatch.setattr(repository, "candles", archive_then_read)
     assert plain(await charts.all_candles("AAPL", interval="1M", limit=10_000)) == before
     assert await stored_before_cut(charts.app.settings.database_url) == 0
+
+
+def hourly_csv() -> str:
+    """An hourly instrument over 2000-2012: a few sessions a year (its daily rollup applies)."""
+    rows = ["time,open,high,low,close,volume"]
+    for year in range(2000, 2013):
+        for month, day in ((1, 10), (1, 11), (1, 12), (7, 10), (7, 11), (7, 12)):
+            for hour in range(14, 21):
+                base = 100 + year - 2000 + day + hour / 10
+                stamp = f"{year}-{month:02}-{day:02}T{hour:02}:00:00+00:00"
+                rows.append(f"{stamp},{base},{base + 1},{base - 1},{base + 0.5},{hour * 10}")
+    return "\n".join(rows) + "\n"
+
+
+async def test_an_hourly_instrument_and_its_rollups(charts: Any, pg_dsn: str) -> None:
+    """Candles from the bars (1h, 4h) read the archive; the daily rollup (1d, 1w, 1M) stays in
+    the database. A bar imported into an archived year: its day's rollup is whole again after
+    the next run."""
+    await charts.import_bars("HOURLY", hourly_csv(), resolution="1h", timezone="America/New_York")
+
+    async def answers() -> dict[str, Any]:
+        return {
+            i: plain(await charts.all_candles("HOURLY", interval=i, limit=10_000))
+            for i in ("1h", "4h", "1d", "1w", "1M")
+        }
+
+    before = await answers()
+    assert await charts.app.archiver.run_once() == 2 * 6 * 7  # 2000 and 2001
+    assert await answers() == before
+
+    day = {"from": ts(datetime(2001, 7, 11, 4, tzinfo=UTC)), "to": ts(datetime(2001, 7, 12, 4))}
+    await charts.import_bars(
+        "HOURLY", "time,open,high,low,close,volume\n2001-07-11T15:00:00+00:00,50,500,5,60,1\n"
+    )
+    assert await charts.app.archiver.run_once() == 1
+    hours = plain((await charts.candles("HOURLY", interval="1h", **day)).candles)
+    assert len(hours) == 7
+    assert hours[1][1:] == (50, 500, 5, 60, 1)
+    (daily,) = plain((await charts.candles("HOURLY", interval="1d", **day)).candles)
+    whole = (
+        hours[0][1],
+        max(h[2] for h in hours),
+        min(h[3] for h in hours),
+        hours[-1][4],
+        sum(h[5] for h in hours),
+    )
+    assert daily[1:] == whole

@@ -195,6 +195,10 @@ class Archiver(Periodic):
         record = ArchivedYear(symbol, year, key, len(rows), rows[0][0], rows[-1][0], digest)
 
         async def commit(conn: Conn) -> int:
+            if known is not None:  # the rollups of the bars that came back: over the whole year
+                await repository.attach_archived(conn, symbol, rows)
+                await repository.refresh_archived_rollups(conn, symbol, stored)
+                await repository.detach_archived(conn)
             deleted = await repository.delete_archived_bars(conn, symbol, year, stored)
             await repository.record_archived(conn, record)
             return deleted

@@ -213,7 +213,7 @@ SELECT x.symbol, '{rollup}', x.bucket,
        (array_agg(b.open ORDER BY b.time))[1], max(b.high), min(b.low),
        (array_agg(b.close ORDER BY b.time DESC))[1], sum(b.volume)
 FROM touched x
-JOIN bars b ON b.symbol = x.symbol AND b.time >= x.bucket AND b.time < x.bucket + {span}
+JOIN {bars} b ON b.symbol = x.symbol AND b.time >= x.bucket AND b.time < x.bucket + {span}
 WHERE {bar_bucket} = x.bucket
 GROUP BY x.symbol, x.bucket
 ON CONFLICT (symbol, interval, time) DO UPDATE SET open = excluded.open, high = excluded.high,
@@ -226,10 +226,11 @@ _ROLLUP_BUCKET = {
 }
 
 
-def _refresh_sql(rollup: str) -> str:
+def _refresh_sql(rollup: str, bars: str = "bars") -> str:
     bucket, span = _ROLLUP_BUCKET[rollup]
     return _REFRESH.format(
         rollup=rollup,
+        bars=bars,
         finer=", ".join(f"'{r}'" for r in RESOLUTIONS if finer(r, rollup)),
         span=f"interval {span}",
         bucket=bucket.format(t="t", tz="i.timezone"),
@@ -238,6 +239,12 @@ def _refresh_sql(rollup: str) -> str:
 
 
 _REFRESH_ROLLUPS = [_refresh_sql(r) for r in ROLLUPS]
+# The stored bars and the archived ones loaded for this transaction (`attach_archived`).
+_BARS_AND_ARCHIVED = (
+    "(SELECT symbol, time, open, high, low, close, volume FROM bars"
+    " UNION ALL SELECT symbol, time, open, high, low, close, volume FROM bars_archived)"
+)
+_REFRESH_ROLLUPS_ARCHIVED = [_refresh_sql(r, _BARS_AND_ARCHIVED) for r in ROLLUPS]
 
 
 _TICK = """
@@ -272,11 +279,7 @@ async def add_tick(
 
 
 # -- candles ---------------------------------------------------------------------------------------
-# The stored bars with the archived ones loaded for this query (`attach_archived`).
-_WITH_ARCHIVED = (
-    "(SELECT symbol, time, open, high, low, close, volume FROM bars"
-    " UNION ALL SELECT symbol, time, open, high, low, close, volume FROM bars_archived) AS bars"
-)
+_WITH_ARCHIVED = f"{_BARS_AND_ARCHIVED} AS bars"
 _CANDLES = """
 WITH b AS (
     SELECT {bucket} AS bucket, time, open, high, low, close, volume
@@ -458,6 +461,20 @@ async def attach_archived(conn: Conn, symbol: str, rows: Sequence[BarRow]) -> No
 
 async def detach_archived(conn: Conn) -> None:
     await conn.execute("DROP TABLE IF EXISTS bars_archived")
+
+
+async def refresh_archived_rollups(conn: Conn, symbol: str, rows: Sequence[BarRow]) -> None:
+    """Aggregate again the rollups of the buckets `rows` touch, over `bars` and the attached
+    `bars_archived`: bars written into an archived year refreshed them from `bars` alone,
+    which then held only those bars of the bucket."""
+    await conn.execute(
+        "CREATE TEMP TABLE bars_in (symbol text, time timestamptz, open float8, high float8,"
+        " low float8, close float8, volume float8) ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table("bars_in", records=[(symbol, *r) for r in rows])
+    for sql in _REFRESH_ROLLUPS_ARCHIVED:
+        await conn.execute(sql)
+    await conn.execute("DROP TABLE bars_in")
 
 
 async def try_lock_archive(conn: Conn) -> bool:
