@@ -49,6 +49,9 @@ def settings_for(
             "archive_bucket": testkit.unique_name("aether-t-archive-"),
             "kafka_bootstrap": endpoints.kafka_bootstrap,
             "redis_url": endpoints.redis_url,
+            # Cached answers are keyed by symbol and version: each service's own, as each
+            # test's database is.
+            "cache_prefix": testkit.unique_name("t-charts-cache-") + ":",
             **overrides,
         }
     )

@@ -1,11 +1,12 @@
-"""A compact technical summary of an OHLCV series (numpy), put in the stock_analysis prompt.
+"""A compact technical summary of an OHLCV series, put in the stock_analysis prompt.
 
-Figures: last close and change over the series, range, SMA 20 / 50, RSI 14 (Wilder's
-smoothing), volatility (standard deviation of bar-to-bar returns, and annualised from the median
-bar spacing), maximum drawdown of closes, and the volume trend (mean volume of the last bars
-against the bars before them). An indicator needing more bars than given is None ("n/a").
-For a symbol analysed from the charts service's candles (market.py), SMA 20/50 and RSI 14 are
-charts' own TA-Lib values instead, the numbers its charts show.
+Figures: last close and change over the series, range, SMA 20 / 50 and RSI 14 (Wilder's
+smoothing), both from TA-Lib, the library charts computes them with; with numpy, volatility
+(standard deviation of bar-to-bar returns, and annualised from the median bar spacing), maximum
+drawdown of closes, and the volume trend (mean volume of the last bars against the bars before
+them). An indicator needing more bars than given is None ("n/a"). For a symbol analysed from
+the charts service's candles (market.py), SMA 20/50 and RSI 14 are charts' own values, the
+numbers its charts show.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
+import talib
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 RSI_PERIOD = 14
@@ -93,26 +95,18 @@ def _day(epoch: float) -> str:
 
 
 def sma(close: Array, period: int) -> float | None:
+    """TA-Lib's SMA of the last bar, as the charts service computes it."""
     if len(close) < period:
         return None
-    return float(close[-period:].mean())
+    return float(talib.SMA(close, timeperiod=period)[-1])
 
 
 def rsi(close: Array, period: int = RSI_PERIOD) -> float | None:
-    """Wilder's RSI of the last bar; 100 when there were only gains, 50 when flat."""
+    """TA-Lib's RSI (Wilder's smoothing) of the last bar, as the charts service computes it:
+    100 when there were only gains, 0 when the closes never moved."""
     if len(close) <= period:
         return None
-    deltas = np.diff(close)
-    gains = np.clip(deltas, 0, None)
-    losses = np.clip(-deltas, 0, None)
-    avg_gain = float(gains[:period].mean())
-    avg_loss = float(losses[:period].mean())
-    for gain, loss in zip(gains[period:], losses[period:], strict=True):
-        avg_gain = (avg_gain * (period - 1) + float(gain)) / period
-        avg_loss = (avg_loss * (period - 1) + float(loss)) / period
-    if avg_loss == 0:
-        return 100.0 if avg_gain > 0 else 50.0
-    return 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
+    return float(talib.RSI(close, timeperiod=period)[-1])
 
 
 def volatility(close: Array, times: Array) -> tuple[float | None, float | None]:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from aether_charts import market_events
 from aether_charts.archive import Archiver
 from aether_charts.archive_reader import ArchiveReader
+from aether_charts.cache import ResponseCache
 from aether_charts.config import ChartsSettings
 from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
 from aether_charts.feed import FeedConsumer
@@ -64,7 +65,20 @@ class ChartsApp:
         self.loader = BundledLoader(self.database, datasets)
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
-        servicer = ChartsServicer(self.service, self.database, self.bucket, self.renderer)
+        self.cache = (
+            ResponseCache(
+                s.redis_url,
+                prefix=s.cache_prefix,
+                ttl_s=s.cache_ttl_s,
+                l1_entries=s.cache_l1_entries,
+                timeout_s=s.cache_timeout_s,
+            )
+            if s.cache_enabled
+            else None
+        )
+        servicer = ChartsServicer(
+            self.service, self.database, self.bucket, self.renderer, self.cache
+        )
         self.grpc.add_service(register, servicer, SERVICE_NAME)
         # The live feed: the outbox relay publishes what the replayer and the feed consumer
         # write; the consumer stores real ticks and publishes every frame to Redis.
@@ -103,6 +117,7 @@ class ChartsApp:
             if s.replay_enabled:
                 feed.append(self.replayer)
         archive: list[Component] = [self.archive_bucket, self.archiver]
+        cache: list[Component] = [self.cache] if self.cache is not None else []
         return [
             self.database,
             self.bucket,
@@ -110,6 +125,7 @@ class ChartsApp:
             self.renderer,
             *load,
             self.auth,
+            *cache,
             *feed,
             self.grpc,
         ]

@@ -199,6 +199,9 @@ class Archiver(Periodic):
                 await repository.attach_archived(conn, symbol, rows)
                 await repository.refresh_archived_rollups(conn, symbol, stored)
                 await repository.detach_archived(conn)
+                # Answers over those rollups may change: cached ones are not served again
+                # (cache.py). A first archiving changes no answer and keeps them.
+                await repository.bump_versions(conn, [symbol])
             deleted = await repository.delete_archived_bars(conn, symbol, year, stored)
             await repository.record_archived(conn, record)
             return deleted

@@ -80,10 +80,11 @@ class ResponseCache:
         else:
             level = "l2"
             try:
-                data = await self._redis.get(key)
+                raw = await self._redis.get(key)
             except (RedisError, OSError) as exc:
                 log.warning("response cache unavailable", error=repr(exc))
-                data = None
+                raw = None
+            data = raw if isinstance(raw, bytes) else None
             if data is not None:
                 self._remember(key, data)
         if data is None:

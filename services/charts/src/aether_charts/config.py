@@ -48,6 +48,13 @@ class ChartsSettings(S3Settings):
     # The resolution of an instrument that a real feed brings in first.
     feed_resolution: str = "1m"
 
+    # -- the response cache (cache.py): L1 in this process, L2 on CHARTS_REDIS_URL -----------
+    cache_enabled: bool = True
+    cache_prefix: str = "charts:cache:"
+    cache_ttl_s: int = Field(default=3600, ge=1)
+    cache_l1_entries: int = Field(default=512, ge=0)
+    cache_timeout_s: float = Field(default=0.2, gt=0)
+
     # -- bundled history ---------------------------------------------------------------------------
     # Load the bundled datasets at start (in the background; the service serves meanwhile).
     load_bundled: bool = True

@@ -220,6 +220,7 @@ async def _store(uow: UnitOfWork, name: str, ver: str, series: list[Series]) -> 
         for bar in s.bars
     ]
     written = await repository.write_bars(uow.conn, rows, replace=False)
+    await repository.bump_versions(uow.conn, sorted(owned))
     await repository.record_dataset(uow.conn, name, ver, len(owned), written)
     return written
 

@@ -127,6 +127,8 @@ class FeedConsumer(BackgroundConsumer):
         await repository.add_tick(
             conn, tick.symbol, start, tick.price, tick.size, sets_close=not late, rollups=rollups
         )
+        if late or open_bar is None:  # a closed bar changed, or the first open one appeared
+            await repository.bump_versions(conn, [tick.symbol])
         if late:
             return "late"
         if open_bar is None or start > open_bar:

@@ -1,22 +1,40 @@
 """The ChartsService gRPC servicer: identify the caller, call the service, answer. Reads run on a
 pooled connection outside a transaction (one statement each); an import opens its own
-transactions (service.import_file). A datastore away answers UNAVAILABLE, never INTERNAL: the
+transactions (service.import_file). Candles and indicators are looked up in the response cache
+first (cache.py). A datastore away answers UNAVAILABLE, never INTERNAL: the
 server interceptor maps the datastores' own errors.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
-from aether_charts import schemas
+from aether_charts import bars as b
+from aether_charts import repository, schemas
+from aether_charts.cache import ResponseCache, settled
+from aether_charts.metrics import CACHE
 from aether_charts.render import Renderer
-from aether_charts.service import ChartsService
+from aether_charts.service import CandlePage, ChartsService
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
 from aether_common.s3 import S3Bucket
 
 SERVICE_NAME = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"].full_name
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """A cache miss: where to keep the answer, and the bar a feed builds (if any)."""
+
+    key: str
+    open_bar: datetime | None
 
 
 def register(servicer: ChartsServicer, server: Any) -> None:
@@ -30,7 +48,9 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
         database: PostgresDatabase,
         bucket: S3Bucket,
         renderer: Renderer,
+        cache: ResponseCache | None = None,
     ) -> None:
+        self._cache = cache
         self._service = service
         self._db = database
         self._bucket = bucket
@@ -42,8 +62,13 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
         self._service.caller()
         query = schemas.candle_query(request)
         async with self._db.connection() as conn:
+            found = await self._cached(conn, "candles", request, charts_pb2.GetCandlesResponse)
+            if isinstance(found, charts_pb2.GetCandlesResponse):
+                return found
             page = await self._service.candles(conn, query)
-        return schemas.candles_response(page)
+        response = schemas.candles_response(page)
+        await self._keep(found, "candles", page, response)
+        return response
 
     async def GetIndicators(
         self, request: charts_pb2.GetIndicatorsRequest, context: Context
@@ -51,8 +76,39 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
         self._service.caller()
         query = schemas.candle_query(request)
         async with self._db.connection() as conn:
+            found = await self._cached(
+                conn, "indicators", request, charts_pb2.GetIndicatorsResponse
+            )
+            if isinstance(found, charts_pb2.GetIndicatorsResponse):
+                return found
             page = await self._service.indicators(conn, query, request.indicators)
-        return schemas.indicators_response(page)
+        response = schemas.indicators_response(page)
+        await self._keep(found, "indicators", page.candles, response)
+        return response
+
+    async def _cached(
+        self, conn: Any, rpc: str, request: Message, message_type: type[M]
+    ) -> M | _Key | None:
+        """The cached answer, or the key and open bar to keep the answer under (None: nothing
+        to cache, e.g. an unknown symbol: the service answers the refusal)."""
+        if self._cache is None:
+            return None
+        symbol = b.symbol(getattr(request, "symbol", ""))
+        state = await repository.cache_state(conn, symbol)
+        if state is None:
+            return None
+        version, open_bar = state
+        key = self._cache.key(rpc, symbol, version, request)
+        hit = await self._cache.get(key, rpc, message_type)
+        return hit if hit is not None else _Key(key, open_bar)
+
+    async def _keep(self, found: object, rpc: str, page: CandlePage, response: Message) -> None:
+        if self._cache is None or not isinstance(found, _Key):
+            return
+        if settled(page, found.open_bar):
+            await self._cache.put(found.key, response)
+        else:
+            CACHE.labels(rpc, "unsettled").inc()
 
     async def ListIndicators(
         self, request: charts_pb2.ListIndicatorsRequest, context: Context

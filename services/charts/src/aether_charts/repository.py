@@ -70,6 +70,25 @@ async def instrument(conn: Conn, symbol: str) -> Instrument | None:
     return None if row is None else Instrument(*row)
 
 
+async def cache_state(conn: Conn, symbol: str) -> tuple[int, datetime | None] | None:
+    """The version of the symbol's bars and the start of the bar a feed builds (None: no feed);
+    None for an unknown symbol."""
+    row = await conn.fetchrow(
+        "SELECT i.version, f.time FROM instruments i LEFT JOIN feed_open_bars f USING (symbol)"
+        " WHERE i.symbol = $1",
+        symbol,
+    )
+    return None if row is None else (row[0], row[1])
+
+
+async def bump_versions(conn: Conn, symbols: Sequence[str]) -> None:
+    """The symbols' bars changed (cache.py): in the transaction that changed them."""
+    await conn.execute(
+        "UPDATE instruments SET version = version + 1 WHERE symbol = ANY($1::text[])",
+        list(symbols),
+    )
+
+
 async def add_instruments(conn: Conn, instruments: Sequence[Instrument]) -> set[str]:
     """Insert the instruments that do not exist yet; the symbols inserted."""
     rows = await conn.fetch(

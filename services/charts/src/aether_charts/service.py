@@ -401,9 +401,11 @@ async def store(uow: UnitOfWork, instrument: Instrument, bars: list[Bar]) -> int
         instrument.resolution,
     ):
         raise Conflict(f"{instrument.symbol} changed during the import: try again")
-    return await repository.write_bars(
+    written = await repository.write_bars(
         uow.conn, [bar.as_row(instrument.symbol) for bar in bars], replace=True
     )
+    await repository.bump_versions(uow.conn, [instrument.symbol])
+    return written
 
 
 def _overlays(text: str) -> list[ind.Indicator]:
