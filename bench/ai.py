@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +72,21 @@ class Platform:
         self.gateway_url = ""
         self.llm_url = ""
         self.postgres_dsn = ""  # an admin DSN of the PostgreSQL the services use
+        self.redis_url = ""
+        self.gateway_prefix = ""  # the gateway's Redis keys
+        self.revocation_prefix = ""  # auth's revocation keys, as the gateway reads them
 
     def start(
         self,
         max_tokens: int,
         modes: dict[str, Any] | None = None,
         memory_env: dict[str, str] | None = None,
+        services: Sequence[str] = ("auth", "chat", "memory", "ai", "gateway"),
+        service_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         """`modes`: more AI_MODES settings, merged over the bench's "fast"; `memory_env`: the
-        memory service's settings."""
+        memory service's settings; `services`: those started (bench/charts.py starts others),
+        `service_env`: more settings of any of them."""
         from aether_devstack.fleet import Fleet
         from aether_devstack.servers import NativeStack
 
@@ -89,7 +96,10 @@ class Platform:
         endpoints = self._stack.start()
         self.llm_url = endpoints.llm_base_url
         self.postgres_dsn = endpoints.postgres_dsn
+        self.redis_url = endpoints.redis_url
         run = secrets.token_hex(4)
+        self.gateway_prefix = f"bench{run}:gateway:"
+        self.revocation_prefix = f"bench{run}:auth:revoked:"
         quiet = {"AETHER_LOG_LEVEL": "WARNING"}
         extra = {
             "auth": quiet | ARGON2_BENCH | {"AUTH_REDIS_PREFIX": f"bench{run}:auth:"},
@@ -113,21 +123,17 @@ class Platform:
             },
             "gateway": quiet
             | {
-                "GATEWAY_REDIS_KEY_PREFIX": f"bench{run}:gateway:",
-                "GATEWAY_REVOCATION_KEY_PREFIX": f"bench{run}:auth:revoked:",
+                "GATEWAY_REDIS_KEY_PREFIX": self.gateway_prefix,
+                "GATEWAY_REVOCATION_KEY_PREFIX": self.revocation_prefix,
                 "GATEWAY_RATE_LIMIT_ANONYMOUS": RAISED_LIMIT,
                 "GATEWAY_RATE_LIMIT_FREE": RAISED_LIMIT,
             },
         }
+        for name, settings in (service_env or {}).items():
+            extra[name] = extra.get(name, {}) | settings
         (data / "logs").mkdir()
-        self._fleet = Fleet(
-            endpoints,
-            ROOT,
-            data / "logs",
-            extra_env=extra,
-            # memory asks chat about room membership: it needs chat's address.
-            only=["auth", "chat", "memory", "ai", "gateway"],
-        )
+        # memory asks chat about room membership: it needs chat's address.
+        self._fleet = Fleet(endpoints, ROOT, data / "logs", extra_env=extra, only=list(services))
         self._fleet.start()
         self.gateway_url = self._fleet.http_url("gateway")
 

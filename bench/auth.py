@@ -497,43 +497,55 @@ def serve_bare(port: int, body_json: str, floor_redis: str | None) -> None:
 
 
 # -- the floor of an uncached /me (me_floor.py) ---------------------------------------------------
-class MeFloor:
-    """bench/me_floor.py's two processes: the gRPC side (auth's work for GetMe) on auth's
-    database and the run's Redis, and the HTTP side (the gateway's work) calling it."""
+def floor_config(
+    jwks: dict[str, Any],
+    redis_url: str,
+    gateway_prefix: str,
+    dsn: str,
+    revocation_prefix: str | None = None,
+) -> dict[str, Any]:
+    """A floor's FloorConfig (bench/me_floor.py) with the gateway's defaults, as the run's
+    gateway has them (its rate limit raised as the run raises it)."""
+    from aether_gateway.config import GatewaySettings
 
-    def __init__(self, platform: Platform, jwks: dict[str, Any]) -> None:
-        from aether_gateway.config import GatewaySettings
+    gateway = GatewaySettings.model_fields
+    return {
+        "jwks": jwks,
+        "issuer": gateway["jwt_issuer"].default,
+        "audience": gateway["jwt_audience"].default,
+        "leeway_s": gateway["jwt_leeway_s"].default,
+        "redis_url": redis_url,
+        "timeout_s": gateway["auth_timeout_s"].default,
+        "revocation_prefix": revocation_prefix or gateway["revocation_key_prefix"].default,
+        "gateway_prefix": gateway_prefix,
+        "limit": int(RAISED_LIMIT),
+        "window_ms": int(gateway["rate_limit_window_s"].default * 1000),
+        "dsn": dsn,
+    }
 
-        gateway = GatewaySettings.model_fields  # the gateway's defaults, as the run's gateway has
-        self.config: dict[str, Any] = {
-            "jwks": jwks,
-            "issuer": gateway["jwt_issuer"].default,
-            "audience": gateway["jwt_audience"].default,
-            "leeway_s": gateway["jwt_leeway_s"].default,
-            "redis_url": platform.redis_url,
-            "timeout_s": gateway["auth_timeout_s"].default,
-            "revocation_prefix": gateway["revocation_key_prefix"].default,
-            "gateway_prefix": platform.gateway_prefix,
-            "limit": int(RAISED_LIMIT),
-            "window_ms": int(gateway["rate_limit_window_s"].default * 1000),
-            "dsn": platform.auth_dsn,
-        }
+
+class FloorPair:
+    """A floor's two processes, `python bench/SCRIPT grpc|http PORT CONFIG`: the gRPC side (the
+    service's work), then the HTTP side (the gateway's work) calling it."""
+
+    def __init__(self, script: str, config: dict[str, Any]) -> None:
+        self.script = str(Path(__file__).with_name(script))
+        self.config = config
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.url = ""
 
     def start(self) -> None:
         from aether_devstack.servers import free_port, tcp_open
 
-        script = str(Path(__file__).with_name("me_floor.py"))
         grpc_port, http_port = free_port(), free_port()
         config = json.dumps(self.config | {"upstream": f"127.0.0.1:{grpc_port}"})
         for side, port in (("floor gRPC", grpc_port), ("floor HTTP", http_port)):
-            argv = [sys.executable, script, side.split()[1].lower(), str(port), config]
+            argv = [sys.executable, self.script, side.split()[1].lower(), str(port), config]
             self.procs[side] = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 60
             while not tcp_open(port):
                 if self.procs[side].poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{side} of me_floor.py did not start")
+                    raise RuntimeError(f"{side} of {self.script} did not start")
                 time.sleep(0.05)
         self.url = f"http://127.0.0.1:{http_port}"
 
@@ -543,6 +555,15 @@ class MeFloor:
     def stop(self) -> None:
         for proc in reversed(self.procs.values()):
             stop_process(proc)
+
+
+class MeFloor(FloorPair):
+    """bench/me_floor.py's two processes: the gRPC side (auth's work for GetMe) on auth's
+    database and the run's Redis, and the HTTP side (the gateway's work) calling it."""
+
+    def __init__(self, platform: Platform, jwks: dict[str, Any]) -> None:
+        config = floor_config(jwks, platform.redis_url, platform.gateway_prefix, platform.auth_dsn)
+        super().__init__("me_floor.py", config)
 
 
 def jwks(gateway_url: str) -> dict[str, Any]:

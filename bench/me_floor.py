@@ -132,6 +132,24 @@ def bearer(value: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def access_call(
+    config: FloorConfig, claims: dict[str, Any], member: str
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of the gateway's ACCESS_LUA for a verified caller: the revocation
+    keys, then the caller's sliding window (`member`: a unique entry of it). The script answers
+    (revoked, allowed, remaining)."""
+    jti, sub = claims["jti"], claims["sub"]
+    revoked = config.revocation_prefix
+    keys = [
+        f"{revoked}jti:{jti}",
+        f"{config.gateway_prefix}revoked:jti:{jti}",
+        f"{revoked}sid:{claims['sid']}",
+        f"{revoked}user:{sub}",
+        f"{config.gateway_prefix}rl:user:{sub}",
+    ]
+    return keys, [claims["iat"], config.limit, config.window_ms, member]
+
+
 # -- the gateway side ------------------------------------------------------------------------------
 def serve_http(port: int, config: FloorConfig) -> None:
     import grpc
@@ -168,19 +186,8 @@ def serve_http(port: int, config: FloorConfig) -> None:
             claims = verifier.verify(token)
         except Refused:
             return Response(status_code=401)
-        jti, sub = claims["jti"], claims["sub"]
-        revoked = config.revocation_prefix
-        keys = [
-            f"{revoked}jti:{jti}",
-            f"{config.gateway_prefix}revoked:jti:{jti}",
-            f"{revoked}sid:{claims['sid']}",
-            f"{revoked}user:{sub}",
-            f"{config.gateway_prefix}rl:user:{sub}",
-        ]
-        member = f"{member_prefix}{next(members)}"
-        result = await held["access"](
-            keys=keys, args=[claims["iat"], config.limit, config.window_ms, member]
-        )
+        keys, args = access_call(config, claims, f"{member_prefix}{next(members)}")
+        result = await held["access"](keys=keys, args=args)
         if int(result[0]):
             return Response(status_code=401)
         if not int(result[1]):

@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aether.auth.v1 import auth_pb2
 from aether_common.access_tokens import JwksCache, TokenRejected, normalise_plan, parse_jwks
 from aether_common.errors import Unavailable
+from aether_gateway.ai.convert import rfc3339
 from aether_gateway.auth import convert
 
 
@@ -150,3 +151,21 @@ def test_users_convert_to_snake_case_json() -> None:
     assert convert.role_name(auth_pb2.ROLE_UNSPECIFIED) == ""
     assert convert.plan_value("admin") == auth_pb2.PLAN_ADMIN
     assert convert.role_value(None) == auth_pb2.ROLE_UNSPECIFIED
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [-6_311_433_600, -1, 0, 1, 59, 86_399, 86_400, 951_782_400, 1_704_067_261,
+     4_102_444_799, 253_402_300_799],
+)  # fmt: skip
+@pytest.mark.parametrize("nanos", [0, 999, 1000, 123_456_789, 999_999_999])
+def test_rfc3339_matches_datetime_formatting(seconds: int, nanos: int) -> None:
+    """The fast formatter writes what ToDatetime + strftime wrote (1770, leap days, midnight,
+    the epoch, 9999), truncating nanoseconds to microseconds as ToDatetime does."""
+    value = Timestamp(seconds=seconds, nanos=nanos)
+    assert rfc3339(value) == f"{value.ToDatetime():%Y-%m-%dT%H:%M:%S.%f}Z"
+
+
+def test_rfc3339_pads_years_before_1000() -> None:
+    """RFC 3339 years have four digits; strftime's %Y on glibc wrote year 1 as `1`."""
+    assert rfc3339(Timestamp(seconds=-62_135_596_800)) == "0001-01-01T00:00:00.000000Z"

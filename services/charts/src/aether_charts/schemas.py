@@ -23,10 +23,19 @@ def _time(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    """What `Timestamp.FromDatetime` makes (a naive time is UTC), by integer arithmetic: one per
+    candle, and FromDatetime (calendar.timegm and its checks) was a fifth of charts' CPU for a
+    page of 10,000 candles (bench/charts.py)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def candle_query(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -28,7 +29,22 @@ def timestamp(message: Any, field: str) -> str | None:
 
 
 def rfc3339(value: Timestamp) -> str:
-    return f"{value.ToDatetime():%Y-%m-%dT%H:%M:%S.%f}Z"
+    """`YYYY-MM-DDTHH:MM:SS.ffffffZ`, the text of `f"{value.ToDatetime():...%f}Z"`, made from the
+    seconds with integer arithmetic and a cache of day strings: a page of 10,000 candles formats
+    10,000 of these, and ToDatetime + strftime was most of the gateway's CPU for it
+    (bench/charts.py, 2.5x slower)."""
+    days, second = divmod(value.seconds, 86_400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{_day(days)}T{hour:02d}:{minute:02d}:{second:02d}.{value.nanos // 1000:06d}Z"
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+@functools.lru_cache(maxsize=8192)
+def _day(days_since_epoch: int) -> str:
+    return date.fromordinal(_EPOCH_ORDINAL + days_since_epoch).isoformat()
 
 
 def to_timestamp(moment: datetime) -> Timestamp:
