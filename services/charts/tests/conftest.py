@@ -35,7 +35,7 @@ def settings_for(
 ) -> ChartsSettings:
     """Settings of a test's service; its chart images in a bucket of its own (created at
     start), so no test finds another's images cached. `dev`: the local S3 server's keys are
-    the devstack's placeholders, which other environments refuse."""
+    the devstack's placeholders, which other environments refuse. The archive's bucket too."""
     return ChartsSettings.model_validate(
         {
             "environment": "dev",
@@ -46,6 +46,7 @@ def settings_for(
             "s3_access_key": endpoints.s3_access_key,
             "s3_secret_key": endpoints.s3_secret_key,
             "s3_bucket": testkit.unique_name("aether-t-charts-"),
+            "archive_bucket": testkit.unique_name("aether-t-archive-"),
             "kafka_bootstrap": endpoints.kafka_bootstrap,
             "redis_url": endpoints.redis_url,
             # Cached answers are keyed by symbol and version: each service's own, as each

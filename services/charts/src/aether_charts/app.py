@@ -14,6 +14,8 @@ from importlib.resources import files
 from fastapi import FastAPI
 
 from aether_charts import market_events
+from aether_charts.archive import Archiver
+from aether_charts.archive_reader import ArchiveReader
 from aether_charts.cache import ResponseCache
 from aether_charts.config import ChartsSettings
 from aether_charts.datasets import BUNDLED, BundledLoader, Dataset
@@ -49,7 +51,17 @@ class ChartsApp:
         )
         self.bucket = S3Bucket.from_settings(s, service="charts")
         self.renderer = Renderer(s.render_workers)
-        self.service = ChartsService(s)
+        # The archive of bars beyond retention (archive.py): its own bucket, same S3 server.
+        archive = s.model_copy(update={"s3_bucket": s.archive_bucket})
+        self.archive_bucket = S3Bucket.from_settings(archive, service="charts")
+        self.archiver = Archiver(
+            self.database,
+            self.archive_bucket,
+            retention_years=s.retention_years,
+            interval_s=s.archive_interval_s,
+        )
+        reader = ArchiveReader(self.archive_bucket, cache_rows=s.archive_cache_rows)
+        self.service = ChartsService(s, reader)
         self.loader = BundledLoader(self.database, datasets)
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("charts", s, host=grpc_host, port=port)
@@ -104,10 +116,12 @@ class ChartsApp:
             feed = [self.producer, self.relay, self.stream, self.feed]
             if s.replay_enabled:
                 feed.append(self.replayer)
+        archive: list[Component] = [self.archive_bucket, self.archiver]
         cache: list[Component] = [self.cache] if self.cache is not None else []
         return [
             self.database,
             self.bucket,
+            *archive,
             self.renderer,
             *load,
             self.auth,

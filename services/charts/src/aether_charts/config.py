@@ -93,6 +93,15 @@ class ChartsSettings(S3Settings):
     # Worker processes that draw (render.py says why processes).
     render_workers: int = Field(default=1, ge=1, le=32)
 
+    # -- retention: old bars archived to S3 as Parquet (archive.py) -----------------------------
+    # Bars older than an instrument's latest bar minus this many years leave PostgreSQL.
+    retention_years: int = Field(default=10, ge=1, le=100)
+    archive_bucket: str = "aether-market-archive"
+    # Seconds between archive runs; 0: no archiving on this replica (reads still reach it).
+    archive_interval_s: float = Field(default=3600.0, ge=0)
+    # Archived bars kept in memory for later requests (a few hundred bytes each); 0: none.
+    archive_cache_rows: int = Field(default=100_000, ge=0)
+
     @field_validator("replay_symbols", mode="before")
     @classmethod
     def _symbols(cls, value: object) -> object:

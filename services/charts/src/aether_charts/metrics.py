@@ -31,3 +31,14 @@ FEED_TICKS = Counter("aether_charts_feed_ticks_total", "Ticks consumed", ["outco
 CACHE = Counter(
     "aether_charts_cache_total", "Cached answers looked up (cache.py)", ["rpc", "outcome"]
 )
+
+# The archive (archive.py): bars moved out of PostgreSQL, and archived objects that queries read.
+ARCHIVED_BARS = Counter(
+    "aether_charts_archived_bars_total", "Bars moved from PostgreSQL to the S3 archive"
+)
+# outcome: fetched (from S3), cached (kept in memory from an earlier request).
+ARCHIVE_READS = Counter(
+    "aether_charts_archive_reads_total",
+    "Archived (symbol, year) objects read to answer a query that reaches into the archive",
+    ["outcome"],
+)

@@ -22,6 +22,11 @@ every bar of its interval. For an instrument stored finer than an hour or a day,
 are aggregated from `bar_rollups` instead (bars.rollup_for), which every write of bars keeps
 equal to their aggregation. Only `bars` and its (symbol, time) key are named, so a TimescaleDB
 hypertable (and `time_bucket`) can replace the partitioning without changing the queries.
+
+The archive (migrations/0003_archive.sql, archive.py): `bars_archive` records each (symbol, UTC
+year) whose bars moved to a Parquet object. A query whose window reaches an archived year reads
+`bars` UNION ALL the temporary table `bars_archived` (the objects' bars loaded for this one
+query, minus any time `bars` holds again): the same SQL, `FROM {source}`.
 """
 
 from __future__ import annotations
@@ -130,7 +135,8 @@ async def search_instruments(conn: Conn, q: str, limit: int) -> list[InstrumentS
     pattern = _like_escape(q.strip())
     rows = await conn.fetch(
         """
-        SELECT i.symbol, i.name, i.timezone, i.resolution, i.source, s.first, s.last, s.n
+        SELECT i.symbol, i.name, i.timezone, i.resolution, i.source,
+               least(s.first, a.first) AS first, s.last, s.n + coalesce(a.n, 0) AS n
         FROM (
             -- The page is chosen first; only its instruments get their bar statistics.
             SELECT * FROM instruments
@@ -142,6 +148,10 @@ async def search_instruments(conn: Conn, q: str, limit: int) -> list[InstrumentS
             SELECT min(time) AS first, max(time) AS last, count(*) AS n
             FROM bars b WHERE b.symbol = i.symbol
         ) s
+        CROSS JOIN LATERAL (
+            SELECT min(first_time) AS first, sum(rows) AS n
+            FROM bars_archive a WHERE a.symbol = i.symbol
+        ) a
         ORDER BY i.symbol = upper($2) DESC, i.symbol
         """,
         pattern,
@@ -238,7 +248,8 @@ async def holds_bars(conn: Conn, symbol: str, start: datetime, end: datetime) ->
 
 
 # Rollups (bars.ROLLUPS) of the candles that bars in [$2, $3] of the symbols $1 fall in,
-# aggregated again from the stored bars: the candle query's aggregation, for the instruments
+# aggregated again from the stored bars (or those and the archived ones, `_BARS_AND_ARCHIVED`):
+# the candle query's aggregation, for the instruments
 # stored finer than the rollup. The range is widened to whole buckets (a bucket is at most a
 # day and an hour long), then cut to the buckets it touches.
 _REFRESH = """
@@ -246,7 +257,7 @@ INSERT INTO bar_rollups (symbol, interval, time, open, high, low, close, volume)
 SELECT b.symbol, '{rollup}', {bucket},
        (array_agg(b.open ORDER BY b.time))[1], max(b.high), min(b.low),
        (array_agg(b.close ORDER BY b.time DESC))[1], sum(b.volume)
-FROM bars b JOIN instruments i USING (symbol)
+FROM {bars} b JOIN instruments i USING (symbol)
 WHERE b.symbol = ANY($1::text[]) AND i.resolution IN ({finer})
   AND b.time >= $2::timestamptz - interval '25 hours'
   AND b.time < $3::timestamptz + interval '25 hours'
@@ -262,10 +273,11 @@ _ROLLUP_BUCKET = {
 }
 
 
-def _refresh_sql(rollup: str) -> str:
+def _refresh_sql(rollup: str, bars: str = "bars") -> str:
     bucket, span = _ROLLUP_BUCKET[rollup]
     return _REFRESH.format(
         rollup=rollup,
+        bars=bars,
         finer=", ".join(f"'{r}'" for r in RESOLUTIONS if finer(r, rollup)),
         span=f"interval {span}",
         bucket=bucket,
@@ -273,6 +285,12 @@ def _refresh_sql(rollup: str) -> str:
 
 
 _REFRESH_ROLLUPS = [_refresh_sql(r) for r in ROLLUPS]
+# The stored bars and the archived ones loaded for this transaction (`attach_archived`).
+_BARS_AND_ARCHIVED = (
+    "(SELECT symbol, time, open, high, low, close, volume FROM bars"
+    " UNION ALL SELECT symbol, time, open, high, low, close, volume FROM bars_archived)"
+)
+_REFRESH_ROLLUPS_ARCHIVED = [_refresh_sql(r, _BARS_AND_ARCHIVED) for r in ROLLUPS]
 
 
 async def refresh_rollups(
@@ -316,6 +334,7 @@ async def add_tick(
 
 
 # -- candles ---------------------------------------------------------------------------------------
+_WITH_ARCHIVED = f"{_BARS_AND_ARCHIVED} AS bars"
 _CANDLES = """
 WITH b AS (
     SELECT {bucket} AS bucket, time, open, high, low, close, volume
@@ -343,6 +362,8 @@ _SOURCES: dict[str | None, str] = {None: "bars"} | {
 }
 CANDLES_BIN = {k: _CANDLES.format(bucket=_BIN, source=v) for k, v in _SOURCES.items()}
 CANDLES_TRUNC = {k: _CANDLES.format(bucket=_TRUNC, source=v) for k, v in _SOURCES.items()}
+ARCHIVED_CANDLES_BIN = _CANDLES.format(bucket=_BIN, source=_WITH_ARCHIVED)
+ARCHIVED_CANDLES_TRUNC = _CANDLES.format(bucket=_TRUNC, source=_WITH_ARCHIVED)
 
 
 async def candles(
@@ -356,16 +377,17 @@ async def candles(
     reach: timedelta,
     limit: int,
     rollup: str | None = None,
+    archived: bool = False,
 ) -> list[Candle]:
     """Candles whose start is in [start, end), oldest first, at most `limit`, aggregated from
     the stored bars or from `rollup`'s candles. Rows are read up to `end + reach`, so that the
-    last candle is whole."""
+    last candle is whole. `archived` (bars only): over `bars_archived` too."""
     width = INTERVALS[interval]
     if isinstance(width, timedelta):
-        sql = CANDLES_BIN[rollup]
+        sql = ARCHIVED_CANDLES_BIN if archived else CANDLES_BIN[rollup]
         rows = await conn.fetch(sql, symbol, start, end + reach, end, limit, width)
     else:
-        sql = CANDLES_TRUNC[rollup]
+        sql = ARCHIVED_CANDLES_TRUNC if archived else CANDLES_TRUNC[rollup]
         rows = await conn.fetch(sql, symbol, start, end + reach, end, limit, width, timezone)
     return [Candle(*r) for r in rows]
 
@@ -390,6 +412,12 @@ async def bar_at(conn: Conn, symbol: str, time: datetime) -> Bar | None:
     return None if row is None else Bar(*row)
 
 
+_BEFORE = (
+    "SELECT min(time), count(*) FROM (SELECT time FROM {source} WHERE symbol = $1 AND time < $2"
+    " ORDER BY time DESC LIMIT $3) AS earlier"
+)
+
+
 async def time_before(
     conn: Conn, symbol: str, before: datetime, bars: int, *, rollup: str | None = None
 ) -> datetime | None:
@@ -403,6 +431,184 @@ async def time_before(
         bars,
     )
     return found
+
+
+async def bars_before(
+    conn: Conn, symbol: str, before: datetime, bars: int, *, archived: bool = False
+) -> tuple[datetime | None, int]:
+    """The time of the `bars`-th bar before `before` (the earliest one when fewer), and how
+    many were counted (`bars` at most). `archived`: over `bars_archived` too."""
+    row = await conn.fetchrow(
+        _BEFORE.format(source=_WITH_ARCHIVED if archived else "bars"), symbol, before, bars
+    )
+    return row[0], int(row[1])
+
+
+# -- the archive -----------------------------------------------------------------------------------
+ARCHIVE_LOCK = zlib.crc32(b"aether.charts.archive")
+BarRow = tuple[datetime, float, float, float, float, float]  # time, open, high, low, close, volume
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedYear:
+    """A (symbol, UTC year) whose bars are in the Parquet object `key` (bars_archive)."""
+
+    symbol: str
+    year: int
+    key: str
+    rows: int
+    first_time: datetime
+    last_time: datetime
+    sha256: str
+
+
+_ARCHIVED = "SELECT symbol, year, key, rows, first_time, last_time, sha256 FROM bars_archive"
+
+
+def year_bounds(year: int) -> tuple[datetime, datetime]:
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+
+
+async def archived_years(
+    conn: Conn, symbol: str, start: datetime, end: datetime
+) -> list[ArchivedYear]:
+    """The archived years of `symbol` holding bars in [start, end), oldest first."""
+    rows = await conn.fetch(
+        f"{_ARCHIVED} WHERE symbol = $1 AND last_time >= $2 AND first_time < $3 ORDER BY year",
+        symbol,
+        start,
+        end,
+    )
+    return [ArchivedYear(*r) for r in rows]
+
+
+async def archived_before(conn: Conn, symbol: str, before: datetime) -> list[ArchivedYear]:
+    """The archived years of `symbol` holding bars before `before`, newest first."""
+    rows = await conn.fetch(
+        f"{_ARCHIVED} WHERE symbol = $1 AND first_time < $2 ORDER BY year DESC", symbol, before
+    )
+    return [ArchivedYear(*r) for r in rows]
+
+
+async def archived_year(conn: Conn, symbol: str, year: int) -> ArchivedYear | None:
+    row = await conn.fetchrow(f"{_ARCHIVED} WHERE symbol = $1 AND year = $2", symbol, year)
+    return None if row is None else ArchivedYear(*row)
+
+
+async def attach_archived(conn: Conn, symbol: str, rows: Sequence[BarRow]) -> None:
+    """Load archived bars of `symbol` into `bars_archived` for the queries that follow (inside
+    the caller's transaction; `detach_archived` drops it). A time that `bars` holds again (a
+    later import into an archived year, not archived yet) is dropped: the stored bar wins."""
+    await conn.execute(
+        "CREATE TEMP TABLE bars_archived (symbol text, time timestamptz, open float8,"
+        " high float8, low float8, close float8, volume float8) ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table("bars_archived", records=[(symbol, *r) for r in rows])
+    if rows:
+        await conn.execute(
+            "DELETE FROM bars_archived a USING bars b WHERE b.symbol = $1 AND b.time = a.time"
+            " AND b.time >= $2 AND b.time <= $3",
+            symbol,
+            min(r[0] for r in rows),
+            max(r[0] for r in rows),
+        )
+
+
+async def detach_archived(conn: Conn) -> None:
+    await conn.execute("DROP TABLE IF EXISTS bars_archived")
+
+
+async def refresh_archived_rollups(conn: Conn, symbol: str, rows: Sequence[BarRow]) -> None:
+    """Aggregate again the rollups of the buckets `rows` touch, over `bars` and the attached
+    `bars_archived`: bars written into an archived year refreshed them from `bars` alone,
+    which then held only those bars of the bucket."""
+    if not rows:
+        return
+    times = [r[0] for r in rows]
+    for sql in _REFRESH_ROLLUPS_ARCHIVED:
+        await conn.execute(sql, [symbol], min(times), max(times))
+
+
+async def try_lock_archive(conn: Conn) -> bool:
+    """One archiver at a time across replicas: a session lock, on a dedicated connection (the
+    run uploads between its transactions)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", ARCHIVE_LOCK))
+
+
+async def unlock_archive(conn: Conn) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1)", ARCHIVE_LOCK)
+
+
+async def latest_bars(conn: Conn) -> list[tuple[str, datetime]]:
+    """Each instrument with bars, and the time of its latest bar (the archive's clock)."""
+    rows = await conn.fetch(
+        "SELECT symbol, last FROM (SELECT i.symbol,"
+        " (SELECT max(time) FROM bars b WHERE b.symbol = i.symbol) AS last FROM instruments i)"
+        " AS latest WHERE last IS NOT NULL ORDER BY symbol"
+    )
+    return [(r["symbol"], r["last"]) for r in rows]
+
+
+async def bar_years(conn: Conn, symbol: str, before: datetime) -> list[int]:
+    """The UTC years in which `symbol` has stored bars before `before`."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT date_part('year', time AT TIME ZONE 'UTC')::int AS year FROM bars"
+        " WHERE symbol = $1 AND time < $2 ORDER BY year",
+        symbol,
+        before,
+    )
+    return [int(r["year"]) for r in rows]
+
+
+async def year_bars(conn: Conn, symbol: str, year: int) -> list[BarRow]:
+    """The stored bars of `symbol` in a UTC year, oldest first."""
+    low, high = year_bounds(year)
+    rows = await conn.fetch(
+        "SELECT time, open, high, low, close, volume FROM bars"
+        " WHERE symbol = $1 AND time >= $2 AND time < $3 ORDER BY time",
+        symbol,
+        low,
+        high,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def delete_archived_bars(conn: Conn, symbol: str, year: int, rows: Sequence[BarRow]) -> int:
+    """Delete the stored bars equal (time and every value) to `rows`, which the archive holds.
+    A bar written since they were read (a new time, or new values) stays, for the next run.
+    The number deleted."""
+    low, high = year_bounds(year)
+    await conn.execute(
+        "CREATE TEMP TABLE bars_out (time timestamptz, open float8, high float8, low float8,"
+        " close float8, volume float8) ON COMMIT DROP"
+    )
+    await conn.copy_records_to_table("bars_out", records=rows)
+    status: str = await conn.execute(
+        "DELETE FROM bars b USING bars_out o WHERE b.symbol = $1 AND b.time >= $2"
+        " AND b.time < $3 AND b.time = o.time AND b.open = o.open AND b.high = o.high"
+        " AND b.low = o.low AND b.close = o.close AND b.volume = o.volume",
+        symbol,
+        low,
+        high,
+    )
+    await conn.execute("DROP TABLE bars_out")
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def record_archived(conn: Conn, year: ArchivedYear) -> None:
+    await conn.execute(
+        "INSERT INTO bars_archive (symbol, year, key, rows, first_time, last_time, sha256)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (symbol, year) DO UPDATE SET"
+        " key = excluded.key, rows = excluded.rows, first_time = excluded.first_time,"
+        " last_time = excluded.last_time, sha256 = excluded.sha256, archived_at = now()",
+        year.symbol,
+        year.year,
+        year.key,
+        year.rows,
+        year.first_time,
+        year.last_time,
+        year.sha256,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import numpy as np
 from aether_charts import bars as b
 from aether_charts import columns, repository
 from aether_charts import indicators as ind
+from aether_charts.archive_reader import ArchiveReader
 from aether_charts.bars import Instrument
 from aether_charts.callers import Caller, require_caller
 from aether_charts.columns import BarColumns
@@ -97,8 +98,10 @@ class Imported:
 
 
 class ChartsService:
-    def __init__(self, settings: ChartsSettings) -> None:
+    def __init__(self, settings: ChartsSettings, archive: ArchiveReader) -> None:
         self._s = settings
+        # Candles and warm-up counts: over `bars`, and the archive when a window reaches it.
+        self._archive = archive
 
     # -- callers -----------------------------------------------------------------------------------
     def caller(self) -> Caller:
@@ -139,7 +142,7 @@ class ChartsService:
         if query.cursor:
             after = decode_cursor(query.cursor, symbol, interval)
             start = max(start, after + ONE_MICROSECOND)
-        rows = await repository.candles(
+        rows = await self._archive.candles(
             conn,
             symbol,
             interval,
@@ -171,8 +174,8 @@ class ChartsService:
             raise b.fail("cursor", "latest pages back with `to`, not a cursor")
         rollup = b.rollup_for(interval, instrument.resolution)
         reach = limit * b.bars_per_candle(interval, rollup or instrument.resolution)
-        first = await repository.time_before(conn, instrument.symbol, end, reach, rollup=rollup)
-        rows = await repository.candles(
+        first = await self._archive.time_before(conn, instrument.symbol, end, reach, rollup=rollup)
+        rows = await self._archive.candles(
             conn,
             instrument.symbol,
             interval,
@@ -215,14 +218,16 @@ class ChartsService:
         if count:
             stored = count * b.bars_per_candle(interval, rollup or instrument.resolution)
             start = (
-                await repository.time_before(conn, instrument.symbol, first, stored, rollup=rollup)
+                await self._archive.time_before(
+                    conn, instrument.symbol, first, stored, rollup=rollup
+                )
                 or first
             )
         if _wants_vwap(parsed) and b.intraday(interval):
             start = min(start, _session_start(first, instrument.timezone))
         if start >= first:
             return []
-        return await repository.candles(
+        return await self._archive.candles(
             conn,
             instrument.symbol,
             interval,
