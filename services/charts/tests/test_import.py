@@ -1,14 +1,16 @@
-"""Importing a CSV file of bars: all or nothing, the bad row named; admins only; the command
-line does the same."""
+"""Importing a CSV or Parquet file of bars: all or nothing, the bad row named; admins only; the
+command line does the same."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
+import pandas as pd
 import pytest
 
 from aether.charts.v1 import charts_pb2
@@ -122,3 +124,61 @@ async def test_the_command_line(charts: Any, pg_dsn: str, tmp_path: Path) -> Non
     assert await count_bars(pg_dsn, "ABC") == 0
     assert await asyncio.to_thread(importer.main, ["abc", str(good), "--dsn", pg_dsn]) == 0
     assert await count_bars(pg_dsn, "ABC") == 3
+
+
+def parquet_of(frame: pd.DataFrame) -> bytes:
+    out = io.BytesIO()
+    frame.to_parquet(out, engine="pyarrow", index=False)
+    return out.getvalue()
+
+
+def good_frame() -> pd.DataFrame:
+    frame = pd.read_csv(io.StringIO(GOOD))
+    # Timestamps as Parquet holds them: midnight New York, with its zone.
+    frame["time"] = pd.to_datetime(frame["time"]).dt.tz_localize("America/New_York")
+    return frame
+
+
+async def import_parquet(charts: Any, symbol: str, data: bytes, **fields: Any) -> Any:
+    return await charts.stub.ImportBars(
+        charts_pb2.ImportBarsRequest(symbol=symbol, parquet=data, **fields),
+        metadata=charts.admin("importer"),
+    )
+
+
+async def test_a_parquet_file_imports_like_its_csv(charts: Any) -> None:
+    done = await import_parquet(charts, "PQ", parquet_of(good_frame()), timezone="America/New_York")
+    assert (done.rows, done.written) == (3, 3)
+    await charts.import_bars("CSV", GOOD, timezone="America/New_York")
+    pq, csv = await charts.all_candles("PQ"), await charts.all_candles("CSV")
+    assert [(c.time, c.close) for c in pq] == [(c.time, c.close) for c in csv]
+
+
+async def test_a_bad_parquet_row_is_named_like_a_csv_one(charts: Any, pg_dsn: str) -> None:
+    frame = good_frame()
+    frame.loc[1, "high"] = 90.0  # row 2: high below low 101
+    error = await failure(
+        import_parquet(charts, "PQB", parquet_of(frame), timezone="America/New_York")
+    )
+    assert error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.detail.startswith("row 2 (line 3): high 90.0 is below low 101.0")
+    assert await count_bars(pg_dsn, "PQB") == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"parquet": b"not parquet"}, "not a Parquet file"),
+        ({"csv": GOOD.encode(), "parquet": b"x"}, "exactly one of csv and parquet"),
+        ({}, "exactly one of csv and parquet"),
+    ],
+)
+async def test_parquet_refusals(charts: Any, fields: dict[str, Any], words: str) -> None:
+    error = await failure(
+        charts.stub.ImportBars(
+            charts_pb2.ImportBarsRequest(symbol="PQX", **fields),
+            metadata=charts.admin("importer"),
+        )
+    )
+    assert error.grpc_code == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in error.detail

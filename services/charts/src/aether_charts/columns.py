@@ -1,10 +1,11 @@
 """An import's fast path: a CSV file of bars read and checked as columns (pandas' C reader,
-numpy checks) instead of row by row.
+numpy checks) instead of row by row; and Parquet files, read as columns (pyarrow).
 
 It takes the files that pass every check of bars.parse_csv and gives the same bars. Any file it
 does not take whole (a bad row, a time it does not read the same way, a repeated time, too many
 rows) goes to bars.parse_csv, which names the first bad row: a file is accepted or refused with
-the same answer either way; only a good file is faster.
+the same answer either way; only a good file is faster. A Parquet file that does not pass as a
+whole is written out as CSV text for the row path, so its refusal names the row too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from aether_charts.bars import CSV_COLUMNS, FIRST_YEAR, GRID_ORIGIN, INTERVALS, LAST_YEAR, Bar
+from aether_charts.bars import (
+    CSV_COLUMNS,
+    FIRST_YEAR,
+    GRID_ORIGIN,
+    INTERVALS,
+    LAST_YEAR,
+    Bar,
+    fail,
+)
 
 Floats = npt.NDArray[np.float64]
 
@@ -78,7 +87,53 @@ def read(data: bytes, resolution: str, zone: ZoneInfo, *, max_rows: int) -> BarC
         times = _times(frame[names["time"]], zone)
     except Exception:  # anything unusual in a value or a time: the row path decides
         return None
-    if times is None or not _checked(values, times, resolution, zone):
+    return _checked_columns(values, times, resolution, zone)
+
+
+def read_parquet(
+    data: bytes, resolution: str, zone: ZoneInfo, *, max_rows: int
+) -> BarColumns | bytes:
+    """A Parquet file's bars (the same columns; time as a timestamp, with or without a zone, or
+    as text). When they do not pass as a whole, the file as CSV text instead, for the row path
+    to refuse naming the first bad row (or to read what this does not)."""
+    try:
+        frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+    except Exception as exc:  # not Parquet at all
+        raise fail("parquet", f"not a Parquet file of bars: {exc.__class__.__name__}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in CSV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise fail("parquet", f"the file must have the columns {', '.join(CSV_COLUMNS)}")
+    frame = frame[list(CSV_COLUMNS)]
+    if 0 < len(frame) <= max_rows:
+        try:
+            values = {c: frame[c].to_numpy(np.float64) for c in CSV_COLUMNS[1:]}
+            time = frame["time"]
+            if pd.api.types.is_datetime64_any_dtype(time):
+                stamps = pd.DatetimeIndex(time)
+                if stamps.tz is None:
+                    stamps = stamps.tz_localize(str(zone), ambiguous="raise", nonexistent="raise")
+                times: pd.DatetimeIndex | None = stamps.tz_convert("UTC").as_unit("us")
+            else:
+                times = _times(time.astype(str), zone)
+            checked = _checked_columns(values, times, resolution, zone)
+        except Exception:
+            checked = None
+        if checked is not None:
+            return checked
+    if pd.api.types.is_datetime64_any_dtype(frame["time"]):
+        frame = frame.assign(time=frame["time"].map(lambda t: t.isoformat()))
+    text: str = frame.to_csv(index=False)
+    return text.encode()
+
+
+def _checked_columns(
+    values: dict[str, Floats], times: pd.DatetimeIndex | None, resolution: str, zone: ZoneInfo
+) -> BarColumns | None:
+    """The bars sorted by time, if every one passes bars.check and no time repeats."""
+    if times is None or bool(times.isna().any()):
+        return None
+    if not _checked(values, times, resolution, zone):
         return None
     order = np.argsort(times.asi8, kind="stable")
     sorted_times = times[order]

@@ -136,13 +136,16 @@ class ChartsServicer(charts_pb2_grpc.ChartsServiceServicer):
         self, request: charts_pb2.ImportBarsRequest, context: Context
     ) -> charts_pb2.ImportBarsResponse:
         self._service.admin()
+        if bool(request.csv) == bool(request.parquet):
+            raise b.fail("csv", "give the file as exactly one of csv and parquet")
         done = await self._service.import_file(
             self._db,
             request.symbol,
-            request.csv,
+            request.csv or request.parquet,
             name=request.name,
             timezone=request.timezone,
             resolution=request.resolution,
+            file_format="csv" if request.csv else "parquet",
         )
         return charts_pb2.ImportBarsResponse(rows=done.rows, written=done.written)
 

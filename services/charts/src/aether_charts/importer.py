@@ -1,6 +1,7 @@
-"""`python -m aether_charts.importer SYMBOL FILE`: import a CSV file of bars for one symbol.
+"""`python -m aether_charts.importer SYMBOL FILE`: import a CSV or Parquet (`.parquet`, `.pq`)
+file of bars for one symbol.
 
-The file has a header naming time, open, high, low, close, volume. A bad row refuses the whole
+The file has columns named time, open, high, low, close, volume. A bad row refuses the whole
 file (its row number is printed) and nothing is written; bars already stored at the same times
 are replaced. The database is CHARTS_DATABASE_URL (or AETHER_DATABASE_URL, or --dsn); the
 service's migrations are applied first. Exit 0 on success, 1 on a refused file, 2 on bad usage.
@@ -21,12 +22,13 @@ from aether_common.errors import AetherError
 from aether_common.postgres import PostgresDatabase
 
 MAX_ROWS = 10_000_000
+PARQUET = (".parquet", ".pq")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m aether_charts.importer", description=__doc__)
     p.add_argument("symbol", help="ticker, e.g. AAPL, BRK.B, EURUSD")
-    p.add_argument("file", type=Path, help="CSV file of bars")
+    p.add_argument("file", type=Path, help="CSV or Parquet (.parquet, .pq) file of bars")
     p.add_argument("--name", default="", help="a new symbol's name")
     p.add_argument("--timezone", default="", help="a new symbol's exchange time zone (UTC)")
     p.add_argument("--resolution", default="", help="a new symbol's bar resolution (1d)")
@@ -52,6 +54,7 @@ async def run(args: argparse.Namespace) -> Imported:
             timezone=args.timezone,
             resolution=args.resolution,
             max_rows=MAX_ROWS,
+            file_format="parquet" if args.file.suffix.lower() in PARQUET else "csv",
         )
     finally:
         await database.stop()

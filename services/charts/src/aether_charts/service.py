@@ -349,6 +349,7 @@ class ChartsService:
         name: str = "",
         timezone: str = "",
         resolution: str = "",
+        file_format: str = "csv",
     ) -> Imported:
         return await import_file(
             database,
@@ -357,6 +358,7 @@ class ChartsService:
             name=name,
             timezone=timezone,
             resolution=resolution,
+            file_format=file_format,
             max_rows=self._s.max_import_rows,
         )
 
@@ -370,9 +372,11 @@ async def import_file(
     timezone: str = "",
     resolution: str = "",
     max_rows: int,
+    file_format: str = "csv",
 ) -> Imported:
-    """Import a CSV file of bars for one symbol, all or nothing (see the module docstring).
-    A new symbol is created with `name`, `timezone` (UTC) and `resolution` (1d)."""
+    """Import a CSV (or, `file_format="parquet"`, Parquet) file of bars for one symbol, all or
+    nothing (see the module docstring). A new symbol is created with `name`, `timezone` (UTC)
+    and `resolution` (1d)."""
     symbol = b.symbol(symbol)
     async with database.connection() as conn:
         known = await repository.instrument(conn, symbol)
@@ -384,7 +388,7 @@ async def import_file(
         IMPORT_SOURCE,
     )
     bars = await asyncio.to_thread(
-        _read, data, instrument.resolution, instrument.timezone, max_rows
+        _read, data, instrument.resolution, instrument.timezone, max_rows, file_format
     )
     first, last = bars.times[0], bars.times[-1]
     years = set(range(first.year, last.year + 1))
@@ -393,12 +397,22 @@ async def import_file(
     return Imported(len(bars), written)
 
 
-def _read(data: bytes, resolution: str, timezone: str, max_rows: int) -> BarColumns:
+def _read(
+    data: bytes, resolution: str, timezone: str, max_rows: int, file_format: str
+) -> BarColumns:
     """The file's checked bars: as columns when it takes the fast path, else row by row
     (which refuses a bad file naming its first bad row). columns.py says why both."""
     zone = b.timezone(timezone)
-    fast = columns.read(data, resolution, zone, max_rows=max_rows)
-    return fast or BarColumns.of(b.parse_csv(data, resolution, zone, max_rows=max_rows))
+    if file_format == "parquet":
+        read = columns.read_parquet(data, resolution, zone, max_rows=max_rows)
+        if isinstance(read, BarColumns):
+            return read
+        data = read  # as CSV text, for the row path
+    else:
+        fast = columns.read(data, resolution, zone, max_rows=max_rows)
+        if fast is not None:
+            return fast
+    return BarColumns.of(b.parse_csv(data, resolution, zone, max_rows=max_rows))
 
 
 async def store(uow: UnitOfWork, instrument: Instrument, bars: BarColumns) -> int:

@@ -231,6 +231,7 @@ class ImportBarsRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIMEZONE_FIELD_NUMBER: _builtins.int
     RESOLUTION_FIELD_NUMBER: _builtins.int
+    PARQUET_FIELD_NUMBER: _builtins.int
     symbol: _builtins.str
     csv: _builtins.bytes
     """CSV with a header naming the columns time, open, high, low, close, volume (any order,
@@ -242,6 +243,10 @@ class ImportBarsRequest(_message.Message):
     """
     timezone: _builtins.str
     resolution: _builtins.str
+    parquet: _builtins.bytes
+    """Instead of `csv`: a Parquet file with the same columns (time as a timestamp or as text).
+    Exactly one of the two is given.
+    """
     def __init__(
         self,
         *,
@@ -250,10 +255,11 @@ class ImportBarsRequest(_message.Message):
         name: _builtins.str = ...,
         timezone: _builtins.str = ...,
         resolution: _builtins.str = ...,
+        parquet: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "name", b"name", "resolution", b"resolution", "symbol", b"symbol", "timezone", b"timezone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["csv", b"csv", "name", b"name", "parquet", b"parquet", "resolution", b"resolution", "symbol", b"symbol", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
