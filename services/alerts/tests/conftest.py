@@ -95,6 +95,8 @@ class Alerts(Callers):
     def token(self, user_id: str, **claims: Any) -> str:
         return testkit.mint(self.key, testkit.access_claims(sub=user_id, **claims))
 
+    spec = staticmethod(spec)
+
     async def create(self, user: str, /, **fields: Any) -> alerts_pb2.Rule:
         return await self.stub.CreateRule(
             alerts_pb2.CreateRuleRequest(spec=spec(**fields)), metadata=self.auth(user)

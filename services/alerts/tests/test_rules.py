@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -23,7 +23,8 @@ from aether_common.errors import (
 )
 from aether_devstack.testkit import failure
 
-from .conftest import Alerts, StartAlerts, spec
+if TYPE_CHECKING:  # test modules share fixtures, not imports
+    from .conftest import Alerts, StartAlerts
 
 
 def ts(time: datetime) -> Timestamp:
@@ -36,13 +37,18 @@ async def test_a_rule_is_created_read_and_listed(alerts: Alerts) -> None:
     ada = alerts.user("ada")
     rule = await alerts.create(ada, symbol="aapl", channels=["in_app", "email", "in_app"])
     assert rule.user_id == ada
-    assert rule.status == "active" and rule.version == 1 and rule.fired_count == 0
+    assert rule.status == "active"
+    assert rule.version == 1
+    assert rule.fired_count == 0
     assert rule.spec.symbol == "AAPL"  # normalised
     assert list(rule.spec.channels) == ["in_app", "email"]  # deduplicated, in order
-    got = await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada))
+    got = await alerts.stub.GetRule(
+        alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada)
+    )
     assert got == rule
     listed = await alerts.stub.ListRules(alerts_pb2.ListRulesRequest(), metadata=alerts.auth(ada))
-    assert list(listed.rules) == [rule] and listed.next_cursor == ""
+    assert list(listed.rules) == [rule]
+    assert listed.next_cursor == ""
     assert await alerts.outbox() == [events.RULE_CREATED]
 
 
@@ -61,13 +67,30 @@ async def test_a_rule_is_created_read_and_listed(alerts: Alerts) -> None:
             "params",
         ),
         ({"condition": "percent_move", "value": 5.0}, "params.window_s"),
-        ({"condition": "percent_move", "value": 5.0, "params": {"window_s": 0.5}}, "params.window_s"),
+        (
+            {"condition": "percent_move", "value": 5.0, "params": {"window_s": 0.5}},
+            "params.window_s",
+        ),
         ({"condition": "rsi_above", "value": 70.0}, "interval"),
         ({"condition": "rsi_below", "value": 130.0, "interval": "1h"}, "value"),
-        ({"condition": "rsi_above", "value": 70.0, "interval": "1h", "params": {"length": 3}}, "params"),
-        ({"condition": "macd_cross", "value": 0.0, "interval": "1d", "params": {"fast": 30}}, "params"),
+        (
+            {"condition": "rsi_above", "value": 70.0, "interval": "1h", "params": {"length": 3}},
+            "params",
+        ),
+        (
+            {"condition": "macd_cross", "value": 0.0, "interval": "1d", "params": {"fast": 30}},
+            "params",
+        ),
         ({"condition": "price_cross_sma", "value": 0.0, "interval": "7m"}, "interval"),
-        ({"condition": "price_cross_ema", "value": 0.0, "interval": "1h", "params": {"period": 1.5}}, "params.period"),
+        (
+            {
+                "condition": "price_cross_ema",
+                "value": 0.0,
+                "interval": "1h",
+                "params": {"period": 1.5},
+            },
+            "params.period",
+        ),
         ({"frequency": "sometimes"}, "frequency"),
         ({"frequency": "once_per_bar"}, "interval"),
         ({"frequency": "every_time"}, "cooldown_s"),
@@ -111,11 +134,14 @@ async def test_indicator_parameters_get_their_defaults(alerts: Alerts) -> None:
     assert dict(rule.spec.params) == {"fast": 12, "slow": 26, "signal": 9}
 
 
-async def test_an_unknown_symbol_is_refused_after_asking_charts(alerts: Alerts, charts_peer: Any) -> None:
+async def test_an_unknown_symbol_is_refused_after_asking_charts(
+    alerts: Alerts, charts_peer: Any
+) -> None:
     ada = alerts.user()
     error = await failure(alerts.create(ada, symbol="NOPE"))
     assert isinstance(error, ValidationFailed)
-    assert error.error_code == "unknown_symbol" and "NOPE" in error.detail
+    assert error.error_code == "unknown_symbol"
+    assert "NOPE" in error.detail
     (call,) = charts_peer.calls_to("GetQuote")
     assert call.request.symbol == "NOPE"
     # The caller's own token went to charts (charts checks who asks).
@@ -157,12 +183,11 @@ async def test_the_quota_of_active_rules_depends_on_the_plan(start_alerts: Start
 async def test_concurrent_creates_never_exceed_the_quota(start_alerts: StartAlerts) -> None:
     alerts = await start_alerts(quota_free=3)
     ada = alerts.user()
-    outcomes = await asyncio.gather(
-        *(alerts.create(ada) for _ in range(8)), return_exceptions=True
-    )
+    outcomes = await asyncio.gather(*(alerts.create(ada) for _ in range(8)), return_exceptions=True)
     created = [o for o in outcomes if isinstance(o, alerts_pb2.Rule)]
     refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert len(created) == 3 and len(refused) == 5
+    assert len(created) == 3
+    assert len(refused) == 5
     assert all(r.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
 
 
@@ -172,7 +197,9 @@ async def test_another_users_rule_is_not_found(alerts: Alerts) -> None:
     by_id = alerts_pb2.RuleIdRequest(id=rule.id)
     for call in (
         alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=eve),
-        alerts.stub.UpdateRule(alerts_pb2.UpdateRuleRequest(id=rule.id, spec=spec()), metadata=eve),
+        alerts.stub.UpdateRule(
+            alerts_pb2.UpdateRuleRequest(id=rule.id, spec=alerts.spec()), metadata=eve
+        ),
         alerts.stub.PauseRule(by_id, metadata=eve),
         alerts.stub.ResumeRule(by_id, metadata=eve),
         alerts.stub.DeleteRule(by_id, metadata=eve),
@@ -191,11 +218,13 @@ async def test_a_call_without_a_token_is_unauthenticated(alerts: Alerts) -> None
 async def test_update_replaces_the_definition_and_checks_the_version(alerts: Alerts) -> None:
     ada = alerts.user()
     rule = await alerts.create(ada)
-    new = spec(symbol="MSFT", condition="price_below", value=380.0, channels=["webhook"])
+    new = alerts.spec(symbol="MSFT", condition="price_below", value=380.0, channels=["webhook"])
     updated = await alerts.stub.UpdateRule(
         alerts_pb2.UpdateRuleRequest(id=rule.id, spec=new, version=1), metadata=alerts.auth(ada)
     )
-    assert updated.spec.symbol == "MSFT" and updated.spec.value == 380.0 and updated.version == 2
+    assert updated.spec.symbol == "MSFT"
+    assert updated.spec.value == 380.0
+    assert updated.version == 2
     stale = await failure(
         alerts.stub.UpdateRule(
             alerts_pb2.UpdateRuleRequest(id=rule.id, spec=new, version=1), metadata=alerts.auth(ada)
@@ -204,7 +233,8 @@ async def test_update_replaces_the_definition_and_checks_the_version(alerts: Ale
     assert isinstance(stale, PreconditionFailed)
     bad = await failure(
         alerts.stub.UpdateRule(
-            alerts_pb2.UpdateRuleRequest(id=rule.id, spec=spec(value=-1.0)), metadata=alerts.auth(ada)
+            alerts_pb2.UpdateRuleRequest(id=rule.id, spec=alerts.spec(value=-1.0)),
+            metadata=alerts.auth(ada),
         )
     )
     assert isinstance(bad, ValidationFailed)
@@ -217,10 +247,12 @@ async def test_pause_resume_and_delete(alerts: Alerts) -> None:
     by_id = alerts_pb2.RuleIdRequest(id=rule.id)
     me = alerts.auth(ada)
     paused = await alerts.stub.PauseRule(by_id, metadata=me)
-    assert paused.status == "paused" and paused.version == 2
+    assert paused.status == "paused"
+    assert paused.version == 2
     assert (await alerts.stub.PauseRule(by_id, metadata=me)).version == 2  # no change
     resumed = await alerts.stub.ResumeRule(by_id, metadata=me)
-    assert resumed.status == "active" and resumed.version == 3
+    assert resumed.status == "active"
+    assert resumed.version == 3
     await alerts.stub.DeleteRule(by_id, metadata=me)
     assert isinstance(
         await failure(alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=me)),
@@ -259,4 +291,6 @@ async def test_rules_are_listed_newest_first_by_page_and_filter(alerts: Alerts) 
         alerts_pb2.ListRulesRequest(limit=5000),
         alerts_pb2.ListRulesRequest(cursor="garbage!"),
     ):
-        assert isinstance(await failure(alerts.stub.ListRules(request, metadata=me)), ValidationFailed)
+        assert isinstance(
+            await failure(alerts.stub.ListRules(request, metadata=me)), ValidationFailed
+        )
