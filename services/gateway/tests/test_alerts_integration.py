@@ -189,6 +189,11 @@ async def test_another_users_rule_and_notification_are_404(
     assert (await api.get("/api/alerts", headers=eve)).json() == {"rules": [], "next_cursor": None}
 
 
+async def test_the_status_page_checks_alerts(api: Any) -> None:
+    status = await api.get("/api/status")
+    assert status.json()["dependencies"]["alerts"]["ok"] is True
+
+
 async def test_without_a_token_it_is_401(api: Any) -> None:
     assert (await api.get("/api/alerts")).status_code == 401
     assert (await api.get("/api/notifications/unread-count")).status_code == 401
