@@ -294,3 +294,35 @@ async def test_rules_are_listed_newest_first_by_page_and_filter(alerts: Alerts) 
         assert isinstance(
             await failure(alerts.stub.ListRules(request, metadata=me)), ValidationFailed
         )
+
+
+async def test_rules_past_their_expiry_turn_expired(start_alerts: StartAlerts) -> None:
+    alerts = await start_alerts(expiry_batch=2)
+    ada = alerts.user()
+    me = alerts.auth(ada)
+    later = ts(datetime.now(UTC) + timedelta(hours=1))
+    rules = [await alerts.create(ada, expires_at=later) for _ in range(5)]
+    await alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=rules[0].id), metadata=me)
+    keeps = await alerts.create(ada, expires_at=later)
+    async with alerts.app.database.connection() as conn:
+        await conn.execute(
+            "UPDATE rules SET expires_at = now() - interval '1 second' WHERE id <> $1::uuid",
+            keeps.id,
+        )
+    assert await alerts.app.expiry.run_once() == 5  # three batches of at most 2
+    assert await alerts.app.expiry.run_once() == 0
+    listed = await alerts.stub.ListRules(alerts_pb2.ListRulesRequest(status="expired"), metadata=me)
+    assert {r.id for r in listed.rules} == {r.id for r in rules}
+    assert all(r.version == (3 if r.id == rules[0].id else 2) for r in listed.rules)
+    outbox = await alerts.outbox()
+    assert outbox.count(events.RULE_UPDATED) == 1 + 5  # the pause, then one per expiry
+    error = await failure(
+        alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=rules[1].id), metadata=me)
+    )
+    assert isinstance(error, PreconditionFailed)
+    # Updating an expired rule with a new expiry arms it again.
+    again = await alerts.stub.UpdateRule(
+        alerts_pb2.UpdateRuleRequest(id=rules[1].id, spec=alerts.spec(expires_at=later)),
+        metadata=me,
+    )
+    assert again.status == "active"

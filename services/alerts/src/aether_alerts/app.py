@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from aether_alerts import events
 from aether_alerts.config import AlertsSettings
 from aether_alerts.consumers import AccountConsumer
+from aether_alerts.expiry import Expiry
 from aether_alerts.grpc import SERVICE_NAME, AlertsServicer, register
 from aether_alerts.market import SymbolCheck
 from aether_alerts.service import AlertsService
@@ -51,6 +52,9 @@ class AlertsApp:
             topics=events.topic_specs(s.topic_prefix),
             options=RelayOptions(active_poll_s=s.outbox_poll_s),
         )
+        self.expiry = Expiry(
+            self.database, self.service, interval_s=s.expiry_interval_s, batch=s.expiry_batch
+        )
         self.consumer = AccountConsumer(
             self.database,
             self.service,
@@ -63,7 +67,7 @@ class AlertsApp:
         """Start order (the runner stops them in reverse: gRPC first). `events=False` publishes
         and consumes nothing (the outbox fills; no Kafka needed)."""
         kafka: list[Component] = [self.producer, self.relay, self.consumer] if events else []
-        return [self.database, self.auth, self.symbols, *kafka, self.grpc]
+        return [self.database, self.auth, self.symbols, self.expiry, *kafka, self.grpc]
 
     def http_app(self) -> FastAPI:
         return create_http_app("alerts")

@@ -58,6 +58,10 @@ class AlertsSettings(AetherSettings):
     quota_admin: int = Field(default=1000, ge=0)
     admin_role: str = "admin"
 
+    # -- expiry (expiry.py): how often rules past expires_at turn expired, how many per batch
+    expiry_interval_s: float = Field(default=30.0, gt=0)
+    expiry_batch: int = Field(default=500, ge=1, le=100_000)
+
     # -- limits (alerts.proto states them) -------------------------------------------------------
     # every_time rules: the least cool-down a user may set (firing floods are a cost).
     min_cooldown_s: int = Field(default=60, ge=1)

@@ -208,6 +208,20 @@ async def lock_user(conn: Conn, user_id: str) -> None:
     )
 
 
+async def expire_due(conn: Conn, *, limit: int) -> list[Rule]:
+    """Active or paused rules whose `expires_at` passed turn `expired`, `limit` at most; rows
+    another replica is expiring are skipped (it reports them)."""
+    rows = await conn.fetch(
+        f"""UPDATE rules SET status = 'expired', version = version + 1, updated_at = now()
+            WHERE id IN (SELECT id FROM rules
+                         WHERE status IN ('active', 'paused') AND expires_at <= now()
+                         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING {_RULE_COLUMNS}""",  # noqa: S608 (constants)
+        limit,
+    )
+    return [row_to_rule(r) for r in rows]
+
+
 async def active_rules(conn: Conn, symbols: Sequence[str] | None) -> list[Rule]:
     """The active rules of `symbols` (every active rule for None): what the engine indexes.
     Rules past their expiry are left out (the engine never fires them)."""

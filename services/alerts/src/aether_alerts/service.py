@@ -203,6 +203,13 @@ class AlertsService:
     async def unread_count(self, conn: Conn, caller: Caller) -> int:
         return await repository.unread_count(conn, caller.user_id)
 
+    async def expire(self, uow: UnitOfWork, *, limit: int) -> int:
+        """Rules past their expiry turn `expired` (an audit event each); answers how many."""
+        expired = await repository.expire_due(uow.conn, limit=limit)
+        await uow.emit(*(events.rule_updated(rule, self._prefix) for rule in expired))
+        RULE_CHANGES.labels(event="expired").inc(len(expired))
+        return len(expired)
+
     async def erase_user(self, conn: Conn, user_id: str) -> int:
         return await repository.erase_user(conn, user_id)
 

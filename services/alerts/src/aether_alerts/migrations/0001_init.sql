@@ -27,6 +27,9 @@ CREATE TABLE rules (
 CREATE INDEX rules_active_symbol ON rules (symbol) WHERE status = 'active';
 -- A user's rules newest first (ListRules paging on (created_at, id)); the quota counts them.
 CREATE INDEX rules_user ON rules (user_id, created_at DESC, id DESC);
+-- Expiry (expiry.py) finds the armed rules whose time is up.
+CREATE INDEX rules_expiring ON rules (expires_at)
+    WHERE status IN ('active', 'paused') AND expires_at IS NOT NULL;
 
 -- One row per firing. UNIQUE (rule_id, trigger_id) is the exactly-once guarantee: the tick or
 -- bar that fired a rule fires it once, however often it is delivered or evaluated.
