@@ -98,9 +98,10 @@ class Alerts(Callers):
     spec = staticmethod(spec)
 
     async def create(self, user: str, /, **fields: Any) -> alerts_pb2.Rule:
-        return await self.stub.CreateRule(
+        created = await self.stub.CreateRule(
             alerts_pb2.CreateRuleRequest(spec=spec(**fields)), metadata=self.auth(user)
         )
+        return created.rule
 
     async def outbox(self) -> list[str]:
         """The topics in the outbox, oldest first (events=False: nothing drains it)."""

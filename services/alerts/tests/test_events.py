@@ -23,7 +23,9 @@ async def test_rule_changes_are_published_keyed_by_user(
     alerts = await start_alerts(events=True, topic_prefix=topic_prefix)
     ada = alerts.user()
     rule = await alerts.create(ada)
-    await alerts.stub.DeleteRule(alerts_pb2.RuleIdRequest(id=rule.id), metadata=alerts.auth(ada))
+    await alerts.stub.DeleteRule(
+        alerts_pb2.DeleteRuleRequest(id=rule.id), metadata=alerts.auth(ada)
+    )
     bootstrap = alerts.app.settings.kafka_bootstrap
     (created,) = await read_topic(bootstrap, topic_prefix + events.RULE_CREATED, 1)
     (deleted,) = await read_topic(bootstrap, topic_prefix + events.RULE_DELETED, 1)
@@ -52,7 +54,9 @@ async def test_a_deleted_account_loses_its_rules_firings_and_inbox(
     ada, bob = alerts.user("ada"), alerts.user("bob")
     for user in (ada, bob):
         rule = await alerts.create(user, frequency="every_time", cooldown_s=60)
-        await alerts.stub.TestRule(alerts_pb2.RuleIdRequest(id=rule.id), metadata=alerts.auth(user))
+        await alerts.stub.TestRule(
+            alerts_pb2.TestRuleRequest(id=rule.id), metadata=alerts.auth(user)
+        )
     async with alerts.app.database.connection() as conn:
         (adas,) = [r for r in await repository.active_rules(conn, ["AAPL"]) if r.user_id == ada]
     await alerts.app.database.transaction(

@@ -57,7 +57,9 @@ async def test_active_rules_are_those_of_the_symbols_asked(alerts: Alerts) -> No
     aapl = await alerts.create(ada, symbol="AAPL")
     msft = await alerts.create(ada, symbol="MSFT", condition="price_below", value=300.0)
     paused = await alerts.create(ada, symbol="AAPL")
-    await alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=paused.id), metadata=alerts.auth(ada))
+    await alerts.stub.PauseRule(
+        alerts_pb2.PauseRuleRequest(id=paused.id), metadata=alerts.auth(ada)
+    )
     soon = await alerts.create(ada, symbol="AAPL")
     async with alerts.app.database.connection() as conn:
         # A rule past its expiry is never handed to the engine.
@@ -94,9 +96,9 @@ async def test_a_trigger_fires_a_rule_once_and_everything_commits_together(alert
     # The same tick again (redelivery, a second replica, a restarted engine): nothing more.
     assert await fire(alerts, rule, "AAPL:2026-03-02T15:30:00Z:1") is None
     assert await fire(alerts, rule, "AAPL:2026-03-02T15:31:00Z:0") is not None
-    stored = await alerts.stub.GetRule(
-        alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada)
-    )
+    stored = (
+        await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada))
+    ).rule
     assert stored.fired_count == 2
     assert stored.status == "active"
     assert stored.last_fired_bar.ToDatetime(tzinfo=UTC) == MARKET
@@ -146,9 +148,9 @@ async def test_a_once_rule_is_fired_by_its_first_trigger(alerts: Alerts) -> None
     created = await alerts.create(ada)
     rule = await rule_of(alerts, created.id)
     await fire(alerts, rule, "t-1")
-    stored = await alerts.stub.GetRule(
-        alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada)
-    )
+    stored = (
+        await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada))
+    ).rule
     assert stored.status == "fired"
     assert stored.version == 2
     async with alerts.app.database.connection() as conn:
@@ -157,13 +159,15 @@ async def test_a_once_rule_is_fired_by_its_first_trigger(alerts: Alerts) -> None
     assert await alerts.outbox() == [events.RULE_CREATED, events.TRIGGERED, events.RULE_UPDATED]
     # A fired rule is armed again by updating it.
     error = await failure(
-        alerts.stub.ResumeRule(alerts_pb2.RuleIdRequest(id=rule.id), metadata=alerts.auth(ada))
+        alerts.stub.ResumeRule(alerts_pb2.ResumeRuleRequest(id=rule.id), metadata=alerts.auth(ada))
     )
     assert error.error_code == "rule_not_paused"
-    again = await alerts.stub.UpdateRule(
-        alerts_pb2.UpdateRuleRequest(id=rule.id, spec=alerts.spec(value=210.0)),
-        metadata=alerts.auth(ada),
-    )
+    again = (
+        await alerts.stub.UpdateRule(
+            alerts_pb2.UpdateRuleRequest(id=rule.id, spec=alerts.spec(value=210.0)),
+            metadata=alerts.auth(ada),
+        )
+    ).rule
     assert again.status == "active"
     assert again.fired_count == 1
 
@@ -191,11 +195,13 @@ async def test_a_test_firing_takes_the_notification_path_and_leaves_the_rule(
     ada = alerts.user()
     rule = await alerts.create(ada)
     me = alerts.auth(ada)
-    firing = await alerts.stub.TestRule(alerts_pb2.RuleIdRequest(id=rule.id), metadata=me)
+    firing = (
+        await alerts.stub.TestRule(alerts_pb2.TestRuleRequest(id=rule.id), metadata=me)
+    ).firing
     assert firing.test
     assert firing.trigger_id.startswith("test:")
     assert firing.rule_id == rule.id
-    stored = await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=me)
+    stored = (await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=me)).rule
     assert stored.status == "active"
     assert stored.fired_count == 0
     assert stored.version == 1
@@ -237,7 +243,9 @@ async def test_the_inbox_orders_marks_read_and_counts(alerts: Alerts) -> None:
     fired = [await fire(alerts, rule, f"t-{i}") for i in range(5)]
     notes = [f.notification_id for f in fired if f is not None]  # oldest first
     await alerts.stub.MarkRead(alerts_pb2.MarkReadRequest(id=notes[3]), metadata=me)
-    read_again = await alerts.stub.MarkRead(alerts_pb2.MarkReadRequest(id=notes[3]), metadata=me)
+    read_again = (
+        await alerts.stub.MarkRead(alerts_pb2.MarkReadRequest(id=notes[3]), metadata=me)
+    ).notification
     assert read_again.HasField("read_at")
     count = await alerts.stub.UnreadCount(alerts_pb2.UnreadCountRequest(), metadata=me)
     assert count.unread == 4

@@ -73,7 +73,7 @@ async def test_the_process_serves_and_stops_cleanly(
         spec = alerts_pb2.RuleSpec(
             symbol="AAPL", condition="price_above", value=250, frequency="once", channels=["in_app"]
         )
-        rule = await stub.CreateRule(alerts_pb2.CreateRuleRequest(spec=spec), metadata=auth)
+        rule = (await stub.CreateRule(alerts_pb2.CreateRuleRequest(spec=spec), metadata=auth)).rule
         assert rule.status == "active"
 
     service.send_signal(signal.SIGTERM)

@@ -42,9 +42,9 @@ async def test_a_rule_is_created_read_and_listed(alerts: Alerts) -> None:
     assert rule.fired_count == 0
     assert rule.spec.symbol == "AAPL"  # normalised
     assert list(rule.spec.channels) == ["in_app", "email"]  # deduplicated, in order
-    got = await alerts.stub.GetRule(
-        alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada)
-    )
+    got = (
+        await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada))
+    ).rule
     assert got == rule
     listed = await alerts.stub.ListRules(alerts_pb2.ListRulesRequest(), metadata=alerts.auth(ada))
     assert list(listed.rules) == [rule]
@@ -169,15 +169,15 @@ async def test_the_quota_of_active_rules_depends_on_the_plan(start_alerts: Start
     assert error.error_code == "alert_quota_exceeded"
     assert "free plan allows 2" in error.detail
     # A paused rule does not count; resuming it counts again.
-    await alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=first.id), metadata=alerts.auth(ada))
+    await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=first.id), metadata=alerts.auth(ada))
     await alerts.create(ada)
     error = await failure(
-        alerts.stub.ResumeRule(alerts_pb2.RuleIdRequest(id=first.id), metadata=alerts.auth(ada))
+        alerts.stub.ResumeRule(alerts_pb2.ResumeRuleRequest(id=first.id), metadata=alerts.auth(ada))
     )
     assert isinstance(error, RateLimited)
     # A premium token gets the premium quota.
     premium = alerts.auth(ada, plan="premium")
-    await alerts.stub.ResumeRule(alerts_pb2.RuleIdRequest(id=first.id), metadata=premium)
+    await alerts.stub.ResumeRule(alerts_pb2.ResumeRuleRequest(id=first.id), metadata=premium)
 
 
 async def test_concurrent_creates_never_exceed_the_quota(start_alerts: StartAlerts) -> None:
@@ -194,16 +194,15 @@ async def test_concurrent_creates_never_exceed_the_quota(start_alerts: StartAler
 async def test_another_users_rule_is_not_found(alerts: Alerts) -> None:
     rule = await alerts.create(alerts.user("ada"))
     eve = alerts.auth(alerts.user("eve"))
-    by_id = alerts_pb2.RuleIdRequest(id=rule.id)
     for call in (
         alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=eve),
         alerts.stub.UpdateRule(
             alerts_pb2.UpdateRuleRequest(id=rule.id, spec=alerts.spec()), metadata=eve
         ),
-        alerts.stub.PauseRule(by_id, metadata=eve),
-        alerts.stub.ResumeRule(by_id, metadata=eve),
-        alerts.stub.DeleteRule(by_id, metadata=eve),
-        alerts.stub.TestRule(by_id, metadata=eve),
+        alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=rule.id), metadata=eve),
+        alerts.stub.ResumeRule(alerts_pb2.ResumeRuleRequest(id=rule.id), metadata=eve),
+        alerts.stub.DeleteRule(alerts_pb2.DeleteRuleRequest(id=rule.id), metadata=eve),
+        alerts.stub.TestRule(alerts_pb2.TestRuleRequest(id=rule.id), metadata=eve),
         alerts.stub.ListFirings(alerts_pb2.ListFiringsRequest(rule_id=rule.id), metadata=eve),
         alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id="not-a-uuid"), metadata=eve),
     ):
@@ -219,9 +218,11 @@ async def test_update_replaces_the_definition_and_checks_the_version(alerts: Ale
     ada = alerts.user()
     rule = await alerts.create(ada)
     new = alerts.spec(symbol="MSFT", condition="price_below", value=380.0, channels=["webhook"])
-    updated = await alerts.stub.UpdateRule(
-        alerts_pb2.UpdateRuleRequest(id=rule.id, spec=new, version=1), metadata=alerts.auth(ada)
-    )
+    updated = (
+        await alerts.stub.UpdateRule(
+            alerts_pb2.UpdateRuleRequest(id=rule.id, spec=new, version=1), metadata=alerts.auth(ada)
+        )
+    ).rule
     assert updated.spec.symbol == "MSFT"
     assert updated.spec.value == 380.0
     assert updated.version == 2
@@ -244,16 +245,21 @@ async def test_update_replaces_the_definition_and_checks_the_version(alerts: Ale
 async def test_pause_resume_and_delete(alerts: Alerts) -> None:
     ada = alerts.user()
     rule = await alerts.create(ada)
-    by_id = alerts_pb2.RuleIdRequest(id=rule.id)
     me = alerts.auth(ada)
-    paused = await alerts.stub.PauseRule(by_id, metadata=me)
+    paused = (
+        await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=rule.id), metadata=me)
+    ).rule
     assert paused.status == "paused"
     assert paused.version == 2
-    assert (await alerts.stub.PauseRule(by_id, metadata=me)).version == 2  # no change
-    resumed = await alerts.stub.ResumeRule(by_id, metadata=me)
+    assert (
+        await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=rule.id), metadata=me)
+    ).rule.version == 2  # no change
+    resumed = (
+        await alerts.stub.ResumeRule(alerts_pb2.ResumeRuleRequest(id=rule.id), metadata=me)
+    ).rule
     assert resumed.status == "active"
     assert resumed.version == 3
-    await alerts.stub.DeleteRule(by_id, metadata=me)
+    await alerts.stub.DeleteRule(alerts_pb2.DeleteRuleRequest(id=rule.id), metadata=me)
     assert isinstance(
         await failure(alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=me)),
         NotFound,
@@ -270,7 +276,7 @@ async def test_rules_are_listed_newest_first_by_page_and_filter(alerts: Alerts) 
     ada = alerts.user()
     me = alerts.auth(ada)
     made = [await alerts.create(ada, symbol="AAPL" if i % 2 else "MSFT") for i in range(7)]
-    await alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=made[0].id), metadata=me)
+    await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=made[0].id), metadata=me)
     seen: list[str] = []
     cursor = ""
     while True:
@@ -302,7 +308,7 @@ async def test_rules_past_their_expiry_turn_expired(start_alerts: StartAlerts) -
     me = alerts.auth(ada)
     later = ts(datetime.now(UTC) + timedelta(hours=1))
     rules = [await alerts.create(ada, expires_at=later) for _ in range(5)]
-    await alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=rules[0].id), metadata=me)
+    await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=rules[0].id), metadata=me)
     keeps = await alerts.create(ada, expires_at=later)
     async with alerts.app.database.connection() as conn:
         await conn.execute(
@@ -317,12 +323,14 @@ async def test_rules_past_their_expiry_turn_expired(start_alerts: StartAlerts) -
     outbox = await alerts.outbox()
     assert outbox.count(events.RULE_UPDATED) == 1 + 5  # the pause, then one per expiry
     error = await failure(
-        alerts.stub.PauseRule(alerts_pb2.RuleIdRequest(id=rules[1].id), metadata=me)
+        alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=rules[1].id), metadata=me)
     )
     assert isinstance(error, PreconditionFailed)
     # Updating an expired rule with a new expiry arms it again.
-    again = await alerts.stub.UpdateRule(
-        alerts_pb2.UpdateRuleRequest(id=rules[1].id, spec=alerts.spec(expires_at=later)),
-        metadata=me,
-    )
+    again = (
+        await alerts.stub.UpdateRule(
+            alerts_pb2.UpdateRuleRequest(id=rules[1].id, spec=alerts.spec(expires_at=later)),
+            metadata=me,
+        )
+    ).rule
     assert again.status == "active"

@@ -29,18 +29,18 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
     # -- rules -----------------------------------------------------------------------------------
     async def CreateRule(
         self, request: alerts_pb2.CreateRuleRequest, context: Context
-    ) -> alerts_pb2.Rule:
+    ) -> alerts_pb2.CreateRuleResponse:
         caller = self._service.caller()
         spec = await self._service.checked(schemas.spec(request.spec))
         rule = await self._db.transaction(lambda uow: self._service.create(uow, caller, spec))
-        return schemas.rule_pb(rule)
+        return alerts_pb2.CreateRuleResponse(rule=schemas.rule_pb(rule))
 
     async def ListRules(
         self, request: alerts_pb2.ListRulesRequest, context: Context
     ) -> alerts_pb2.ListRulesResponse:
         caller = self._service.caller()
         async with self._db.connection() as conn:
-            page = await self._service.list(
+            page = await self._service.list_rules(
                 conn,
                 caller,
                 status=request.status,
@@ -54,49 +54,49 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
 
     async def GetRule(
         self, request: alerts_pb2.GetRuleRequest, context: Context
-    ) -> alerts_pb2.Rule:
+    ) -> alerts_pb2.GetRuleResponse:
         caller = self._service.caller()
         async with self._db.connection() as conn:
             rule = await self._service.get(conn, caller, request.id)
-        return schemas.rule_pb(rule)
+        return alerts_pb2.GetRuleResponse(rule=schemas.rule_pb(rule))
 
     async def UpdateRule(
         self, request: alerts_pb2.UpdateRuleRequest, context: Context
-    ) -> alerts_pb2.Rule:
+    ) -> alerts_pb2.UpdateRuleResponse:
         caller = self._service.caller()
         spec = await self._service.checked(schemas.spec(request.spec))
         rule = await self._db.transaction(
             lambda uow: self._service.update(uow, caller, request.id, spec, request.version)
         )
-        return schemas.rule_pb(rule)
+        return alerts_pb2.UpdateRuleResponse(rule=schemas.rule_pb(rule))
 
     async def PauseRule(
-        self, request: alerts_pb2.RuleIdRequest, context: Context
-    ) -> alerts_pb2.Rule:
+        self, request: alerts_pb2.PauseRuleRequest, context: Context
+    ) -> alerts_pb2.PauseRuleResponse:
         caller = self._service.caller()
         rule = await self._db.transaction(lambda uow: self._service.pause(uow, caller, request.id))
-        return schemas.rule_pb(rule)
+        return alerts_pb2.PauseRuleResponse(rule=schemas.rule_pb(rule))
 
     async def ResumeRule(
-        self, request: alerts_pb2.RuleIdRequest, context: Context
-    ) -> alerts_pb2.Rule:
+        self, request: alerts_pb2.ResumeRuleRequest, context: Context
+    ) -> alerts_pb2.ResumeRuleResponse:
         caller = self._service.caller()
         rule = await self._db.transaction(lambda uow: self._service.resume(uow, caller, request.id))
-        return schemas.rule_pb(rule)
+        return alerts_pb2.ResumeRuleResponse(rule=schemas.rule_pb(rule))
 
     async def DeleteRule(
-        self, request: alerts_pb2.RuleIdRequest, context: Context
+        self, request: alerts_pb2.DeleteRuleRequest, context: Context
     ) -> alerts_pb2.DeleteRuleResponse:
         caller = self._service.caller()
         await self._db.transaction(lambda uow: self._service.delete(uow, caller, request.id))
         return alerts_pb2.DeleteRuleResponse()
 
     async def TestRule(
-        self, request: alerts_pb2.RuleIdRequest, context: Context
-    ) -> alerts_pb2.Firing:
+        self, request: alerts_pb2.TestRuleRequest, context: Context
+    ) -> alerts_pb2.TestRuleResponse:
         caller = self._service.caller()
         firing = await self._db.transaction(lambda uow: self._service.test(uow, caller, request.id))
-        return schemas.firing_pb(firing)
+        return alerts_pb2.TestRuleResponse(firing=schemas.firing_pb(firing))
 
     async def ListFirings(
         self, request: alerts_pb2.ListFiringsRequest, context: Context
@@ -131,12 +131,12 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
 
     async def MarkRead(
         self, request: alerts_pb2.MarkReadRequest, context: Context
-    ) -> alerts_pb2.Notification:
+    ) -> alerts_pb2.MarkReadResponse:
         caller = self._service.caller()
         # One statement: it commits or rolls back as a whole.
         async with self._db.connection() as conn:
             note = await self._service.mark_read(conn, caller, request.id)
-        return schemas.notification_pb(note)
+        return alerts_pb2.MarkReadResponse(notification=schemas.notification_pb(note))
 
     async def MarkAllRead(
         self, request: alerts_pb2.MarkAllReadRequest, context: Context

@@ -77,7 +77,7 @@ class AlertsService:
             raise NotFound(f"no alert rule {rule_id!r}", code="rule_not_found")
         return rule
 
-    async def list(
+    async def list_rules(
         self, conn: Conn, caller: Caller, *, status: str, symbol: str, limit: int, cursor: str
     ) -> Page[Rule]:
         if status and status not in STATUSES:

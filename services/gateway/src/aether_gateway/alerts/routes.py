@@ -52,7 +52,7 @@ def _rule(answer: alerts_pb2.Rule) -> RuleOut:
 @router.post("", status_code=201, summary="Create an alert rule (CreateRule)")
 async def create(body: RuleIn, caller: Caller, alerts: Alerts) -> RuleOut:
     request = alerts_pb2.CreateRuleRequest(spec=convert.spec(body))
-    return _rule(await alerts.call(alerts.stub.CreateRule, request, token=caller.raw))
+    return _rule((await alerts.call(alerts.stub.CreateRule, request, token=caller.raw)).rule)
 
 
 @router.get("", summary="The caller's rules, newest first (ListRules)")
@@ -74,7 +74,7 @@ async def list_rules(
 @router.get("/{rule_id}", summary="One rule (GetRule)")
 async def get(rule_id: str, caller: Caller, alerts: Alerts) -> RuleOut:
     request = alerts_pb2.GetRuleRequest(id=rule_id)
-    return _rule(await alerts.call(alerts.stub.GetRule, request, token=caller.raw))
+    return _rule((await alerts.call(alerts.stub.GetRule, request, token=caller.raw)).rule)
 
 
 @router.put("/{rule_id}", summary="Replace a rule's definition (UpdateRule)")
@@ -82,28 +82,28 @@ async def update(rule_id: str, body: RuleUpdateIn, caller: Caller, alerts: Alert
     request = alerts_pb2.UpdateRuleRequest(
         id=rule_id, spec=convert.spec(body), version=body.version or 0
     )
-    return _rule(await alerts.call(alerts.stub.UpdateRule, request, token=caller.raw))
+    return _rule((await alerts.call(alerts.stub.UpdateRule, request, token=caller.raw)).rule)
 
 
 @router.delete(
     "/{rule_id}", status_code=204, response_class=Response, summary="Delete a rule (DeleteRule)"
 )
 async def delete(rule_id: str, caller: Caller, alerts: Alerts) -> Response:
-    request = alerts_pb2.RuleIdRequest(id=rule_id)
+    request = alerts_pb2.DeleteRuleRequest(id=rule_id)
     await alerts.call(alerts.stub.DeleteRule, request, token=caller.raw)
     return Response(status_code=204)
 
 
 @router.post("/{rule_id}/pause", summary="Stop evaluating a rule (PauseRule)")
 async def pause(rule_id: str, caller: Caller, alerts: Alerts) -> RuleOut:
-    request = alerts_pb2.RuleIdRequest(id=rule_id)
-    return _rule(await alerts.call(alerts.stub.PauseRule, request, token=caller.raw))
+    request = alerts_pb2.PauseRuleRequest(id=rule_id)
+    return _rule((await alerts.call(alerts.stub.PauseRule, request, token=caller.raw)).rule)
 
 
 @router.post("/{rule_id}/resume", summary="Evaluate a paused rule again (ResumeRule)")
 async def resume(rule_id: str, caller: Caller, alerts: Alerts) -> RuleOut:
-    request = alerts_pb2.RuleIdRequest(id=rule_id)
-    return _rule(await alerts.call(alerts.stub.ResumeRule, request, token=caller.raw))
+    request = alerts_pb2.ResumeRuleRequest(id=rule_id)
+    return _rule((await alerts.call(alerts.stub.ResumeRule, request, token=caller.raw)).rule)
 
 
 @router.post(
@@ -112,9 +112,9 @@ async def resume(rule_id: str, caller: Caller, alerts: Alerts) -> RuleOut:
     summary="Fire the rule's notification path now, without a market event (TestRule)",
 )
 async def test(rule_id: str, caller: Caller, alerts: Alerts) -> FiringOut:
-    request = alerts_pb2.RuleIdRequest(id=rule_id)
+    request = alerts_pb2.TestRuleRequest(id=rule_id)
     answer = await alerts.call(alerts.stub.TestRule, request, token=caller.raw)
-    return FiringOut.model_validate(convert.firing(answer))
+    return FiringOut.model_validate(convert.firing(answer.firing))
 
 
 @router.get("/{rule_id}/firings", summary="A rule's firings, newest first (ListFirings)")
@@ -172,4 +172,4 @@ async def read_all(caller: Caller, alerts: Alerts) -> MarkedOut:
 async def read(notification_id: str, caller: Caller, alerts: Alerts) -> NotificationOut:
     request = alerts_pb2.MarkReadRequest(id=notification_id)
     answer = await alerts.call(alerts.stub.MarkRead, request, token=caller.raw)
-    return NotificationOut.model_validate(convert.notification(answer))
+    return NotificationOut.model_validate(convert.notification(answer.notification))

@@ -44,7 +44,7 @@ class AlertsServiceStub:
         self.CreateRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/CreateRule',
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleResponse.FromString,
                 _registered_method=True)
         self.ListRules = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/ListRules',
@@ -54,32 +54,32 @@ class AlertsServiceStub:
         self.GetRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/GetRule',
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleResponse.FromString,
                 _registered_method=True)
         self.UpdateRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/UpdateRule',
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleResponse.FromString,
                 _registered_method=True)
         self.PauseRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/PauseRule',
-                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleResponse.FromString,
                 _registered_method=True)
         self.ResumeRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/ResumeRule',
-                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleResponse.FromString,
                 _registered_method=True)
         self.DeleteRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/DeleteRule',
-                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleRequest.SerializeToString,
                 response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleResponse.FromString,
                 _registered_method=True)
         self.TestRule = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/TestRule',
-                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Firing.FromString,
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleResponse.FromString,
                 _registered_method=True)
         self.ListFirings = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/ListFirings',
@@ -94,7 +94,7 @@ class AlertsServiceStub:
         self.MarkRead = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/MarkRead',
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadRequest.SerializeToString,
-                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Notification.FromString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadResponse.FromString,
                 _registered_method=True)
         self.MarkAllRead = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/MarkAllRead',
@@ -219,7 +219,7 @@ def add_AlertsServiceServicer_to_server(servicer, server):
             'CreateRule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRule,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.SerializeToString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleResponse.SerializeToString,
             ),
             'ListRules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRules,
@@ -229,32 +229,32 @@ def add_AlertsServiceServicer_to_server(servicer, server):
             'GetRule': grpc.unary_unary_rpc_method_handler(
                     servicer.GetRule,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.SerializeToString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleResponse.SerializeToString,
             ),
             'UpdateRule': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateRule,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.SerializeToString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleResponse.SerializeToString,
             ),
             'PauseRule': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseRule,
-                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.SerializeToString,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleResponse.SerializeToString,
             ),
             'ResumeRule': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumeRule,
-                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.SerializeToString,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleResponse.SerializeToString,
             ),
             'DeleteRule': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteRule,
-                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.FromString,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleRequest.FromString,
                     response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleResponse.SerializeToString,
             ),
             'TestRule': grpc.unary_unary_rpc_method_handler(
                     servicer.TestRule,
-                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Firing.SerializeToString,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleResponse.SerializeToString,
             ),
             'ListFirings': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFirings,
@@ -269,7 +269,7 @@ def add_AlertsServiceServicer_to_server(servicer, server):
             'MarkRead': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkRead,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadRequest.FromString,
-                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.Notification.SerializeToString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadResponse.SerializeToString,
             ),
             'MarkAllRead': grpc.unary_unary_rpc_method_handler(
                     servicer.MarkAllRead,
@@ -315,7 +315,7 @@ class AlertsService:
             target,
             '/aether.alerts.v1.AlertsService/CreateRule',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -369,7 +369,7 @@ class AlertsService:
             target,
             '/aether.alerts.v1.AlertsService/GetRule',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.GetRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -396,7 +396,7 @@ class AlertsService:
             target,
             '/aether.alerts.v1.AlertsService/UpdateRule',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.UpdateRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -422,8 +422,8 @@ class AlertsService:
             request,
             target,
             '/aether.alerts.v1.AlertsService/PauseRule',
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.PauseRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -449,8 +449,8 @@ class AlertsService:
             request,
             target,
             '/aether.alerts.v1.AlertsService/ResumeRule',
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Rule.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ResumeRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -476,7 +476,7 @@ class AlertsService:
             request,
             target,
             '/aether.alerts.v1.AlertsService/DeleteRule',
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleRequest.SerializeToString,
             aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteRuleResponse.FromString,
             options,
             channel_credentials,
@@ -503,8 +503,8 @@ class AlertsService:
             request,
             target,
             '/aether.alerts.v1.AlertsService/TestRule',
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.RuleIdRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Firing.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.TestRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -585,7 +585,7 @@ class AlertsService:
             target,
             '/aether.alerts.v1.AlertsService/MarkRead',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadRequest.SerializeToString,
-            aether_dot_alerts_dot_v1_dot_alerts__pb2.Notification.FromString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.MarkReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,26 +40,26 @@ class AlertsServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AlertsServiceAsyncStub: ...
-    CreateRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.CreateRuleRequest, _alerts_pb2.Rule]
+    CreateRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.CreateRuleRequest, _alerts_pb2.CreateRuleResponse]
     """A new active rule. INVALID_ARGUMENT: a field out of its rules (the field is named), an
     unknown symbol (asked of the charts service). RESOURCE_EXHAUSTED: over the plan's quota of
     active rules (the limit is named). UNAVAILABLE: charts could not be asked.
     """
     ListRules: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListRulesRequest, _alerts_pb2.ListRulesResponse]
     """The caller's rules, newest first, with cursor paging; optionally of one status or symbol."""
-    GetRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.GetRuleRequest, _alerts_pb2.Rule]
-    UpdateRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.UpdateRuleRequest, _alerts_pb2.Rule]
+    GetRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.GetRuleRequest, _alerts_pb2.GetRuleResponse]
+    UpdateRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.UpdateRuleRequest, _alerts_pb2.UpdateRuleResponse]
     """Replaces a rule's definition (validated as CreateRule). `version`, when set, must be the
     rule's current one (FAILED_PRECONDITION otherwise). A fired or expired rule that is
     updated becomes active again (and counts against the quota).
     """
-    PauseRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Rule]
+    PauseRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.PauseRuleRequest, _alerts_pb2.PauseRuleResponse]
     """active -> paused; pausing a paused rule changes nothing. FAILED_PRECONDITION: fired/expired."""
-    ResumeRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Rule]
+    ResumeRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ResumeRuleRequest, _alerts_pb2.ResumeRuleResponse]
     """paused -> active (quota checked); FAILED_PRECONDITION: fired/expired (update it instead)."""
-    DeleteRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.DeleteRuleResponse]
+    DeleteRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.DeleteRuleRequest, _alerts_pb2.DeleteRuleResponse]
     """Deletes a rule with its firings and their notifications."""
-    TestRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Firing]
+    TestRule: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.TestRuleRequest, _alerts_pb2.TestRuleResponse]
     """Fires the rule's notification path now, without a market event: a firing marked `test`
     (trigger id "test:<uuid>") with its inbox notification and its triggered event. The rule's
     state (status, fired count, last firing) is not changed.
@@ -68,7 +68,7 @@ class AlertsServiceStub:
     """A rule's firings, newest first, with cursor paging."""
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListNotificationsRequest, _alerts_pb2.ListNotificationsResponse]
     """The inbox: unread first (then newest first) or newest first, with cursor paging."""
-    MarkRead: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.MarkReadRequest, _alerts_pb2.Notification]
+    MarkRead: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.MarkReadRequest, _alerts_pb2.MarkReadResponse]
     """Marks one notification read (already read: unchanged). NOT_FOUND: not the caller's."""
     MarkAllRead: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.MarkAllReadRequest, _alerts_pb2.MarkAllReadResponse]
     """Marks every unread notification of the caller read; answers how many were."""
@@ -86,26 +86,26 @@ class AlertsServiceAsyncStub(AlertsServiceStub):
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.CreateRuleRequest, _alerts_pb2.Rule]  # type: ignore[assignment]
+    CreateRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.CreateRuleRequest, _alerts_pb2.CreateRuleResponse]  # type: ignore[assignment]
     """A new active rule. INVALID_ARGUMENT: a field out of its rules (the field is named), an
     unknown symbol (asked of the charts service). RESOURCE_EXHAUSTED: over the plan's quota of
     active rules (the limit is named). UNAVAILABLE: charts could not be asked.
     """
     ListRules: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListRulesRequest, _alerts_pb2.ListRulesResponse]  # type: ignore[assignment]
     """The caller's rules, newest first, with cursor paging; optionally of one status or symbol."""
-    GetRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.GetRuleRequest, _alerts_pb2.Rule]  # type: ignore[assignment]
-    UpdateRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.UpdateRuleRequest, _alerts_pb2.Rule]  # type: ignore[assignment]
+    GetRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.GetRuleRequest, _alerts_pb2.GetRuleResponse]  # type: ignore[assignment]
+    UpdateRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.UpdateRuleRequest, _alerts_pb2.UpdateRuleResponse]  # type: ignore[assignment]
     """Replaces a rule's definition (validated as CreateRule). `version`, when set, must be the
     rule's current one (FAILED_PRECONDITION otherwise). A fired or expired rule that is
     updated becomes active again (and counts against the quota).
     """
-    PauseRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Rule]  # type: ignore[assignment]
+    PauseRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.PauseRuleRequest, _alerts_pb2.PauseRuleResponse]  # type: ignore[assignment]
     """active -> paused; pausing a paused rule changes nothing. FAILED_PRECONDITION: fired/expired."""
-    ResumeRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Rule]  # type: ignore[assignment]
+    ResumeRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ResumeRuleRequest, _alerts_pb2.ResumeRuleResponse]  # type: ignore[assignment]
     """paused -> active (quota checked); FAILED_PRECONDITION: fired/expired (update it instead)."""
-    DeleteRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.DeleteRuleResponse]  # type: ignore[assignment]
+    DeleteRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.DeleteRuleRequest, _alerts_pb2.DeleteRuleResponse]  # type: ignore[assignment]
     """Deletes a rule with its firings and their notifications."""
-    TestRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RuleIdRequest, _alerts_pb2.Firing]  # type: ignore[assignment]
+    TestRule: _aio.UnaryUnaryMultiCallable[_alerts_pb2.TestRuleRequest, _alerts_pb2.TestRuleResponse]  # type: ignore[assignment]
     """Fires the rule's notification path now, without a market event: a firing marked `test`
     (trigger id "test:<uuid>") with its inbox notification and its triggered event. The rule's
     state (status, fired count, last firing) is not changed.
@@ -114,7 +114,7 @@ class AlertsServiceAsyncStub(AlertsServiceStub):
     """A rule's firings, newest first, with cursor paging."""
     ListNotifications: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListNotificationsRequest, _alerts_pb2.ListNotificationsResponse]  # type: ignore[assignment]
     """The inbox: unread first (then newest first) or newest first, with cursor paging."""
-    MarkRead: _aio.UnaryUnaryMultiCallable[_alerts_pb2.MarkReadRequest, _alerts_pb2.Notification]  # type: ignore[assignment]
+    MarkRead: _aio.UnaryUnaryMultiCallable[_alerts_pb2.MarkReadRequest, _alerts_pb2.MarkReadResponse]  # type: ignore[assignment]
     """Marks one notification read (already read: unchanged). NOT_FOUND: not the caller's."""
     MarkAllRead: _aio.UnaryUnaryMultiCallable[_alerts_pb2.MarkAllReadRequest, _alerts_pb2.MarkAllReadResponse]  # type: ignore[assignment]
     """Marks every unread notification of the caller read; answers how many were."""
@@ -135,7 +135,7 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _alerts_pb2.CreateRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Rule, _abc.Awaitable[_alerts_pb2.Rule]]:
+    ) -> _typing.Union[_alerts_pb2.CreateRuleResponse, _abc.Awaitable[_alerts_pb2.CreateRuleResponse]]:
         """A new active rule. INVALID_ARGUMENT: a field out of its rules (the field is named), an
         unknown symbol (asked of the charts service). RESOURCE_EXHAUSTED: over the plan's quota of
         active rules (the limit is named). UNAVAILABLE: charts could not be asked.
@@ -154,14 +154,14 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _alerts_pb2.GetRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Rule, _abc.Awaitable[_alerts_pb2.Rule]]: ...
+    ) -> _typing.Union[_alerts_pb2.GetRuleResponse, _abc.Awaitable[_alerts_pb2.GetRuleResponse]]: ...
 
     @_abc_1.abstractmethod
     def UpdateRule(
         self,
         request: _alerts_pb2.UpdateRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Rule, _abc.Awaitable[_alerts_pb2.Rule]]:
+    ) -> _typing.Union[_alerts_pb2.UpdateRuleResponse, _abc.Awaitable[_alerts_pb2.UpdateRuleResponse]]:
         """Replaces a rule's definition (validated as CreateRule). `version`, when set, must be the
         rule's current one (FAILED_PRECONDITION otherwise). A fired or expired rule that is
         updated becomes active again (and counts against the quota).
@@ -170,23 +170,23 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def PauseRule(
         self,
-        request: _alerts_pb2.RuleIdRequest,
+        request: _alerts_pb2.PauseRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Rule, _abc.Awaitable[_alerts_pb2.Rule]]:
+    ) -> _typing.Union[_alerts_pb2.PauseRuleResponse, _abc.Awaitable[_alerts_pb2.PauseRuleResponse]]:
         """active -> paused; pausing a paused rule changes nothing. FAILED_PRECONDITION: fired/expired."""
 
     @_abc_1.abstractmethod
     def ResumeRule(
         self,
-        request: _alerts_pb2.RuleIdRequest,
+        request: _alerts_pb2.ResumeRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Rule, _abc.Awaitable[_alerts_pb2.Rule]]:
+    ) -> _typing.Union[_alerts_pb2.ResumeRuleResponse, _abc.Awaitable[_alerts_pb2.ResumeRuleResponse]]:
         """paused -> active (quota checked); FAILED_PRECONDITION: fired/expired (update it instead)."""
 
     @_abc_1.abstractmethod
     def DeleteRule(
         self,
-        request: _alerts_pb2.RuleIdRequest,
+        request: _alerts_pb2.DeleteRuleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alerts_pb2.DeleteRuleResponse, _abc.Awaitable[_alerts_pb2.DeleteRuleResponse]]:
         """Deletes a rule with its firings and their notifications."""
@@ -194,9 +194,9 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def TestRule(
         self,
-        request: _alerts_pb2.RuleIdRequest,
+        request: _alerts_pb2.TestRuleRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Firing, _abc.Awaitable[_alerts_pb2.Firing]]:
+    ) -> _typing.Union[_alerts_pb2.TestRuleResponse, _abc.Awaitable[_alerts_pb2.TestRuleResponse]]:
         """Fires the rule's notification path now, without a market event: a firing marked `test`
         (trigger id "test:<uuid>") with its inbox notification and its triggered event. The rule's
         state (status, fired count, last firing) is not changed.
@@ -223,7 +223,7 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _alerts_pb2.MarkReadRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_alerts_pb2.Notification, _abc.Awaitable[_alerts_pb2.Notification]]:
+    ) -> _typing.Union[_alerts_pb2.MarkReadResponse, _abc.Awaitable[_alerts_pb2.MarkReadResponse]]:
         """Marks one notification read (already read: unchanged). NOT_FOUND: not the caller's."""
 
     @_abc_1.abstractmethod
