@@ -38,16 +38,20 @@ async def rule_of(alerts: Alerts, rule_id: str) -> Rule:
     return rule
 
 
-async def fire(alerts: Alerts, rule: Rule, trigger_id: str, price: float = 201.5) -> Firing | None:
+async def fire(
+    alerts: Alerts, rule: Rule, trigger_id: str, price: float = 201.5, *, bar: int = 0
+) -> Firing | None:
+    """`trigger_id` fires `rule` at `price`, in the bar `bar` minutes after MARKET."""
     return await alerts.app.database.transaction(
         lambda uow: repository.record_firing(
             uow.conn,
             rule,
             trigger_id=trigger_id,
             price=price,
-            market_time=MARKET,
+            market_time=MARKET + timedelta(minutes=bar, seconds=30),
             title=f"{rule.symbol} above {rule.value:g}",
             body=f"{rule.symbol} traded at {price:g}",
+            bar_start=MARKET + timedelta(minutes=bar),
         )
     )
 
@@ -88,20 +92,20 @@ async def test_active_rules_are_those_of_the_symbols_asked(alerts: Alerts) -> No
 
 async def test_a_trigger_fires_a_rule_once_and_everything_commits_together(alerts: Alerts) -> None:
     ada = alerts.user()
-    created = await alerts.create(ada, frequency="every_time", cooldown_s=60)
+    created = await alerts.create(ada, frequency="once_per_bar", interval="1m")
     rule = await rule_of(alerts, created.id)
     firing = await fire(alerts, rule, "AAPL:2026-03-02T15:30:00Z:1")
     assert firing is not None
     assert not firing.test
     # The same tick again (redelivery, a second replica, a restarted engine): nothing more.
     assert await fire(alerts, rule, "AAPL:2026-03-02T15:30:00Z:1") is None
-    assert await fire(alerts, rule, "AAPL:2026-03-02T15:31:00Z:0") is not None
+    assert await fire(alerts, rule, "AAPL:2026-03-02T15:31:00Z:0", bar=1) is not None
     stored = (
         await alerts.stub.GetRule(alerts_pb2.GetRuleRequest(id=rule.id), metadata=alerts.auth(ada))
     ).rule
     assert stored.fired_count == 2
     assert stored.status == "active"
-    assert stored.last_fired_bar.ToDatetime(tzinfo=UTC) == MARKET
+    assert stored.last_fired_bar.ToDatetime(tzinfo=UTC) == MARKET + timedelta(minutes=1)
     assert abs(stored.last_fired_at.ToDatetime(tzinfo=UTC) - datetime.now(UTC)) < timedelta(
         seconds=30
     )
@@ -121,7 +125,7 @@ async def test_a_trigger_fires_a_rule_once_and_everything_commits_together(alert
     assert (payload.firing_id, payload.rule_id, payload.user_id) == (firing.id, rule.id, ada)
     assert (payload.symbol, payload.condition, payload.price) == ("AAPL", "price_above", 201.5)
     assert payload.trigger_id == "AAPL:2026-03-02T15:30:00Z:1"
-    assert payload.market_time.ToDatetime(tzinfo=UTC) == MARKET
+    assert payload.market_time.ToDatetime(tzinfo=UTC) == MARKET + timedelta(seconds=30)
     assert payload.notification_id == firing.notification_id
     assert list(payload.channels) == ["in_app"]
     assert not payload.test
@@ -218,9 +222,9 @@ async def test_a_test_firing_takes_the_notification_path_and_leaves_the_rule(
 
 async def test_firings_are_listed_newest_first_by_page(alerts: Alerts) -> None:
     ada = alerts.user()
-    created = await alerts.create(ada, frequency="every_time", cooldown_s=60)
+    created = await alerts.create(ada, frequency="once_per_bar", interval="1m")
     rule = await rule_of(alerts, created.id)
-    fired = [await fire(alerts, rule, f"t-{i}") for i in range(5)]
+    fired = [await fire(alerts, rule, f"t-{i}", bar=i) for i in range(5)]
     ids: list[str] = []
     cursor = ""
     while True:
@@ -238,9 +242,9 @@ async def test_firings_are_listed_newest_first_by_page(alerts: Alerts) -> None:
 async def test_the_inbox_orders_marks_read_and_counts(alerts: Alerts) -> None:
     ada = alerts.user()
     me = alerts.auth(ada)
-    created = await alerts.create(ada, frequency="every_time", cooldown_s=60)
+    created = await alerts.create(ada, frequency="once_per_bar", interval="1m")
     rule = await rule_of(alerts, created.id)
-    fired = [await fire(alerts, rule, f"t-{i}") for i in range(5)]
+    fired = [await fire(alerts, rule, f"t-{i}", bar=i) for i in range(5)]
     notes = [f.notification_id for f in fired if f is not None]  # oldest first
     await alerts.stub.MarkRead(alerts_pb2.MarkReadRequest(id=notes[3]), metadata=me)
     read_again = (
@@ -278,3 +282,67 @@ async def test_the_inbox_orders_marks_read_and_counts(alerts: Alerts) -> None:
     assert marked.marked == 4
     count = await alerts.stub.UnreadCount(alerts_pb2.UnreadCountRequest(), metadata=me)
     assert count.unread == 0
+
+
+async def test_the_stored_rule_decides_whether_a_trigger_fires_it(alerts: Alerts) -> None:
+    """The engine's copy of a rule may be stale: the row, locked, is the judge."""
+    ada = alerts.user()
+    me = alerts.auth(ada)
+
+    async def stale(**fields: Any) -> Rule:
+        created = await alerts.create(ada, **fields)
+        return await rule_of(alerts, created.id)
+
+    once = await stale()
+    assert await fire(alerts, once, "t-1") is not None
+    assert await fire(alerts, once, "t-2") is None  # fired for good by t-1
+
+    paused = await stale()
+    await alerts.stub.PauseRule(alerts_pb2.PauseRuleRequest(id=paused.id), metadata=me)
+    assert await fire(alerts, paused, "t-1") is None
+
+    deleted = await stale()
+    await alerts.stub.DeleteRule(alerts_pb2.DeleteRuleRequest(id=deleted.id), metadata=me)
+    assert await fire(alerts, deleted, "t-1") is None
+
+    expired = await stale()
+    async with alerts.app.database.connection() as conn:
+        await conn.execute(
+            "UPDATE rules SET expires_at = now() - interval '1 s' WHERE id = $1::uuid", expired.id
+        )
+    assert await fire(alerts, expired, "t-1") is None
+
+    cooling = await stale(frequency="every_time", cooldown_s=600)
+    assert await fire(alerts, cooling, "t-1") is not None
+    assert await fire(alerts, cooling, "t-2") is None  # inside its 10 minutes
+    async with alerts.app.database.connection() as conn:
+        await conn.execute(
+            "UPDATE rules SET last_fired_at = now() - interval '601 s' WHERE id = $1::uuid",
+            cooling.id,
+        )
+    assert await fire(alerts, cooling, "t-3") is not None
+
+    per_bar = await stale(frequency="once_per_bar", interval="1m")
+    assert await fire(alerts, per_bar, "t-1", bar=0) is not None
+    assert await fire(alerts, per_bar, "t-2", bar=0) is None  # another tick of the same bar
+    assert await fire(alerts, per_bar, "t-3", bar=1) is not None
+
+    # Redefined since the engine loaded it: the stored channels go out with the firing.
+    redefined = await stale(frequency="every_time", cooldown_s=60)
+    await alerts.stub.UpdateRule(
+        alerts_pb2.UpdateRuleRequest(
+            id=redefined.id,
+            spec=alerts.spec(frequency="every_time", cooldown_s=60, channels=["webhook"]),
+        ),
+        metadata=me,
+    )
+    firing = await fire(alerts, redefined, "t-1")
+    assert firing is not None
+    async with alerts.app.database.connection() as conn:
+        row = await conn.fetchrow(
+            "SELECT envelope FROM event_outbox WHERE topic = $1 ORDER BY seq DESC LIMIT 1",
+            events.TRIGGERED,
+        )
+    event = decode_event(EventEnvelope.FromString(row["envelope"]), events_pb2.AlertTriggered)
+    assert event.payload.firing_id == firing.id
+    assert list(event.payload.channels) == ["webhook"]

@@ -11,9 +11,10 @@ RULE_CHANGES = Counter(
 FIRINGS_RECORDED = Counter(
     "aether_alerts_firings_recorded_total", "Firings recorded (test: TestRule)", ["test"]
 )
-FIRINGS_DUPLICATE = Counter(
-    "aether_alerts_firings_duplicate_total",
-    "Triggers that had already fired their rule (nothing written: exactly once)",
+# reason: duplicate (the trigger already fired the rule: exactly once), deleted, not_active,
+# expired, cooling_down, same_bar (the stored rule was not armed; the engine's copy was stale).
+FIRINGS_SKIPPED = Counter(
+    "aether_alerts_firings_skipped_total", "Firings not recorded, by reason", ["reason"]
 )
 USERS_ERASED = Counter(
     "aether_alerts_users_erased_total", "Deleted accounts whose rules and inbox were erased"

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from aether.alerts.v1 import events_pb2
 from aether_alerts import events, schemas
-from aether_alerts.metrics import FIRINGS_DUPLICATE, FIRINGS_RECORDED
+from aether_alerts.metrics import FIRINGS_RECORDED, FIRINGS_SKIPPED
 from aether_alerts.rules import Frequency, Rule, RuleSpec, Status, row_to_rule
 from aether_common.errors import ValidationFailed
 from aether_common.events import outbox_pg
@@ -255,8 +255,29 @@ async def record_firing(
     """Record that `trigger_id` (a tick or bar id) fired `rule`, in the caller's transaction:
     the firing, its inbox notification, the rule's state (fired count, last_fired_at wall clock,
     last_fired_bar = `bar_start` or the market time, status fired for a `once` rule) and the
-    `aether.alert.triggered.v1` event in the outbox. None when this trigger already fired this
-    rule (nothing is written). A `test` firing leaves the rule's state alone."""
+    `aether.alert.triggered.v1` event in the outbox.
+
+    The rule's row is locked and read again first: the engine's copy may be stale (another
+    replica fired it, the user paused, redefined or deleted it). None, and nothing written,
+    when this trigger already fired this rule, or the rule as stored is not armed: deleted, not
+    active, past `expires_at`, an `every_time` rule inside its cool-down, a `once_per_bar` rule
+    that fired in the bar `bar_start` already (pass `bar_start` for those). The stored rule's
+    values (channels, frequency) are the ones used. A `test` firing skips those checks and
+    leaves the rule's state alone."""
+    current = await conn.fetchrow(
+        f"SELECT {_RULE_COLUMNS}, now() AS now FROM rules WHERE id = $1 FOR UPDATE",  # noqa: S608 (constants)
+        uuid.UUID(rule.id),
+    )
+    if current is None:
+        FIRINGS_SKIPPED.labels(reason="deleted").inc()
+        return None
+    stored = row_to_rule(current)
+    if not test:
+        reason = _not_armed(stored, current["now"], bar_start)
+        if reason is not None:
+            FIRINGS_SKIPPED.labels(reason=reason).inc()
+            return None
+    rule = stored
     firing_id = uuid.uuid4()
     row = await conn.fetchrow(
         """INSERT INTO firings (id, rule_id, user_id, trigger_id, price, market_time, test)
@@ -272,7 +293,7 @@ async def record_firing(
         test,
     )
     if row is None:
-        FIRINGS_DUPLICATE.inc()
+        FIRINGS_SKIPPED.labels(reason="duplicate").inc()
         return None
     FIRINGS_RECORDED.labels(test=str(test).lower()).inc()
     fired_at: datetime = row["fired_at"]
@@ -324,6 +345,25 @@ async def record_firing(
         outgoing.append(events.rule_updated(updated, topic_prefix))
     await outbox_pg.add_many(conn, outgoing)
     return firing
+
+
+def _not_armed(rule: Rule, now: datetime, bar_start: datetime | None) -> str | None:
+    """Why the stored rule must not fire now (a metric label), or None."""
+    if rule.status is not Status.ACTIVE:
+        return "not_active"
+    if rule.expires_at is not None and rule.expires_at <= now:
+        return "expired"
+    last = rule.last_fired_at
+    cooling = last is not None and (now - last).total_seconds() < rule.cooldown_s
+    if rule.frequency is Frequency.EVERY_TIME and cooling:
+        return "cooling_down"
+    if (
+        rule.frequency is Frequency.ONCE_PER_BAR
+        and bar_start is not None
+        and rule.last_fired_bar == bar_start
+    ):
+        return "same_bar"
+    return None
 
 
 _FIRING_COLUMNS = (
