@@ -191,6 +191,19 @@ async def test_concurrent_creates_never_exceed_the_quota(start_alerts: StartAler
     assert all(r.code() is grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
 
 
+async def test_two_replicas_share_one_quota(start_alerts: StartAlerts) -> None:
+    one = await start_alerts(quota_free=4)
+    two = await start_alerts(quota_free=4)  # the same database, its own pool and server
+    ada = one.user()
+    two.tokens[ada] = one.token(ada)
+    outcomes = await asyncio.gather(
+        *(replica.create(ada) for replica in (one, two) * 5), return_exceptions=True
+    )
+    assert sum(isinstance(o, alerts_pb2.Rule) for o in outcomes) == 4
+    listed = await two.stub.ListRules(alerts_pb2.ListRulesRequest(), metadata=two.auth(ada))
+    assert len(listed.rules) == 4
+
+
 async def test_another_users_rule_is_not_found(alerts: Alerts) -> None:
     rule = await alerts.create(alerts.user("ada"))
     eve = alerts.auth(alerts.user("eve"))
