@@ -22,6 +22,7 @@ from aether_common.logging import get_logger
 from aether_gateway import ops_routes
 from aether_gateway.access_middleware import AccessMiddleware
 from aether_gateway.ai import routes as ai_routes
+from aether_gateway.alerts import routes as alerts_routes
 from aether_gateway.auth import admin_routes
 from aether_gateway.auth import routes as auth_routes
 from aether_gateway.charts import routes as charts_routes
@@ -68,6 +69,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             memory_routes.router,
             charts_routes.router,
             market_routes.router,
+            alerts_routes.router,
+            alerts_routes.inbox,
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,

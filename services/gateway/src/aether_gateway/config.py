@@ -123,6 +123,14 @@ class GatewaySettings(AetherSettings):
         validation_alias=AliasChoices("GATEWAY_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET"),
     )
     charts_timeout_s: float = Field(default=15.0, gt=0)
+    # alerts (alerts/): optional too; without a target /api/alerts and /api/notifications
+    # answer 503.
+    alerts_grpc_target: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_ALERTS_GRPC_TARGET", "AETHER_ALERTS_GRPC_TARGET"),
+    )
+    # A rule write asks charts whether its symbol exists (charts' own timeout is 5 s).
+    alerts_timeout_s: float = Field(default=10.0, gt=0)
     # Retry-After on `ai_busy` (every model slot busy) when the service does not name one.
     ai_busy_retry_after_s: int = Field(default=2, ge=1, le=300)
     # SSE (POST /api/ai/chat/stream): a comment line after this long without an event, so

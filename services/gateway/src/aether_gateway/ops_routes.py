@@ -69,6 +69,8 @@ async def status(resources: Resources) -> JSONResponse:
         checks["memory"] = resources.memory.healthy
     if resources.charts is not None:
         checks["charts"] = resources.charts.healthy
+    if resources.alerts is not None:
+        checks["alerts"] = resources.alerts.healthy
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     dependencies = dict(zip(checks, results, strict=True))
     body = StatusOut(

@@ -10,6 +10,7 @@ from aether_common.access_tokens import JwksCache, TokenVerifier
 from aether_common.logging import get_logger
 from aether_common.redis_pipeline import AutoPipeline
 from aether_gateway.ai.client import AiClient
+from aether_gateway.alerts.client import AlertsClient
 from aether_gateway.auth.cache import ProfileCache
 from aether_gateway.auth.client import AuthClient
 from aether_gateway.charts.client import ChartsClient
@@ -53,6 +54,7 @@ class GatewayResources:
     ai: AiClient | None
     memory: MemoryClient | None
     charts: ChartsClient | None
+    alerts: AlertsClient | None
     # WS /api/market/stream: needs charts (its symbols), idle without it.
     market: MarketRuntime
 
@@ -129,6 +131,7 @@ class GatewayResources:
             ai=_ai_client(settings),
             memory=_memory_client(settings),
             charts=charts,
+            alerts=_alerts_client(settings),
             market=MarketRuntime.open(settings, charts),
         )
 
@@ -141,6 +144,8 @@ class GatewayResources:
             await self.memory.stop()
         if self.charts is not None:
             await self.charts.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
         await self.auth.stop()
         await self.pipeline.aclose()
         if self.revocation_redis is not self.redis:
@@ -178,3 +183,12 @@ def _charts_client(settings: GatewaySettings) -> ChartsClient | None:
     charts = ChartsClient(settings.charts_grpc_target, timeout_s=settings.charts_timeout_s)
     charts.open()
     return charts
+
+
+def _alerts_client(settings: GatewaySettings) -> AlertsClient | None:
+    if settings.alerts_grpc_target is None:
+        log.warning("alerts is not configured (AETHER_ALERTS_GRPC_TARGET): /api/alerts answers 503")
+        return None
+    alerts = AlertsClient(settings.alerts_grpc_target, timeout_s=settings.alerts_timeout_s)
+    alerts.open()
+    return alerts

@@ -1,0 +1,1 @@
+"""The alerts service: rules on live market data, their firings and the in-app inbox."""

@@ -1,0 +1,80 @@
+"""The alerts service's settings (env prefix `ALERTS_`; the devstack's `AETHER_*` names also work).
+
+Required values have no default: PostgreSQL, Kafka, and the gRPC addresses of auth (the JWKS that
+verifies callers' tokens) and charts (whether a symbol exists). Redis is declared for the engine
+(its own slice); this foundation does not use it yet.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from aether_common.settings import AetherSettings
+
+
+def _alias(own: str, platform: str) -> AliasChoices:
+    return AliasChoices(own, platform)
+
+
+class AlertsSettings(AetherSettings):
+    model_config = SettingsConfigDict(env_prefix="ALERTS_")
+
+    service_name: ClassVar[str] = "alerts"
+
+    # -- datastores and events ---------------------------------------------------------------------
+    database_url: str = Field(validation_alias=_alias("ALERTS_DATABASE_URL", "AETHER_DATABASE_URL"))
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    kafka_bootstrap: str = Field(
+        validation_alias=_alias("ALERTS_KAFKA_BOOTSTRAP", "AETHER_KAFKA_BOOTSTRAP")
+    )
+    # Kafka topics (and the consumer group) are `<topic_prefix><name>`: empty in production.
+    topic_prefix: str = ""
+    consumer_group: str = "alerts"
+    outbox_poll_s: float = Field(default=0.05, gt=0)
+
+    # -- who is calling (tokens verified with auth's JWKS) ------------------------------------
+    auth_grpc_target: str = Field(
+        validation_alias=_alias("ALERTS_AUTH_GRPC_TARGET", "AETHER_AUTH_GRPC_TARGET")
+    )
+    auth_timeout_s: float = Field(default=5.0, gt=0)
+    jwt_issuer: str = "aether-auth"
+    jwt_audience: str = "aether"
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwks_max_age_s: float = Field(default=300.0, gt=0)
+    jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+
+    # -- charts: a rule's symbol must be one charts knows (GetQuote) -----------------------------
+    charts_grpc_target: str = Field(
+        validation_alias=_alias("ALERTS_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET")
+    )
+    charts_timeout_s: float = Field(default=5.0, gt=0)
+
+    # -- quotas: active rules per plan (docs/alerts.md "Quotas"); the role wins over the plan ---
+    quota_free: int = Field(default=20, ge=0)
+    quota_premium: int = Field(default=200, ge=0)
+    quota_admin: int = Field(default=1000, ge=0)
+    admin_role: str = "admin"
+
+    # -- expiry (expiry.py): how often rules past expires_at turn expired, how many per batch
+    expiry_interval_s: float = Field(default=30.0, gt=0)
+    expiry_batch: int = Field(default=500, ge=1, le=100_000)
+
+    # -- limits (alerts.proto states them) -------------------------------------------------------
+    # every_time rules: the least cool-down a user may set (firing floods are a cost).
+    min_cooldown_s: int = Field(default=60, ge=1)
+    default_limit: int = Field(default=50, ge=1)
+    max_limit: int = Field(default=200, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if self.default_limit > self.max_limit:
+            raise ValueError("ALERTS_DEFAULT_LIMIT must not exceed ALERTS_MAX_LIMIT")
+        return self
+
+    def quota(self, plan: str | None, *, admin: bool) -> int:
+        if admin:
+            return self.quota_admin
+        return self.quota_premium if plan == "premium" else self.quota_free

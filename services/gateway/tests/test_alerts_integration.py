@@ -1,0 +1,206 @@
+"""/api/alerts/* and /api/notifications/* against the real alerts service (in-process, on this
+test's PostgreSQL database): the gateway and alerts both verify the caller's token against the
+same auth peer's JWKS. charts is a scripted peer here (alerts asks it whether a symbol exists;
+charts' routes have their own integration suite)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aether.charts.v1 import charts_pb2, charts_pb2_grpc
+from aether_alerts.app import AlertsApp
+from aether_alerts.config import AlertsSettings
+from aether_common.errors import NotFound
+from aether_common.lifecycle import Component
+from aether_devstack.endpoints import Endpoints
+from aether_devstack.testkit import ScriptedPeer, serve
+
+CHARTS_SERVICE = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"]
+
+
+def quote(request: charts_pb2.GetQuoteRequest) -> charts_pb2.GetQuoteResponse:
+    if request.symbol.upper() not in {"AAPL", "MSFT"}:
+        raise NotFound(f"no instrument {request.symbol}")
+    return charts_pb2.GetQuoteResponse(symbol=request.symbol.upper(), price=190.0)
+
+
+@pytest.fixture
+async def alerts_service(
+    pg_dsn: str,
+    fake_auth: Any,
+    token_issuer_audience: tuple[str, str],
+    aether_endpoints: Endpoints,
+) -> AsyncIterator[AlertsApp]:
+    issuer, audience = token_issuer_audience
+    charts = ScriptedPeer(CHARTS_SERVICE, answers={"GetQuote": quote})
+    servicer = charts.servicer(charts_pb2_grpc.ChartsServiceServicer)
+    async with serve(
+        "charts", charts_pb2_grpc.add_ChartsServiceServicer_to_server, servicer, CHARTS_SERVICE
+    ) as charts.address:
+        settings = AlertsSettings.model_validate(
+            {
+                "environment": "dev",
+                "database_url": pg_dsn,
+                "auth_grpc_target": fake_auth.address,
+                "charts_grpc_target": charts.address,
+                "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+                "jwt_issuer": issuer,
+                "jwt_audience": audience,
+                "quota_free": 3,
+            }
+        )
+        app = AlertsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
+        started: list[Component] = []
+        try:
+            for component in app.components(events=False):
+                await component.start()
+                started.append(component)
+            yield app
+        finally:
+            for component in reversed(started):
+                await component.stop()
+
+
+@pytest.fixture
+async def api(start_gateway: Any, alerts_service: AlertsApp) -> Any:
+    return await start_gateway(alerts_grpc_target=alerts_service.grpc.address)
+
+
+@pytest.fixture
+def ada(token: Callable[..., str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub='u-ada')}"}
+
+
+RULE = {
+    "symbol": "AAPL",
+    "condition": "price_above",
+    "value": 190,
+    "frequency": "once",
+    "channels": ["in_app", "email"],
+}
+
+
+async def test_a_rule_through_its_whole_life(api: Any, ada: dict[str, str]) -> None:
+    created = await api.post("/api/alerts", json=RULE, headers=ada)
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    assert rule["symbol"] == "AAPL"
+    assert rule["status"] == "active"
+    assert rule["interval"] is None
+    assert rule["channels"] == ["in_app", "email"]
+    rule_id = rule["id"]
+
+    assert (await api.get(f"/api/alerts/{rule_id}", headers=ada)).json() == rule
+    listed = (await api.get("/api/alerts", params={"symbol": "AAPL"}, headers=ada)).json()
+    assert listed == {"rules": [rule], "next_cursor": None}
+
+    channel = RULE | {
+        "condition": "entering_channel",
+        "value": 0,
+        "params": {"lower": 180, "upper": 200},
+        "frequency": "every_time",
+        "cooldown_s": 300,
+        "expires_at": (datetime.now(UTC) + timedelta(days=7)).isoformat(),
+        "version": 1,
+    }
+    updated = await api.put(f"/api/alerts/{rule_id}", json=channel, headers=ada)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["params"] == {"lower": 180.0, "upper": 200.0}
+    assert updated.json()["version"] == 2
+    stale = await api.put(f"/api/alerts/{rule_id}", json=channel, headers=ada)
+    assert stale.status_code == 422, stale.text
+
+    paused = await api.post(f"/api/alerts/{rule_id}/pause", headers=ada)
+    assert paused.json()["status"] == "paused"
+    resumed = await api.post(f"/api/alerts/{rule_id}/resume", headers=ada)
+    assert resumed.json()["status"] == "active"
+
+    fired = await api.post(f"/api/alerts/{rule_id}/test", headers=ada)
+    assert fired.status_code == 201, fired.text
+    assert fired.json()["test"] is True
+    history = (await api.get(f"/api/alerts/{rule_id}/firings", headers=ada)).json()
+    assert [f["id"] for f in history["firings"]] == [fired.json()["id"]]
+
+    assert (await api.get("/api/notifications/unread-count", headers=ada)).json() == {"unread": 1}
+    inbox = await api.get("/api/notifications", params={"order": "unread_first"}, headers=ada)
+    (note,) = inbox.json()["notifications"]
+    assert note["rule_id"] == rule_id
+    assert note["read_at"] is None
+    read = await api.post(f"/api/notifications/{note['id']}/read", headers=ada)
+    assert read.json()["read_at"] is not None
+    assert (await api.post("/api/notifications/read-all", headers=ada)).json() == {"marked": 0}
+    assert (await api.get("/api/notifications/unread-count", headers=ada)).json() == {"unread": 0}
+
+    deleted = await api.delete(f"/api/alerts/{rule_id}", headers=ada)
+    assert deleted.status_code == 204
+    assert (await api.get(f"/api/alerts/{rule_id}", headers=ada)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "mentions"),
+    [
+        (RULE | {"condition": "price_sideways"}, 400, "condition"),
+        (RULE | {"channels": []}, 400, "channels"),
+        (RULE | {"params": {"length": 3}}, 400, "params"),
+        (RULE | {"value": -1}, 400, "value"),  # the service's check
+        (RULE | {"symbol": "NOPE"}, 400, "NOPE"),  # charts does not know it
+        (RULE | {"condition": "rsi_above", "value": 70}, 400, "interval"),
+        (RULE | {"frequency": "every_time"}, 400, "cooldown"),
+    ],
+)
+async def test_bad_rules_are_a_4xx_with_a_message(
+    api: Any, ada: dict[str, str], body: dict[str, Any], status: int, mentions: str
+) -> None:
+    answer = await api.post("/api/alerts", json=body, headers=ada)
+    assert answer.status_code == status, answer.text
+    assert mentions in answer.text
+
+
+async def test_the_quota_is_a_429_naming_the_limit(api: Any, ada: dict[str, str]) -> None:
+    for _ in range(3):
+        assert (await api.post("/api/alerts", json=RULE, headers=ada)).status_code == 201
+    over = await api.post("/api/alerts", json=RULE, headers=ada)
+    assert over.status_code == 429, over.text
+    assert over.json()["error"] == "alert_quota_exceeded"
+    assert "allows 3 active alert rules" in over.json()["detail"]
+
+
+async def test_another_users_rule_and_notification_are_404(
+    api: Any, ada: dict[str, str], token: Callable[..., str]
+) -> None:
+    rule_id = (await api.post("/api/alerts", json=RULE, headers=ada)).json()["id"]
+    await api.post(f"/api/alerts/{rule_id}/test", headers=ada)
+    note_id = (await api.get("/api/notifications", headers=ada)).json()["notifications"][0]["id"]
+    eve = {"Authorization": f"Bearer {token(sub='u-eve')}"}
+    for method, path in (
+        ("GET", f"/api/alerts/{rule_id}"),
+        ("DELETE", f"/api/alerts/{rule_id}"),
+        ("POST", f"/api/alerts/{rule_id}/pause"),
+        ("POST", f"/api/alerts/{rule_id}/test"),
+        ("GET", f"/api/alerts/{rule_id}/firings"),
+        ("POST", f"/api/notifications/{note_id}/read"),
+    ):
+        answer = await api.request(method, path, headers=eve)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await api.get("/api/alerts", headers=eve)).json() == {"rules": [], "next_cursor": None}
+
+
+async def test_the_status_page_checks_alerts(api: Any) -> None:
+    status = await api.get("/api/status")
+    assert status.json()["dependencies"]["alerts"]["ok"] is True
+
+
+async def test_without_a_token_it_is_401(api: Any) -> None:
+    assert (await api.get("/api/alerts")).status_code == 401
+    assert (await api.get("/api/notifications/unread-count")).status_code == 401
+
+
+async def test_without_alerts_configured_it_is_503(start_gateway: Any, ada: dict[str, str]) -> None:
+    api = await start_gateway()
+    answer = await api.get("/api/alerts", headers=ada)
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "alerts_not_configured"
