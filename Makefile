@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth bench-chat bench-ai bench-memory bench-charts bench-rpc
+.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth bench-chat bench-ai bench-memory bench-charts bench-alerts bench-rpc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench-memory: setup ## memory search over 100k vectors (Qdrant Edge) vs a bare s
 
 bench-charts: setup ## charts through the gateway (10-year daily, 1-month 1m, indicators over 100k bars) and bulk import vs bare floors
 	$(UV) run python bench/charts.py
+
+bench-alerts: setup ## alert evaluation: 1M price rules over 500 symbols, the engine's index vs a bare numpy floor
+	$(UV) run python bench/alerts.py
 
 bench-rpc: setup ## one gRPC call through our server/client helpers vs plain grpc.aio (latency, client CPU)
 	$(UV) run python bench/rpc.py

@@ -81,3 +81,32 @@ async def test_bad_rules_are_refused_with_a_message(api: httpx.AsyncClient) -> N
     )
     assert no_interval.status_code == 400, no_interval.text
     assert "interval" in no_interval.json()["detail"]
+
+
+async def test_the_replayed_feed_fires_a_rule_into_the_inbox_once(api: httpx.AsyncClient) -> None:
+    """`make dev` (and this platform) replays bundled history: a rule the next AAPL price meets
+    fires through the engine into the inbox, once."""
+    auth = await token(api)
+    await charts_knows(api, auth, "AAPL")
+    rule = {**RULE, "value": 0.01}  # any price is above it: the next replayed tick fires it
+    created = await api.post("/api/alerts", json=rule, headers=auth)
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        inbox = await api.get("/api/notifications", headers=auth)
+        assert inbox.status_code == 200, inbox.text
+        if inbox.json()["notifications"]:
+            break
+        assert time.monotonic() < deadline, "no replayed tick fired the rule within 60 s"
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(2.0)  # more ticks go by: a rule that fires once stays fired once
+    firings = await api.get(f"/api/alerts/{rule_id}/firings", headers=auth)
+    assert firings.status_code == 200, firings.text
+    assert len(firings.json()["firings"]) == 1
+    fired = firings.json()["firings"][0]
+    assert fired["trigger_id"] == "once"
+    assert fired["price"] > 0
+    assert len((await api.get("/api/notifications", headers=auth)).json()["notifications"]) == 1
+    state = await api.get(f"/api/alerts/{rule_id}", headers=auth)
+    assert state.json()["status"] == "fired"

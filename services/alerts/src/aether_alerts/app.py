@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from aether_alerts import events
 from aether_alerts.config import AlertsSettings
 from aether_alerts.consumers import AccountConsumer
+from aether_alerts.engine import AlertEngine
 from aether_alerts.expiry import Expiry
 from aether_alerts.grpc import SERVICE_NAME, AlertsServicer, register
 from aether_alerts.market import SymbolCheck
@@ -63,10 +64,20 @@ class AlertsApp:
             topic_prefix=s.topic_prefix,
         )
 
+        # The engine: its own consumer group on the market ticks (engine.py).
+        self.engine = AlertEngine(
+            self.database,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group + "-engine",
+            topic_prefix=s.topic_prefix,
+        )
+
     def components(self, *, events: bool = True) -> list[Component]:
         """Start order (the runner stops them in reverse: gRPC first). `events=False` publishes
         and consumes nothing (the outbox fills; no Kafka needed)."""
-        kafka: list[Component] = [self.producer, self.relay, self.consumer] if events else []
+        kafka: list[Component] = (
+            [self.producer, self.relay, self.consumer, self.engine] if events else []
+        )
         return [self.database, self.auth, self.symbols, self.expiry, *kafka, self.grpc]
 
     def http_app(self) -> FastAPI:

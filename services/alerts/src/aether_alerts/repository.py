@@ -239,6 +239,16 @@ async def active_rules(conn: Conn, symbols: Sequence[str] | None) -> list[Rule]:
     return [row_to_rule(r) for r in rows]
 
 
+async def active_rule(conn: Conn, rule_id: str) -> Rule | None:
+    """The rule if it is active and not past its expiry (what the engine keeps indexed)."""
+    row = await conn.fetchrow(
+        f"""SELECT {_RULE_COLUMNS} FROM rules WHERE id = $1 AND status = 'active'
+            AND (expires_at IS NULL OR expires_at > now())""",  # noqa: S608 (constants)
+        uuid.UUID(rule_id),
+    )
+    return None if row is None else row_to_rule(row)
+
+
 async def record_firing(
     conn: Conn,
     rule: Rule,

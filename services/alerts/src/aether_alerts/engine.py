@@ -1,0 +1,195 @@
+"""The alert engine: market ticks in, firings out (docs/alerts.md, "The engine").
+
+A consumer group member of `aether.market.tick.v1` (keyed by symbol: the symbols spread over
+the members). Each member holds every active price rule in a PriceIndex (engine_index.py),
+loaded at start and kept current by PostgreSQL notifications of rule changes (`alert_rules`,
+sent by a trigger on `rules` when a change commits); a tick asks the index which rules its move
+fires, and only those are looked at.
+
+Exactly once: the firing is written by `repository.record_firing` in the consumer's transaction
+(with its inbox row and the `aether.alert.triggered.v1` event in the outbox), and `firings` is
+unique on (rule, trigger): the trigger is "once" for a rule that fires once, the bar (interval
+and start) for once per bar, the tick for every time. A redelivered tick, a second replica, a
+restart between detecting and recording: the second insert finds the first and writes nothing.
+The database also has the last word on cool-down and expiry (record_firing checks them), so the
+index may be a moment behind without a rule firing when it should not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from aether.charts.v1 import events_pb2 as market
+from aether_alerts import repository
+from aether_alerts.engine_index import PRICE_CONDITIONS, PriceIndex, PriceRule
+from aether_alerts.rules import Frequency, Rule
+from aether_common.events import (
+    BackgroundConsumer,
+    ConsumerOptions,
+    Event,
+    EventConsumer,
+    HandleContext,
+    PgIdempotencyStore,
+)
+from aether_common.logging import get_logger
+from aether_common.postgres import PostgresDatabase
+
+log = get_logger(__name__)
+
+TICK = "aether.market.tick.v1"
+RULES_CHANNEL = "alert_rules"
+# Intraday bars lie on a grid from this origin (as charts buckets them).
+GRID_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+INTRADAY = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "4h": timedelta(hours=4),
+}
+
+
+def price_rule(rule: Rule) -> PriceRule | None:
+    """What the index needs of a rule, for the conditions a price move decides."""
+    if rule.condition not in PRICE_CONDITIONS:
+        return None
+    params = rule.params or {}
+    return PriceRule(
+        rule_id=rule.id,
+        symbol=rule.symbol,
+        condition=rule.condition,
+        value=float(rule.value or 0.0),
+        lower=float(params.get("lower", 0.0)),
+        upper=float(params.get("upper", 0.0)),
+    )
+
+
+def bar_start(interval: str, time: datetime) -> datetime:
+    """The start of the `interval` bar holding `time`: intraday on charts' grid, days, Monday
+    weeks and months by the UTC calendar (the exchange's zone is charts' to know; a bar of a
+    day or longer is told apart by its date, which the UTC calendar gives within hours)."""
+    if interval in INTRADAY:
+        width = INTRADAY[interval]
+        return time - (time - GRID_ORIGIN) % width
+    day = datetime(time.year, time.month, time.day, tzinfo=UTC)
+    if interval == "1w":
+        return day - timedelta(days=day.weekday())
+    if interval == "1M":
+        return day.replace(day=1)
+    return day
+
+
+def trigger(rule: Rule, tick: market.MarketTick, time: datetime) -> tuple[str, datetime | None]:
+    """What makes a firing unique (see the module docstring), and the bar it belongs to for a
+    once-per-bar rule."""
+    if rule.frequency is Frequency.ONCE:
+        return "once", None
+    if rule.frequency is Frequency.ONCE_PER_BAR:
+        start = bar_start(rule.interval or "1d", time)
+        return f"bar:{rule.interval}:{start.isoformat()}", start
+    return tick.tick_id, None
+
+
+class AlertEngine(BackgroundConsumer):
+    """Component: the consumer group member that evaluates price rules on ticks."""
+
+    def __init__(
+        self,
+        database: PostgresDatabase,
+        *,
+        bootstrap: str,
+        group_id: str,
+        topic_prefix: str = "",
+        options: ConsumerOptions | None = None,
+    ) -> None:
+        super().__init__(bootstrap, [topic_prefix + TICK], group_id=group_id, options=options)
+        self._database = database
+        self._prefix = topic_prefix
+        self.index = PriceIndex()
+        self._rules: dict[str, Rule] = {}
+        self._passes: dict[str, int] = {}
+        self._listener: Any = None
+        self._changed: asyncio.Queue[str] = asyncio.Queue()
+        self._reloader: asyncio.Task[None] | None = None
+
+    def build(self) -> EventConsumer[Any]:
+        consumer = self.new_consumer(PgIdempotencyStore(self._database.pool))
+        consumer.add_handler(self.topics[0], market.MarketTick, self.tick)
+        return consumer
+
+    async def prepare(self) -> None:
+        """Listen for rule changes first, then load: a change between the two is not lost."""
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self._database.dsn)
+            await self._listener.add_listener(RULES_CHANNEL, self._on_change)
+            self._reloader = asyncio.create_task(self._reload_changed(), name="alert-rules")
+        async with self._database.connection() as conn:
+            rules = await repository.active_rules(conn, None)
+        self._rules = {str(r.id): r for r in rules}
+        self.index = PriceIndex()
+        self.index.add_all(p for p in map(price_rule, rules) if p is not None)
+        log.info("alert rules loaded", rules=len(rules), indexed=len(self.index))
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+
+    def _on_change(self, *args: Any) -> None:
+        self._changed.put_nowait(str(args[-1]))
+
+    async def _reload_changed(self) -> None:
+        while True:
+            rule_id = await self._changed.get()
+            try:
+                async with self._database.connection() as conn:
+                    found = await repository.active_rule(conn, rule_id)
+            except Exception as exc:  # a later change or a restart loads it again
+                log.warning("rule reload failed", rule_id=rule_id, error=repr(exc))
+                continue
+            self.apply(rule_id, found)
+
+    def apply(self, rule_id: str, rule: Rule | None) -> None:
+        """A rule changed: index it as it is now (None: gone, paused, fired or expired)."""
+        self.index.remove(rule_id)
+        self._rules.pop(rule_id, None)
+        if rule is None:
+            return
+        self._rules[rule_id] = rule
+        indexed = price_rule(rule)
+        if indexed is not None:
+            self.index.add(indexed)
+
+    async def tick(self, event: Event[market.MarketTick], ctx: HandleContext[Any]) -> None:
+        tick = event.payload
+        symbol, time = tick.symbol, tick.time.ToDatetime(tzinfo=UTC)
+        replay_pass = getattr(tick.replay, "pass") if tick.HasField("replay") else 0
+        if self._passes.get(symbol, replay_pass) != replay_pass:
+            self.index.reset(symbol)  # the replay started over: no edge across the jump
+        self._passes[symbol] = replay_pass
+        for rule_id in self.index.move(symbol, tick.price):
+            rule = self._rules.get(rule_id)
+            if rule is None:
+                continue
+            trigger_id, bar = trigger(rule, tick, time)
+            await repository.record_firing(
+                ctx.tx,
+                rule,
+                trigger_id=trigger_id,
+                price=tick.price,
+                market_time=time,
+                title=f"{symbol} {rule.condition.replace('_', ' ')} {rule.value:g}",
+                body=f"{symbol} traded at {tick.price:g} at {time.isoformat()}",
+                bar_start=bar,
+                topic_prefix=self._prefix,
+            )
