@@ -62,7 +62,7 @@ async def test_a_deleted_account_loses_its_rules_firings_and_inbox(
     await alerts.app.database.transaction(
         lambda uow: repository.record_firing(
             uow.conn,
-            adas,
+            adas.id,
             trigger_id="tick-1",
             price=201.0,
             market_time=datetime.now(UTC),

@@ -45,7 +45,7 @@ async def fire(
     return await alerts.app.database.transaction(
         lambda uow: repository.record_firing(
             uow.conn,
-            rule,
+            rule.id,
             trigger_id=trigger_id,
             price=price,
             market_time=MARKET + timedelta(minutes=bar, seconds=30),
@@ -184,7 +184,7 @@ async def test_a_failed_transaction_leaves_no_firing(alerts: Alerts) -> None:
 
     async def crash(uow: Any) -> None:
         await repository.record_firing(
-            uow.conn, rule, trigger_id="t-9", price=1.0, market_time=MARKET, title="t", body="b"
+            uow.conn, rule.id, trigger_id="t-9", price=1.0, market_time=MARKET, title="t", body="b"
         )
         raise RuntimeError("engine killed mid-way")
 

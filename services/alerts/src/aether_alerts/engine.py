@@ -84,15 +84,23 @@ def bar_start(interval: str, time: datetime) -> datetime:
     return day
 
 
-def trigger(rule: Rule, tick: market.MarketTick, time: datetime) -> tuple[str, datetime | None]:
+def trigger(
+    frequency: Frequency, interval: str, tick: market.MarketTick, time: datetime
+) -> tuple[str, datetime | None]:
     """What makes a firing unique (see the module docstring), and the bar it belongs to for a
     once-per-bar rule."""
-    if rule.frequency is Frequency.ONCE:
+    if frequency is Frequency.ONCE:
         return "once", None
-    if rule.frequency is Frequency.ONCE_PER_BAR:
-        start = bar_start(rule.interval or "1d", time)
-        return f"bar:{rule.interval}:{start.isoformat()}", start
+    if frequency is Frequency.ONCE_PER_BAR:
+        start = bar_start(interval or "1d", time)
+        return f"bar:{interval}:{start.isoformat()}", start
     return tick.tick_id, None
+
+
+def _threshold(rule: PriceRule) -> str:
+    if rule.condition in ("entering_channel", "exiting_channel"):
+        return f"{rule.lower:g}-{rule.upper:g}"
+    return f"{rule.value:g}"
 
 
 class AlertEngine(BackgroundConsumer):
@@ -111,7 +119,9 @@ class AlertEngine(BackgroundConsumer):
         self._database = database
         self._prefix = topic_prefix
         self.index = PriceIndex()
-        self._rules: dict[str, Rule] = {}
+        # Per indexed rule, what its firing's trigger depends on (frequency, interval): all the
+        # engine keeps besides the index, so a million rules fit in a few hundred MB.
+        self._arming: dict[str, tuple[Frequency, str]] = {}
         self._passes: dict[str, int] = {}
         self._listener: Any = None
         self._changed: asyncio.Queue[str] = asyncio.Queue()
@@ -130,9 +140,10 @@ class AlertEngine(BackgroundConsumer):
             self._reloader = asyncio.create_task(self._reload_changed(), name="alert-rules")
         async with self._database.connection() as conn:
             rules = await repository.active_rules(conn, None)
-        self._rules = {str(r.id): r for r in rules}
+        watched = [r for r in rules if r.condition in PRICE_CONDITIONS]
+        self._arming = {r.id: (r.frequency, r.interval) for r in watched}
         self.index = PriceIndex()
-        self.index.add_all(p for p in map(price_rule, rules) if p is not None)
+        self.index.add_all(p for p in map(price_rule, watched) if p is not None)
         log.info("alert rules loaded", rules=len(rules), indexed=len(self.index))
 
     async def stop(self) -> None:
@@ -162,12 +173,10 @@ class AlertEngine(BackgroundConsumer):
     def apply(self, rule_id: str, rule: Rule | None) -> None:
         """A rule changed: index it as it is now (None: gone, paused, fired or expired)."""
         self.index.remove(rule_id)
-        self._rules.pop(rule_id, None)
-        if rule is None:
-            return
-        self._rules[rule_id] = rule
-        indexed = price_rule(rule)
-        if indexed is not None:
+        self._arming.pop(rule_id, None)
+        indexed = None if rule is None else price_rule(rule)
+        if rule is not None and indexed is not None:
+            self._arming[rule_id] = (rule.frequency, rule.interval)
             self.index.add(indexed)
 
     async def tick(self, event: Event[market.MarketTick], ctx: HandleContext[Any]) -> None:
@@ -178,17 +187,17 @@ class AlertEngine(BackgroundConsumer):
             self.index.reset(symbol)  # the replay started over: no edge across the jump
         self._passes[symbol] = replay_pass
         for rule_id in self.index.move(symbol, tick.price):
-            rule = self._rules.get(rule_id)
-            if rule is None:
+            arming, watched = self._arming.get(rule_id), self.index.rule(rule_id)
+            if arming is None or watched is None:
                 continue
-            trigger_id, bar = trigger(rule, tick, time)
+            trigger_id, bar = trigger(*arming, tick, time)
             await repository.record_firing(
                 ctx.tx,
-                rule,
+                rule_id,
                 trigger_id=trigger_id,
                 price=tick.price,
                 market_time=time,
-                title=f"{symbol} {rule.condition.replace('_', ' ')} {rule.value:g}",
+                title=f"{symbol} {watched.condition.replace('_', ' ')} {_threshold(watched)}",
                 body=f"{symbol} traded at {tick.price:g} at {time.isoformat()}",
                 bar_start=bar,
                 topic_prefix=self._prefix,

@@ -251,7 +251,7 @@ async def active_rule(conn: Conn, rule_id: str) -> Rule | None:
 
 async def record_firing(
     conn: Conn,
-    rule: Rule,
+    rule_id: str,
     *,
     trigger_id: str,
     price: float,
@@ -262,7 +262,8 @@ async def record_firing(
     bar_start: datetime | None = None,
     topic_prefix: str = "",
 ) -> Firing | None:
-    """Record that `trigger_id` (a tick or bar id) fired `rule`, in the caller's transaction:
+    """Record that `trigger_id` (a tick or bar id) fired rule `rule_id`, in the caller's
+    transaction:
     the firing, its inbox notification, the rule's state (fired count, last_fired_at wall clock,
     last_fired_bar = `bar_start` or the market time, status fired for a `once` rule) and the
     `aether.alert.triggered.v1` event in the outbox.
@@ -276,7 +277,7 @@ async def record_firing(
     leaves the rule's state alone."""
     current = await conn.fetchrow(
         f"SELECT {_RULE_COLUMNS}, now() AS now FROM rules WHERE id = $1 FOR UPDATE",  # noqa: S608 (constants)
-        uuid.UUID(rule.id),
+        uuid.UUID(rule_id),
     )
     if current is None:
         FIRINGS_SKIPPED.labels(reason="deleted").inc()

@@ -153,7 +153,7 @@ class AlertsService:
         now = datetime.now(UTC)
         firing = await repository.record_firing(
             uow.conn,
-            rule,
+            rule.id,
             trigger_id=f"test:{uuid.uuid4()}",
             price=0.0,
             market_time=now,
