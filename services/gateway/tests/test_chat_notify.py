@@ -11,6 +11,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -76,6 +77,10 @@ async def frame_of(ws: ClientConnection, kind: str) -> str | bytes:
             return raw
 
 
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 async def nothing_more(ws: ClientConnection, wait_s: float = 0.3) -> None:
     try:
         extra = await asyncio.wait_for(ws.recv(), wait_s)
@@ -93,11 +98,13 @@ async def test_every_socket_of_the_user_gets_the_notification_and_no_one_else(
     channel = f"{alerts_notify_prefix}user:u-a"
     await subscribers(redis, channel, 1)  # one pub/sub connection, whatever the sockets
     await subscribers(redis, f"{alerts_notify_prefix}user:u-b", 1)
+    delivered = sample("aether_gateway_chat_notifications_delivered_total")
     text = json.dumps(notification())
     await redis.publish(channel, text)
     for ws in (phone, laptop):
         assert await frame_of(ws, "notification") == text  # alerts' text, unchanged
     await nothing_more(other)
+    assert sample("aether_gateway_chat_notifications_delivered_total") == delivered + 2
     for ws in (phone, laptop, other):
         await ws.close()
 
@@ -122,6 +129,23 @@ async def test_the_channel_is_given_up_with_the_users_last_socket(
     await subscribers(redis, channel, 1)
     await nothing_more(again)
     await again.close()
+
+
+async def test_sockets_opened_and_closed_at_once_leave_no_subscription(
+    gw: Any, redis: Redis, alerts_notify_prefix: str, token: Callable[..., str]
+) -> None:
+    # Closed before (or while) the SUBSCRIBE that their opening asked for runs.
+    for _ in range(3):
+        sockets = await asyncio.gather(*(open_ws(gw, token(sub="u-a")) for _ in range(5)))
+        await asyncio.gather(*(ws.close() for ws in sockets))
+    hub = gw.resources.chat.hub
+    for _ in range(100):
+        if not hub.users and not hub.notifications.fanout.channels:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.notifications.fanout.channels == 0
+    await asyncio.sleep(0.2)
+    await subscribers(redis, f"{alerts_notify_prefix}user:u-a", 0)
 
 
 async def test_msgpack_clients_get_the_notification_as_msgpack(
