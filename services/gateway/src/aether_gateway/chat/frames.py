@@ -8,6 +8,7 @@ protocol is in docs/chat.md ("The client WebSocket protocol").
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import msgpack  # type: ignore[import-untyped]
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 from aether_common.errors import AetherError
 from aether_common.http import describe_validation_errors
 from aether_gateway.ws import frames as ws
+from aether_gateway.ws.connection import Connection
 from aether_gateway.ws.frames import AuthIn, ClientIn, Frame, PingIn
 
 JSON_SUBPROTOCOL = "aether.json"
@@ -40,6 +42,37 @@ def error_from(exc: AetherError, **context: Any) -> Frame:
     if exc.retry_after is not None:
         extra["retry_after"] = exc.retry_after
     return error_frame(exc.error_code, exc.detail, **extra)
+
+
+def refuse(conn: Connection, obj: dict[str, Any], exc: BadFrame) -> None:
+    """A client frame that is not one: its error frame, echoing its `id` when usable."""
+    request_id = obj.get("id")
+    conn.push(
+        error_frame(
+            exc.code,
+            exc.detail,
+            op=exc.op,
+            request_id=request_id if isinstance(request_id, str) else None,
+        )
+    )
+
+
+def over_rate(conn: Connection, op: str, request_id: str | None, **context: Any) -> bool:
+    """Whether the connection's frame rate refuses this frame (its error frame sent)."""
+    retry = conn.rate.hit(time.monotonic()) if conn.rate is not None else 0.0
+    if not retry:
+        return False
+    conn.push(
+        error_frame(
+            "rate_limited",
+            f"too many frames; retry in {retry:.1f} s",
+            op=op,
+            request_id=request_id,
+            retry_after=round(retry, 3),
+            **context,
+        )
+    )
+    return True
 
 
 # -- client frames ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ the rooms' frames and keeps the connections alive (heartbeats, idle and expiry c
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
 from aether_gateway.access_middleware import client_ip
 from aether_gateway.chat import frames as f
-from aether_gateway.chat.frames import BadFrame, error_frame, error_from
+from aether_gateway.chat.frames import BadFrame, error_frame, error_from, over_rate, refuse
 from aether_gateway.chat.hub import ChatConnection, ChatHub
 from aether_gateway.chat.metrics import CLOSES, FRAMES_IN, QUEUE_OVERFLOWS
 from aether_gateway.chat.runtime import ChatRuntime
@@ -139,35 +138,18 @@ class FrameHandler:
             frame = f.parse(obj)
         except BadFrame as exc:
             _IN["invalid"].inc()
-            request_id = obj.get("id")
-            conn.push(
-                error_frame(
-                    exc.code,
-                    exc.detail,
-                    op=exc.op,
-                    request_id=request_id if isinstance(request_id, str) else None,
-                )
-            )
+            refuse(conn, obj, exc)
             return
         kind = frame.type
         _IN[kind].inc()
         if kind == "pong":
             return
-        if conn.rate is not None:
-            retry = conn.rate.hit(time.monotonic())
-            if retry:
-                conn.push(
-                    error_frame(
-                        "rate_limited",
-                        f"too many frames; retry in {retry:.1f} s",
-                        op=kind,
-                        request_id=frame.id,
-                        retry_after=round(retry, 3),
-                        client_msg_id=getattr(frame, "client_msg_id", None),
-                        room_id=getattr(frame, "room_id", None),
-                    )
-                )
-                return
+        context = {
+            "client_msg_id": getattr(frame, "client_msg_id", None),
+            "room_id": getattr(frame, "room_id", None),
+        }
+        if over_rate(conn, kind, frame.id, **context):
+            return
         try:
             await getattr(self, f"on_{kind}")(frame)
         except AetherError as exc:

@@ -9,7 +9,6 @@ and keeps the connections alive (heartbeats, idle and expiry closes), as chat's 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +18,13 @@ from starlette.types import Receive, Scope, Send
 from aether_common.access_tokens import AccessToken
 from aether_common.errors import AetherError
 from aether_gateway.access_middleware import client_ip
-from aether_gateway.chat.frames import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL, error_from
+from aether_gateway.chat.frames import (
+    JSON_SUBPROTOCOL,
+    MSGPACK_SUBPROTOCOL,
+    error_from,
+    over_rate,
+    refuse,
+)
 from aether_gateway.market import frames as f
 from aether_gateway.market.frames import BadFrame, error_frame
 from aether_gateway.market.hub import MarketConnection, MarketHub, limit_error
@@ -152,33 +157,14 @@ class FrameHandler:
             frame = f.parse(obj)
         except BadFrame as exc:
             _IN["invalid"].inc()
-            request_id = obj.get("id")
-            conn.push(
-                error_frame(
-                    exc.code,
-                    exc.detail,
-                    op=exc.op,
-                    request_id=request_id if isinstance(request_id, str) else None,
-                )
-            )
+            refuse(conn, obj, exc)
             return
         kind = frame.type
         _IN[kind].inc()
         if kind == "pong":
             return
-        if conn.rate is not None:
-            retry = conn.rate.hit(time.monotonic())
-            if retry:
-                conn.push(
-                    error_frame(
-                        "rate_limited",
-                        f"too many frames; retry in {retry:.1f} s",
-                        op=kind,
-                        request_id=frame.id,
-                        retry_after=round(retry, 3),
-                    )
-                )
-                return
+        if over_rate(conn, kind, frame.id):
+            return
         try:
             await getattr(self, f"on_{kind}")(frame)
         except BadFrame as exc:
