@@ -48,6 +48,9 @@ async def alerts_service(
                 "auth_grpc_target": fake_auth.address,
                 "charts_grpc_target": charts.address,
                 "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+                "redis_url": aether_endpoints.redis_url,
+                "smtp_host": aether_endpoints.smtp_host,
+                "smtp_port": aether_endpoints.smtp_port,
                 "jwt_issuer": issuer,
                 "jwt_audience": audience,
                 "quota_free": 3,
@@ -204,3 +207,40 @@ async def test_without_alerts_configured_it_is_503(start_gateway: Any, ada: dict
     answer = await api.get("/api/alerts", headers=ada)
     assert answer.status_code == 503
     assert answer.json()["error"] == "alerts_not_configured"
+
+
+async def test_webhooks_and_firing_deliveries_through_the_gateway(
+    api: Any, ada: dict[str, str], token: Callable[..., str]
+) -> None:
+    created = await api.post(
+        "/api/alerts/webhooks", json={"url": "https://example.com/hook"}, headers=ada
+    )
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    assert hook["secret"].startswith("whsec_")
+    listed = (await api.get("/api/alerts/webhooks", headers=ada)).json()
+    assert listed == {"webhooks": [{k: v for k, v in hook.items() if k != "secret"}]}
+    rotated = await api.post(f"/api/alerts/webhooks/{hook['id']}/rotate", headers=ada)
+    assert rotated.json()["secret"] != hook["secret"]
+    assert rotated.json()["previous_secret_until"] is not None
+    bad = await api.post("/api/alerts/webhooks", json={"url": "ftp://x.example/"}, headers=ada)
+    assert bad.status_code == 400
+    assert "http" in bad.json()["detail"]
+
+    rule_id = (await api.post("/api/alerts", json=RULE, headers=ada)).json()["id"]
+    fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
+    assert fired["deliveries"] == []  # the delivery consumer records them (not started here)
+    one = await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)
+    assert one.status_code == 200, one.text
+    assert one.json()["id"] == fired["id"]
+    eve = {"Authorization": f"Bearer {token(sub='u-eve')}"}
+    for method, path in (
+        ("GET", f"/api/alerts/firings/{fired['id']}"),
+        ("POST", "/api/alerts/deliveries/00000000-0000-4000-8000-000000000000/replay"),
+        ("DELETE", f"/api/alerts/webhooks/{hook['id']}"),
+        ("POST", f"/api/alerts/webhooks/{hook['id']}/rotate"),
+    ):
+        answer = await api.request(method, path, headers=eve)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await api.delete(f"/api/alerts/webhooks/{hook['id']}", headers=ada)).status_code == 204
+    assert (await api.get("/api/alerts/webhooks", headers=ada)).json() == {"webhooks": []}

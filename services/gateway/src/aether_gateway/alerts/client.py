@@ -22,6 +22,9 @@ ALERTS = Peer(
         "MarkRead",
         "MarkAllRead",
         "UnreadCount",
+        "GetFiring",
+        "ListWebhooks",
+        "ReplayDelivery",
     ),
 )
 
