@@ -82,7 +82,8 @@ class AccountConsumer(BackgroundConsumer):
         if not user_id or not event.payload.email:
             log.warning("account event without a user id or address; ignored", event_id=event.id)
             return
-        await self._service.set_contact(ctx.tx, user_id, event.payload.email)
+        verified = isinstance(event.payload, auth_events.UserEmailVerified)
+        await self._service.set_contact(ctx.tx, user_id, event.payload.email, verified=verified)
 
     async def user_deleted(
         self, event: Event[auth_events.UserDeleted], ctx: HandleContext[Any]

@@ -577,12 +577,16 @@ def _webhook(row: Any) -> Webhook:
     )
 
 
-async def set_contact(conn: Conn, user_id: str, email: str) -> None:
+async def set_contact(conn: Conn, user_id: str, email: str, *, replace: bool) -> None:
+    """`replace=False` keeps an address already known (a late registration event must not
+    undo a newer verified address: the two come on different topics, in no set order)."""
     await conn.execute(
         """INSERT INTO contacts (user_id, email) VALUES ($1, $2)
-           ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = now()""",
+           ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = now()
+           WHERE $3""",
         user_id,
         email,
+        replace,
     )
 
 

@@ -214,8 +214,9 @@ class AlertsService:
     async def erase_user(self, conn: Conn, user_id: str) -> int:
         return await repository.erase_user(conn, user_id)
 
-    async def set_contact(self, conn: Conn, user_id: str, email: str) -> None:
-        await repository.set_contact(conn, user_id, email.strip())
+    async def set_contact(self, conn: Conn, user_id: str, email: str, *, verified: bool) -> None:
+        """A verified address replaces the one known; a registration's only fills a gap."""
+        await repository.set_contact(conn, user_id, email.strip(), replace=verified)
 
     # -- delivery status -------------------------------------------------------------------------
     async def deliveries(self, conn: Conn, firings: list[Firing]) -> dict[str, list[Delivery]]:
