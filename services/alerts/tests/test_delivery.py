@@ -218,14 +218,16 @@ async def test_a_firing_reaches_every_channel_once(
         await redis.aclose()
 
 
-async def test_email_without_an_address_fails_visibly(start_alerts: StartAlerts) -> None:
+async def test_no_address_or_endpoint_fails_visibly(start_alerts: StartAlerts) -> None:
     alerts = await start_alerts(**FAST)
     bob = alerts.user("bob")
-    rule = await alerts.create(bob, channels=["email"])
+    rule = await alerts.create(bob, channels=["email", "webhook"])
     firing = await fire_test(alerts, bob, rule.id)
-    rows = await settled(alerts, firing, 1)
-    assert (rows["email"].status, rows["email"].attempts) == ("failed", 1)
-    assert rows["email"].last_error == "no_address"
+    rows = await settled(alerts, firing, 2)
+    assert {k: (d.status, d.attempts, d.last_error) for k, d in rows.items()} == {
+        "email": ("failed", 1, "no_address"),
+        "webhook": ("failed", 1, "no_endpoint"),
+    }
 
 
 async def fire_test(alerts: Alerts, user: str, rule_id: str) -> str:

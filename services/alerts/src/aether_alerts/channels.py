@@ -134,10 +134,6 @@ class Webhook:
         self._connect_s = settings.webhook_connect_timeout_s
         self._timeout_s = settings.webhook_timeout_s
 
-    @property
-    def box(self) -> webhook_send.SecretBox:
-        return self._box
-
     async def send(self, delivery: Delivery) -> Outcome:
         endpoint_id = delivery.channel.removeprefix("webhook:")
         async with self._db.connection() as conn:

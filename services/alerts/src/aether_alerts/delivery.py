@@ -2,7 +2,8 @@
 
 1. `DeliveryConsumer`, group `<ALERTS_CONSUMER_GROUP>-delivery` of `aether.alert.triggered.v1`
    (test firings included): for each of the firing's channels it inserts a `deliveries` row
-   (in_app, email, and `webhook:<endpoint id>` per endpoint the user has), in the consumer's
+   (in_app, email, and `webhook:<endpoint id>` per endpoint the user has, or one `webhook`
+   row that fails with `no_endpoint` when there is none), in the consumer's
    transaction (with the event id in `processed_events`). PRIMARY KEY (firing_id, channel) makes
    a redelivered event, even one with another event id, add nothing. No network call here.
 2. `Dispatcher`, a component on every replica: wakes on the rows' commit (LISTEN
@@ -99,13 +100,13 @@ async def record_deliveries(conn: Any, firing: events_pb2.AlertTriggered) -> int
         if channel in ("in_app", "email"):
             rows.append((channel, payload))
         elif channel == "webhook":
-            for endpoint in await repository.list_webhooks(conn, firing.user_id):
-                rows.append((webhook_channel(endpoint.id), payload))
+            endpoints = await repository.list_webhooks(conn, firing.user_id)
+            # No endpoint: a plain `webhook` row, failed with `no_endpoint` (visible).
+            rows += [(webhook_channel(e.id), payload) for e in endpoints] or [(channel, payload)]
         else:
             log.warning("unknown channel; skipped", channel=channel, firing_id=firing.firing_id)
     # The firing may be gone already (the user deleted the rule or the account): nothing to do.
-    exists = await conn.fetchval("SELECT 1 FROM firings WHERE id = $1::uuid", firing.firing_id)
-    if exists is None:
+    if not await repository.firing_exists(conn, firing.firing_id):
         return 0
     return await repository.insert_deliveries(conn, firing.firing_id, firing.user_id, rows)
 
@@ -236,4 +237,6 @@ class Dispatcher:
             return await self._email.send(delivery)
         if delivery.channel.startswith("webhook:"):
             return await self._webhook.send(delivery)
+        if delivery.channel == "webhook":
+            return Outcome("fail", "no_endpoint")
         return Outcome("fail", f"unknown channel {delivery.channel}")

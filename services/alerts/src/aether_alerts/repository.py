@@ -730,6 +730,11 @@ async def deliveries_of(conn: Conn, firing_ids: Sequence[str]) -> dict[str, list
     return found
 
 
+async def firing_exists(conn: Conn, firing_id: str) -> bool:
+    found = await conn.fetchval("SELECT 1 FROM firings WHERE id = $1", uuid.UUID(firing_id))
+    return found is not None
+
+
 async def get_firing(conn: Conn, user_id: str, firing_id: str) -> Firing | None:
     id_ = parse_id(firing_id)
     if id_ is None:

@@ -188,7 +188,12 @@ async def post(
             ]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
             await writer.drain()
-            head = await reader.read(READ_LIMIT)
+            head = b""  # up to the status line, never more than READ_LIMIT
+            while b"\r\n" not in head and len(head) < READ_LIMIT:
+                chunk = await reader.read(READ_LIMIT - len(head))
+                if not chunk:
+                    break
+                head += chunk
         finally:
             writer.close()
     status_line = head.split(b"\r\n", 1)[0].split()
