@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 from aether.alerts.v1 import alerts_pb2, events_pb2
@@ -417,3 +423,75 @@ async def test_account_events_keep_and_erase_the_address(
         return hooks == 0 and await address() is None
 
     await eventually(erased, within=30, what="fay's address and webhooks erased")
+
+
+def self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` (its own CA) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_is_pinned_to_the_address_and_verifies_the_name(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    cert, key = self_signed(tmp_path, "localhost")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server_tls.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    trust = ssl.create_default_context(cafile=str(cert))
+    try:
+        # "localhost" may resolve to ::1 first (nothing listens there): the next checked
+        # address is tried; the request names the host, TLS checks the name's certificate.
+        answer = await webhook_send.post(
+            f"https://localhost:{port}/hook",
+            b"{}",
+            {"X-Aether-Delivery": "d-1"},
+            allow_internal=True,
+            connect_timeout_s=2,
+            timeout_s=5,
+            trust=trust,
+        )
+        assert answer.status == 200
+        assert names == ["localhost"]
+        ((headers, body),) = receiver.requests
+        assert headers["host"] == f"localhost:{port}"
+        assert body == b"{}"
+        # The name is what TLS verifies: the same server is refused under another name.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await webhook_send.post(
+                f"https://127.0.0.1:{port}/hook",
+                b"{}",
+                {},
+                allow_internal=True,
+                connect_timeout_s=2,
+                timeout_s=5,
+                trust=trust,
+            )
+    finally:
+        server.close()

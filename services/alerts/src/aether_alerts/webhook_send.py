@@ -130,21 +130,40 @@ def address_refused(ip: str) -> bool:
     )
 
 
-async def resolve_checked(host: str, port: int, *, allow_internal: bool) -> str:
-    """The address to connect to: every address the name resolves to must pass."""
+async def resolve_checked(host: str, port: int, *, allow_internal: bool) -> list[str]:
+    """The addresses to connect to, in the resolver's order: every one must pass."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UrlRefused(f"host {host!r} does not resolve") from exc
-    addresses = [str(info[4][0]) for info in infos]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise UrlRefused(f"host {host!r} does not resolve")
     if not allow_internal:
         bad = [a for a in addresses if address_refused(a)]
         if bad:
             raise UrlRefused(f"host {host!r} resolves to a non-public address ({bad[0]})")
-    return addresses[0]
+    return addresses
+
+
+async def _connect(
+    addresses: list[str], port: int, tls: ssl.SSLContext | None, host: str, timeout_s: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the first checked address that answers; TLS verifies `host` (SNI and
+    the certificate's name), not the address."""
+    error: OSError | TimeoutError = OSError(f"no address of {host}")
+    for ip in addresses:
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(ip, port, ssl=tls, server_hostname=host if tls else None),
+                timeout_s,
+            )
+        except ssl.SSLError:
+            raise  # the name's certificate is wrong: another address will not fix it
+        except (OSError, TimeoutError) as exc:
+            error = exc
+    raise error
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,17 +180,16 @@ async def post(
     allow_internal: bool,
     connect_timeout_s: float,
     timeout_s: float,
+    trust: ssl.SSLContext | None = None,
 ) -> Answer:
-    """POST `body` to `url`, pinned to the checked address. UrlRefused, OSError, TimeoutError or
-    ValueError (a garbled answer) when it did not get an HTTP status."""
+    """POST `body` to `url`, pinned to the checked addresses (tried in order, each with
+    `connect_timeout_s`). UrlRefused, OSError, TimeoutError or ValueError (a garbled answer)
+    when it did not get an HTTP status. `trust`: the TLS context (default: the system's CAs)."""
     scheme, host, port, target = check_url(url)
-    ip = await resolve_checked(host, port, allow_internal=allow_internal)
-    tls = ssl.create_default_context() if scheme == "https" else None
+    addresses = await resolve_checked(host, port, allow_internal=allow_internal)
+    tls = (trust or ssl.create_default_context()) if scheme == "https" else None
     async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(ip, port, ssl=tls, server_hostname=host if tls else None),
-            connect_timeout_s,
-        )
+        reader, writer = await _connect(addresses, port, tls, host, connect_timeout_s)
         try:
             default_port = 443 if scheme == "https" else 80
             host_header = host if port == default_port else f"{host}:{port}"
