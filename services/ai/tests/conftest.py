@@ -302,12 +302,15 @@ async def charts_target(aether_endpoints: Endpoints, auth_address: str) -> Async
                 "auth_grpc_target": auth_address,
                 "load_bundled": False,
                 "database_pool_size": 3,
+                "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+                "redis_url": aether_endpoints.redis_url,
+                "cache_prefix": testkit.unique_name("t-charts-cache-") + ":",
             }
         )
         app = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
         runner = AppRunner()
         try:
-            await runner.start(app.components())
+            await runner.start(app.components(events=False))
             await app.service.import_file(
                 app.database, CHARTS_SYMBOL, acme_csv().encode(), name="Acme", timezone="UTC"
             )

@@ -143,3 +143,24 @@ async def test_a_paused_rule_leaves_the_index_and_a_new_one_joins_it(
     await market.tick("AAPL", 170.0, timedelta(seconds=1))
     assert [f.price for f in await settled(alerts, "trader", live.id, 1)] == [170.0]
     assert await firings(alerts, "trader", paused.id) == []
+
+
+async def test_a_percent_move_within_its_window_fires(
+    start_alerts: Any, topic_prefix: str, producer: EventProducer
+) -> None:
+    alerts = await engine_started(start_alerts, topic_prefix)
+    rule = await alerts.create(
+        "trader", condition="percent_move", value=5.0, params={"window_s": 60}
+    )
+    await eventually(lambda: len(alerts.app.engine.moves) == 1, within=10, what="move watched")
+    market = Market(producer, topic_prefix)
+    await market.tick("AAPL", 100.0, timedelta(seconds=0))
+    await market.tick("AAPL", 104.0, timedelta(seconds=30))  # the window is not covered yet
+    await market.tick("AAPL", 104.5, timedelta(seconds=61))  # +4.5% against 100: not enough
+    await market.tick("AAPL", 109.5, timedelta(seconds=95))  # +5.3% against 104 (30 s)
+    got = await settled(alerts, "trader", rule.id, 1)
+    assert [f.price for f in got] == [109.5]
+    note = await alerts.stub.ListNotifications(
+        alerts_pb2.ListNotificationsRequest(), metadata=alerts.auth("trader")
+    )
+    assert note.notifications[0].title == "AAPL moved 5% within 60 s"

@@ -302,6 +302,7 @@ async def serve_gateway(
         target = overrides.pop("auth_grpc_target", fake_auth.address)
         # This test's own channels, as chat is configured in the tests (chat_fanout_prefix).
         overrides.setdefault("chat_fanout_prefix", redis_prefix + "chat:fanout:")
+        overrides.setdefault("alerts_notify_prefix", redis_prefix + "alerts:notify:")
         app = create_app(settings_for(target, **overrides))
         config = uvicorn.Config(
             app,
@@ -333,6 +334,12 @@ async def serve_gateway(
 def chat_fanout_prefix(redis_prefix: str) -> str:
     """The fan-out prefix `serve_gateway` gives the gateway (and the tests give chat)."""
     return redis_prefix + "chat:fanout:"
+
+
+@pytest.fixture
+def alerts_notify_prefix(redis_prefix: str) -> str:
+    """The notification prefix `serve_gateway` gives the gateway (and the tests give alerts)."""
+    return redis_prefix + "alerts:notify:"
 
 
 @pytest.fixture

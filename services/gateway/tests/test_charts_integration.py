@@ -51,12 +51,15 @@ async def charts_service(
             "jwt_issuer": issuer,
             "jwt_audience": audience,
             "load_bundled": False,
+            "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+            "redis_url": aether_endpoints.redis_url,
+            "cache_prefix": unique_name("t-charts-cache-") + ":",
         }
     )
     app = ChartsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
     started: list[Component] = []
     try:
-        for component in app.components():
+        for component in app.components(events=False):
             await component.start()
             started.append(component)
         await app.service.import_file(

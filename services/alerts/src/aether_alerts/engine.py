@@ -1,10 +1,11 @@
-"""The alert engine: market ticks in, firings out (docs/alerts.md, "The engine").
+"""The alert engine: market ticks in, firings out (services/alerts/README.md, "The engine").
 
 A consumer group member of `aether.market.tick.v1` (keyed by symbol: the symbols spread over
-the members). Each member holds every active price rule in a PriceIndex (engine_index.py),
-loaded at start and kept current by PostgreSQL notifications of rule changes (`alert_rules`,
-sent by a trigger on `rules` when a change commits); a tick asks the index which rules its move
-fires, and only those are looked at.
+the members). Each member holds every active rule it evaluates on ticks: the price conditions in
+a PriceIndex (engine_index.py), `percent_move` in a MoveWatch (engine_moves.py), loaded at start
+and kept current by PostgreSQL notifications of rule changes (`alert_rules`, sent by a trigger
+on `rules` when a change commits); a tick asks them which rules it fires, and only those are
+looked at. The indicator conditions are evaluated on bar closes: not yet (README).
 
 Exactly once: the firing is written by `repository.record_firing` in the consumer's transaction
 (with its inbox row and the `aether.alert.triggered.v1` event in the outbox), and `firings` is
@@ -12,13 +13,14 @@ unique on (rule, trigger): the trigger is "once" for a rule that fires once, the
 and start) for once per bar, the tick for every time. A redelivered tick, a second replica, a
 restart between detecting and recording: the second insert finds the first and writes nothing.
 The database also has the last word on cool-down and expiry (record_firing checks them), so the
-index may be a moment behind without a rule firing when it should not.
+engine may be a moment behind without a rule firing when it should not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +29,7 @@ import asyncpg
 from aether.charts.v1 import events_pb2 as market
 from aether_alerts import repository
 from aether_alerts.engine_index import PRICE_CONDITIONS, PriceIndex, PriceRule
+from aether_alerts.engine_moves import MoveWatch
 from aether_alerts.rules import Frequency, Rule
 from aether_common.events import (
     BackgroundConsumer,
@@ -52,6 +55,14 @@ INTRADAY = {
     "1h": timedelta(hours=1),
     "4h": timedelta(hours=4),
 }
+
+
+# What the engine evaluates on ticks; the indicator conditions wait for bar closes (not yet).
+WATCHED = PRICE_CONDITIONS | {"percent_move"}
+
+
+def arming_of(rule: Rule) -> Arming:
+    return Arming(rule.frequency, rule.interval, describe(rule))
 
 
 def price_rule(rule: Rule) -> PriceRule | None:
@@ -97,10 +108,25 @@ def trigger(
     return tick.tick_id, None
 
 
-def _threshold(rule: PriceRule) -> str:
+def describe(rule: Rule) -> str:
+    """The rule in a few words, for the notification's title."""
+    what = rule.condition.replace("_", " ")
+    params = rule.params or {}
     if rule.condition in ("entering_channel", "exiting_channel"):
-        return f"{rule.lower:g}-{rule.upper:g}"
-    return f"{rule.value:g}"
+        return f"{what} {params.get('lower', 0):g}-{params.get('upper', 0):g}"
+    if rule.condition == "percent_move":
+        return f"moved {rule.value:g}% within {params.get('window_s', 0):g} s"
+    return f"{what} {rule.value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class Arming:
+    """What the engine keeps of a watched rule besides its place in an index: its firing's
+    trigger depends on frequency and interval; the title on the rest."""
+
+    frequency: Frequency
+    interval: str
+    title: str
 
 
 class AlertEngine(BackgroundConsumer):
@@ -119,9 +145,9 @@ class AlertEngine(BackgroundConsumer):
         self._database = database
         self._prefix = topic_prefix
         self.index = PriceIndex()
-        # Per indexed rule, what its firing's trigger depends on (frequency, interval): all the
-        # engine keeps besides the index, so a million rules fit in a few hundred MB.
-        self._arming: dict[str, tuple[Frequency, str]] = {}
+        self.moves = MoveWatch()
+        # Per watched rule, all the engine keeps besides its place in an index.
+        self._arming: dict[str, Arming] = {}
         self._passes: dict[str, int] = {}
         self._listener: Any = None
         self._changed: asyncio.Queue[str] = asyncio.Queue()
@@ -140,11 +166,15 @@ class AlertEngine(BackgroundConsumer):
             self._reloader = asyncio.create_task(self._reload_changed(), name="alert-rules")
         async with self._database.connection() as conn:
             rules = await repository.active_rules(conn, None)
-        watched = [r for r in rules if r.condition in PRICE_CONDITIONS]
-        self._arming = {r.id: (r.frequency, r.interval) for r in watched}
-        self.index = PriceIndex()
-        self.index.add_all(p for p in map(price_rule, watched) if p is not None)
-        log.info("alert rules loaded", rules=len(rules), indexed=len(self.index))
+        self.index, self.moves, self._arming = PriceIndex(), MoveWatch(), {}
+        self.index.add_all(p for p in map(price_rule, rules) if p is not None)
+        for rule in rules:
+            self._watch_move(rule)
+            if rule.condition in WATCHED:
+                self._arming[rule.id] = arming_of(rule)
+        log.info(
+            "alert rules loaded", rules=len(rules), prices=len(self.index), moves=len(self.moves)
+        )
 
     async def stop(self) -> None:
         await super().stop()
@@ -173,31 +203,43 @@ class AlertEngine(BackgroundConsumer):
     def apply(self, rule_id: str, rule: Rule | None) -> None:
         """A rule changed: index it as it is now (None: gone, paused, fired or expired)."""
         self.index.remove(rule_id)
+        self.moves.remove(rule_id)
         self._arming.pop(rule_id, None)
-        indexed = None if rule is None else price_rule(rule)
-        if rule is not None and indexed is not None:
-            self._arming[rule_id] = (rule.frequency, rule.interval)
+        if rule is None or rule.condition not in WATCHED:
+            return
+        self._arming[rule_id] = arming_of(rule)
+        indexed = price_rule(rule)
+        if indexed is not None:
             self.index.add(indexed)
+        self._watch_move(rule)
+
+    def _watch_move(self, rule: Rule) -> None:
+        if rule.condition == "percent_move":
+            window = float((rule.params or {}).get("window_s", 0))
+            self.moves.add(rule.id, rule.symbol, float(rule.value), window)
 
     async def tick(self, event: Event[market.MarketTick], ctx: HandleContext[Any]) -> None:
         tick = event.payload
         symbol, time = tick.symbol, tick.time.ToDatetime(tzinfo=UTC)
         replay_pass = getattr(tick.replay, "pass") if tick.HasField("replay") else 0
         if self._passes.get(symbol, replay_pass) != replay_pass:
-            self.index.reset(symbol)  # the replay started over: no edge across the jump
+            # The replay started over: no edge or move across the jump back in time.
+            self.index.reset(symbol)
+            self.moves.reset(symbol)
         self._passes[symbol] = replay_pass
-        for rule_id in self.index.move(symbol, tick.price):
-            arming, watched = self._arming.get(rule_id), self.index.rule(rule_id)
-            if arming is None or watched is None:
+        fired = self.index.move(symbol, tick.price) + self.moves.move(symbol, time, tick.price)
+        for rule_id in fired:
+            arming = self._arming.get(rule_id)
+            if arming is None:
                 continue
-            trigger_id, bar = trigger(*arming, tick, time)
+            trigger_id, bar = trigger(arming.frequency, arming.interval, tick, time)
             await repository.record_firing(
                 ctx.tx,
                 rule_id,
                 trigger_id=trigger_id,
                 price=tick.price,
                 market_time=time,
-                title=f"{symbol} {watched.condition.replace('_', ' ')} {_threshold(watched)}",
+                title=f"{symbol} {arming.title}",
                 body=f"{symbol} traded at {tick.price:g} at {time.isoformat()}",
                 bar_start=bar,
                 topic_prefix=self._prefix,

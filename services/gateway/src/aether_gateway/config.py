@@ -131,6 +131,11 @@ class GatewaySettings(AetherSettings):
     )
     # A rule write asks charts whether its symbol exists (charts' own timeout is 5 s).
     alerts_timeout_s: float = Field(default=10.0, gt=0)
+    # In-app notifications (docs/alerts.md): alerts publishes each on `<prefix>user:<user_id>`
+    # in this Redis (the gateway's own when unset); the gateway forwards them to that user's
+    # chat sockets. Subscribed only when alerts is configured (alerts_grpc_target).
+    alerts_notify_redis_url: str | None = None
+    alerts_notify_prefix: str = "alerts:notify:"
     # Retry-After on `ai_busy` (every model slot busy) when the service does not name one.
     ai_busy_retry_after_s: int = Field(default=2, ge=1, le=300)
     # SSE (POST /api/ai/chat/stream): a comment line after this long without an event, so
@@ -198,6 +203,10 @@ class GatewaySettings(AetherSettings):
     @property
     def fanout_redis_url(self) -> str:
         return self.chat_fanout_redis_url or self.redis_url
+
+    @property
+    def alerts_notify_url(self) -> str:
+        return self.alerts_notify_redis_url or self.redis_url
 
     @property
     def market_stream_url(self) -> str:

@@ -47,6 +47,7 @@ from aether_gateway.chat.metrics import (
     GAP_FILLS,
     ROOMS,
 )
+from aether_gateway.chat.notify import Notifications
 from aether_gateway.fanout import Fanout
 from aether_gateway.ws.close_codes import CLOSE_RESTART, CLOSE_UNAUTHENTICATED
 from aether_gateway.ws.connection import Connection, Send, SlidingLog
@@ -148,6 +149,8 @@ class ChatHub:
         idle_timeout_s: float = 60.0,
         presence_interval_s: float = 30.0,
         token_leeway_s: float = 0.0,
+        notify_url: str | None = None,
+        notify_prefix: str = "alerts:notify:",
     ) -> None:
         self.chat = chat
         self.fanout = Fanout(
@@ -172,10 +175,16 @@ class ChatHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._bad_logged = 0
+        # Alert notifications to the users' sockets (notify.py); None: alerts not configured.
+        self.notifications = (
+            Notifications(notify_url, notify_prefix, self.users) if notify_url else None
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.fanout.start()
+        if self.notifications is not None:
+            self.notifications.start()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="chat-sweeper")
 
@@ -190,6 +199,8 @@ class ChatHub:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.close()
+        if self.notifications is not None:
+            await self.notifications.close()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -206,6 +217,8 @@ class ChatHub:
         if len(conns) == 1:
             self._presence_due[conn.user_id] = time.monotonic() + self.presence_interval_s
             self.spawn(self._presence(conn.token.raw, True), "chat-presence")
+            if self.notifications is not None:
+                self.spawn(self.notifications.follow(conn.user_id), "chat-notify-subscribe")
 
     def remove(self, conn: ChatConnection) -> None:
         if conn not in self.connections:
@@ -221,6 +234,8 @@ class ChatHub:
             self.users.pop(conn.user_id, None)
             self._presence_due.pop(conn.user_id, None)
             self.spawn(self._presence(conn.token.raw, False), "chat-presence")
+            if self.notifications is not None:
+                self.notifications.unfollow(conn.user_id)
 
     # -- subscriptions ---------------------------------------------------------------------------
     async def subscribe(

@@ -40,3 +40,28 @@ CLOSES = Counter(
 FANOUT_RECONNECTS = Counter(
     "aether_gateway_chat_fanout_reconnects_total", "Times the fan-out pub/sub connection was lost"
 )
+# In-app alert notifications on the chat socket (chat/notify.py).
+NOTIFY_USERS = Gauge(
+    "aether_gateway_chat_notify_users",
+    "Users whose notification channel this gateway is subscribed to (an open chat socket here)",
+)
+NOTIFY_DELIVERED = Counter(
+    "aether_gateway_chat_notifications_delivered_total",
+    "notification frames queued to chat sockets (one per socket)",
+)
+NOTIFY_DROPPED = Counter(
+    "aether_gateway_chat_notifications_dropped_total",
+    "notification frames not queued to a socket: it was closing, or its queue was full (then "
+    "closed 4009); the inbox still has them",
+)
+NOTIFY_FANOUT_IN = Counter(
+    "aether_gateway_chat_notify_fanout_frames_total", "Frames received from alerts' Redis channels"
+)
+NOTIFY_FANOUT_BAD = Counter(
+    "aether_gateway_chat_notify_fanout_invalid_total",
+    "Frames from alerts' Redis channels ignored: not a JSON notification object",
+)
+NOTIFY_RECONNECTS = Counter(
+    "aether_gateway_chat_notify_fanout_reconnects_total",
+    "Times the notification pub/sub connection was lost",
+)

@@ -41,6 +41,9 @@ class ChatRuntime:
             idle_timeout_s=settings.chat_ws_idle_timeout_s,
             presence_interval_s=settings.chat_presence_interval_s,
             token_leeway_s=settings.jwt_leeway_s,
+            # Alert notifications ride on the chat socket, when alerts is configured.
+            notify_url=settings.alerts_notify_url if settings.alerts_grpc_target else None,
+            notify_prefix=settings.alerts_notify_prefix,
         )
         return cls(chat, hub, policy)
 
