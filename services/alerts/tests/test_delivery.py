@@ -266,6 +266,10 @@ async def test_retries_end_in_failed_and_replay_sends(
     rows = await settled(alerts, firing, 1)
     assert (rows["webhook"].status, rows["webhook"].attempts) == ("failed", 2)
     assert rows["webhook"].last_error == "http 500"
+    dead = await alerts.stub.ListDeliveries(
+        alerts_pb2.ListDeliveriesRequest(status="failed"), metadata=alerts.auth(cy)
+    )
+    assert [d.id for d in dead.deliveries] == [rows["webhook"].id]
 
     replayed = await alerts.stub.ReplayDelivery(
         alerts_pb2.ReplayDeliveryRequest(id=rows["webhook"].id), metadata=alerts.auth(cy)
@@ -274,6 +278,10 @@ async def test_retries_end_in_failed_and_replay_sends(
     rows = await settled(alerts, firing, 1)
     assert rows["webhook"].status == "sent"
     assert len(receiver.requests) == 3
+    dead = await alerts.stub.ListDeliveries(
+        alerts_pb2.ListDeliveriesRequest(status="failed"), metadata=alerts.auth(cy)
+    )
+    assert list(dead.deliveries) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await alerts.stub.ReplayDelivery(
             alerts_pb2.ReplayDeliveryRequest(id=rows["webhook"].id),

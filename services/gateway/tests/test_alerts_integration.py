@@ -250,6 +250,10 @@ async def test_webhooks_and_firing_deliveries_through_the_gateway(
     rule_id = (await api.post("/api/alerts", json=RULE, headers=ada)).json()["id"]
     fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
     assert fired["deliveries"] == []  # the delivery consumer records them (not started here)
+    listed = await api.get("/api/alerts/deliveries", params={"status": "failed"}, headers=ada)
+    assert listed.json() == {"deliveries": [], "next_cursor": None}
+    bogus = await api.get("/api/alerts/deliveries", params={"status": "lost"}, headers=ada)
+    assert 400 <= bogus.status_code < 500
     one = await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)
     assert one.status_code == 200, one.text
     assert one.json()["id"] == fired["id"]

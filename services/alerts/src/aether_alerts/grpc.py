@@ -166,6 +166,18 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
             deliveries = await self._service.deliveries(conn, [firing])
         return alerts_pb2.GetFiringResponse(firing=schemas.firing_pb(firing, deliveries[firing.id]))
 
+    async def ListDeliveries(
+        self, request: alerts_pb2.ListDeliveriesRequest, context: Context
+    ) -> alerts_pb2.ListDeliveriesResponse:
+        caller = self._service.caller()
+        async with self._db.connection() as conn:
+            page = await self._service.list_deliveries(
+                conn, caller, status=request.status, limit=request.limit, cursor=request.cursor
+            )
+        return alerts_pb2.ListDeliveriesResponse(
+            deliveries=[schemas.delivery_pb(d) for d in page.items], next_cursor=page.next_cursor
+        )
+
     async def ReplayDelivery(
         self, request: alerts_pb2.ReplayDeliveryRequest, context: Context
     ) -> alerts_pb2.ReplayDeliveryResponse:

@@ -750,6 +750,27 @@ async def get_firing(conn: Conn, user_id: str, firing_id: str) -> Firing | None:
     return None if row is None else _firing(row)
 
 
+async def list_deliveries(
+    conn: Conn, user_id: str, *, status: str, limit: int, cursor: str
+) -> Page[Delivery]:
+    after = _parse_cursor(cursor)
+    rows = await conn.fetch(
+        f"""SELECT {_DELIVERY_COLUMNS}, updated_at FROM deliveries
+            WHERE user_id = $1 AND ($2 = '' OR status = $2)
+              AND ($3::timestamptz IS NULL OR (updated_at, id) < ($3, $4))
+            ORDER BY updated_at DESC, id DESC LIMIT $5""",  # noqa: S608 (constants)
+        user_id,
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+    items = [_delivery(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(items, _cursor(last["updated_at"], str(last["id"])) if last else "")
+
+
 async def replay_delivery(conn: Conn, user_id: str, delivery_id: str) -> Delivery | None:
     """The delivery due again now, with a fresh attempt budget (whatever its status)."""
     id_ = parse_id(delivery_id)

@@ -228,6 +228,18 @@ class AlertsService:
             raise NotFound(f"no firing {firing_id}")
         return firing
 
+    async def list_deliveries(
+        self, conn: Conn, caller: Caller, *, status: str, limit: int, cursor: str
+    ) -> Page[Delivery]:
+        if status not in ("", "pending", "sent", "failed", "retrying"):
+            raise ValidationFailed(
+                "status: one of pending, sent, failed, retrying (or empty for all)",
+                field_errors={"status": "unknown"},
+            )
+        return await repository.list_deliveries(
+            conn, caller.user_id, status=status, limit=self.limit(limit), cursor=cursor
+        )
+
     async def replay(self, conn: Conn, caller: Caller, delivery_id: str) -> Delivery:
         delivery = await repository.replay_delivery(conn, caller.user_id, delivery_id)
         if delivery is None:

@@ -48,7 +48,9 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
     WHERE status IN ('pending', 'retrying');
-CREATE INDEX deliveries_user ON deliveries (user_id);
+-- A user's deliveries, latest change first (ListDeliveries: the dead-delivery list with
+-- status=failed); erasure by user.
+CREATE INDEX deliveries_user ON deliveries (user_id, updated_at DESC, id DESC);
 
 -- The consumer's insert wakes the dispatchers once committed.
 CREATE OR REPLACE FUNCTION deliveries_notify() RETURNS trigger LANGUAGE plpgsql AS $$

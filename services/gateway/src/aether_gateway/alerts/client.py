@@ -23,6 +23,7 @@ ALERTS = Peer(
         "MarkAllRead",
         "UnreadCount",
         "GetFiring",
+        "ListDeliveries",
         "ListWebhooks",
         "ReplayDelivery",
     ),

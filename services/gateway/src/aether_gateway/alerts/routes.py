@@ -13,6 +13,7 @@ from aether.alerts.v1 import alerts_pb2
 from aether_gateway.alerts import convert
 from aether_gateway.alerts.client import AlertsClient, AlertsNotConfigured
 from aether_gateway.alerts.schemas import (
+    DeliveriesOut,
     DeliveryOut,
     FiringOut,
     FiringsOut,
@@ -142,6 +143,25 @@ async def firing(firing_id: str, caller: Caller, alerts: Alerts) -> FiringOut:
     request = alerts_pb2.GetFiringRequest(id=firing_id)
     answer = await alerts.call(alerts.stub.GetFiring, request, token=caller.raw)
     return FiringOut.model_validate(convert.firing(answer.firing))
+
+
+@delivery.get(
+    "/deliveries",
+    summary="The caller's deliveries, latest change first; status=failed: the dead ones",
+)
+async def deliveries(
+    caller: Caller,
+    alerts: Alerts,
+    status: Literal["pending", "sent", "failed", "retrying"] | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = "",
+) -> DeliveriesOut:
+    request = alerts_pb2.ListDeliveriesRequest(status=status or "", limit=limit, cursor=cursor)
+    answer = await alerts.call(alerts.stub.ListDeliveries, request, token=caller.raw)
+    return DeliveriesOut(
+        deliveries=[DeliveryOut.model_validate(convert.delivery(d)) for d in answer.deliveries],
+        next_cursor=answer.next_cursor or None,
+    )
 
 
 @delivery.post(

@@ -91,6 +91,11 @@ class DeliveryOut(Response):
     sent_at: str | None
 
 
+class DeliveriesOut(Response):
+    deliveries: list[DeliveryOut] = Field(description="latest change first")
+    next_cursor: str | None
+
+
 class FiringOut(Response):
     id: str
     rule_id: str

@@ -111,6 +111,11 @@ class AlertsServiceStub:
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.SerializeToString,
                 response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.FromString,
                 _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/ListDeliveries',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
         self.ReplayDelivery = channel.unary_unary(
                 '/aether.alerts.v1.AlertsService/ReplayDelivery',
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryRequest.SerializeToString,
@@ -250,6 +255,13 @@ class AlertsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeliveries(self, request, context):
+        """The caller's deliveries, latest change first; status "failed": the dead-delivery list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReplayDelivery(self, request, context):
         """Makes a delivery due again now with a fresh attempt budget (a failed one included).
         """
@@ -357,6 +369,11 @@ def add_AlertsServiceServicer_to_server(servicer, server):
                     servicer.GetFiring,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.FromString,
                     response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.SerializeToString,
             ),
             'ReplayDelivery': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplayDelivery,
@@ -769,6 +786,33 @@ class AlertsService:
             '/aether.alerts.v1.AlertsService/GetFiring',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.SerializeToString,
             aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/ListDeliveries',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

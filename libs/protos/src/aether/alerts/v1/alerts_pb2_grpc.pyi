@@ -75,6 +75,8 @@ class AlertsServiceStub:
     UnreadCount: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.UnreadCountRequest, _alerts_pb2.UnreadCountResponse]
     GetFiring: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.GetFiringRequest, _alerts_pb2.GetFiringResponse]
     """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListDeliveriesRequest, _alerts_pb2.ListDeliveriesResponse]
+    """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
     ReplayDelivery: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ReplayDeliveryRequest, _alerts_pb2.ReplayDeliveryResponse]
     """Makes a delivery due again now with a fresh attempt budget (a failed one included)."""
     CreateWebhook: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.CreateWebhookRequest, _alerts_pb2.CreateWebhookResponse]
@@ -135,6 +137,8 @@ class AlertsServiceAsyncStub(AlertsServiceStub):
     UnreadCount: _aio.UnaryUnaryMultiCallable[_alerts_pb2.UnreadCountRequest, _alerts_pb2.UnreadCountResponse]  # type: ignore[assignment]
     GetFiring: _aio.UnaryUnaryMultiCallable[_alerts_pb2.GetFiringRequest, _alerts_pb2.GetFiringResponse]  # type: ignore[assignment]
     """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListDeliveriesRequest, _alerts_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
     ReplayDelivery: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ReplayDeliveryRequest, _alerts_pb2.ReplayDeliveryResponse]  # type: ignore[assignment]
     """Makes a delivery due again now with a fresh attempt budget (a failed one included)."""
     CreateWebhook: _aio.UnaryUnaryMultiCallable[_alerts_pb2.CreateWebhookRequest, _alerts_pb2.CreateWebhookResponse]  # type: ignore[assignment]
@@ -276,6 +280,14 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_alerts_pb2.GetFiringResponse, _abc.Awaitable[_alerts_pb2.GetFiringResponse]]:
         """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _alerts_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.ListDeliveriesResponse, _abc.Awaitable[_alerts_pb2.ListDeliveriesResponse]]:
+        """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
 
     @_abc_1.abstractmethod
     def ReplayDelivery(
