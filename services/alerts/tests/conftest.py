@@ -66,6 +66,9 @@ def settings_for(
             "auth_grpc_target": auth,
             "charts_grpc_target": charts,
             "kafka_bootstrap": endpoints.kafka_bootstrap,
+            "redis_url": endpoints.redis_url,
+            "smtp_host": endpoints.smtp_host,
+            "smtp_port": endpoints.smtp_port,
             **overrides,
         }
     )

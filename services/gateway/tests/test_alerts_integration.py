@@ -5,19 +5,25 @@ charts' routes have their own integration suite)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
+from aether_alerts import repository, webhook_send
 from aether_alerts.app import AlertsApp
 from aether_alerts.config import AlertsSettings
 from aether_common.errors import NotFound
 from aether_common.lifecycle import Component
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.testkit import ScriptedPeer, serve
+from aether_devstack.testkit import ScriptedPeer, await_mail, eventually, serve
 
 CHARTS_SERVICE = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"]
 
@@ -28,19 +34,23 @@ def quote(request: charts_pb2.GetQuoteRequest) -> charts_pb2.GetQuoteResponse:
     return charts_pb2.GetQuoteResponse(symbol=request.symbol.upper(), price=190.0)
 
 
+StartAlerts = Callable[..., Awaitable[AlertsApp]]
+
+
 @pytest.fixture
-async def alerts_service(
+async def start_alerts_service(
     pg_dsn: str,
     fake_auth: Any,
     token_issuer_audience: tuple[str, str],
     aether_endpoints: Endpoints,
-) -> AsyncIterator[AlertsApp]:
+) -> AsyncIterator[StartAlerts]:
+    """`await start_alerts_service(events=False, **settings)`: the real service in-process."""
     issuer, audience = token_issuer_audience
     charts = ScriptedPeer(CHARTS_SERVICE, answers={"GetQuote": quote})
     servicer = charts.servicer(charts_pb2_grpc.ChartsServiceServicer)
-    async with serve(
-        "charts", charts_pb2_grpc.add_ChartsServiceServicer_to_server, servicer, CHARTS_SERVICE
-    ) as charts.address:
+    started: list[Component] = []
+
+    async def start(*, events: bool = False, **overrides: Any) -> AlertsApp:
         settings = AlertsSettings.model_validate(
             {
                 "environment": "dev",
@@ -48,21 +58,34 @@ async def alerts_service(
                 "auth_grpc_target": fake_auth.address,
                 "charts_grpc_target": charts.address,
                 "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+                "redis_url": aether_endpoints.redis_url,
+                "smtp_host": aether_endpoints.smtp_host,
+                "smtp_port": aether_endpoints.smtp_port,
                 "jwt_issuer": issuer,
                 "jwt_audience": audience,
                 "quota_free": 3,
+                **overrides,
             }
         )
         app = AlertsApp(settings, grpc_host="127.0.0.1", grpc_port=0)
-        started: list[Component] = []
+        for component in app.components(events=events):
+            await component.start()
+            started.append(component)
+        return app
+
+    async with serve(
+        "charts", charts_pb2_grpc.add_ChartsServiceServicer_to_server, servicer, CHARTS_SERVICE
+    ) as charts.address:
         try:
-            for component in app.components(events=False):
-                await component.start()
-                started.append(component)
-            yield app
+            yield start
         finally:
             for component in reversed(started):
                 await component.stop()
+
+
+@pytest.fixture
+async def alerts_service(start_alerts_service: StartAlerts) -> AlertsApp:
+    return await start_alerts_service()
 
 
 @pytest.fixture
@@ -204,3 +227,122 @@ async def test_without_alerts_configured_it_is_503(start_gateway: Any, ada: dict
     answer = await api.get("/api/alerts", headers=ada)
     assert answer.status_code == 503
     assert answer.json()["error"] == "alerts_not_configured"
+
+
+async def test_webhooks_and_firing_deliveries_through_the_gateway(
+    api: Any, ada: dict[str, str], token: Callable[..., str]
+) -> None:
+    created = await api.post(
+        "/api/alerts/webhooks", json={"url": "https://example.com/hook"}, headers=ada
+    )
+    assert created.status_code == 201, created.text
+    hook = created.json()
+    assert hook["secret"].startswith("whsec_")
+    listed = (await api.get("/api/alerts/webhooks", headers=ada)).json()
+    assert listed == {"webhooks": [{k: v for k, v in hook.items() if k != "secret"}]}
+    rotated = await api.post(f"/api/alerts/webhooks/{hook['id']}/rotate", headers=ada)
+    assert rotated.json()["secret"] != hook["secret"]
+    assert rotated.json()["previous_secret_until"] is not None
+    bad = await api.post("/api/alerts/webhooks", json={"url": "ftp://x.example/"}, headers=ada)
+    assert bad.status_code == 400
+    assert "http" in bad.json()["detail"]
+
+    rule_id = (await api.post("/api/alerts", json=RULE, headers=ada)).json()["id"]
+    fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
+    assert fired["deliveries"] == []  # the delivery consumer records them (not started here)
+    listed = await api.get("/api/alerts/deliveries", params={"status": "failed"}, headers=ada)
+    assert listed.json() == {"deliveries": [], "next_cursor": None}
+    bogus = await api.get("/api/alerts/deliveries", params={"status": "lost"}, headers=ada)
+    assert 400 <= bogus.status_code < 500
+    one = await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)
+    assert one.status_code == 200, one.text
+    assert one.json()["id"] == fired["id"]
+    eve = {"Authorization": f"Bearer {token(sub='u-eve')}"}
+    for method, path in (
+        ("GET", f"/api/alerts/firings/{fired['id']}"),
+        ("POST", "/api/alerts/deliveries/00000000-0000-4000-8000-000000000000/replay"),
+        ("DELETE", f"/api/alerts/webhooks/{hook['id']}"),
+        ("POST", f"/api/alerts/webhooks/{hook['id']}/rotate"),
+    ):
+        answer = await api.request(method, path, headers=eve)
+        assert answer.status_code == 404, (method, path, answer.text)
+    assert (await api.delete(f"/api/alerts/webhooks/{hook['id']}", headers=ada)).status_code == 204
+    assert (await api.get("/api/alerts/webhooks", headers=ada)).json() == {"webhooks": []}
+
+
+async def test_a_fired_rule_reaches_socket_mailbox_webhook_and_inbox_once(
+    serve_gateway: Any,
+    fake_chat: Any,
+    start_alerts_service: StartAlerts,
+    topic_prefix: str,
+    alerts_notify_prefix: str,
+    token: Callable[..., str],
+    maildir: Path,
+) -> None:
+    """End to end through the gateway: rule -> firing -> the delivery consumer -> the user's
+    chat socket (the gateway's notify fan-out), the Maildir, the webhook receiver, the inbox."""
+    alerts = await start_alerts_service(
+        events=True,
+        topic_prefix=topic_prefix,
+        notify_prefix=alerts_notify_prefix,
+        delivery_poll_s=0.1,
+    )
+    gateway = await serve_gateway(
+        chat_grpc_target=fake_chat.address, alerts_grpc_target=alerts.grpc.address
+    )
+    hits: list[tuple[bytes, bytes]] = []
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        hits.append((head, await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    receiver = await asyncio.start_server(receive, "127.0.0.1", 0)
+    port = receiver.sockets[0].getsockname()[1]
+    async with alerts.database.connection() as conn:  # what auth's user.registered gives
+        await repository.set_contact(conn, "u-ada", "ada@example.com", replace=True)
+    ada = {"Authorization": f"Bearer {token(sub='u-ada')}"}
+    ws = await connect(gateway.ws_url, additional_headers=ada, compression=None, open_timeout=5)
+    try:
+        await asyncio.wait_for(ws.recv(), 5)  # ready
+        async with httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as api:
+            hook = await api.post(
+                "/api/alerts/webhooks", json={"url": f"http://127.0.0.1:{port}/in"}, headers=ada
+            )
+            secret = hook.json()["secret"]
+            body = RULE | {"channels": ["in_app", "email", "webhook"]}
+            rule_id = (await api.post("/api/alerts", json=body, headers=ada)).json()["id"]
+            fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
+
+            frame: dict[str, Any] = {"type": ""}
+            while frame["type"] != "notification":  # skip any other frame (a ping, say)
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            assert frame["firing_id"] == fired["id"]
+            mail = await await_mail(
+                maildir, "ada@example.com", "[test] Aether alert: AAPL price_above at 0"
+            )
+            assert "AAPL" in mail.get_payload()
+
+            async def all_sent() -> bool:
+                got = (await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)).json()
+                return [d["status"] for d in got["deliveries"]] == ["sent"] * 3
+
+            await eventually(all_sent, within=20, what="three deliveries sent")
+            ((head, sent),) = hits
+            signature = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"x-aether-signature:")
+            )
+            assert webhook_send.verify(signature, sent, secret)
+            inbox = (await api.get("/api/notifications", headers=ada)).json()
+            assert [n["id"] for n in inbox["notifications"]] == [frame["id"]]
+            with pytest.raises(TimeoutError):  # exactly once on the socket
+                await asyncio.wait_for(ws.recv(), 1.0)
+            assert len(hits) == 1
+    finally:
+        await ws.close()
+        receiver.close()

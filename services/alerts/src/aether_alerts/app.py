@@ -14,8 +14,10 @@ from importlib.resources import files
 from fastapi import FastAPI
 
 from aether_alerts import events
+from aether_alerts.channels import Email, InApp, Webhook
 from aether_alerts.config import AlertsSettings
 from aether_alerts.consumers import AccountConsumer
+from aether_alerts.delivery import DeliveryConsumer, Dispatcher
 from aether_alerts.engine import AlertEngine
 from aether_alerts.expiry import Expiry
 from aether_alerts.grpc import SERVICE_NAME, AlertsServicer, register
@@ -25,7 +27,9 @@ from aether_common.auth_jwks import verifying_server
 from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.mailer import Mailer, SmtpServer
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
+from aether_common.redis_component import RedisComponent
 
 
 class AlertsApp:
@@ -72,13 +76,47 @@ class AlertsApp:
             topic_prefix=s.topic_prefix,
         )
 
+        # Delivery (delivery.py): the consumer records what to deliver, the dispatcher sends it.
+        self.redis = RedisComponent(s.redis_url, timeout_s=s.redis_timeout_s)
+        smtp = SmtpServer(
+            s.smtp_host,
+            s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            starttls=s.smtp_starttls,
+            tls=s.smtp_tls,
+            timeout_s=s.smtp_timeout_s,
+        )
+        self.dispatcher = Dispatcher(
+            self.database,
+            s,
+            in_app=InApp(self.redis.client, s.notify_prefix),
+            email=Email(Mailer(smtp, sender=s.mail_from), self.database, s),
+            webhook=Webhook(self.database, s),
+        )
+        self.delivery = DeliveryConsumer(
+            self.database,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group + "-delivery",
+            topic_prefix=s.topic_prefix,
+        )
+
     def components(self, *, events: bool = True) -> list[Component]:
         """Start order (the runner stops them in reverse: gRPC first). `events=False` publishes
         and consumes nothing (the outbox fills; no Kafka needed)."""
         kafka: list[Component] = (
-            [self.producer, self.relay, self.consumer, self.engine] if events else []
+            [self.producer, self.relay, self.consumer, self.engine, self.delivery] if events else []
         )
-        return [self.database, self.auth, self.symbols, self.expiry, *kafka, self.grpc]
+        return [
+            self.database,
+            self.redis,
+            self.auth,
+            self.symbols,
+            self.expiry,
+            self.dispatcher,
+            *kafka,
+            self.grpc,
+        ]
 
     def http_app(self) -> FastAPI:
         return create_http_app("alerts")

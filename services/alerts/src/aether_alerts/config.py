@@ -1,15 +1,15 @@
 """The alerts service's settings (env prefix `ALERTS_`; the devstack's `AETHER_*` names also work).
 
 Required values have no default: PostgreSQL, Kafka, and the gRPC addresses of auth (the JWKS that
-verifies callers' tokens) and charts (whether a symbol exists). Redis is declared for the engine
-(its own slice); this foundation does not use it yet.
+verifies callers' tokens) and charts (whether a symbol exists). Delivery (delivery.py) needs
+Redis (in-app frames), SMTP (email) and the key that encrypts webhook secrets.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Self
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from aether_common.settings import AetherSettings
@@ -68,6 +68,45 @@ class AlertsSettings(AetherSettings):
     default_limit: int = Field(default=50, ge=1)
     max_limit: int = Field(default=200, ge=1, le=1000)
 
+    # -- delivery (delivery.py) -----------------------------------------------------------------
+    redis_url: str = Field(validation_alias=_alias("ALERTS_REDIS_URL", "AETHER_REDIS_URL"))
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    # In-app frames are PUBLISHed on `<notify_prefix>user:<user id>` (the gateway subscribes).
+    notify_prefix: str = "alerts:notify:"
+    smtp_host: str = Field(validation_alias=_alias("ALERTS_SMTP_HOST", "AETHER_SMTP_HOST"))
+    smtp_port: int = Field(validation_alias=_alias("ALERTS_SMTP_PORT", "AETHER_SMTP_PORT"))
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    mail_from: str = "Aether alerts <alerts@aether.local>"
+    # Links in mails: `<public_url><inbox_path>`.
+    public_url: str = "http://localhost:8080"
+    inbox_path: str = "/notifications"
+    # Encrypts webhook secrets at rest (AES-256-GCM, HKDF-derived); a placeholder is refused
+    # outside dev. Changing it makes every stored secret unreadable: rotate endpoints after.
+    webhook_secret_key: SecretStr = SecretStr("dev-only-alerts-webhook-key")
+    # Webhook endpoints per plan (the role wins over the plan).
+    webhooks_free: int = Field(default=2, ge=0)
+    webhooks_premium: int = Field(default=10, ge=0)
+    webhooks_admin: int = Field(default=50, ge=0)
+    # After a rotation the old secret also signs for this long (0: it stops at once).
+    webhook_rotation_grace_s: int = Field(default=24 * 3600, ge=0)
+    # Attempts per delivery (the first included); backoff base * 2^(attempt-1), capped, with
+    # full jitter.
+    delivery_max_attempts: int = Field(default=6, ge=1, le=50)
+    delivery_backoff_s: float = Field(default=30.0, gt=0)
+    delivery_max_backoff_s: float = Field(default=3600.0, gt=0)
+    # The dispatcher wakes on each new delivery (LISTEN) and at least this often (retries).
+    delivery_poll_s: float = Field(default=1.0, gt=0)
+    delivery_batch: int = Field(default=100, ge=1, le=10_000)
+    # A claimed delivery is retried after this long if its sender died mid-send.
+    delivery_lease_s: float = Field(default=120.0, gt=0)
+    delivery_concurrency: int = Field(default=20, ge=1, le=1000)
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
     @model_validator(mode="after")
     def _limits(self) -> Self:
         if self.default_limit > self.max_limit:
@@ -78,3 +117,8 @@ class AlertsSettings(AetherSettings):
         if admin:
             return self.quota_admin
         return self.quota_premium if plan == "premium" else self.quota_free
+
+    def webhook_quota(self, plan: str | None, *, admin: bool) -> int:
+        if admin:
+            return self.webhooks_admin
+        return self.webhooks_premium if plan == "premium" else self.webhooks_free

@@ -1,4 +1,6 @@
-"""Kafka consumers: auth's `aether.user.deleted.v1` erases the user's rules, firings and inbox.
+"""Kafka consumers: auth's `aether.user.deleted.v1` erases the user's rules, firings, inbox,
+webhooks and address; `aether.user.registered.v1` and `aether.user.email_verified.v1` keep the
+user's address in `contacts` (email delivery; alerts never asks auth for it).
 
 The common `EventConsumer` de-duplicates by event id in `processed_events`, in the same
 PostgreSQL transaction as the handler's writes (`ctx.tx`), commits offsets only after handling,
@@ -30,7 +32,9 @@ from aether_common.postgres import PostgresDatabase
 log = get_logger(__name__)
 
 USER_DELETED = "aether.user.deleted.v1"
-TOPICS = (USER_DELETED,)
+USER_REGISTERED = "aether.user.registered.v1"
+EMAIL_VERIFIED = "aether.user.email_verified.v1"
+TOPICS = (USER_DELETED, USER_REGISTERED, EMAIL_VERIFIED)
 
 # A failing handler (PostgreSQL away) is retried for about 40 s before its record is parked on
 # the DLQ (0.2 s doubling, capped at 10 s, 10 attempts).
@@ -63,9 +67,23 @@ class AccountConsumer(BackgroundConsumer):
 
     def build(self) -> EventConsumer[Any]:
         consumer = self.new_consumer(PgIdempotencyStore(self._database.pool))
-        (user_deleted,) = self.topics
+        user_deleted, registered, verified = self.topics
         consumer.add_handler(user_deleted, auth_events.UserDeleted, self.user_deleted)
+        consumer.add_handler(registered, auth_events.UserRegistered, self.address)
+        consumer.add_handler(verified, auth_events.UserEmailVerified, self.address)
         return consumer
+
+    async def address(
+        self,
+        event: Event[auth_events.UserRegistered] | Event[auth_events.UserEmailVerified],
+        ctx: HandleContext[Any],
+    ) -> None:
+        user_id = event.payload.user_id or event.subject
+        if not user_id or not event.payload.email:
+            log.warning("account event without a user id or address; ignored", event_id=event.id)
+            return
+        verified = isinstance(event.payload, auth_events.UserEmailVerified)
+        await self._service.set_contact(ctx.tx, user_id, event.payload.email, verified=verified)
 
     async def user_deleted(
         self, event: Event[auth_events.UserDeleted], ctx: HandleContext[Any]

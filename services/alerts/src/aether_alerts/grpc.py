@@ -106,8 +106,10 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
             page = await self._service.firings(
                 conn, caller, request.rule_id, limit=request.limit, cursor=request.cursor
             )
+            deliveries = await self._service.deliveries(conn, page.items)
         return alerts_pb2.ListFiringsResponse(
-            firings=[schemas.firing_pb(f) for f in page.items], next_cursor=page.next_cursor
+            firings=[schemas.firing_pb(f, deliveries[f.id]) for f in page.items],
+            next_cursor=page.next_cursor,
         )
 
     # -- the inbox -------------------------------------------------------------------------------
@@ -153,3 +155,71 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
         async with self._db.connection() as conn:
             unread = await self._service.unread_count(conn, caller)
         return alerts_pb2.UnreadCountResponse(unread=unread)
+
+    # -- delivery --------------------------------------------------------------------------------
+    async def GetFiring(
+        self, request: alerts_pb2.GetFiringRequest, context: Context
+    ) -> alerts_pb2.GetFiringResponse:
+        caller = self._service.caller()
+        async with self._db.connection() as conn:
+            firing = await self._service.firing(conn, caller, request.id)
+            deliveries = await self._service.deliveries(conn, [firing])
+        return alerts_pb2.GetFiringResponse(firing=schemas.firing_pb(firing, deliveries[firing.id]))
+
+    async def ListDeliveries(
+        self, request: alerts_pb2.ListDeliveriesRequest, context: Context
+    ) -> alerts_pb2.ListDeliveriesResponse:
+        caller = self._service.caller()
+        async with self._db.connection() as conn:
+            page = await self._service.list_deliveries(
+                conn, caller, status=request.status, limit=request.limit, cursor=request.cursor
+            )
+        return alerts_pb2.ListDeliveriesResponse(
+            deliveries=[schemas.delivery_pb(d) for d in page.items], next_cursor=page.next_cursor
+        )
+
+    async def ReplayDelivery(
+        self, request: alerts_pb2.ReplayDeliveryRequest, context: Context
+    ) -> alerts_pb2.ReplayDeliveryResponse:
+        caller = self._service.caller()
+        async with self._db.connection() as conn:  # one statement
+            delivery = await self._service.replay(conn, caller, request.id)
+        return alerts_pb2.ReplayDeliveryResponse(delivery=schemas.delivery_pb(delivery))
+
+    # -- webhook endpoints -----------------------------------------------------------------------
+    async def CreateWebhook(
+        self, request: alerts_pb2.CreateWebhookRequest, context: Context
+    ) -> alerts_pb2.CreateWebhookResponse:
+        caller = self._service.caller()
+        hook, secret = await self._db.transaction(
+            lambda uow: self._service.create_webhook(uow, caller, request.url)
+        )
+        return alerts_pb2.CreateWebhookResponse(webhook=schemas.webhook_pb(hook), secret=secret)
+
+    async def ListWebhooks(
+        self, request: alerts_pb2.ListWebhooksRequest, context: Context
+    ) -> alerts_pb2.ListWebhooksResponse:
+        caller = self._service.caller()
+        async with self._db.connection() as conn:
+            hooks = await self._service.webhooks(conn, caller)
+        return alerts_pb2.ListWebhooksResponse(webhooks=[schemas.webhook_pb(h) for h in hooks])
+
+    async def DeleteWebhook(
+        self, request: alerts_pb2.DeleteWebhookRequest, context: Context
+    ) -> alerts_pb2.DeleteWebhookResponse:
+        caller = self._service.caller()
+        await self._db.transaction(
+            lambda uow: self._service.delete_webhook(uow, caller, request.id)
+        )
+        return alerts_pb2.DeleteWebhookResponse()
+
+    async def RotateWebhookSecret(
+        self, request: alerts_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> alerts_pb2.RotateWebhookSecretResponse:
+        caller = self._service.caller()
+        hook, secret = await self._db.transaction(
+            lambda uow: self._service.rotate_webhook(uow, caller, request.id)
+        )
+        return alerts_pb2.RotateWebhookSecretResponse(
+            webhook=schemas.webhook_pb(hook), secret=secret
+        )

@@ -19,3 +19,8 @@ FIRINGS_SKIPPED = Counter(
 USERS_ERASED = Counter(
     "aether_alerts_users_erased_total", "Deleted accounts whose rules and inbox were erased"
 )
+DELIVERIES = Counter(
+    "aether_alerts_deliveries_total",
+    "Delivery attempts by channel (in_app, email, webhook) and resulting status",
+    ["channel", "status"],
+)

@@ -2,7 +2,8 @@
 
 Tables: `rules` (partial index on symbol of the active ones: what the engine loads), `firings`
 (UNIQUE (rule_id, trigger_id): a trigger fires a rule once, whoever records it and however
-often), `notifications` (the inbox), the outbox and `processed_events`.
+often), `notifications` (the inbox), the outbox and `processed_events`; 0003_delivery.sql adds
+`contacts`, `webhooks` and `deliveries`.
 
 Functions take an asyncpg connection; writers run in the caller's transaction and never commit.
 The engine calls two of them: `active_rules` and `record_firing`.
@@ -502,8 +503,284 @@ async def unread_count(conn: Conn, user_id: str) -> int:
 
 
 async def erase_user(conn: Conn, user_id: str) -> int:
-    """Every rule, firing and notification of a user; answers the rules erased."""
+    """Every rule, firing (their deliveries cascade), notification, webhook endpoint and the
+    contact address of a user; answers the rules erased."""
+    await conn.execute("DELETE FROM contacts WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM webhooks WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM notifications WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM firings WHERE user_id = $1", user_id)
     status: str = await conn.execute("DELETE FROM rules WHERE user_id = $1", user_id)
     return int(status.split()[-1])
+
+
+# -- delivery (0003_delivery.sql) ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    firing_id: str
+    channel: str  # in_app | email | webhook:<endpoint id>
+    user_id: str
+    status: str  # pending | sent | failed | retrying
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    id: str
+    user_id: str
+    url: str
+    secret: bytes
+    previous_secret: bytes | None
+    previous_until: datetime | None
+    created_at: datetime
+    rotated_at: datetime | None
+
+
+_DELIVERY_COLUMNS = (
+    "id, firing_id, channel, user_id, status, attempts, last_error, next_attempt_at, sent_at,"
+    " payload"
+)
+_WEBHOOK_COLUMNS = (
+    "id, user_id, url, secret, previous_secret, previous_until, created_at, rotated_at"
+)
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        id=str(row["id"]),
+        firing_id=str(row["firing_id"]),
+        channel=row["channel"],
+        user_id=row["user_id"],
+        status=row["status"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        sent_at=row["sent_at"],
+        payload=row["payload"],
+    )
+
+
+def _webhook(row: Any) -> Webhook:
+    return Webhook(
+        id=str(row["id"]),
+        user_id=row["user_id"],
+        url=row["url"],
+        secret=row["secret"],
+        previous_secret=row["previous_secret"],
+        previous_until=row["previous_until"],
+        created_at=row["created_at"],
+        rotated_at=row["rotated_at"],
+    )
+
+
+async def set_contact(conn: Conn, user_id: str, email: str, *, replace: bool) -> None:
+    """`replace=False` keeps an address already known (a late registration event must not
+    undo a newer verified address: the two come on different topics, in no set order)."""
+    await conn.execute(
+        """INSERT INTO contacts (user_id, email) VALUES ($1, $2)
+           ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, updated_at = now()
+           WHERE $3""",
+        user_id,
+        email,
+        replace,
+    )
+
+
+async def contact_email(conn: Conn, user_id: str) -> str | None:
+    email: str | None = await conn.fetchval(
+        "SELECT email FROM contacts WHERE user_id = $1", user_id
+    )
+    return email
+
+
+async def insert_webhook(conn: Conn, id_: str, user_id: str, url: str, secret: bytes) -> Webhook:
+    row = await conn.fetchrow(
+        f"""INSERT INTO webhooks (id, user_id, url, secret) VALUES ($1, $2, $3, $4)
+            RETURNING {_WEBHOOK_COLUMNS}""",  # noqa: S608 (constants)
+        uuid.UUID(id_),
+        user_id,
+        url,
+        secret,
+    )
+    return _webhook(row)
+
+
+async def count_webhooks(conn: Conn, user_id: str) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM webhooks WHERE user_id = $1", user_id)
+    return count
+
+
+async def list_webhooks(conn: Conn, user_id: str) -> list[Webhook]:
+    rows = await conn.fetch(
+        f"""SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1
+            ORDER BY created_at DESC, id DESC""",  # noqa: S608 (constants)
+        user_id,
+    )
+    return [_webhook(r) for r in rows]
+
+
+async def get_webhook(conn: Conn, webhook_id: str) -> Webhook | None:
+    id_ = parse_id(webhook_id)
+    if id_ is None:
+        return None
+    row = await conn.fetchrow(
+        f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1",  # noqa: S608 (constants)
+        id_,
+    )
+    return None if row is None else _webhook(row)
+
+
+async def delete_webhook(conn: Conn, user_id: str, webhook_id: str) -> bool:
+    id_ = parse_id(webhook_id)
+    if id_ is None:
+        return False
+    status: str = await conn.execute(
+        "DELETE FROM webhooks WHERE id = $1 AND user_id = $2", id_, user_id
+    )
+    return status.endswith(" 1")
+
+
+async def rotate_webhook(
+    conn: Conn, user_id: str, webhook_id: str, secret: bytes, *, grace_s: int
+) -> Webhook | None:
+    """The new secret signs from now; the old one too for `grace_s` (0: not at all)."""
+    id_ = parse_id(webhook_id)
+    if id_ is None:
+        return None
+    row = await conn.fetchrow(
+        f"""UPDATE webhooks SET
+                previous_secret = CASE WHEN $4 > 0 THEN secret END,
+                previous_until = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END,
+                secret = $3, rotated_at = now()
+            WHERE id = $1 AND user_id = $2 RETURNING {_WEBHOOK_COLUMNS}""",  # noqa: S608 (constants)
+        id_,
+        user_id,
+        secret,
+        grace_s,
+    )
+    return None if row is None else _webhook(row)
+
+
+async def insert_deliveries(
+    conn: Conn, firing_id: str, user_id: str, rows: Sequence[tuple[str, dict[str, Any]]]
+) -> int:
+    """One pending delivery per (channel, payload), due now; an existing (firing, channel) is
+    left alone (a redelivered event). Answers how many were new."""
+    if not rows:
+        return 0
+    status: str = await conn.execute(
+        """INSERT INTO deliveries (id, firing_id, channel, user_id, payload, next_attempt_at)
+           SELECT gen_random_uuid(), $1, c.channel, $2, c.payload, now()
+           FROM unnest($3::text[], $4::jsonb[]) AS c(channel, payload)
+           ON CONFLICT (firing_id, channel) DO NOTHING""",
+        uuid.UUID(firing_id),
+        user_id,
+        [c for c, _ in rows],
+        [p for _, p in rows],
+    )
+    return int(status.split()[-1])
+
+
+async def claim_due(conn: Conn, *, limit: int, lease_s: float) -> list[Delivery]:
+    """Due deliveries, each counted as an attempt and pushed `lease_s` ahead while it is sent
+    (a sender that dies leaves it due again then); replicas skip each other's rows."""
+    rows = await conn.fetch(
+        f"""UPDATE deliveries d SET attempts = d.attempts + 1, updated_at = now(),
+                   next_attempt_at = now() + make_interval(secs => $2)
+            FROM (SELECT firing_id, channel FROM deliveries
+                  WHERE status IN ('pending', 'retrying') AND next_attempt_at <= now()
+                  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+            WHERE d.firing_id = due.firing_id AND d.channel = due.channel
+            RETURNING {", ".join("d." + c.strip() for c in _DELIVERY_COLUMNS.split(","))}""",  # noqa: S608 (constants)
+        limit,
+        lease_s,
+    )
+    return [_delivery(r) for r in rows]
+
+
+async def finish_delivery(
+    conn: Conn, delivery_id: str, *, status: str, error: str, retry_in_s: float | None
+) -> None:
+    await conn.execute(
+        """UPDATE deliveries SET status = $2, last_error = $3, updated_at = now(),
+               next_attempt_at = CASE WHEN $4::float8 IS NULL THEN NULL
+                                      ELSE now() + make_interval(secs => $4) END,
+               sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END
+           WHERE id = $1""",
+        uuid.UUID(delivery_id),
+        status,
+        error[:500],
+        retry_in_s,
+    )
+
+
+async def deliveries_of(conn: Conn, firing_ids: Sequence[str]) -> dict[str, list[Delivery]]:
+    rows = await conn.fetch(
+        f"""SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE firing_id = ANY($1::uuid[])
+            ORDER BY channel""",  # noqa: S608 (constants)
+        [uuid.UUID(f) for f in firing_ids],
+    )
+    found: dict[str, list[Delivery]] = {f: [] for f in firing_ids}
+    for row in rows:
+        found[str(row["firing_id"])].append(_delivery(row))
+    return found
+
+
+async def firing_exists(conn: Conn, firing_id: str) -> bool:
+    found = await conn.fetchval("SELECT 1 FROM firings WHERE id = $1", uuid.UUID(firing_id))
+    return found is not None
+
+
+async def get_firing(conn: Conn, user_id: str, firing_id: str) -> Firing | None:
+    id_ = parse_id(firing_id)
+    if id_ is None:
+        return None
+    row = await conn.fetchrow(
+        f"""SELECT {_FIRING_COLUMNS} FROM firings f
+            JOIN rules r ON r.id = f.rule_id
+            LEFT JOIN notifications n ON n.firing_id = f.id
+            WHERE f.id = $1 AND f.user_id = $2""",  # noqa: S608 (constants)
+        id_,
+        user_id,
+    )
+    return None if row is None else _firing(row)
+
+
+async def list_deliveries(
+    conn: Conn, user_id: str, *, status: str, limit: int, cursor: str
+) -> Page[Delivery]:
+    after = _parse_cursor(cursor)
+    rows = await conn.fetch(
+        f"""SELECT {_DELIVERY_COLUMNS}, updated_at FROM deliveries
+            WHERE user_id = $1 AND ($2 = '' OR status = $2)
+              AND ($3::timestamptz IS NULL OR (updated_at, id) < ($3, $4))
+            ORDER BY updated_at DESC, id DESC LIMIT $5""",  # noqa: S608 (constants)
+        user_id,
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+    items = [_delivery(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(items, _cursor(last["updated_at"], str(last["id"])) if last else "")
+
+
+async def replay_delivery(conn: Conn, user_id: str, delivery_id: str) -> Delivery | None:
+    """The delivery due again now, with a fresh attempt budget (whatever its status)."""
+    id_ = parse_id(delivery_id)
+    if id_ is None:
+        return None
+    row = await conn.fetchrow(
+        f"""UPDATE deliveries SET status = 'pending', attempts = 0, last_error = '',
+                   next_attempt_at = now(), updated_at = now()
+            WHERE id = $1 AND user_id = $2 RETURNING {_DELIVERY_COLUMNS}""",  # noqa: S608 (constants)
+        id_,
+        user_id,
+    )
+    return None if row is None else _delivery(row)

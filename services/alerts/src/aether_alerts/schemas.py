@@ -12,7 +12,7 @@ from aether.alerts.v1 import alerts_pb2, events_pb2
 from aether_alerts.rules import Rule, RuleSpec
 
 if TYPE_CHECKING:
-    from aether_alerts.repository import Firing, Notification
+    from aether_alerts.repository import Delivery, Firing, Notification, Webhook
 
 
 def _ts(time: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -73,8 +73,9 @@ def rule_pb(rule: Rule) -> alerts_pb2.Rule:
     )
 
 
-def firing_pb(f: Firing) -> alerts_pb2.Firing:
+def firing_pb(f: Firing, deliveries: Sequence[Delivery] = ()) -> alerts_pb2.Firing:
     return alerts_pb2.Firing(
+        deliveries=[delivery_pb(d) for d in deliveries],
         id=f.id,
         rule_id=f.rule_id,
         user_id=f.user_id,
@@ -118,4 +119,27 @@ def notification_pb(n: Notification) -> alerts_pb2.Notification:
         body=n.body,
         created_at=_ts(n.created_at),
         read_at=_ts(n.read_at),
+    )
+
+
+def delivery_pb(d: Delivery) -> alerts_pb2.Delivery:
+    return alerts_pb2.Delivery(
+        id=d.id,
+        firing_id=d.firing_id,
+        channel=d.channel,
+        status=d.status,
+        attempts=d.attempts,
+        last_error=d.last_error,
+        next_attempt_at=_ts(d.next_attempt_at) if d.status in ("pending", "retrying") else None,
+        sent_at=_ts(d.sent_at),
+    )
+
+
+def webhook_pb(w: Webhook) -> alerts_pb2.Webhook:
+    return alerts_pb2.Webhook(
+        id=w.id,
+        url=w.url,
+        created_at=_ts(w.created_at),
+        rotated_at=_ts(w.rotated_at),
+        previous_secret_until=_ts(w.previous_until),
     )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from aether_alerts import events, repository
+from aether_alerts import events, repository, webhook_send
 from aether_alerts.callers import Caller, require_caller
 from aether_alerts.config import AlertsSettings
 from aether_alerts.market import SymbolCheck
 from aether_alerts.metrics import RULE_CHANGES
-from aether_alerts.repository import Conn, Firing, Notification, Page
+from aether_alerts.repository import Conn, Delivery, Firing, Notification, Page, Webhook
 from aether_alerts.rules import Limits, Rule, RuleSpec, Status, validate
 from aether_common.errors import NotFound, PreconditionFailed, RateLimited, ValidationFailed
 from aether_common.postgres import UnitOfWork
@@ -31,6 +31,7 @@ class AlertsService:
         self._symbols = symbols
         self._limits = Limits(min_cooldown_s=settings.min_cooldown_s)
         self._prefix = settings.topic_prefix
+        self._box = webhook_send.SecretBox(settings.webhook_secret_key.get_secret_value())
 
     def caller(self) -> Caller:
         return require_caller(admin_role=self._s.admin_role)
@@ -212,6 +213,106 @@ class AlertsService:
 
     async def erase_user(self, conn: Conn, user_id: str) -> int:
         return await repository.erase_user(conn, user_id)
+
+    async def set_contact(self, conn: Conn, user_id: str, email: str, *, verified: bool) -> None:
+        """A verified address replaces the one known; a registration's only fills a gap."""
+        await repository.set_contact(conn, user_id, email.strip(), replace=verified)
+
+    # -- delivery status -------------------------------------------------------------------------
+    async def deliveries(self, conn: Conn, firings: list[Firing]) -> dict[str, list[Delivery]]:
+        return await repository.deliveries_of(conn, [f.id for f in firings])
+
+    async def firing(self, conn: Conn, caller: Caller, firing_id: str) -> Firing:
+        firing = await repository.get_firing(conn, caller.user_id, firing_id)
+        if firing is None:
+            raise NotFound(f"no firing {firing_id}")
+        return firing
+
+    async def list_deliveries(
+        self, conn: Conn, caller: Caller, *, status: str, limit: int, cursor: str
+    ) -> Page[Delivery]:
+        if status not in ("", "pending", "sent", "failed", "retrying"):
+            raise ValidationFailed(
+                "status: one of pending, sent, failed, retrying (or empty for all)",
+                field_errors={"status": "unknown"},
+            )
+        return await repository.list_deliveries(
+            conn, caller.user_id, status=status, limit=self.limit(limit), cursor=cursor
+        )
+
+    async def replay(self, conn: Conn, caller: Caller, delivery_id: str) -> Delivery:
+        delivery = await repository.replay_delivery(conn, caller.user_id, delivery_id)
+        if delivery is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        return delivery
+
+    # -- webhook endpoints -----------------------------------------------------------------------
+    def _checked_url(self, url: str) -> str:
+        url = url.strip()
+        try:
+            _, host, _, _ = webhook_send.check_url(url)
+            if self._s.environment != "dev" and _literal_refused(host):
+                raise webhook_send.UrlRefused("url: not a public address")
+        except webhook_send.UrlRefused as exc:
+            raise ValidationFailed(str(exc), field_errors={"url": "refused"}) from exc
+        return url
+
+    async def create_webhook(
+        self, uow: UnitOfWork, caller: Caller, url: str
+    ) -> tuple[Webhook, str]:
+        """The endpoint and its secret (the only time the secret is shown)."""
+        url = self._checked_url(url)
+        await repository.lock_user(uow.conn, caller.user_id)
+        quota = self._s.webhook_quota(caller.plan, admin=caller.admin)
+        have = await repository.count_webhooks(uow.conn, caller.user_id)
+        if have >= quota:
+            plan = "admin" if caller.admin else (caller.plan or "free")
+            raise RateLimited(
+                f"quota: the {plan} plan allows {quota} webhook endpoints and you have {have}",
+                code="webhook_quota_exceeded",
+                metadata={"limit": str(quota), "active": str(have), "plan": plan},
+            )
+        id_, secret = str(uuid.uuid4()), webhook_send.new_secret()
+        hook = await repository.insert_webhook(
+            uow.conn, id_, caller.user_id, url, self._box.seal(secret, id_)
+        )
+        return hook, secret
+
+    async def webhooks(self, conn: Conn, caller: Caller) -> list[Webhook]:
+        return await repository.list_webhooks(conn, caller.user_id)
+
+    async def delete_webhook(self, uow: UnitOfWork, caller: Caller, webhook_id: str) -> None:
+        if not await repository.delete_webhook(uow.conn, caller.user_id, webhook_id):
+            raise NotFound(f"no webhook {webhook_id}")
+
+    async def rotate_webhook(
+        self, uow: UnitOfWork, caller: Caller, webhook_id: str
+    ) -> tuple[Webhook, str]:
+        id_ = repository.parse_id(webhook_id)
+        secret = webhook_send.new_secret()
+        hook = None
+        if id_ is not None:
+            hook = await repository.rotate_webhook(
+                uow.conn,
+                caller.user_id,
+                webhook_id,
+                self._box.seal(secret, str(id_)),
+                grace_s=self._s.webhook_rotation_grace_s,
+            )
+        if hook is None:
+            raise NotFound(f"no webhook {webhook_id}")
+        return hook, secret
+
+
+def _literal_refused(host: str) -> bool:
+    """A host that is an IP literal of a non-public address, or localhost (names are checked
+    again at each send, after resolving)."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return webhook_send.address_refused(host)
+    except ValueError:
+        return False  # a name
 
 
 def describe(rule: Rule) -> str:

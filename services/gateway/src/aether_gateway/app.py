@@ -69,6 +69,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             memory_routes.router,
             charts_routes.router,
             market_routes.router,
+            alerts_routes.delivery,
             alerts_routes.router,
             alerts_routes.inbox,
         ],

@@ -22,6 +22,10 @@ ALERTS = Peer(
         "MarkRead",
         "MarkAllRead",
         "UnreadCount",
+        "GetFiring",
+        "ListDeliveries",
+        "ListWebhooks",
+        "ReplayDelivery",
     ),
 )
 

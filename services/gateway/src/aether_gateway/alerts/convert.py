@@ -59,6 +59,29 @@ def firing(f: alerts_pb2.Firing) -> dict[str, Any]:
         "market_time": timestamp(f, "market_time"),
         "fired_at": timestamp(f, "fired_at"),
         "test": f.test,
+        "deliveries": [delivery(d) for d in f.deliveries],
+    }
+
+
+def delivery(d: alerts_pb2.Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "channel": d.channel,
+        "status": d.status,
+        "attempts": d.attempts,
+        "last_error": d.last_error or None,
+        "next_attempt_at": timestamp(d, "next_attempt_at"),
+        "sent_at": timestamp(d, "sent_at"),
+    }
+
+
+def webhook(w: alerts_pb2.Webhook) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "url": w.url,
+        "created_at": timestamp(w, "created_at"),
+        "rotated_at": timestamp(w, "rotated_at"),
+        "previous_secret_until": timestamp(w, "previous_secret_until"),
     }
 
 

@@ -13,6 +13,8 @@ from aether.alerts.v1 import alerts_pb2
 from aether_gateway.alerts import convert
 from aether_gateway.alerts.client import AlertsClient, AlertsNotConfigured
 from aether_gateway.alerts.schemas import (
+    DeliveriesOut,
+    DeliveryOut,
     FiringOut,
     FiringsOut,
     MarkedOut,
@@ -25,10 +27,16 @@ from aether_gateway.alerts.schemas import (
     Status,
     Symbol,
     UnreadOut,
+    WebhookIn,
+    WebhookOut,
+    WebhookSecretOut,
+    WebhooksOut,
 )
 from aether_gateway.deps import Caller, resources_of
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+# Included before `router`: its fixed paths (/webhooks) must win over `/{rule_id}`.
+delivery = APIRouter(prefix="/api/alerts", tags=["alerts"])
 inbox = APIRouter(prefix="/api/notifications", tags=["alerts"])
 
 
@@ -126,6 +134,82 @@ async def firings(
     return FiringsOut(
         firings=[FiringOut.model_validate(convert.firing(f)) for f in answer.firings],
         next_cursor=answer.next_cursor or None,
+    )
+
+
+# -- delivery ------------------------------------------------------------------------------------
+@delivery.get("/firings/{firing_id}", summary="One firing with its deliveries (GetFiring)")
+async def firing(firing_id: str, caller: Caller, alerts: Alerts) -> FiringOut:
+    request = alerts_pb2.GetFiringRequest(id=firing_id)
+    answer = await alerts.call(alerts.stub.GetFiring, request, token=caller.raw)
+    return FiringOut.model_validate(convert.firing(answer.firing))
+
+
+@delivery.get(
+    "/deliveries",
+    summary="The caller's deliveries, latest change first; status=failed: the dead ones",
+)
+async def deliveries(
+    caller: Caller,
+    alerts: Alerts,
+    status: Literal["pending", "sent", "failed", "retrying"] | None = None,
+    limit: Limit = 50,
+    cursor: Cursor = "",
+) -> DeliveriesOut:
+    request = alerts_pb2.ListDeliveriesRequest(status=status or "", limit=limit, cursor=cursor)
+    answer = await alerts.call(alerts.stub.ListDeliveries, request, token=caller.raw)
+    return DeliveriesOut(
+        deliveries=[DeliveryOut.model_validate(convert.delivery(d)) for d in answer.deliveries],
+        next_cursor=answer.next_cursor or None,
+    )
+
+
+@delivery.post(
+    "/deliveries/{delivery_id}/replay",
+    summary="Send a delivery again now, with a fresh attempt budget (ReplayDelivery)",
+)
+async def replay(delivery_id: str, caller: Caller, alerts: Alerts) -> DeliveryOut:
+    request = alerts_pb2.ReplayDeliveryRequest(id=delivery_id)
+    answer = await alerts.call(alerts.stub.ReplayDelivery, request, token=caller.raw)
+    return DeliveryOut.model_validate(convert.delivery(answer.delivery))
+
+
+@delivery.post(
+    "/webhooks", status_code=201, summary="Add a webhook endpoint; the secret is shown once"
+)
+async def create_webhook(body: WebhookIn, caller: Caller, alerts: Alerts) -> WebhookSecretOut:
+    request = alerts_pb2.CreateWebhookRequest(url=body.url)
+    answer = await alerts.call(alerts.stub.CreateWebhook, request, token=caller.raw)
+    return WebhookSecretOut.model_validate(
+        convert.webhook(answer.webhook) | {"secret": answer.secret}
+    )
+
+
+@delivery.get("/webhooks", summary="The caller's webhook endpoints (no secrets)")
+async def webhooks(caller: Caller, alerts: Alerts) -> WebhooksOut:
+    request = alerts_pb2.ListWebhooksRequest()
+    answer = await alerts.call(alerts.stub.ListWebhooks, request, token=caller.raw)
+    return WebhooksOut(
+        webhooks=[WebhookOut.model_validate(convert.webhook(w)) for w in answer.webhooks]
+    )
+
+
+@delivery.delete("/webhooks/{webhook_id}", status_code=204, summary="Remove a webhook endpoint")
+async def delete_webhook(webhook_id: str, caller: Caller, alerts: Alerts) -> Response:
+    request = alerts_pb2.DeleteWebhookRequest(id=webhook_id)
+    await alerts.call(alerts.stub.DeleteWebhook, request, token=caller.raw)
+    return Response(status_code=204)
+
+
+@delivery.post(
+    "/webhooks/{webhook_id}/rotate",
+    summary="A new secret (shown once); the old one signs too for the grace period",
+)
+async def rotate_webhook(webhook_id: str, caller: Caller, alerts: Alerts) -> WebhookSecretOut:
+    request = alerts_pb2.RotateWebhookSecretRequest(id=webhook_id)
+    answer = await alerts.call(alerts.stub.RotateWebhookSecret, request, token=caller.raw)
+    return WebhookSecretOut.model_validate(
+        convert.webhook(answer.webhook) | {"secret": answer.secret}
     )
 
 

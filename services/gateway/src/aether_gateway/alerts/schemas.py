@@ -81,6 +81,21 @@ class RulesOut(Response):
     next_cursor: str | None
 
 
+class DeliveryOut(Response):
+    id: str = Field(description="X-Aether-Delivery of a webhook; the id to replay")
+    channel: str = Field(description='"in_app", "email" or "webhook:<endpoint id>"')
+    status: Literal["pending", "sent", "failed", "retrying"]
+    attempts: int
+    last_error: str | None = Field(description='why the last attempt failed, e.g. "no_address"')
+    next_attempt_at: str | None
+    sent_at: str | None
+
+
+class DeliveriesOut(Response):
+    deliveries: list[DeliveryOut] = Field(description="latest change first")
+    next_cursor: str | None
+
+
 class FiringOut(Response):
     id: str
     rule_id: str
@@ -91,6 +106,7 @@ class FiringOut(Response):
     market_time: str | None
     fired_at: str | None
     test: bool
+    deliveries: list[DeliveryOut] = Field(description="one per channel (webhooks: per endpoint)")
 
 
 class FiringsOut(Response):
@@ -119,3 +135,27 @@ class MarkedOut(Response):
 
 class UnreadOut(Response):
     unread: int
+
+
+class WebhookIn(Request):
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2048)] = Field(
+        description="http(s); outside dev never a loopback, private or link-local address"
+    )
+
+
+class WebhookOut(Response):
+    id: str
+    url: str
+    created_at: str | None
+    rotated_at: str | None
+    previous_secret_until: str | None = Field(
+        description="until when the previous secret also signs (after a rotation)"
+    )
+
+
+class WebhookSecretOut(WebhookOut):
+    secret: str = Field(description="shown once: the HMAC-SHA256 key of X-Aether-Signature")
+
+
+class WebhooksOut(Response):
+    webhooks: list[WebhookOut]

@@ -106,6 +106,41 @@ class AlertsServiceStub:
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountRequest.SerializeToString,
                 response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountResponse.FromString,
                 _registered_method=True)
+        self.GetFiring = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/GetFiring',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/ListDeliveries',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ReplayDelivery = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/ReplayDelivery',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryResponse.FromString,
+                _registered_method=True)
+        self.CreateWebhook = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/CreateWebhook',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookResponse.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/ListWebhooks',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/DeleteWebhook',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/RotateWebhookSecret',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
 
 
 class AlertsServiceServicer:
@@ -213,6 +248,55 @@ class AlertsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFiring(self, request, context):
+        """One firing of the caller with its deliveries. NOT_FOUND: not the caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """The caller's deliveries, latest change first; status "failed": the dead-delivery list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDelivery(self, request, context):
+        """Makes a delivery due again now with a fresh attempt budget (a failed one included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWebhook(self, request, context):
+        """Webhook endpoints (docs/alerts.md "Webhooks"). The secret is in the answer of Create and
+        RotateSecret only. RESOURCE_EXHAUSTED: the plan's endpoint limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new secret signs from now; the old one also signs for the grace period
+        (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlertsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -280,6 +364,41 @@ def add_AlertsServiceServicer_to_server(servicer, server):
                     servicer.UnreadCount,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountRequest.FromString,
                     response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountResponse.SerializeToString,
+            ),
+            'GetFiring': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFiring,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'ReplayDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDelivery,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryResponse.SerializeToString,
+            ),
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookResponse.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -640,6 +759,195 @@ class AlertsService:
             '/aether.alerts.v1.AlertsService/UnreadCount',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountRequest.SerializeToString,
             aether_dot_alerts_dot_v1_dot_alerts__pb2.UnreadCountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFiring(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/GetFiring',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.GetFiringResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/ListDeliveries',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/ReplayDelivery',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ReplayDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/CreateWebhook',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.CreateWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/ListWebhooks',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/DeleteWebhook',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/RotateWebhookSecret',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

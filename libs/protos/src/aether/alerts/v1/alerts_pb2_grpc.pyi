@@ -73,6 +73,22 @@ class AlertsServiceStub:
     MarkAllRead: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.MarkAllReadRequest, _alerts_pb2.MarkAllReadResponse]
     """Marks every unread notification of the caller read; answers how many were."""
     UnreadCount: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.UnreadCountRequest, _alerts_pb2.UnreadCountResponse]
+    GetFiring: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.GetFiringRequest, _alerts_pb2.GetFiringResponse]
+    """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+    ListDeliveries: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListDeliveriesRequest, _alerts_pb2.ListDeliveriesResponse]
+    """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
+    ReplayDelivery: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ReplayDeliveryRequest, _alerts_pb2.ReplayDeliveryResponse]
+    """Makes a delivery due again now with a fresh attempt budget (a failed one included)."""
+    CreateWebhook: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.CreateWebhookRequest, _alerts_pb2.CreateWebhookResponse]
+    """Webhook endpoints (docs/alerts.md "Webhooks"). The secret is in the answer of Create and
+    RotateSecret only. RESOURCE_EXHAUSTED: the plan's endpoint limit.
+    """
+    ListWebhooks: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ListWebhooksRequest, _alerts_pb2.ListWebhooksResponse]
+    DeleteWebhook: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.DeleteWebhookRequest, _alerts_pb2.DeleteWebhookResponse]
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.RotateWebhookSecretRequest, _alerts_pb2.RotateWebhookSecretResponse]
+    """A new secret signs from now; the old one also signs for the grace period
+    (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+    """
 
 @_typing.type_check_only
 class AlertsServiceAsyncStub(AlertsServiceStub):
@@ -119,6 +135,22 @@ class AlertsServiceAsyncStub(AlertsServiceStub):
     MarkAllRead: _aio.UnaryUnaryMultiCallable[_alerts_pb2.MarkAllReadRequest, _alerts_pb2.MarkAllReadResponse]  # type: ignore[assignment]
     """Marks every unread notification of the caller read; answers how many were."""
     UnreadCount: _aio.UnaryUnaryMultiCallable[_alerts_pb2.UnreadCountRequest, _alerts_pb2.UnreadCountResponse]  # type: ignore[assignment]
+    GetFiring: _aio.UnaryUnaryMultiCallable[_alerts_pb2.GetFiringRequest, _alerts_pb2.GetFiringResponse]  # type: ignore[assignment]
+    """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+    ListDeliveries: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListDeliveriesRequest, _alerts_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
+    """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
+    ReplayDelivery: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ReplayDeliveryRequest, _alerts_pb2.ReplayDeliveryResponse]  # type: ignore[assignment]
+    """Makes a delivery due again now with a fresh attempt budget (a failed one included)."""
+    CreateWebhook: _aio.UnaryUnaryMultiCallable[_alerts_pb2.CreateWebhookRequest, _alerts_pb2.CreateWebhookResponse]  # type: ignore[assignment]
+    """Webhook endpoints (docs/alerts.md "Webhooks"). The secret is in the answer of Create and
+    RotateSecret only. RESOURCE_EXHAUSTED: the plan's endpoint limit.
+    """
+    ListWebhooks: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ListWebhooksRequest, _alerts_pb2.ListWebhooksResponse]  # type: ignore[assignment]
+    DeleteWebhook: _aio.UnaryUnaryMultiCallable[_alerts_pb2.DeleteWebhookRequest, _alerts_pb2.DeleteWebhookResponse]  # type: ignore[assignment]
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RotateWebhookSecretRequest, _alerts_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """A new secret signs from now; the old one also signs for the grace period
+    (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+    """
 
 class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The alerts service: a user's alert rules on live market data, the firings of each rule and
@@ -240,5 +272,63 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _alerts_pb2.UnreadCountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alerts_pb2.UnreadCountResponse, _abc.Awaitable[_alerts_pb2.UnreadCountResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetFiring(
+        self,
+        request: _alerts_pb2.GetFiringRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.GetFiringResponse, _abc.Awaitable[_alerts_pb2.GetFiringResponse]]:
+        """One firing of the caller with its deliveries. NOT_FOUND: not the caller's."""
+
+    @_abc_1.abstractmethod
+    def ListDeliveries(
+        self,
+        request: _alerts_pb2.ListDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.ListDeliveriesResponse, _abc.Awaitable[_alerts_pb2.ListDeliveriesResponse]]:
+        """The caller's deliveries, latest change first; status "failed": the dead-delivery list."""
+
+    @_abc_1.abstractmethod
+    def ReplayDelivery(
+        self,
+        request: _alerts_pb2.ReplayDeliveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.ReplayDeliveryResponse, _abc.Awaitable[_alerts_pb2.ReplayDeliveryResponse]]:
+        """Makes a delivery due again now with a fresh attempt budget (a failed one included)."""
+
+    @_abc_1.abstractmethod
+    def CreateWebhook(
+        self,
+        request: _alerts_pb2.CreateWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.CreateWebhookResponse, _abc.Awaitable[_alerts_pb2.CreateWebhookResponse]]:
+        """Webhook endpoints (docs/alerts.md "Webhooks"). The secret is in the answer of Create and
+        RotateSecret only. RESOURCE_EXHAUSTED: the plan's endpoint limit.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhooks(
+        self,
+        request: _alerts_pb2.ListWebhooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.ListWebhooksResponse, _abc.Awaitable[_alerts_pb2.ListWebhooksResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteWebhook(
+        self,
+        request: _alerts_pb2.DeleteWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.DeleteWebhookResponse, _abc.Awaitable[_alerts_pb2.DeleteWebhookResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _alerts_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_alerts_pb2.RotateWebhookSecretResponse]]:
+        """A new secret signs from now; the old one also signs for the grace period
+        (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+        """
 
 def add_AlertsServiceServicer_to_server(servicer: AlertsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
