@@ -17,7 +17,8 @@ collector as our services' runner does (`tune_gc`).
 gRPC side (a plain grpc.aio server, uvloop, as charts runs): the forwarded token verified as
 charts does (same key and checks, verified tokens kept), then on an asyncpg pool of charts' size
 the statements charts runs: the instrument's row and `CANDLES_BIN` / `CANDLES_TRUNC` of
-aether_charts.repository for the page (limit + 1: is there a next page); for indicators also
+aether_charts.repository for the page (limit + 1: is there a next page), then the lookup of
+archived years the window reaches (charts' retention: none here); for indicators also
 `time_before` and the warm-up candles, then raw TA-Lib on numpy arrays built from the rows
 (SMA, RSI, MACD: the bench's `sma:20,rsi:14,macd:12:26:9`, the only spec this floor answers).
 The cursor is charts' own (aether_charts.service's encode/decode), so pages match.
@@ -47,6 +48,10 @@ INDICATORS = "sma:20,rsi:14,macd:12:26:9"
 CHARTS_POOL_MAX = 10  # charts' CHARTS_DATABASE_POOL_SIZE default
 DEFAULT_LIMIT = 500
 INSTRUMENT_SQL = "SELECT timezone, resolution FROM instruments WHERE symbol = $1"
+ARCHIVED_SQL = (
+    "SELECT symbol, year, key, rows, first_time, last_time, sha256 FROM bars_archive"
+    " WHERE symbol = $1 AND last_time >= $2 AND first_time < $3 ORDER BY year"
+)
 TIME_BEFORE_SQL = (
     "SELECT min(time) FROM (SELECT time FROM bars WHERE symbol = $1 AND time < $2"
     " ORDER BY time DESC LIMIT $3) AS earlier"
@@ -230,12 +235,16 @@ def serve_grpc(port: int, config: FloorConfig) -> None:
         end: datetime,
         limit: int,
     ) -> list[Any]:
-        width = b.INTERVALS[interval]
+        width, reach = b.INTERVALS[interval], end + b.REACH[interval]
         if isinstance(width, timedelta):
-            args: tuple[Any, ...] = (CANDLES_BIN, symbol, start, end + b.REACH[interval], end)
-            return list(await conn.fetch(*args, limit, width))
-        args = (CANDLES_TRUNC, symbol, start, end + b.REACH[interval], end, limit, width, zone)
-        return list(await conn.fetch(*args))
+            rows = await conn.fetch(CANDLES_BIN[None], symbol, start, reach, end, limit, width)
+        else:
+            rows = await conn.fetch(
+                CANDLES_TRUNC[None], symbol, start, reach, end, limit, width, zone
+            )
+        # Then whether the window reaches archived years, as charts asks (none here).
+        await conn.fetch(ARCHIVED_SQL, symbol, start, reach)
+        return list(rows)
 
     async def page(conn: Any, request: Any) -> tuple[str, str, str, list[Any], str]:
         """(symbol, interval, timezone, the page's rows, next cursor)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime
 
 from aether.charts.v1 import charts_pb2
@@ -92,6 +93,7 @@ async def indicator_catalog(caller: Caller, charts: Charts) -> CatalogOut:
 @router.get(
     "/indicators",
     summary="Technical indicators aligned to a symbol's candles (GetIndicators)",
+    response_model=IndicatorsOut,
 )
 async def indicator_series(
     symbol: Annotated[str, Query(pattern=SYMBOL_PATTERN, description="ticker, e.g. AAPL")],
@@ -111,7 +113,7 @@ async def indicator_series(
     limit: Limit = 500,
     cursor: Cursor = "",
     latest: Latest = False,
-) -> IndicatorsOut:
+) -> Response:
     request = charts_pb2.GetIndicatorsRequest(
         symbol=symbol,
         interval=interval or "",
@@ -122,7 +124,7 @@ async def indicator_series(
     )
     _window(request, start, end)
     answer = await charts.call(charts.stub.GetIndicators, request, token=caller.raw)
-    return IndicatorsOut.model_validate(convert.indicators(answer))
+    return _series(convert.indicators(answer))
 
 
 @router.get("/{symbol}/quote", summary="Last price, change and the last session's range (GetQuote)")
@@ -151,7 +153,11 @@ async def generate(body: GenerateIn, caller: Caller, charts: Charts) -> Generate
     return GenerateOut.model_validate(convert.generated(answer))
 
 
-@router.get("/{symbol}", summary="Candles of a symbol at an interval, with cursor paging")
+@router.get(
+    "/{symbol}",
+    summary="Candles of a symbol at an interval, with cursor paging",
+    response_model=CandlesOut,
+)
 async def candles(
     symbol: Symbol,
     caller: Caller,
@@ -162,10 +168,17 @@ async def candles(
     limit: Limit = 500,
     cursor: Cursor = "",
     latest: Latest = False,
-) -> CandlesOut:
+) -> Response:
     request = charts_pb2.GetCandlesRequest(
         symbol=symbol, interval=interval or "", limit=limit, cursor=cursor, latest=latest
     )
     _window(request, start, end)
     answer = await charts.call(charts.stub.GetCandles, request, token=caller.raw)
-    return CandlesOut.model_validate(convert.candles(answer))
+    return _series(convert.candles(answer))
+
+
+def _series(body: dict[str, Any]) -> Response:
+    """A page of candles or indicator values, as convert.py builds it: already the shape the
+    route's model documents, so it is not validated again (FastAPI would, twice, for every one
+    of up to 10,000 items: most of the gateway's CPU on such a page)."""
+    return Response(orjson.dumps(body), media_type="application/json")
