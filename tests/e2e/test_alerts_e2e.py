@@ -5,10 +5,15 @@ symbol, an impossible threshold, another user's rule). The API is docs/alerts.md
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
+from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
+
+from aether_devstack.testkit import eventually, webhook_receiver
 
 PASSWORD = "correct horse battery staple"
 RULE = {
@@ -83,30 +88,61 @@ async def test_bad_rules_are_refused_with_a_message(api: httpx.AsyncClient) -> N
     assert "interval" in no_interval.json()["detail"]
 
 
-async def test_the_replayed_feed_fires_a_rule_into_the_inbox_once(api: httpx.AsyncClient) -> None:
-    """`make dev` (and this platform) replays bundled history: a rule the next AAPL price meets
-    fires through the engine into the inbox, once."""
-    auth = await token(api)
+async def test_the_replayed_feed_fires_a_rule_to_every_channel_once(
+    api: httpx.AsyncClient, gateway_url: str, server_side: Any, chat_ready: None
+) -> None:
+    """`make dev` (and this platform) replays bundled history. A rule the next AAPL price
+    meets fires through the engine, once: the user's chat socket gets the notification, the
+    mail arrives in the local Maildir, the webhook receiver gets a valid signature, and the
+    inbox shows it."""
+    email = f"alerts.{secrets.token_hex(5)}@example.com"
+    registered = await api.post("/api/auth/register", json={"email": email, "password": PASSWORD})
+    assert registered.status_code == 201, registered.text
+    login = await api.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    auth = {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
     await charts_knows(api, auth, "AAPL")
-    rule = {**RULE, "value": 0.01}  # any price is above it: the next replayed tick fires it
-    created = await api.post("/api/alerts", json=rule, headers=auth)
-    assert created.status_code == 201, created.text
-    rule_id = created.json()["id"]
-    deadline = time.monotonic() + 60
-    while True:
-        inbox = await api.get("/api/notifications", headers=auth)
-        assert inbox.status_code == 200, inbox.text
-        if inbox.json()["notifications"]:
-            break
-        assert time.monotonic() < deadline, "no replayed tick fired the rule within 60 s"
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(2.0)  # more ticks go by: a rule that fires once stays fired once
-    firings = await api.get(f"/api/alerts/{rule_id}/firings", headers=auth)
-    assert firings.status_code == 200, firings.text
-    assert len(firings.json()["firings"]) == 1
-    fired = firings.json()["firings"][0]
-    assert fired["trigger_id"] == "once"
-    assert fired["price"] > 0
-    assert len((await api.get("/api/notifications", headers=auth)).json()["notifications"]) == 1
-    state = await api.get(f"/api/alerts/{rule_id}", headers=auth)
-    assert state.json()["status"] == "fired"
+    ws_url = gateway_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    async with (
+        webhook_receiver() as receiver,
+        connect(ws_url + "/api/chat/connect", additional_headers=auth) as ws,
+    ):
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        hook = await api.post("/api/alerts/webhooks", json={"url": receiver.url}, headers=auth)
+        assert hook.status_code == 201, hook.text
+        # Any price is above 0.01: the next replayed tick fires it.
+        rule = {**RULE, "value": 0.01, "channels": ["in_app", "email", "webhook"]}
+        created = await api.post("/api/alerts", json=rule, headers=auth)
+        assert created.status_code == 201, created.text
+        rule_id = created.json()["id"]
+
+        frame: dict[str, Any] = {"type": ""}
+        deadline = time.monotonic() + 60
+        while frame["type"] != "notification":  # skip other frames (a ping, say)
+            left = deadline - time.monotonic()
+            assert left > 0, "no notification on the chat socket within 60 s"
+            frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+            if frame["type"] == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+        assert (frame["rule_id"], frame["symbol"], frame["test"]) == (rule_id, "AAPL", False)
+
+        async def delivered() -> dict[str, Any] | None:
+            got = (await api.get(f"/api/alerts/firings/{frame['firing_id']}", headers=auth)).json()
+            statuses = [d["status"] for d in got["deliveries"]]
+            return got if statuses == ["sent"] * 3 else None
+
+        firing = await eventually(delivered, within=30, what="three deliveries sent")
+        assert firing["trigger_id"] == "once"
+        mail = await server_side.mail(
+            email, f"Aether alert: AAPL price_above at {firing['price']:g}", within=20
+        )
+        assert "AAPL" in mail.get_payload()
+        assert len(receiver.requests) == 1
+        assert receiver.signed(0, hook.json()["secret"])
+        await asyncio.sleep(2.0)  # more ticks go by: a rule that fires once fired once
+        firings = (await api.get(f"/api/alerts/{rule_id}/firings", headers=auth)).json()
+        assert len(firings["firings"]) == 1
+        inbox = (await api.get("/api/notifications", headers=auth)).json()["notifications"]
+        assert [n["id"] for n in inbox] == [frame["id"]]
+        assert len(receiver.requests) == 1
+        state = await api.get(f"/api/alerts/{rule_id}", headers=auth)
+        assert state.json()["status"] == "fired"

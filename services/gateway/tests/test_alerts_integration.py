@@ -17,13 +17,13 @@ import pytest
 from websockets.asyncio.client import connect
 
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
-from aether_alerts import repository, webhook_send
+from aether_alerts import repository
 from aether_alerts.app import AlertsApp
 from aether_alerts.config import AlertsSettings
 from aether_common.errors import NotFound
 from aether_common.lifecycle import Component
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.testkit import ScriptedPeer, await_mail, eventually, serve
+from aether_devstack.testkit import ScriptedPeer, await_mail, eventually, serve, webhook_receiver
 
 CHARTS_SERVICE = charts_pb2.DESCRIPTOR.services_by_name["ChartsService"]
 
@@ -290,59 +290,42 @@ async def test_a_fired_rule_reaches_socket_mailbox_webhook_and_inbox_once(
     gateway = await serve_gateway(
         chat_grpc_target=fake_chat.address, alerts_grpc_target=alerts.grpc.address
     )
-    hits: list[tuple[bytes, bytes]] = []
+    async with webhook_receiver() as receiver:
+        async with alerts.database.connection() as conn:  # what auth's user.registered gives
+            await repository.set_contact(conn, "u-ada", "ada@example.com", replace=True)
+        ada = {"Authorization": f"Bearer {token(sub='u-ada')}"}
+        ws = await connect(gateway.ws_url, additional_headers=ada, compression=None, open_timeout=5)
+        try:
+            await asyncio.wait_for(ws.recv(), 5)  # ready
+            async with httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as api:
+                hook = await api.post(
+                    "/api/alerts/webhooks", json={"url": receiver.url}, headers=ada
+                )
+                secret = hook.json()["secret"]
+                body = RULE | {"channels": ["in_app", "email", "webhook"]}
+                rule_id = (await api.post("/api/alerts", json=body, headers=ada)).json()["id"]
+                fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
 
-    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-        hits.append((head, await reader.readexactly(length)))
-        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        await writer.drain()
-        writer.close()
+                frame: dict[str, Any] = {"type": ""}
+                while frame["type"] != "notification":  # skip any other frame (a ping, say)
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                assert frame["firing_id"] == fired["id"]
+                mail = await await_mail(
+                    maildir, "ada@example.com", "[test] Aether alert: AAPL price_above at 0"
+                )
+                assert "AAPL" in mail.get_payload()
 
-    receiver = await asyncio.start_server(receive, "127.0.0.1", 0)
-    port = receiver.sockets[0].getsockname()[1]
-    async with alerts.database.connection() as conn:  # what auth's user.registered gives
-        await repository.set_contact(conn, "u-ada", "ada@example.com", replace=True)
-    ada = {"Authorization": f"Bearer {token(sub='u-ada')}"}
-    ws = await connect(gateway.ws_url, additional_headers=ada, compression=None, open_timeout=5)
-    try:
-        await asyncio.wait_for(ws.recv(), 5)  # ready
-        async with httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as api:
-            hook = await api.post(
-                "/api/alerts/webhooks", json={"url": f"http://127.0.0.1:{port}/in"}, headers=ada
-            )
-            secret = hook.json()["secret"]
-            body = RULE | {"channels": ["in_app", "email", "webhook"]}
-            rule_id = (await api.post("/api/alerts", json=body, headers=ada)).json()["id"]
-            fired = (await api.post(f"/api/alerts/{rule_id}/test", headers=ada)).json()
+                async def all_sent() -> bool:
+                    got = (await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)).json()
+                    return [d["status"] for d in got["deliveries"]] == ["sent"] * 3
 
-            frame: dict[str, Any] = {"type": ""}
-            while frame["type"] != "notification":  # skip any other frame (a ping, say)
-                frame = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            assert frame["firing_id"] == fired["id"]
-            mail = await await_mail(
-                maildir, "ada@example.com", "[test] Aether alert: AAPL price_above at 0"
-            )
-            assert "AAPL" in mail.get_payload()
-
-            async def all_sent() -> bool:
-                got = (await api.get(f"/api/alerts/firings/{fired['id']}", headers=ada)).json()
-                return [d["status"] for d in got["deliveries"]] == ["sent"] * 3
-
-            await eventually(all_sent, within=20, what="three deliveries sent")
-            ((head, sent),) = hits
-            signature = next(
-                line.split(b":", 1)[1].strip().decode()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"x-aether-signature:")
-            )
-            assert webhook_send.verify(signature, sent, secret)
-            inbox = (await api.get("/api/notifications", headers=ada)).json()
-            assert [n["id"] for n in inbox["notifications"]] == [frame["id"]]
-            with pytest.raises(TimeoutError):  # exactly once on the socket
-                await asyncio.wait_for(ws.recv(), 1.0)
-            assert len(hits) == 1
-    finally:
-        await ws.close()
-        receiver.close()
+                await eventually(all_sent, within=20, what="three deliveries sent")
+                assert len(receiver.requests) == 1
+                assert receiver.signed(0, secret)
+                inbox = (await api.get("/api/notifications", headers=ada)).json()
+                assert [n["id"] for n in inbox["notifications"]] == [frame["id"]]
+                with pytest.raises(TimeoutError):  # exactly once on the socket
+                    await asyncio.wait_for(ws.recv(), 1.0)
+                assert len(receiver.requests) == 1
+        finally:
+            await ws.close()

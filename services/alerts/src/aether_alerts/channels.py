@@ -113,7 +113,9 @@ class Email:
         async with self._db.connection() as conn:
             to = await repository.contact_email(conn, delivery.user_id)
         if not to:
-            return Outcome("fail", "no_address")
+            # Not known yet, most likely: the account's registration event may still be on
+            # its way (a user who alerts at once). Retried, with backoff, up to the limit.
+            return Outcome("retry", "no_address")
         subject, body = self.render(delivery.payload)
         try:
             await self._mailer.send(to, subject, body)

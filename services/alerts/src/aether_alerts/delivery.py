@@ -11,7 +11,8 @@
    claims due rows (`FOR UPDATE SKIP LOCKED`, committed at once, each counted as an attempt and
    leased), sends them concurrently and records the outcome: `sent`, `retrying` at
    next_attempt_at = now + full-jitter exponential backoff, or `failed` (after
-   `ALERTS_DELIVERY_MAX_ATTEMPTS`, or a failure retrying cannot fix, e.g. `no_address`).
+   `ALERTS_DELIVERY_MAX_ATTEMPTS`, or a failure retrying cannot fix, e.g. `no_endpoint`; a
+   missing address is retried: the account's registration event may still be on its way).
    Retries are delayed re-enqueues in PostgreSQL rather than Kafka: a delay per row needs no
    extra topics, survives restarts, and the same row is the status the API shows.
    Failed rows are the dead-delivery list (metric `aether_alerts_deliveries_total{status}`);

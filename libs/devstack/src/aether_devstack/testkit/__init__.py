@@ -10,6 +10,8 @@ Typed helpers, used by the devstack pytest plugin's fixtures and by the suites' 
   error a call failed with (`failure`, `stream_failure`);
 - waits.py: a condition (`eventually`), Kafka records (`read_topic`), a mail (`wait_for_mail`);
 - stores.py: a fresh PostgreSQL database (`fresh_database`), a Redis prefix wiped;
+- webhooks.py: an HTTP endpoint receiving webhooks (`webhook_receiver`), failing at first if
+  asked, that checks their signatures;
 - processes.py: the local OIDC provider, a platform service (re)started from its fleet's spec,
   a writer process stopped inside its transaction;
 - trusted_headers.py: a gRPC identity resolver believing unsigned headers (tests only: it
@@ -48,6 +50,7 @@ from aether_devstack.testkit.waits import (
     read_topic,
     wait_for_mail,
 )
+from aether_devstack.testkit.webhooks import WebhookReceiver, webhook_receiver
 
 __all__ = [
     "AUDIENCE",
@@ -59,6 +62,7 @@ __all__ = [
     "OidcProvider",
     "ScriptedPeer",
     "SigningKey",
+    "WebhookReceiver",
     "access_claims",
     "await_mail",
     "bearer_metadata",
@@ -83,5 +87,6 @@ __all__ = [
     "stream_failure",
     "unique_name",
     "wait_for_mail",
+    "webhook_receiver",
     "writer_stopped_mid_transaction",
 ]
