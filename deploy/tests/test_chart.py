@@ -6,6 +6,7 @@ of prod (us, eu, asia). Datastore subcharts stay off (managed-services mode; see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -277,6 +278,16 @@ def test_dev_secrets_point_at_in_cluster_datastores(render: Renderer) -> None:
     secret = render("dev").get("Secret", "aether-auth")
     assert secret["stringData"]["AETHER_DATABASE_URL"].startswith("postgresql://aether:dev-only-")
     assert "@aether-postgresql:5432/auth" in secret["stringData"]["AETHER_DATABASE_URL"]
+
+
+def test_dev_service_identity_credentials_match(render: Renderer) -> None:
+    # alerts' dev secret and the hash auth holds for it (docs/architecture.md "Service identity").
+    result = render("dev")
+    clients = json.loads(result.get("Secret", "aether-auth")["stringData"]["AUTH_SERVICE_CLIENTS"])
+    secret = result.get("Secret", "aether-alerts")["stringData"]["ALERTS_AUTH_CLIENT_SECRET"]
+    assert secret.startswith("dev-only-")
+    assert clients["alerts"]["secret_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert clients["alerts"]["permissions"] == ["charts:read"]
 
 
 # --- regions ------------------------------------------------------------------------------------

@@ -9,9 +9,11 @@ import secrets
 import signal
 import subprocess
 import sys
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +25,9 @@ from aether_common.grpc import create_channel
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import free_port
 from aether_devstack.testkit import service_process
+
+PYPROJECT = Path(__file__).parents[1] / "pyproject.toml"
+DEVSTACK_ENV: dict[str, str] = tomllib.loads(PYPROJECT.read_text())["tool"]["aether"]["env"]
 
 
 @pytest.fixture
@@ -44,6 +49,8 @@ def service_env(
             "AUTH_PUBLIC_BASE_URL": "http://127.0.0.1:8080",
             "AUTH_REDIS_PREFIX": redis_prefix,
             "AUTH_TOPIC_PREFIX": topic_prefix,
+            # The devstack's value as pyproject.toml declares it (a format template).
+            "AUTH_SERVICE_CLIENTS": DEVSTACK_ENV["AUTH_SERVICE_CLIENTS"].format_map({}),
         }
     )
 
@@ -96,6 +103,13 @@ async def test_the_process_serves_health_jwks_grpc_and_stops_cleanly(
         user = (
             await stub.Register(auth_pb2.RegisterRequest(email=email, password="long enough pw"))
         ).user
+        # alerts' dev credentials (services/alerts/pyproject.toml) get a service token.
+        issued = await stub.IssueServiceToken(
+            auth_pb2.IssueServiceTokenRequest(
+                client_id="alerts", client_secret="dev-only-alerts-service-secret"
+            )
+        )
+        assert issued.access_token
 
     metrics = (await http.get("/metrics")).text
     await http.aclose()

@@ -10,7 +10,9 @@ What a token must satisfy (anything else is a 401 saying why):
   `refetch_interval_s`, so a flood of random kids cannot hammer auth;
 - header `typ` at+jwt (RFC 9068), so no other kind of JWT passes for an access token;
 - signature, `exp` (with a small leeway), `iat`, `iss`, `aud`; `sub`, `jti`, `sid` present;
-- not revoked, when a `RevocationCheck` is given (the gateway's Redis denylist).
+- not revoked, when a `RevocationCheck` is given (the gateway's Redis denylist);
+- not a service token, when `refuse_service_tokens` (the gateway: services' own tokens are for
+  service-to-service calls, never for a public route or socket).
 When no key could ever be fetched (auth down since start) the answer is 503, not 401: the
 client's token may be fine.
 """
@@ -29,7 +31,13 @@ from jwt import PyJWK
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aether_common.errors import AetherError, Unauthenticated, Unavailable
-from aether_common.identity import ANONYMOUS, CallerIdentity, bearer_token
+from aether_common.identity import (
+    ANONYMOUS,
+    SERVICE_ROLE,
+    SERVICE_SUBJECT_PREFIX,
+    CallerIdentity,
+    bearer_token,
+)
 from aether_common.logging import get_logger
 from aether_common.metrics import JWKS_FETCHES, TOKENS_REJECTED
 
@@ -225,8 +233,10 @@ class TokenVerifier:
         audience: str,
         leeway_s: float,
         expected_typ: str = AT_JWT,
+        refuse_service_tokens: bool = False,
     ) -> None:
         self.expected_typ = expected_typ.lower()
+        self.refuse_service_tokens = refuse_service_tokens
         self.jwks = jwks
         self.revocations = revocations
         self.issuer = issuer
@@ -299,6 +309,14 @@ class TokenVerifier:
             claims = _Claims.model_validate(payload)
         except ValidationError:
             raise TokenRejected("claims", "access token claims are malformed") from None
+        if self.refuse_service_tokens and (
+            claims.sub.startswith(SERVICE_SUBJECT_PREFIX) or SERVICE_ROLE in claims.roles
+        ):
+            raise TokenRejected(
+                "service_token",
+                "service tokens are for service-to-service calls only; "
+                "sign in as a user to call this API",
+            )
         access = AccessToken(
             subject=claims.sub,
             jti=claims.jti,

@@ -12,6 +12,11 @@ On the wire (gRPC metadata; keys are lower case as gRPC requires):
   and tools; no production resolver reads them (anyone who can reach a port can set a header):
   only the tests' `aether_devstack.testkit.trusted_headers.TrustedHeadersResolver` does.
 The default resolver (`AnonymousResolver`) trusts nothing and makes every caller anonymous.
+
+Services have identities too (aether_common.service_tokens): a service token's subject is
+`service:<client_id>` and its only role is `service`, which no user holds; `is_service` says so.
+Each service decides what a service may call (charts: its reads, with `charts:read`); the gateway
+refuses service tokens outright.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ ROLES_KEY = "x-aether-roles"
 PERMISSIONS_KEY = "x-aether-permissions"
 PLAN_KEY = "x-aether-plan"
 BEARER_PREFIX = "bearer "
+SERVICE_ROLE = "service"  # the role of service tokens (auth's tokens.SERVICE_ROLE)
+SERVICE_SUBJECT_PREFIX = "service:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,22 @@ class CallerIdentity:
     @property
     def is_authenticated(self) -> bool:
         return self.user_id is not None
+
+    @property
+    def is_service(self) -> bool:
+        """A service acting as itself (a service token), not a user."""
+        return (
+            self.user_id is not None
+            and self.user_id.startswith(SERVICE_SUBJECT_PREFIX)
+            and SERVICE_ROLE in self.roles
+        )
+
+    @property
+    def service_name(self) -> str | None:
+        """The client id of a service caller (`alerts`), else None."""
+        if self.user_id is None or not self.is_service:
+            return None
+        return self.user_id.removeprefix(SERVICE_SUBJECT_PREFIX)
 
     def has_role(self, role: str) -> bool:
         return role in self.roles

@@ -46,6 +46,13 @@ class AlertsSettings(AetherSettings):
     jwks_max_age_s: float = Field(default=300.0, gt=0)
     jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
 
+    # -- its own identity: service tokens from auth (aether_common.service_tokens) --------------
+    # ALERTS_AUTH_CLIENT_ID / ALERTS_AUTH_CLIENT_SECRET, the `<SERVICE>_AUTH_CLIENT_*` convention;
+    # auth lists the id with the secret's sha256 in AUTH_SERVICE_CLIENTS. Unset: alerts has no
+    # identity of its own, so only calls made for a user (with the user's token) can succeed.
+    auth_client_id: str = "alerts"
+    auth_client_secret: SecretStr | None = None
+
     # -- charts: a rule's symbol must be one charts knows (GetQuote) -----------------------------
     charts_grpc_target: str = Field(
         validation_alias=_alias("ALERTS_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET")

@@ -23,6 +23,7 @@ from aether_auth.oidc import OAuthStates, OidcProviders
 from aether_auth.passwords import Passwords
 from aether_auth.revocation import RevocationList
 from aether_auth.service import AuthService
+from aether_auth.service_clients import ServiceClients
 from aether_auth.sessions import Sessions
 from aether_auth.throttle import Cooldown, LoginThrottle
 from aether_auth.tokens import AccessTokens
@@ -45,7 +46,9 @@ class AuthApp:
         self.redis = RedisComponent(s.redis_url, timeout_s=2.0, decode_responses=True)
         redis = self.redis.client
         self.box = SecretBox(s.key_encryption_secret.get_secret_value())
-        self.keys = KeyRing(self.database, self.box, timedelta(seconds=s.access_token_ttl_s))
+        # A retired key verifies for the longest lifetime of a token it signed.
+        longest_ttl_s = max(s.access_token_ttl_s, s.service_token_ttl_s)
+        self.keys = KeyRing(self.database, self.box, timedelta(seconds=longest_ttl_s))
         self.tokens = AccessTokens(
             self.keys, issuer=s.issuer, audience=s.audience, ttl_s=s.access_token_ttl_s
         )
@@ -83,6 +86,21 @@ class AuthApp:
             oauth_states=OAuthStates(redis, s.redis_prefix, s.oauth_state_ttl_s),
             events=UserEvents(s.topic_prefix),
         )
+        self.service_clients = ServiceClients(
+            s.service_clients,
+            self.tokens,
+            LoginThrottle(
+                redis,
+                s.redis_prefix + "svc:",
+                threshold=s.service_failure_limit,
+                window_s=s.service_failure_window_s,
+                lock_s=s.service_failure_window_s,
+                ip_limit=1,  # unused: no client IP for services
+                ip_window_s=1,
+            ),
+            environment=s.environment,
+            ttl_s=s.service_token_ttl_s,
+        )
         self.grpc: GrpcServer = create_server(
             "auth",
             host=grpc_host,
@@ -90,7 +108,9 @@ class AuthApp:
             identity_resolver=AccessTokenResolver(self.tokens, self.revocations),
         )
         self.grpc.add_service(
-            register, AuthServicer(self.service, self.database, self.keys), SERVICE_NAME
+            register,
+            AuthServicer(self.service, self.database, self.keys, self.service_clients),
+            SERVICE_NAME,
         )
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-auth")
         self.relay = PgOutboxRelay(

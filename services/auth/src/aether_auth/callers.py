@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from aether_auth.revocation import RevocationList
 from aether_auth.tokens import AccessClaims, AccessTokens
-from aether_common.errors import Unauthenticated, Unavailable
+from aether_common.errors import Forbidden, Unauthenticated, Unavailable
 from aether_common.identity import (
     ANONYMOUS,
     CallerIdentity,
@@ -66,4 +66,7 @@ def require_caller() -> AccessClaims:
     identity = current_identity()
     if not isinstance(identity, TokenIdentity) or identity.claims is None:
         raise Unauthenticated("this call needs an access token (authorization: Bearer ...)")
+    if identity.claims.is_service:
+        # Every caller RPC is about the caller's own account; a service has none.
+        raise Forbidden("service tokens cannot call account RPCs", code="service_token")
     return identity.claims

@@ -6,6 +6,7 @@ mailed links and the secret that encrypts private signing keys and TOTP secrets 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import ClassVar, Literal, Self
@@ -14,9 +15,15 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator,
 from pydantic_settings import SettingsConfigDict
 
 from aether_auth.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp_minimum
-from aether_common.settings import AetherSettings, Environment, is_placeholder
+from aether_common.settings import (
+    PLACEHOLDER_VALUES,
+    AetherSettings,
+    Environment,
+    is_placeholder,
+)
 
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _alias(own: str, platform: str) -> AliasChoices:
@@ -61,6 +68,43 @@ class OAuthProviderSettings(BaseModel):
         return self.display_name or self.name.capitalize()
 
 
+def dev_service_secret(client_id: str) -> str:
+    """The secret the devstack and the Helm dev values give client `client_id`."""
+    return f"dev-only-{client_id}-service-secret"
+
+
+def secret_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ServiceClientSettings(BaseModel):
+    """One service that may get service tokens (OAuth 2.0 client credentials), keyed by its
+    client id in AUTH_SERVICE_CLIENTS, e.g.
+    `{"alerts": {"secret_sha256": "<hex>", "permissions": ["charts:read"]}}`.
+
+    Only the SHA-256 of the secret is configured: the secrets are long random strings (not
+    passwords), so a plain hash is enough and keeps checking one cheap.
+    """
+
+    model_config = {"frozen": True}
+
+    secret_sha256: str
+    permissions: list[str] = []
+
+    @field_validator("secret_sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _SHA256_HEX.fullmatch(value):
+            raise ValueError("secret_sha256 must be 64 hex digits (sha256sum of the secret)")
+        return value
+
+    def has_placeholder_secret(self, client_id: str) -> bool:
+        """Whether the hash is that of a placeholder we know (the dev default included)."""
+        known = {*PLACEHOLDER_VALUES, dev_service_secret(client_id), f"dev-only-{client_id}"}
+        return self.secret_sha256 in {secret_sha256(value) for value in known}
+
+
 class AuthSettings(AetherSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_")
 
@@ -80,6 +124,13 @@ class AuthSettings(AetherSettings):
     audience: str = "aether"  # `aud` of access tokens
     access_token_ttl_s: int = Field(default=15 * 60, ge=30, le=24 * 3600)
     refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Services' client credentials (IssueServiceToken) and their tokens' short lifetime.
+    service_clients: dict[str, ServiceClientSettings] = {}
+    service_token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    # Failed IssueServiceToken calls per client id within the window before it is refused for
+    # the window (guessing a secret; low enough to stop that, high enough for a restart loop).
+    service_failure_limit: int = Field(default=10, ge=1)
+    service_failure_window_s: int = Field(default=60, ge=1)
     # A new signing key every N seconds (0: only by `python -m aether_auth.admin rotate-keys`).
     key_rotation_interval_s: int = Field(default=30 * 24 * 3600, ge=0)
 
@@ -171,6 +222,24 @@ class AuthSettings(AetherSettings):
             if bad:
                 raise ValueError(
                     "AUTH_OAUTH_PROVIDERS: placeholder client_secret refused outside dev: "
+                    + ", ".join(bad)
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_service_clients(self) -> Self:
+        bad_ids = [c for c in self.service_clients if not _PROVIDER_NAME.fullmatch(c)]
+        if bad_ids:
+            raise ValueError(
+                "AUTH_SERVICE_CLIENTS: client ids must be lowercase [a-z0-9_-], at most 32 "
+                "characters: " + ", ".join(repr(c) for c in bad_ids)
+            )
+        if self.environment is not Environment.DEV:
+            # Only hashes are configured: compare them with the hashes of known placeholders.
+            bad = [c for c, s in self.service_clients.items() if s.has_placeholder_secret(c)]
+            if bad:
+                raise ValueError(
+                    "AUTH_SERVICE_CLIENTS: placeholder secret refused outside dev: "
                     + ", ".join(bad)
                 )
         return self

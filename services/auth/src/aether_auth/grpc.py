@@ -16,6 +16,7 @@ from aether_auth.callers import require_caller
 from aether_auth.keys import KeyRing
 from aether_auth.rbac import plan_from_pb, role_from_pb
 from aether_auth.service import AuthService, SecondFactor
+from aether_auth.service_clients import ServiceClients
 from aether_auth.validation import user_id as parse_user_id
 from aether_common.errors import ValidationFailed
 from aether_common.grpc.interceptors import Context
@@ -25,10 +26,17 @@ SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, service: AuthService, database: PostgresDatabase, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        service: AuthService,
+        database: PostgresDatabase,
+        keys: KeyRing,
+        service_clients: ServiceClients,
+    ) -> None:
         self._service = service
         self._db = database
         self._keys = keys
+        self._service_clients = service_clients
 
     # -- accounts ---------------------------------------------------------------------------
     async def Register(
@@ -126,6 +134,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.GetJwksRequest, context: Context
     ) -> auth_pb2.GetJwksResponse:
         return auth_pb2.GetJwksResponse(jwks_json=json.dumps(self._keys.jwks()))
+
+    async def IssueServiceToken(
+        self, request: auth_pb2.IssueServiceTokenRequest, context: Context
+    ) -> auth_pb2.IssueServiceTokenResponse:
+        issued = await self._service_clients.issue(request.client_id, request.client_secret)
+        response = auth_pb2.IssueServiceTokenResponse(access_token=issued.access_token)
+        response.expires_time.FromDatetime(issued.expires_at)
+        return response
 
     # -- MFA --------------------------------------------------------------------------------
     async def BeginMfaEnrollment(

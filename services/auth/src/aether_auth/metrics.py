@@ -18,3 +18,10 @@ PASSWORD_HASH_SECONDS = Histogram(
     "argon2id hash or verify time, in the worker thread",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+# client: a configured client id, or "unknown" (bounded). outcome: issued, bad_credentials,
+# throttled, placeholder_secret.
+SERVICE_TOKENS = Counter(
+    "aether_auth_service_tokens_total",
+    "IssueServiceToken calls by client and outcome",
+    ["client", "outcome"],
+)

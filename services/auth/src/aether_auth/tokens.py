@@ -4,6 +4,11 @@ Header: `alg` EdDSA, `typ` at+jwt, `kid` (the signing key, looked up in the JWKS
 Claims: `iss`, `aud`, `sub` (user id), `jti`, `iat`, `exp`, `sid` (the session = refresh token
 family), `plan`, `roles`, `perms`, `email_verified`.
 
+Service tokens (OAuth 2.0 client credentials, `issue_service`) are the same kind of JWT signed
+by the same keys: `sub` and `sid` are `service:<client_id>`, `client_id` (RFC 9068) names the
+client, `roles` is exactly `["service"]` (what marks it: no user has that role) and `perms` are
+the client's configured permissions. No plan, no email.
+
 Verification only accepts EdDSA with a key of ours: `alg: none`, HMAC algorithms (the classic
 public-key-as-HMAC-secret confusion), unknown kids, tampered or expired tokens all fail with a
 message saying which.
@@ -30,6 +35,8 @@ REQUIRED_CLAIMS = ["iss", "aud", "sub", "jti", "iat", "exp", "sid"]
 # call, and PyJWT's decoding is the costly part (its base64 check walks the token byte by byte
 # in Python). A hit still checks expiry and that the signing key is still ours.
 VERIFIED_CACHE_SIZE = 4096
+SERVICE_ROLE = "service"  # aether_common.identity.SERVICE_ROLE: the role only services hold
+SERVICE_SUBJECT_PREFIX = "service:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,11 @@ class AccessClaims:
     perms: tuple[str, ...]
     email_verified: bool
     kid: str
+    client_id: str = ""  # service tokens only
+
+    @property
+    def is_service(self) -> bool:
+        return self.sub.startswith(SERVICE_SUBJECT_PREFIX) and SERVICE_ROLE in self.roles
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], kid: str) -> AccessClaims:
@@ -58,6 +70,7 @@ class AccessClaims:
             perms=tuple(str(p) for p in payload.get("perms", ())),
             email_verified=bool(payload.get("email_verified", False)),
             kid=kid,
+            client_id=str(payload.get("client_id", "")),
         )
 
 
@@ -75,7 +88,6 @@ class AccessTokens:
     ) -> tuple[str, AccessClaims]:
         """Sign a token for `user` in session `session_id` (`now` only for tests)."""
         issued = int(time.time() if now is None else now)
-        key = self._keys.signing_key
         payload: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
@@ -89,6 +101,32 @@ class AccessTokens:
             "perms": permissions_for(user.plan, user.role),
             "email_verified": user.email_verified,
         }
+        return self._sign(payload)
+
+    def issue_service(
+        self, client_id: str, permissions: list[str], *, ttl_s: int, now: float | None = None
+    ) -> tuple[str, AccessClaims]:
+        """Sign a service token for `client_id` (client credentials), valid `ttl_s` seconds."""
+        issued = int(time.time() if now is None else now)
+        subject = SERVICE_SUBJECT_PREFIX + client_id
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "client_id": client_id,
+            "jti": uuid.uuid4().hex,
+            "iat": issued,
+            "exp": issued + ttl_s,
+            # Verifiers require a session; a client's tokens share one, so revoking the sid
+            # `service:<id>` denies every token the client holds.
+            "sid": subject,
+            "roles": [SERVICE_ROLE],
+            "perms": sorted(set(permissions)),
+        }
+        return self._sign(payload)
+
+    def _sign(self, payload: dict[str, Any]) -> tuple[str, AccessClaims]:
+        key = self._keys.signing_key
         token = jwt.encode(
             payload,
             key.private_key,

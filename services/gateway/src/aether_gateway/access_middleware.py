@@ -5,8 +5,10 @@ Runs as middleware (not a route dependency) so that every request counts against
 including unknown routes and bodies that fail to parse. A declared body over the limit is
 refused first, before any token is looked at (middleware.py has the limit itself). A token that
 does not verify does not stop the request here: the caller is limited per IP, and a route that
-needs a caller answers 401 with the reason (`deps.require_caller`). Ops paths (probes, metrics)
-are neither verified nor limited.
+needs a caller answers 401 with the reason (`deps.require_caller`). A service token (auth's
+IssueServiceToken) is the exception: it is refused with a 401 on every route, public ones too,
+since a service presenting its identity at the public edge is a mistake to surface, not an
+anonymous visit. Ops paths (probes, metrics) are neither verified nor limited.
 
 The outcome lands in `scope["state"]["access"]` (`request.state.access`) and in the identity
 contextvar (aether_common.identity), so logs and outgoing gRPC calls carry the caller.
@@ -109,6 +111,14 @@ class AccessMiddleware:
                 headers=decision.headers(),
             )
             await response(scope, receive, send)
+            return
+        if isinstance(access.error, TokenRejected) and access.error.reason == "service_token":
+            refused = JSONResponse(
+                access.error.http_body(),
+                status_code=access.error.http_status,
+                headers=access.error.http_headers(),
+            )
+            await refused(scope, receive, send)
             return
 
         async def send_with_limits(message: Message) -> None:

@@ -96,6 +96,9 @@ class GatewayResources:
             audience=settings.jwt_audience,
             leeway_s=settings.jwt_leeway_s,
             expected_typ=settings.jwt_typ,
+            # Service tokens are for service-to-service calls: every route and socket verifies
+            # through this one verifier, so none of them accepts one.
+            refuse_service_tokens=True,
         )
         # The per-request Redis work (access check, rate limit, cached profile) is pipelined.
         pipeline = AutoPipeline(redis)

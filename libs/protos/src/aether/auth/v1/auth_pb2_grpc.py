@@ -86,6 +86,11 @@ class AuthServiceStub:
                 request_serializer=aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/aether.auth.v1.AuthService/IssueServiceToken',
+                request_serializer=aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
         self.BeginMfaEnrollment = channel.unary_unary(
                 '/aether.auth.v1.AuthService/BeginMfaEnrollment',
                 request_serializer=aether_dot_auth_dot_v1_dot_auth__pb2.BeginMfaEnrollmentRequest.SerializeToString,
@@ -221,6 +226,15 @@ class AuthServiceServicer:
 
     def GetJwks(self, request, context):
         """Public. The public keys that verify access tokens (a JWKS document).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueServiceToken(self, request, context):
+        """Public. OAuth 2.0 client credentials for services (AUTH_SERVICE_CLIENTS): a short-lived
+        access token with `sub` service:<client_id>, role "service" and the client's permissions.
+        A wrong id or secret is UNAUTHENTICATED; repeated failures per client id RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -364,6 +378,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.FromString,
                     response_serializer=aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.SerializeToString,
             ),
             'BeginMfaEnrollment': grpc.unary_unary_rpc_method_handler(
                     servicer.BeginMfaEnrollment,
@@ -681,6 +700,33 @@ class AuthService:
             '/aether.auth.v1.AuthService/GetJwks',
             aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksRequest.SerializeToString,
             aether_dot_auth_dot_v1_dot_auth__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.auth.v1.AuthService/IssueServiceToken',
+            aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+            aether_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

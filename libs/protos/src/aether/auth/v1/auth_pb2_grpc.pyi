@@ -58,6 +58,11 @@ class AuthServiceStub:
     """Caller. Revokes every other session."""
     GetJwks: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]
     """Public. The public keys that verify access tokens (a JWKS document)."""
+    IssueServiceToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]
+    """Public. OAuth 2.0 client credentials for services (AUTH_SERVICE_CLIENTS): a short-lived
+    access token with `sub` service:<client_id>, role "service" and the client's permissions.
+    A wrong id or secret is UNAUTHENTICATED; repeated failures per client id RESOURCE_EXHAUSTED.
+    """
     BeginMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.BeginMfaEnrollmentRequest, _auth_pb2.BeginMfaEnrollmentResponse]
     """Caller. Starts TOTP enrolment: secret, otpauth URI and its QR code."""
     ConfirmMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ConfirmMfaEnrollmentRequest, _auth_pb2.ConfirmMfaEnrollmentResponse]
@@ -115,6 +120,11 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Caller. Revokes every other session."""
     GetJwks: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetJwksRequest, _auth_pb2.GetJwksResponse]  # type: ignore[assignment]
     """Public. The public keys that verify access tokens (a JWKS document)."""
+    IssueServiceToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.IssueServiceTokenRequest, _auth_pb2.IssueServiceTokenResponse]  # type: ignore[assignment]
+    """Public. OAuth 2.0 client credentials for services (AUTH_SERVICE_CLIENTS): a short-lived
+    access token with `sub` service:<client_id>, role "service" and the client's permissions.
+    A wrong id or secret is UNAUTHENTICATED; repeated failures per client id RESOURCE_EXHAUSTED.
+    """
     BeginMfaEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.BeginMfaEnrollmentRequest, _auth_pb2.BeginMfaEnrollmentResponse]  # type: ignore[assignment]
     """Caller. Starts TOTP enrolment: secret, otpauth URI and its QR code."""
     ConfirmMfaEnrollment: _aio.UnaryUnaryMultiCallable[_auth_pb2.ConfirmMfaEnrollmentRequest, _auth_pb2.ConfirmMfaEnrollmentResponse]  # type: ignore[assignment]
@@ -223,6 +233,17 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.GetJwksResponse, _abc.Awaitable[_auth_pb2.GetJwksResponse]]:
         """Public. The public keys that verify access tokens (a JWKS document)."""
+
+    @_abc_1.abstractmethod
+    def IssueServiceToken(
+        self,
+        request: _auth_pb2.IssueServiceTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.IssueServiceTokenResponse, _abc.Awaitable[_auth_pb2.IssueServiceTokenResponse]]:
+        """Public. OAuth 2.0 client credentials for services (AUTH_SERVICE_CLIENTS): a short-lived
+        access token with `sub` service:<client_id>, role "service" and the client's permissions.
+        A wrong id or secret is UNAUTHENTICATED; repeated failures per client id RESOURCE_EXHAUSTED.
+        """
 
     @_abc_1.abstractmethod
     def BeginMfaEnrollment(
