@@ -146,3 +146,25 @@ async def test_the_replayed_feed_fires_a_rule_to_every_channel_once(
         assert len(receiver.requests) == 1
         state = await api.get(f"/api/alerts/{rule_id}", headers=auth)
         assert state.json()["status"] == "fired"
+
+
+async def test_an_indicator_rule_fires_on_a_replayed_bar_close(api: httpx.AsyncClient) -> None:
+    """An RSI rule is evaluated when a replayed daily bar of AAPL closes, on the RSI charts
+    computes (read by the engine as the alerts service itself: its own token from auth)."""
+    auth = await token(api)
+    await charts_knows(api, auth, "AAPL")
+    rule = {**RULE, "condition": "rsi_above", "value": 1, "interval": "1d"}  # any real RSI
+    created = await api.post("/api/alerts", json=rule, headers=auth)
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["id"]
+
+    async def fired() -> list[dict[str, Any]]:
+        answer = await api.get(f"/api/alerts/{rule_id}/firings", headers=auth)
+        assert answer.status_code == 200, answer.text
+        found: list[dict[str, Any]] = answer.json()["firings"]
+        return found
+
+    (firing,) = await eventually(fired, within=60, what="the RSI rule fired")
+    assert firing["trigger_id"] == "once"
+    assert firing["symbol"] == "AAPL"
+    assert firing["price"] > 0

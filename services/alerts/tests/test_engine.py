@@ -12,10 +12,11 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from aether.alerts.v1 import alerts_pb2
-from aether.charts.v1 import events_pb2
+from aether.charts.v1 import charts_pb2, events_pb2
+from aether_alerts.engine_indicators import ChartsReadings
 from aether_common.events import Event, EventProducer
 from aether_devstack.endpoints import Endpoints
-from aether_devstack.testkit import eventually
+from aether_devstack.testkit import ScriptedPeer, eventually
 
 T0 = datetime(2026, 12, 7, 14, 30, tzinfo=UTC)
 
@@ -164,3 +165,83 @@ async def test_a_percent_move_within_its_window_fires(
         alerts_pb2.ListNotificationsRequest(), metadata=alerts.auth("trader")
     )
     assert note.notifications[0].title == "AAPL moved 5% within 60 s"
+
+
+def bar_closed(prefix: str, symbol: str, interval: str, start: datetime, close: float) -> Any:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(start)
+    bar_id = f"{symbol}:{interval}:{start.isoformat()}"
+    return Event(
+        type=prefix + "aether.market.bar_closed.v1",
+        subject=symbol,
+        payload=events_pb2.BarClosed(
+            bar_id=bar_id,
+            symbol=symbol,
+            interval=interval,
+            bar=charts_pb2.Candle(time=ts, open=close, high=close, low=close, close=close),
+        ),
+        source="charts",
+        id=f"ev-{bar_id}",
+    )
+
+
+async def test_indicator_rules_fire_on_bar_closes_with_charts_values(
+    start_alerts: Any, topic_prefix: str, producer: EventProducer, charts_peer: ScriptedPeer
+) -> None:
+    """charts (scripted here: its own suite tests its values) answers the last two closed
+    bars' closes, RSI 14 and SMA 20; the engine asks as this service, with its own token."""
+    alerts = await engine_started(start_alerts, topic_prefix)
+    readings = ChartsReadings(charts_peer.address, timeout_s=5, token=service_token)
+    await readings.start()
+    alerts.app.engine.readings = readings
+    values = {"rsi": (65.0, 75.0), "sma": (100.0, 100.0)}
+    closes = (99.0, 101.0)
+
+    def candles(request: charts_pb2.GetCandlesRequest) -> charts_pb2.GetCandlesResponse:
+        return charts_pb2.GetCandlesResponse(candles=[charts_pb2.Candle(close=c) for c in closes])
+
+    def indicators(request: charts_pb2.GetIndicatorsRequest) -> charts_pb2.GetIndicatorsResponse:
+        series = []
+        for spec in request.indicators.split(","):
+            name = spec.split(":")[0]
+            series.append(
+                charts_pb2.IndicatorSeries(indicator=spec, output=name, values=list(values[name]))
+            )
+        return charts_pb2.GetIndicatorsResponse(series=series)
+
+    charts_peer.answers |= {"GetCandles": candles, "GetIndicators": indicators}
+    try:
+        rsi = await alerts.create(
+            "trader", condition="rsi_above", value=70.0, interval="1d", params={"period": 14}
+        )
+        cross = await alerts.create(
+            "trader",
+            condition="price_cross_sma",
+            value=0.0,
+            interval="1d",
+            params={"period": 20},
+            frequency="every_time",
+            cooldown_s=60,
+        )
+        other = await alerts.create("trader", condition="rsi_below", value=30.0, interval="1d")
+        await eventually(lambda: len(alerts.app.engine.indicators) == 3, within=10, what="3")
+        day = datetime(2013, 3, 1, 5, tzinfo=UTC)
+        await producer.publish(bar_closed(topic_prefix, "AAPL", "1d", day, 101.0))
+        await producer.publish(bar_closed(topic_prefix, "AAPL", "1h", day, 101.0))  # no rule
+
+        fired = await settled(alerts, "trader", rsi.id, 1)
+        assert [(f.price, f.trigger_id) for f in fired] == [(101.0, "once")]
+        crossed = await firings(alerts, "trader", cross.id)
+        assert [f.trigger_id for f in crossed] == ["AAPL:1d:2013-03-01T05:00:00+00:00"]
+        assert await firings(alerts, "trader", other.id) == []
+        (asked,) = charts_peer.calls_to("GetIndicators")
+        assert asked.request.indicators == "rsi:14,sma:20"
+        assert asked.request.latest
+        assert asked.request.to.ToDatetime(tzinfo=UTC) == day + timedelta(microseconds=1)
+        assert asked.metadata.get("authorization") == "Bearer service-token"
+    finally:
+        await readings.stop()
+
+
+async def service_token() -> str:
+    return "service-token"

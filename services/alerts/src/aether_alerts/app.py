@@ -19,6 +19,7 @@ from aether_alerts.config import AlertsSettings
 from aether_alerts.consumers import AccountConsumer
 from aether_alerts.delivery import DeliveryConsumer, Dispatcher
 from aether_alerts.engine import AlertEngine
+from aether_alerts.engine_indicators import ChartsReadings
 from aether_alerts.expiry import Expiry
 from aether_alerts.grpc import SERVICE_NAME, AlertsServicer, register
 from aether_alerts.market import SymbolCheck
@@ -30,6 +31,7 @@ from aether_common.lifecycle import Component
 from aether_common.mailer import Mailer, SmtpServer
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_common.redis_component import RedisComponent
+from aether_common.service_tokens import ServiceCredentials
 
 
 class AlertsApp:
@@ -68,12 +70,29 @@ class AlertsApp:
             topic_prefix=s.topic_prefix,
         )
 
-        # The engine: its own consumer group on the market ticks (engine.py).
+        # The engine: its own consumer group on the market ticks and bar closes (engine.py).
+        # Indicator rules read charts' values as this service: its own token from auth.
+        secret = s.auth_client_secret
+        self.credentials = (
+            None
+            if secret is None
+            else ServiceCredentials(
+                s.auth_grpc_target, s.auth_client_id, secret, timeout_s=s.auth_timeout_s
+            )
+        )
+        self.readings = (
+            None
+            if self.credentials is None
+            else ChartsReadings(
+                s.charts_grpc_target, timeout_s=s.charts_timeout_s, token=self.credentials.token
+            )
+        )
         self.engine = AlertEngine(
             self.database,
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group + "-engine",
             topic_prefix=s.topic_prefix,
+            readings=self.readings,
         )
 
         # Delivery (delivery.py): the consumer records what to deliver, the dispatcher sends it.
@@ -107,11 +126,17 @@ class AlertsApp:
         kafka: list[Component] = (
             [self.producer, self.relay, self.consumer, self.engine, self.delivery] if events else []
         )
+        identity: list[Component] = (
+            [self.credentials, self.readings]
+            if self.credentials is not None and self.readings is not None
+            else []
+        )
         return [
             self.database,
             self.redis,
             self.auth,
             self.symbols,
+            *identity,
             self.expiry,
             self.dispatcher,
             *kafka,

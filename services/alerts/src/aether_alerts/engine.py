@@ -1,11 +1,12 @@
 """The alert engine: market ticks in, firings out (services/alerts/README.md, "The engine").
 
-A consumer group member of `aether.market.tick.v1` (keyed by symbol: the symbols spread over
-the members). Each member holds every active rule it evaluates on ticks: the price conditions in
-a PriceIndex (engine_index.py), `percent_move` in a MoveWatch (engine_moves.py), loaded at start
-and kept current by PostgreSQL notifications of rule changes (`alert_rules`, sent by a trigger
-on `rules` when a change commits); a tick asks them which rules it fires, and only those are
-looked at. The indicator conditions are evaluated on bar closes: not yet (README).
+A consumer group member of `aether.market.tick.v1` and `aether.market.bar_closed.v1` (keyed
+by symbol: the symbols spread over the members). Each member holds every active rule: the price
+conditions in a PriceIndex (engine_index.py), `percent_move` in a MoveWatch (engine_moves.py),
+the indicator conditions by (symbol, interval) (engine_indicators.py), loaded at start and kept
+current by PostgreSQL notifications of rule changes (`alert_rules`, sent by a trigger on `rules`
+when a change commits). A tick asks the first two which rules it fires, a bar close reads
+charts' values for the third; only those rules are looked at.
 
 Exactly once: the firing is written by `repository.record_firing` in the consumer's transaction
 (with its inbox row and the `aether.alert.triggered.v1` event in the outbox), and `firings` is
@@ -29,6 +30,13 @@ import asyncpg
 from aether.charts.v1 import events_pb2 as market
 from aether_alerts import repository
 from aether_alerts.engine_index import PRICE_CONDITIONS, PriceIndex, PriceRule
+from aether_alerts.engine_indicators import (
+    INDICATOR_CONDITIONS,
+    ChartsReadings,
+    IndicatorRule,
+    IndicatorWatch,
+    fires,
+)
 from aether_alerts.engine_moves import MoveWatch
 from aether_alerts.rules import Frequency, Rule
 from aether_common.events import (
@@ -45,6 +53,7 @@ from aether_common.postgres import PostgresDatabase
 log = get_logger(__name__)
 
 TICK = "aether.market.tick.v1"
+BAR_CLOSED = "aether.market.bar_closed.v1"
 RULES_CHANNEL = "alert_rules"
 # Intraday bars lie on a grid from this origin (as charts buckets them).
 GRID_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
@@ -57,12 +66,20 @@ INTRADAY = {
 }
 
 
-# What the engine evaluates on ticks; the indicator conditions wait for bar closes (not yet).
-WATCHED = PRICE_CONDITIONS | {"percent_move"}
+# What the engine evaluates: on ticks, and (indicators) when a bar closes.
+WATCHED = PRICE_CONDITIONS | {"percent_move"} | INDICATOR_CONDITIONS
 
 
 def arming_of(rule: Rule) -> Arming:
     return Arming(rule.frequency, rule.interval, describe(rule))
+
+
+def indicator_rule(rule: Rule) -> IndicatorRule | None:
+    if rule.condition not in INDICATOR_CONDITIONS:
+        return None
+    return IndicatorRule(
+        rule.id, rule.symbol, rule.interval, rule.condition, float(rule.value), rule.params or {}
+    )
 
 
 def price_rule(rule: Rule) -> PriceRule | None:
@@ -116,6 +133,8 @@ def describe(rule: Rule) -> str:
         return f"{what} {params.get('lower', 0):g}-{params.get('upper', 0):g}"
     if rule.condition == "percent_move":
         return f"moved {rule.value:g}% within {params.get('window_s', 0):g} s"
+    if rule.condition in ("macd_cross", "price_cross_sma", "price_cross_ema"):
+        return f"{what} ({rule.interval})"
     return f"{what} {rule.value:g}"
 
 
@@ -140,12 +159,18 @@ class AlertEngine(BackgroundConsumer):
         group_id: str,
         topic_prefix: str = "",
         options: ConsumerOptions | None = None,
+        readings: ChartsReadings | None = None,
     ) -> None:
-        super().__init__(bootstrap, [topic_prefix + TICK], group_id=group_id, options=options)
+        topics = [topic_prefix + TICK, topic_prefix + BAR_CLOSED]
+        super().__init__(bootstrap, topics, group_id=group_id, options=options)
         self._database = database
+        # charts' closes and indicators, read as this service (None: no service identity
+        # configured, and the indicator rules fire nothing).
+        self.readings = readings
         self._prefix = topic_prefix
         self.index = PriceIndex()
         self.moves = MoveWatch()
+        self.indicators = IndicatorWatch()
         # Per watched rule, all the engine keeps besides its place in an index.
         self._arming: dict[str, Arming] = {}
         self._passes: dict[str, int] = {}
@@ -156,6 +181,7 @@ class AlertEngine(BackgroundConsumer):
     def build(self) -> EventConsumer[Any]:
         consumer = self.new_consumer(PgIdempotencyStore(self._database.pool))
         consumer.add_handler(self.topics[0], market.MarketTick, self.tick)
+        consumer.add_handler(self.topics[1], market.BarClosed, self.bar_closed)
         return consumer
 
     async def prepare(self) -> None:
@@ -167,13 +193,19 @@ class AlertEngine(BackgroundConsumer):
         async with self._database.connection() as conn:
             rules = await repository.active_rules(conn, None)
         self.index, self.moves, self._arming = PriceIndex(), MoveWatch(), {}
+        self.indicators = IndicatorWatch()
         self.index.add_all(p for p in map(price_rule, rules) if p is not None)
         for rule in rules:
-            self._watch_move(rule)
+            self._watch_others(rule)
             if rule.condition in WATCHED:
                 self._arming[rule.id] = arming_of(rule)
         log.info(
-            "alert rules loaded", rules=len(rules), prices=len(self.index), moves=len(self.moves)
+            "alert rules loaded",
+            rules=len(rules),
+            prices=len(self.index),
+            moves=len(self.moves),
+            indicators=len(self.indicators),
+            indicators_evaluated=self.readings is not None,
         )
 
     async def stop(self) -> None:
@@ -204,6 +236,7 @@ class AlertEngine(BackgroundConsumer):
         """A rule changed: index it as it is now (None: gone, paused, fired or expired)."""
         self.index.remove(rule_id)
         self.moves.remove(rule_id)
+        self.indicators.remove(rule_id)
         self._arming.pop(rule_id, None)
         if rule is None or rule.condition not in WATCHED:
             return
@@ -211,12 +244,16 @@ class AlertEngine(BackgroundConsumer):
         indexed = price_rule(rule)
         if indexed is not None:
             self.index.add(indexed)
-        self._watch_move(rule)
+        self._watch_others(rule)
 
-    def _watch_move(self, rule: Rule) -> None:
+    def _watch_others(self, rule: Rule) -> None:
+        """Percent moves and indicator rules (the price index takes the rest)."""
         if rule.condition == "percent_move":
             window = float((rule.params or {}).get("window_s", 0))
             self.moves.add(rule.id, rule.symbol, float(rule.value), window)
+        indicator = indicator_rule(rule)
+        if indicator is not None:
+            self.indicators.add(indicator)
 
     async def tick(self, event: Event[market.MarketTick], ctx: HandleContext[Any]) -> None:
         tick = event.payload
@@ -241,6 +278,41 @@ class AlertEngine(BackgroundConsumer):
                 market_time=time,
                 title=f"{symbol} {arming.title}",
                 body=f"{symbol} traded at {tick.price:g} at {time.isoformat()}",
+                bar_start=bar,
+                topic_prefix=self._prefix,
+            )
+
+    async def bar_closed(self, event: Event[market.BarClosed], ctx: HandleContext[Any]) -> None:
+        """The indicator rules of the bar's (symbol, interval), on charts' values for it."""
+        closed = event.payload
+        rules = self.indicators.rules(closed.symbol, closed.interval)
+        if not rules or self.readings is None:
+            return
+        start = closed.bar.time.ToDatetime(tzinfo=UTC)
+        reading = await self.readings.read(
+            closed.symbol, closed.interval, start, (r.spec() for r in rules)
+        )
+        for rule in rules:
+            arming = self._arming.get(rule.rule_id)
+            if arming is None or not fires(rule, reading):
+                continue
+            if arming.frequency is Frequency.ONCE:
+                trigger_id, bar = "once", start
+            elif arming.frequency is Frequency.ONCE_PER_BAR:
+                trigger_id, bar = f"bar:{closed.interval}:{start.isoformat()}", start
+            else:
+                trigger_id, bar = closed.bar_id, None
+            await repository.record_firing(
+                ctx.tx,
+                rule.rule_id,
+                trigger_id=trigger_id,
+                price=closed.bar.close,
+                market_time=start,
+                title=f"{closed.symbol} {arming.title}",
+                body=(
+                    f"{closed.symbol} {closed.interval} bar of {start.isoformat()} closed at"
+                    f" {closed.bar.close:g}"
+                ),
                 bar_start=bar,
                 topic_prefix=self._prefix,
             )
