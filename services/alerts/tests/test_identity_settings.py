@@ -13,6 +13,11 @@ REQUIRED = {
     "kafka_bootstrap": "kafka:9092",
     "auth_grpc_target": "auth:4001",
     "charts_grpc_target": "charts:4005",
+    "redis_url": "redis://redis:6379/3",
+    "smtp_host": "smtp",
+    "smtp_port": 587,
+    # A real key: the placeholder is refused outside dev, which is not what these tests test.
+    "webhook_secret_key": "k" * 44,
 }
 
 
