@@ -82,6 +82,10 @@ async def credentials(auth_address: str) -> AsyncIterator[tuple[ServiceCredentia
             "kafka_bootstrap": "unused:9092",
             "auth_grpc_target": auth_address,
             "charts_grpc_target": "unused:4005",
+            "redis_url": "redis://unused:6379/0",
+            "smtp_host": "unused",
+            "smtp_port": 25,
+            "webhook_secret_key": "k" * 44,  # a real key: "test" refuses the placeholder
             "auth_client_secret": ALERTS_SECRET,
         }
     )
