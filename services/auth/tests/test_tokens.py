@@ -184,10 +184,10 @@ async def test_private_keys_are_encrypted_at_rest(auth: Any) -> None:
     raw = auth.app.keys.signing_key.private_key.private_bytes_raw()
     assert raw not in bytes(rows[0]["private_key_enc"])
     # Another secret cannot read them: the service refuses to start rather than sign wrongly.
-    from aether_auth.crypto import SecretBox, SecretBoxError
+    from aether_auth.crypto import SecretBoxError, new_box
 
     with pytest.raises(SecretBoxError, match="AUTH_KEY_ENCRYPTION_SECRET"):
-        SecretBox("another secret").decrypt(
+        new_box("another secret").decrypt(
             "signing-key", bytes(rows[0]["private_key_enc"]), rows[0]["kid"].encode()
         )
 

@@ -14,7 +14,7 @@ import pytest
 from aether.auth.v1 import auth_pb2
 from aether_auth import events, mfa
 from aether_auth.config import AuthSettings
-from aether_auth.crypto import SecretBox, SecretBoxError
+from aether_auth.crypto import SecretBoxError, new_box
 from aether_auth.passwords import Passwords, meets_owasp_minimum, policy_violation
 from aether_auth.rbac import (
     USERS_ADMIN,
@@ -230,7 +230,7 @@ def test_qr_code_is_a_png() -> None:
 
 # -- secrets at rest -----------------------------------------------------------------------------
 def test_secret_box() -> None:
-    box = SecretBox("s3cret")
+    box = new_box("s3cret")
     sealed = box.encrypt("totp-secret", b"JBSWY3DPEHPK3PXP", b"user-1")
     assert b"JBSWY3DPEHPK3PXP" not in sealed
     assert box.decrypt("totp-secret", sealed, b"user-1") == b"JBSWY3DPEHPK3PXP"
@@ -239,8 +239,8 @@ def test_secret_box() -> None:
     with pytest.raises(SecretBoxError):
         box.decrypt("signing-key", sealed, b"user-1")  # and to its purpose
     with pytest.raises(SecretBoxError):
-        SecretBox("other").decrypt("totp-secret", sealed, b"user-1")
-    assert box.keyed_hash("recovery-code", "abc") != SecretBox("other").keyed_hash(
+        new_box("other").decrypt("totp-secret", sealed, b"user-1")
+    assert box.keyed_hash("recovery-code", "abc") != new_box("other").keyed_hash(
         "recovery-code", "abc"
     )
 

@@ -24,8 +24,9 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 
-from aether.charts.v1 import charts_pb2, charts_pb2_grpc
-from aether_common.grpc import Peer, ServiceClient
+from aether.charts.v1 import charts_pb2, charts_pb2_grpc  # noqa: F401 (the stub type below)
+from aether_alerts.market import CHARTS
+from aether_common.grpc import ServiceClient
 
 INDICATOR_CONDITIONS = frozenset(
     {"rsi_above", "rsi_below", "macd_cross", "price_cross_sma", "price_cross_ema"}
@@ -117,13 +118,6 @@ class IndicatorWatch:
 
 Token = Callable[[], Awaitable[str]]
 
-READINGS = Peer(
-    "charts",
-    charts_pb2.DESCRIPTOR.services_by_name["ChartsService"],
-    charts_pb2_grpc.ChartsServiceStub,
-    idempotent=("GetCandles", "GetIndicators"),
-)
-
 
 class ChartsReadings(ServiceClient["charts_pb2_grpc.ChartsServiceAsyncStub"]):
     """Component: reads charts' closes and indicators for a closed bar, as this service
@@ -131,7 +125,7 @@ class ChartsReadings(ServiceClient["charts_pb2_grpc.ChartsServiceAsyncStub"]):
 
     def __init__(self, target: str, *, timeout_s: float, token: Token) -> None:
         super().__init__(
-            READINGS, target, timeout_s=timeout_s, needs_peer=False, name="charts-readings"
+            CHARTS, target, timeout_s=timeout_s, needs_peer=False, name="charts-readings"
         )
         self._token = token
 

@@ -12,7 +12,7 @@ CHARTS = Peer(
     "charts",
     charts_pb2.DESCRIPTOR.services_by_name["ChartsService"],
     charts_pb2_grpc.ChartsServiceStub,
-    idempotent=("GetQuote",),
+    idempotent=("GetQuote", "GetCandles", "GetIndicators"),
 )
 
 

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
 import socket
 import ssl
@@ -28,43 +27,29 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from aether_common.secret_box import SecretBox as Box
+from aether_common.secret_box import SecretBoxError
 
 READ_LIMIT = 4096
-_VERSION = b"\x01"
+PURPOSE = "webhook-secret"
 
 
-class SecretKeyError(RuntimeError):
-    """A stored webhook secret cannot be decrypted (ALERTS_WEBHOOK_SECRET_KEY changed?)."""
+SecretKeyError = SecretBoxError  # a stored webhook secret does not decrypt
 
 
 class SecretBox:
-    """AES-256-GCM under a key derived (HKDF) from ALERTS_WEBHOOK_SECRET_KEY; the endpoint id is
-    the associated data, so a ciphertext cannot be moved to another endpoint."""
+    """Webhook secrets at rest (aether_common.secret_box: AES-256-GCM, an HKDF key of
+    ALERTS_WEBHOOK_SECRET_KEY); the endpoint id is the associated data, so a ciphertext cannot
+    be moved to another endpoint."""
 
     def __init__(self, master: str) -> None:
-        self._key = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=b"aether-alerts", info=b"webhook-secret"
-        ).derive(master.encode())
+        self._box = Box(master, salt=b"aether-alerts", setting="ALERTS_WEBHOOK_SECRET_KEY")
 
     def seal(self, secret: str, endpoint_id: str) -> bytes:
-        nonce = os.urandom(12)
-        return (
-            _VERSION
-            + nonce
-            + AESGCM(self._key).encrypt(nonce, secret.encode(), endpoint_id.encode())
-        )
+        return self._box.encrypt(PURPOSE, secret.encode(), endpoint_id.encode())
 
     def open(self, blob: bytes, endpoint_id: str) -> str:
-        if blob[:1] != _VERSION:
-            raise SecretKeyError("unknown ciphertext version")
-        try:
-            return AESGCM(self._key).decrypt(blob[1:13], blob[13:], endpoint_id.encode()).decode()
-        except InvalidTag as exc:
-            raise SecretKeyError("webhook secret does not decrypt") from exc
+        return self._box.decrypt(PURPOSE, blob, endpoint_id.encode()).decode()
 
 
 def new_secret() -> str:

@@ -13,7 +13,7 @@ from aether_auth import api
 from aether_auth.callers import AccessTokenResolver
 from aether_auth.challenges import MfaChallenges
 from aether_auth.config import AuthSettings
-from aether_auth.crypto import SecretBox
+from aether_auth.crypto import new_box
 from aether_auth.emails import AccountEmails
 from aether_auth.events import UserEvents, topic_specs
 from aether_auth.grpc import SERVICE_NAME, AuthServicer, register
@@ -45,7 +45,7 @@ class AuthApp:
         )
         self.redis = RedisComponent(s.redis_url, timeout_s=2.0, decode_responses=True)
         redis = self.redis.client
-        self.box = SecretBox(s.key_encryption_secret.get_secret_value())
+        self.box = new_box(s.key_encryption_secret.get_secret_value())
         # A retired key verifies for the longest lifetime of a token it signed.
         longest_ttl_s = max(s.access_token_ttl_s, s.service_token_ttl_s)
         self.keys = KeyRing(self.database, self.box, timedelta(seconds=longest_ttl_s))

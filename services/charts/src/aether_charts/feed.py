@@ -90,6 +90,8 @@ class FeedConsumer(BackgroundConsumer):
         self._stream = stream
         self._prefix = topic_prefix
         self._resolution = resolution
+        # Years whose partition of `bars` is known to exist.
+        self._years: set[int] = set()
 
     def build(self) -> EventConsumer[Any]:
         consumer = self.new_consumer(PgIdempotencyStore(self._database.pool))
@@ -119,7 +121,10 @@ class FeedConsumer(BackgroundConsumer):
         zone = ZoneInfo(instrument.timezone)
         start = bucket_start(instrument.resolution, time, zone)
         rollups = [(r, bucket_start(r, time, zone)) for r in rollups_of(instrument.resolution)]
-        await repository.ensure_partitions(conn, {start.year})
+        if start.year not in self._years:  # the catalog is read once a year, not per tick
+            created = await repository.ensure_partitions(conn, {start.year})
+            if not created:  # it existed before this transaction: no rollback can undo it
+                self._years.add(start.year)
         open_bar = await conn.fetchval(
             "SELECT time FROM feed_open_bars WHERE symbol = $1 FOR UPDATE", tick.symbol
         )
