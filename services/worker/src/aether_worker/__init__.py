@@ -1,0 +1,1 @@
+"""Aether worker service: the platform's one job system (docs/worker.md)."""
