@@ -69,7 +69,7 @@ bench-memory: setup ## memory search over 100k vectors (Qdrant Edge) vs a bare s
 bench-charts: setup ## charts through the gateway (10-year daily, 1-month 1m, indicators over 100k bars) and bulk import vs bare floors
 	$(UV) run python bench/charts.py
 
-bench-alerts: setup ## alert evaluation: 1M price rules over 500 symbols, the engine's index vs a bare numpy floor
+bench-alerts: setup ## alerts: 1M price rules through the engine's index vs bare numpy; tick -> socket latency vs bare hops
 	$(UV) run python bench/alerts.py
 
 bench-rpc: setup ## one gRPC call through our server/client helpers vs plain grpc.aio (latency, client CPU)

@@ -73,6 +73,7 @@ class Platform:
         self.llm_url = ""
         self.postgres_dsn = ""  # an admin DSN of the PostgreSQL the services use
         self.redis_url = ""
+        self.kafka_bootstrap = ""
         self.gateway_prefix = ""  # the gateway's Redis keys
         self.revocation_prefix = ""  # auth's revocation keys, as the gateway reads them
 
@@ -97,6 +98,7 @@ class Platform:
         self.llm_url = endpoints.llm_base_url
         self.postgres_dsn = endpoints.postgres_dsn
         self.redis_url = endpoints.redis_url
+        self.kafka_bootstrap = endpoints.kafka_bootstrap
         run = secrets.token_hex(4)
         self.gateway_prefix = f"bench{run}:gateway:"
         self.revocation_prefix = f"bench{run}:auth:revoked:"

@@ -9,11 +9,12 @@ runner drives, in start order. `__main__` runs it; tests start the same componen
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.resources import files
 
 from fastapi import FastAPI
 
-from aether_alerts import events
+from aether_alerts import delivery, events
 from aether_alerts.channels import Email, InApp, Webhook
 from aether_alerts.config import AlertsSettings
 from aether_alerts.consumers import AccountConsumer
@@ -25,7 +26,7 @@ from aether_alerts.grpc import SERVICE_NAME, AlertsServicer, register
 from aether_alerts.market import SymbolCheck
 from aether_alerts.service import AlertsService
 from aether_common.auth_jwks import verifying_server
-from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
+from aether_common.events import ConsumerOptions, EventProducer, PgOutboxRelay, RelayOptions
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
 from aether_common.mailer import Mailer, SmtpServer
@@ -92,6 +93,7 @@ class AlertsApp:
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group + "-engine",
             topic_prefix=s.topic_prefix,
+            options=ConsumerOptions(fetch_max_wait_ms=s.fetch_max_wait_ms),
             readings=self.readings,
         )
 
@@ -118,6 +120,9 @@ class AlertsApp:
             bootstrap=s.kafka_bootstrap,
             group_id=s.topic_prefix + s.consumer_group + "-delivery",
             topic_prefix=s.topic_prefix,
+            options=dataclasses.replace(
+                delivery.DEFAULT_OPTIONS, fetch_max_wait_ms=s.fetch_max_wait_ms
+            ),
         )
 
     def components(self, *, events: bool = True) -> list[Component]:

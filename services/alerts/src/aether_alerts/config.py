@@ -33,6 +33,10 @@ class AlertsSettings(AetherSettings):
     # Kafka topics (and the consumer group) are `<topic_prefix><name>`: empty in production.
     topic_prefix: str = ""
     consumer_group: str = "alerts"
+    # The engine's and delivery's fetch wait (aether_common ConsumerOptions): Kafka answers as
+    # soon as records arrive; the local broker (tansu) holds each fetch this long, which then
+    # is most of a tick's way to the user's socket (bench/alerts_latency.py).
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_s: float = Field(default=0.05, gt=0)
 
     # -- who is calling (tokens verified with auth's JWKS) ------------------------------------
