@@ -654,9 +654,13 @@ class FakeWorker(ScriptedPeer):
         owner, _ = self._caller()
         self._own(request.id, owner)
         seen = -1
+
+        def changed() -> bool:
+            return self._versions[request.id] != seen
+
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda seen=seen: self._versions[request.id] != seen)
+                await self._changed.wait_for(changed)
                 seen = self._versions[request.id]
                 job = worker_pb2.Job()
                 job.CopyFrom(self.jobs[request.id])
