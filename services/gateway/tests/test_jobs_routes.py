@@ -383,3 +383,38 @@ async def test_an_admin_lists_dead_jobs_and_replays_one(
     assert replay.metadata["authorization"] == admin["Authorization"]
     remaining = (await api.get("/api/jobs/dead", headers=admin)).json()
     assert [j["id"] for j in remaining["jobs"]] == [other.id]
+
+
+# -- status and docs -----------------------------------------------------------------------------
+async def test_the_status_page_checks_the_worker(
+    api: Any, start_gateway: Any, gateway: Any
+) -> None:
+    assert (await api.get("/api/status")).json()["dependencies"]["worker"]["ok"] is True
+    down = await start_gateway(worker_grpc_target=closed_port_target())
+    status = await down.get("/api/status")
+    assert status.status_code == 503
+    assert status.json()["dependencies"]["worker"]["ok"] is False
+    assert "worker" not in (await gateway.get("/api/status")).json()["dependencies"]
+
+
+async def test_the_job_routes_are_documented(api: Any) -> None:
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    routes = {
+        "/api/jobs": ("get", "post"),
+        "/api/jobs/{job_id}": ("get", "delete"),
+        "/api/jobs/{job_id}/events": ("get",),
+        "/api/jobs/dead": ("get",),
+        "/api/jobs/{job_id}/replay": ("post",),
+        "/generate": ("post",),
+        "/jobs/{job_id}": ("get",),
+    }
+    for path, methods in routes.items():
+        for method in methods:
+            operation = paths[path][method]
+            assert operation["summary"], (path, method)
+            assert operation["tags"] == ["jobs"]
+    assert "202" in paths["/api/jobs"]["post"]["responses"]
+    assert (
+        "text/event-stream"
+        in paths["/api/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    )

@@ -63,6 +63,7 @@ async def test_progress_streams_live_then_the_final_status_ends_it(
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert response.headers["cache-control"] == "no-cache, no-store"
+        assert "content-encoding" not in response.headers  # never gzipped: it must flow
         blocks = sse_blocks(response)
         kind, first = await next_event(blocks)
         assert (kind, first["id"], first["status"], first["progress"]) == (
