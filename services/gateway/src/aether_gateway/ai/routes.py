@@ -11,9 +11,8 @@ from pydantic import AwareDatetime
 from starlette.routing import WebSocketRoute
 
 from aether.ai.v1 import ai_pb2
-from aether.worker.v1 import worker_pb2
 from aether_common.access_tokens import AccessToken
-from aether_common.errors import Forbidden, NotFound
+from aether_common.errors import Forbidden
 from aether_gateway.ai import convert
 from aether_gateway.ai.client import AiClient, AiNotConfigured
 from aether_gateway.ai.schemas import (
@@ -144,9 +143,9 @@ async def set_mode(body: ModeIn, caller: Caller, ai: Ai) -> ModeOut:
 
 
 # -- async generation ----------------------------------------------------------------------------
-# Jobs are the worker's (an `ai.generate` job, docs/jobs-api.md "The old /api/ai/jobs"); these two
-# routes keep their old shapes for clients written before it. A gateway without the worker (rolled
-# out before it) keeps using ai's own job table.
+# Jobs are the worker's `ai.generate` jobs; these two routes keep their old shapes for clients
+# written before it (docs/jobs-api.md, "The old ..."). A gateway without the worker (rolled out
+# before it) keeps using ai's own job table.
 @router.post(
     "/generate",
     summary="An answer now (async=false, whole) or as a background job (async=true: 202)",
@@ -183,16 +182,10 @@ async def generate(
 )
 async def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
     worker = resources_of(request).worker
-    if worker is not None:
-        try:
-            answer = await worker.call(
-                worker.stub.GetJob, worker_pb2.GetJobRequest(id=job_id), token=caller.raw
-            )
-        except NotFound:
-            pass  # a job ai ran itself, before the worker: its table keeps it until it ages out
-        else:
-            if answer.job.type == ai_generate.TYPE:
-                return JobOut.model_validate(ai_generate.legacy_job(answer.job))
+    job = await ai_generate.find(worker, job_id, caller) if worker is not None else None
+    if job is not None:
+        return JobOut.model_validate(ai_generate.legacy_job(job))
+    # A job ai ran itself, before the worker: its table keeps it until it ages out.
     ai = ai_of(request)
     answer_ai = await ai.call(ai.stub.GetJob, ai_pb2.GetJobRequest(job_id=job_id), token=caller.raw)
     return JobOut.model_validate(convert.job(answer_ai.job))

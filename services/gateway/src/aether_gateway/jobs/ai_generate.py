@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from aether.worker.v1 import worker_pb2
 from aether_common.access_tokens import AccessToken
+from aether_common.errors import NotFound
 from aether_gateway.ai.convert import timestamp
 from aether_gateway.ai.schemas import ChatIn, UsageOut
 from aether_gateway.ai.stream import UpstreamProtocolError
@@ -42,6 +43,17 @@ async def submit(worker: WorkerClient, body: ChatIn, caller: AccessToken) -> wor
     )
     answer = await worker.call(worker.stub.SubmitJob, request, token=caller.raw)
     return answer.job
+
+
+async def find(worker: WorkerClient, job_id: str, caller: AccessToken) -> worker_pb2.Job | None:
+    """The caller's `ai.generate` job of that id at the worker; None when it has none (NOT_FOUND,
+    or a job of another type). Any other failure (the worker away) raises."""
+    request = worker_pb2.GetJobRequest(id=job_id)
+    try:
+        answer = await worker.call(worker.stub.GetJob, request, token=caller.raw)
+    except NotFound:
+        return None
+    return answer.job if answer.job.type == TYPE else None
 
 
 def legacy_status(status: str) -> str:
