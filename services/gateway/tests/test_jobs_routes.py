@@ -17,6 +17,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aether.worker.v1 import worker_pb2
+from aether_common import errors
 
 
 def ts(second: int) -> Timestamp:
@@ -162,6 +163,13 @@ async def test_the_workers_refusals_keep_their_meaning(
     assert "params.symbol" in error_shape(bad, 400, "validation")
     unknown = await api.post("/api/jobs", json={"type": "no.such_type"}, headers=ada)
     assert "type" in error_shape(unknown, 400, "validation")
+    # A field named only in the BadRequest details still reaches the client.
+    fake_worker.answers["SubmitJob"] = errors.ValidationFailed(
+        "invalid parameters", field_errors={"params.fast": "must be below slow"}
+    )
+    vague = await api.post("/api/jobs", json={"type": "backtest"}, headers=ada)
+    assert error_shape(vague, 400) == "invalid parameters (params.fast: must be below slow)"
+    del fake_worker.answers["SubmitJob"]
     # PERMISSION_DENIED (an operators' type) -> 403.
     refused = await api.post("/api/jobs", json={"type": "memory.reindex"}, headers=ada)
     error_shape(refused, 403, "job_type_refused")

@@ -3,8 +3,10 @@ token. WatchJob is a stream with its own (long) deadline: a job may run for minu
 
 from __future__ import annotations
 
+import grpc
+
 from aether.worker.v1 import worker_pb2, worker_pb2_grpc
-from aether_common.errors import Unavailable
+from aether_common.errors import AetherError, Unavailable
 from aether_common.grpc import Peer, ServiceClient
 
 WORKER = Peer(
@@ -31,3 +33,14 @@ class WorkerClient(ServiceClient["worker_pb2_grpc.WorkerServiceAsyncStub"]):
 
     def __init__(self, target: str, *, timeout_s: float, watch_timeout_s: float) -> None:
         super().__init__(WORKER, target, timeout_s=timeout_s, stream_timeout_s=watch_timeout_s)
+
+    def error(self, exc: grpc.aio.AioRpcError) -> AetherError:
+        error = super().error(exc)
+        # The HTTP body carries only the detail: a bad field the worker named only in its
+        # BadRequest details joins the detail, so the 400 still says which one.
+        unnamed = {f: d for f, d in error.field_errors.items() if f not in error.detail}
+        if unnamed:
+            named = "; ".join(f"{field}: {why}" for field, why in unnamed.items())
+            error.detail = f"{error.detail} ({named})"
+            error.args = (error.detail,)
+        return error
