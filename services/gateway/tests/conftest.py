@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jwt as pyjwt
 import pytest
 import uvicorn
 from google.protobuf.message import Message
@@ -26,7 +29,15 @@ from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether.charts.v1 import charts_pb2, charts_pb2_grpc
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
-from aether_common.errors import AetherError
+from aether.worker.v1 import worker_pb2, worker_pb2_grpc
+from aether_common.errors import (
+    AetherError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    ValidationFailed,
+)
 from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.testkit import (
@@ -481,5 +492,194 @@ async def fake_charts() -> AsyncIterator[ScriptedPeer]:
     servicer = fake.servicer(charts_pb2_grpc.ChartsServiceServicer)
     async with serve(
         "charts", charts_pb2_grpc.add_ChartsServiceServicer_to_server, servicer, CHARTS_SERVICE
+    ) as fake.address:
+        yield fake
+
+
+# -- worker (the jobs tests: test_jobs_*.py) -------------------------------------------------------
+WORKER_SERVICE = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"]
+USER_JOB_TYPES = frozenset({"backtest", "chart.render", "ai.generate", "gdpr.export", "noop"})
+OPERATOR_JOB_TYPES = frozenset({"memory.reindex", "retention.archive"})
+FINAL_JOB_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass
+class FakeWorker(ScriptedPeer):
+    """A WorkerService peer holding its jobs in a dict, behaving as worker.proto says: the owner
+    is the token's subject, another user's job is NOT_FOUND, users submit only the user types,
+    `backtest` needs `params.symbol`, at most `quota` unfinished jobs per user, the same
+    idempotency key answers the first job, a finished job refuses a cancel, WatchJob streams the
+    job now and on every change until a final status, the dead-letter RPCs need the admin role.
+    A test moves a job on with `update()` (as a runner would). What `answers` scripts wins."""
+
+    jobs: dict[str, worker_pb2.Job] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)
+    quota: int = 3
+    streaming: frozenset[str] = frozenset({"WatchJob"})
+    _keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    _versions: dict[str, int] = field(default_factory=dict)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    # -- what a test does ----------------------------------------------------------------------
+    def add(self, owner: str, type_: str = "noop", **fields: Any) -> worker_pb2.Job:
+        """A job of `owner`'s as if submitted earlier (newest last)."""
+        job = worker_pb2.Job(
+            id=str(uuid.uuid4()),
+            type=type_,
+            params_json=fields.pop("params_json", "{}"),
+            owner_id=owner,
+            status="queued",
+            max_attempts=3,
+            **fields,
+        )
+        job.created_at.FromDatetime(datetime.now(UTC))
+        job.updated_at.CopyFrom(job.created_at)
+        self.jobs[job.id] = job
+        self._versions[job.id] = 0
+        return job
+
+    async def update(self, job_id: str, **fields: Any) -> worker_pb2.Job:
+        """Change a job (status, progress...) and wake its watchers."""
+        async with self._changed:
+            job = self.jobs[job_id]
+            for name, value in fields.items():
+                if isinstance(value, Message):
+                    getattr(job, name).CopyFrom(value)
+                elif isinstance(value, list):
+                    del getattr(job, name)[:]
+                    getattr(job, name).extend(value)
+                else:
+                    setattr(job, name, value)
+            job.updated_at.FromDatetime(datetime.now(UTC))
+            if job.status in FINAL_JOB_STATUSES:
+                job.finished_at.CopyFrom(job.updated_at)
+            self._versions[job_id] += 1
+            self._changed.notify_all()
+            return job
+
+    # -- the RPCs ------------------------------------------------------------------------------
+    def _caller(self) -> tuple[str, frozenset[str]]:
+        # The call being answered was recorded just before (no await in between).
+        token = self.calls[-1].metadata["authorization"].removeprefix("Bearer ")
+        claims = pyjwt.decode(token, options={"verify_signature": False})
+        return claims["sub"], frozenset(claims.get("roles", ()))
+
+    def _own(self, job_id: str, owner: str) -> worker_pb2.Job:
+        job = self.jobs.get(job_id)
+        if job is None or job.owner_id != owner:
+            raise NotFound(f"no job {job_id}", code="job_not_found")
+        return job
+
+    async def answer(self, method: str, request: Any) -> Message:
+        if method in self.answers:
+            return await super().answer(method, request)
+        owner, roles = self._caller()
+        if method == "SubmitJob":
+            return self._submit(request, owner)
+        if method == "GetJob":
+            return worker_pb2.GetJobResponse(job=self._own(request.id, owner))
+        if method == "ListJobs":
+            mine = [
+                j
+                for j in reversed(self.jobs.values())
+                if j.owner_id == owner
+                and request.status in ("", j.status)
+                and request.type in ("", j.type)
+            ]
+            page, cursor = _page(mine, request.limit, request.cursor)
+            return worker_pb2.ListJobsResponse(jobs=page, next_cursor=cursor)
+        if method == "CancelJob":
+            return worker_pb2.CancelJobResponse(job=await self._cancel(request.id, owner))
+        if "admin" not in roles:
+            raise Forbidden("operators only", code="operators_only")
+        if method == "ListDeadJobs":
+            dead = [
+                j
+                for j in reversed(self.jobs.values())
+                if j.id in self.dead and request.type in ("", j.type)
+            ]
+            page, cursor = _page(dead, request.limit, request.cursor)
+            return worker_pb2.ListDeadJobsResponse(jobs=page, next_cursor=cursor)
+        if method == "ReplayDeadJob":
+            if request.id not in self.dead:
+                raise NotFound(f"no dead job {request.id}", code="job_not_found")
+            self.dead.discard(request.id)
+            job = await self.update(request.id, status="queued", attempts=0)
+            job.ClearField("error")
+            job.ClearField("finished_at")
+            return worker_pb2.ReplayDeadJobResponse(job=job)
+        return await super().answer(method, request)
+
+    def _submit(self, request: worker_pb2.SubmitJobRequest, owner: str) -> Message:
+        if request.type not in USER_JOB_TYPES | OPERATOR_JOB_TYPES:
+            raise ValidationFailed(
+                f"type: unknown job type {request.type!r}", field_errors={"type": "unknown"}
+            )
+        if request.type not in USER_JOB_TYPES:
+            raise Forbidden(f"users may not submit {request.type} jobs", code="job_type_refused")
+        params = json.loads(request.params_json)
+        if request.type == "backtest" and "symbol" not in params:
+            raise ValidationFailed(
+                "params.symbol: field required", field_errors={"params.symbol": "required"}
+            )
+        key = (owner, request.idempotency_key)
+        if request.idempotency_key and key in self._keys:
+            return worker_pb2.SubmitJobResponse(job=self.jobs[self._keys[key]], created=False)
+        mine = [j for j in self.jobs.values() if j.owner_id == owner]
+        unfinished = sum(1 for j in mine if j.status not in FINAL_JOB_STATUSES)
+        if unfinished >= self.quota:
+            raise RateLimited(
+                f"quota: the plan allows {self.quota} unfinished jobs",
+                code="job_quota_exceeded",
+                metadata={"limit": str(self.quota)},
+            )
+        job = self.add(
+            owner, request.type, params_json=request.params_json, priority=request.priority
+        )
+        if request.idempotency_key:
+            self._keys[key] = job.id
+        return worker_pb2.SubmitJobResponse(job=job, created=True)
+
+    async def _cancel(self, job_id: str, owner: str) -> worker_pb2.Job:
+        job = self._own(job_id, owner)
+        if job.status in FINAL_JOB_STATUSES:
+            raise PreconditionFailed(f"job {job_id} already {job.status}")
+        if job.status == "queued":
+            return await self.update(
+                job_id, status="cancelled", error=worker_pb2.JobError(code="cancelled")
+            )
+        return await self.update(job_id, cancel_requested=True)
+
+    async def stream(self, method: str, request: Any) -> AsyncIterator[Any]:
+        owner, _ = self._caller()
+        self._own(request.id, owner)
+        seen = -1
+
+        def changed() -> bool:
+            return self._versions[request.id] != seen
+
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(changed)
+                seen = self._versions[request.id]
+                job = worker_pb2.Job()
+                job.CopyFrom(self.jobs[request.id])
+            yield worker_pb2.WatchJobResponse(job=job)
+            if job.status in FINAL_JOB_STATUSES:
+                return
+
+
+def _page(jobs: list[worker_pb2.Job], limit: int, cursor: str) -> tuple[list[worker_pb2.Job], str]:
+    start = int(cursor or 0)
+    end = start + (limit or 50)
+    return jobs[start:end], str(end) if end < len(jobs) else ""
+
+
+@pytest.fixture
+async def fake_worker() -> AsyncIterator[FakeWorker]:
+    fake = FakeWorker(WORKER_SERVICE)
+    servicer = fake.servicer(worker_pb2_grpc.WorkerServiceServicer)
+    async with serve(
+        "worker", worker_pb2_grpc.add_WorkerServiceServicer_to_server, servicer, WORKER_SERVICE
     ) as fake.address:
         yield fake

@@ -28,6 +28,8 @@ from aether_gateway.auth import routes as auth_routes
 from aether_gateway.charts import routes as charts_routes
 from aether_gateway.chat import routes as chat_routes
 from aether_gateway.config import GatewaySettings
+from aether_gateway.jobs import documents as jobs_documents
+from aether_gateway.jobs import routes as jobs_routes
 from aether_gateway.market import routes as market_routes
 from aether_gateway.memory import routes as memory_routes
 from aether_gateway.middleware import CompressionMiddleware, cors_middleware, security_headers
@@ -72,6 +74,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             alerts_routes.delivery,
             alerts_routes.router,
             alerts_routes.inbox,
+            jobs_routes.admin,
+            jobs_routes.router,
+            jobs_documents.router,
         ],
         lifespan=lifespan,
         docs=settings.docs_enabled,

@@ -131,6 +131,18 @@ class GatewaySettings(AetherSettings):
     )
     # A rule write asks charts whether its symbol exists (charts' own timeout is 5 s).
     alerts_timeout_s: float = Field(default=10.0, gt=0)
+    # worker (jobs/; docs/jobs-api.md): optional too; without a target /api/jobs and the root
+    # /jobs answer 503, and /api/ai/generate?async=true stays on ai's own job table.
+    worker_grpc_target: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_WORKER_GRPC_TARGET", "AETHER_WORKER_GRPC_TARGET"),
+    )
+    worker_timeout_s: float = Field(default=10.0, gt=0)
+    # One WatchJob stream's deadline: an SSE watch ends with a `timeout` error event after it
+    # (the client watches again).
+    worker_watch_timeout_s: float = Field(default=3600.0, gt=0)
+    # SSE (GET /api/jobs/{id}/events): a comment line after this long without an event.
+    worker_sse_keepalive_s: float = Field(default=15.0, gt=0)
     # In-app notifications (docs/alerts.md): alerts publishes each on `<prefix>user:<user_id>`
     # in this Redis (the gateway's own when unset); the gateway forwards them to that user's
     # chat sockets. Subscribed only when alerts is configured (alerts_grpc_target).

@@ -102,3 +102,16 @@ class RequirePermission:
                 f"missing permission: {self.permission}", metadata={"missing": self.permission}
             )
         return caller
+
+
+class RequireRole:
+    """`Depends(RequireRole("admin"))`: checked here AND again by the service."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    async def __call__(self, request: Request) -> AccessToken:
+        caller = caller_of(access_of(request))
+        if self.role not in caller.roles:
+            raise Forbidden(f"the {self.role} role is required", metadata={"missing": self.role})
+        return caller

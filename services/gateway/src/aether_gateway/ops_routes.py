@@ -49,7 +49,7 @@ async def _probe(check: Callable[[], Awaitable[bool]]) -> DependencyStatus:
 
 @router.get(
     "/api/status",
-    summary="Each dependency's health (auth, chat, ai and memory gRPC health checks, Redis); "
+    summary="Each dependency's health (each configured upstream's gRPC health check, Redis); "
     "503 when one is down",
     responses={503: {"model": StatusOut}},
 )
@@ -71,6 +71,8 @@ async def status(resources: Resources) -> JSONResponse:
         checks["charts"] = resources.charts.healthy
     if resources.alerts is not None:
         checks["alerts"] = resources.alerts.healthy
+    if resources.worker is not None:
+        checks["worker"] = resources.worker.healthy
     results = await asyncio.gather(*(_probe(check) for check in checks.values()))
     dependencies = dict(zip(checks, results, strict=True))
     body = StatusOut(

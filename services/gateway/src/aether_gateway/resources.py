@@ -16,6 +16,7 @@ from aether_gateway.auth.client import AuthClient
 from aether_gateway.charts.client import ChartsClient
 from aether_gateway.chat.runtime import ChatRuntime
 from aether_gateway.config import GatewaySettings
+from aether_gateway.jobs.client import WorkerClient
 from aether_gateway.market.runtime import MarketRuntime
 from aether_gateway.memory.client import MemoryClient
 from aether_gateway.rate_limit import RateLimiter, RatePolicy
@@ -55,6 +56,7 @@ class GatewayResources:
     memory: MemoryClient | None
     charts: ChartsClient | None
     alerts: AlertsClient | None
+    worker: WorkerClient | None
     # WS /api/market/stream: needs charts (its symbols), idle without it.
     market: MarketRuntime
 
@@ -135,6 +137,7 @@ class GatewayResources:
             memory=_memory_client(settings),
             charts=charts,
             alerts=_alerts_client(settings),
+            worker=_worker_client(settings),
             market=MarketRuntime.open(settings, charts),
         )
 
@@ -149,6 +152,8 @@ class GatewayResources:
             await self.charts.stop()
         if self.alerts is not None:
             await self.alerts.stop()
+        if self.worker is not None:
+            await self.worker.stop()
         await self.auth.stop()
         await self.pipeline.aclose()
         if self.revocation_redis is not self.redis:
@@ -195,3 +200,18 @@ def _alerts_client(settings: GatewaySettings) -> AlertsClient | None:
     alerts = AlertsClient(settings.alerts_grpc_target, timeout_s=settings.alerts_timeout_s)
     alerts.open()
     return alerts
+
+
+def _worker_client(settings: GatewaySettings) -> WorkerClient | None:
+    if settings.worker_grpc_target is None:
+        log.warning(
+            "the worker is not configured (AETHER_WORKER_GRPC_TARGET): /api/jobs answers 503"
+        )
+        return None
+    worker = WorkerClient(
+        settings.worker_grpc_target,
+        timeout_s=settings.worker_timeout_s,
+        watch_timeout_s=settings.worker_watch_timeout_s,
+    )
+    worker.open()
+    return worker

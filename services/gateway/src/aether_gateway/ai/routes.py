@@ -39,6 +39,7 @@ from aether_gateway.ai.sse import MEDIA_TYPE, EventStreamResponse
 from aether_gateway.ai.stream import UpstreamProtocolError, answer_events
 from aether_gateway.ai.ws import AiSession
 from aether_gateway.deps import Caller, Resources, access_of, caller_of, resources_of
+from aether_gateway.jobs import ai_generate
 from aether_gateway.ws.session import SocketApp
 
 AI_ADMIN_PERMISSION = "ai:admin"
@@ -50,6 +51,10 @@ router.routes.append(WebSocketRoute("/ws/ai-chat", SocketApp(AiSession), name="a
 
 
 async def get_ai(request: Request) -> AiClient:
+    return ai_of(request)
+
+
+def ai_of(request: Request) -> AiClient:
     ai = resources_of(request).ai
     if ai is None:
         raise AiNotConfigured()
@@ -85,7 +90,7 @@ def _answer_out(answer: ai_pb2.ChatWholeResponse | ai_pb2.AnalyzeWholeResponse) 
     return AnswerOut.model_validate(convert.whole(answer))
 
 
-async def _chat_whole(ai: AiClient, request: ai_pb2.ChatRequest, caller: AccessToken) -> AnswerOut:
+async def chat_whole(ai: AiClient, request: ai_pb2.ChatRequest, caller: AccessToken) -> AnswerOut:
     whole = ai_pb2.ChatWholeRequest(request=request)
     answer = await ai.whole(ai.stub.ChatWhole, whole, token=caller.raw)
     return _answer_out(answer)
@@ -94,7 +99,7 @@ async def _chat_whole(ai: AiClient, request: ai_pb2.ChatRequest, caller: AccessT
 # -- answers -------------------------------------------------------------------------------------
 @router.post("/chat", summary="One answer, whole (ChatWhole)")
 async def chat(body: ChatIn, caller: Caller, ai: Ai) -> AnswerOut:
-    return await _chat_whole(ai, convert.chat_request(body), caller)
+    return await chat_whole(ai, convert.chat_request(body), caller)
 
 
 @router.post(
@@ -138,6 +143,9 @@ async def set_mode(body: ModeIn, caller: Caller, ai: Ai) -> ModeOut:
 
 
 # -- async generation ----------------------------------------------------------------------------
+# Jobs are the worker's `ai.generate` jobs; these two routes keep their old shapes for clients
+# written before it (docs/jobs-api.md, "The old ..."). A gateway without the worker (rolled out
+# before it) keeps using ai's own job table.
 @router.post(
     "/generate",
     summary="An answer now (async=false, whole) or as a background job (async=true: 202)",
@@ -146,18 +154,21 @@ async def set_mode(body: ModeIn, caller: Caller, ai: Ai) -> ModeOut:
 async def generate(
     body: ChatIn,
     caller: Caller,
-    ai: Ai,
+    request: Request,
     run_async: Annotated[bool, Query(alias="async")] = False,
 ) -> Any:
-    request = convert.chat_request(body)
     if not run_async:
-        return await _chat_whole(ai, request, caller)
-    answer = await ai.call(
-        ai.stub.SubmitJob, ai_pb2.SubmitJobRequest(request=request), token=caller.raw
-    )
-    queued = JobQueuedOut.model_validate(
-        {"job_id": answer.job.job_id, "status": convert.job_status(answer.job.status)}
-    )
+        return await chat_whole(ai_of(request), convert.chat_request(body), caller)
+    worker = resources_of(request).worker
+    if worker is None:
+        ai = ai_of(request)
+        submit = ai_pb2.SubmitJobRequest(request=convert.chat_request(body))
+        answer = await ai.call(ai.stub.SubmitJob, submit, token=caller.raw)
+        job_id, status = answer.job.job_id, convert.job_status(answer.job.status)
+    else:
+        job = await ai_generate.submit(worker, body, caller)
+        job_id, status = job.id, ai_generate.legacy_status(job.status)
+    queued = JobQueuedOut.model_validate({"job_id": job_id, "status": status})
     return JSONResponse(
         queued.model_dump(),
         status_code=202,
@@ -165,10 +176,19 @@ async def generate(
     )
 
 
-@router.get("/jobs/{job_id}", summary="A job of the caller's (GetJob)")
-async def get_job(job_id: JobIdPath, caller: Caller, ai: Ai) -> JobOut:
-    answer = await ai.call(ai.stub.GetJob, ai_pb2.GetJobRequest(job_id=job_id), token=caller.raw)
-    return JobOut.model_validate(convert.job(answer.job))
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job of the caller's: the worker's ai.generate job, else one in ai's own table",
+)
+async def get_job(job_id: JobIdPath, caller: Caller, request: Request) -> JobOut:
+    worker = resources_of(request).worker
+    job = await ai_generate.find(worker, job_id, caller) if worker is not None else None
+    if job is not None:
+        return JobOut.model_validate(ai_generate.legacy_job(job))
+    # A job ai ran itself, before the worker: its table keeps it until it ages out.
+    ai = ai_of(request)
+    answer_ai = await ai.call(ai.stub.GetJob, ai_pb2.GetJobRequest(job_id=job_id), token=caller.raw)
+    return JobOut.model_validate(convert.job(answer_ai.job))
 
 
 # -- conversations -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`POST /api/ai/chat/stream`: an answer's events as Server-Sent Events.
+"""`POST /api/ai/chat/stream` (and `GET /api/jobs/{id}/events`, jobs/stream.py): a stream's
+events as Server-Sent Events.
 
     event: start\ndata: {...}\n\n   event: chunk ...   event: sources ...   event: done ...
 
@@ -60,17 +61,25 @@ class EventStreamResponse(Response):
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, events: AsyncGenerator[Event, None], *, keepalive_s: float) -> None:
+    def __init__(
+        self, events: AsyncGenerator[Event, None], *, keepalive_s: float, name: str = "ai"
+    ) -> None:
+        """`name` (`ai`, `jobs`) names the tasks and the log line of a failed stream."""
         # Not Response.__init__: there is no body (so no Content-Length either).
         self.events = events
         self.keepalive_s = keepalive_s
+        self.name = name
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        writer = asyncio.create_task(self._write(scope, receive, send), name="ai-sse-writer")
-        watcher = asyncio.create_task(_until_disconnect(receive), name="ai-sse-disconnect")
+        writer = asyncio.create_task(
+            self._write(scope, receive, send), name=f"{self.name}-sse-writer"
+        )
+        watcher = asyncio.create_task(
+            _until_disconnect(receive), name=f"{self.name}-sse-disconnect"
+        )
         try:
             await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -101,7 +110,7 @@ class EventStreamResponse(Response):
             await send(_body(encode(*first)))
             try:
                 while True:
-                    pending = asyncio.create_task(_next(events), name="ai-sse-next")
+                    pending = asyncio.create_task(_next(events), name=f"{self.name}-sse-next")
                     while not (await asyncio.wait((pending,), timeout=self.keepalive_s))[0]:
                         await send(_body(KEEPALIVE))
                     try:
@@ -115,7 +124,7 @@ class EventStreamResponse(Response):
                 await send(_body(encode("error", error.http_body())))
             except Exception:
                 # Too late for a status code: the stream says it failed, the log says why.
-                log.exception("ai stream failed")
+                log.exception("stream failed", stream=self.name)
                 await send(_body(encode("error", InternalError("internal error").http_body())))
             await send(_body(b"", more=False))
         finally:
