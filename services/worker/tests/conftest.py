@@ -177,8 +177,6 @@ async def start_worker(
             stop_grace_s=0.2,
         )
         await runner.start(app.components(events=events))
-        if events and settings.run_jobs:
-            await app.runner.wait_consuming(30)
         stub: Stub = worker_pb2_grpc.WorkerServiceStub(runner.connect(app.grpc.address, timeout=30))
         return Worker(app, stub, signing_key)
 

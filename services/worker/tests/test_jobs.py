@@ -166,8 +166,8 @@ async def test_the_sweep_quota_depends_on_the_plan(worker: Any) -> None:
 
 
 async def test_the_concurrent_jobs_quota_counts_queued_and_running(start_worker: Any) -> None:
-    """Jobs not run (run_jobs off) stay queued: the free plan's 3 fill the quota."""
-    worker = await start_worker(job_types=[SWEEP], run_jobs=False)
+    """Jobs not run (no Kafka) stay queued: the free plan's 3 fill the quota."""
+    worker = await start_worker(job_types=[SWEEP], events=False)
     user = worker.user()
     params = {"symbol": "A", "windows": [1]}
     jobs = [await worker.submit(worker.auth(user), "test.sweep", params) for _ in range(3)]
@@ -188,7 +188,7 @@ async def test_the_concurrent_jobs_quota_counts_queued_and_running(start_worker:
 
 
 async def test_the_idempotency_key_answers_the_first_job(start_worker: Any) -> None:
-    worker = await start_worker(job_types=[SWEEP], run_jobs=False)
+    worker = await start_worker(job_types=[SWEEP], events=False)
     user = worker.user()
     params = {"symbol": "A", "windows": [1]}
     request = worker_pb2.SubmitJobRequest(
@@ -208,7 +208,7 @@ async def test_the_idempotency_key_answers_the_first_job(start_worker: Any) -> N
 
 
 async def test_list_is_mine_newest_first_with_filters_and_paging(start_worker: Any) -> None:
-    worker = await start_worker(job_types=[SWEEP], run_jobs=False, concurrent_free=10)
+    worker = await start_worker(job_types=[SWEEP], events=False, concurrent_free=10)
     user = worker.auth(worker.user())
     ids = [
         (await worker.submit(user, "test.sweep", {"symbol": "A", "windows": [1]})).id
