@@ -59,6 +59,7 @@ def settings_for(
             "retry_backoff_s": 0.2,
             "retry_max_backoff_s": 2.0,
             "watch_poll_s": 1.0,
+            "stop_grace_s": 0.2,
             **overrides,
         }
     )
@@ -174,7 +175,6 @@ async def start_worker(
             grpc_port=0,
             job_types=[NOOP] if job_types is None else job_types,
             backoff=backoff,
-            stop_grace_s=0.2,
         )
         await runner.start(app.components(events=events))
         stub: Stub = worker_pb2_grpc.WorkerServiceStub(runner.connect(app.grpc.address, timeout=30))

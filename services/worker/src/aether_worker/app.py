@@ -51,7 +51,6 @@ class WorkerApp:
         grpc_port: int | None = None,
         job_types: Sequence[JobType] | None = None,
         backoff: Backoff | None = None,
-        stop_grace_s: float = 10.0,
     ) -> None:
         s = self.settings = settings
         self.registry = JobRegistry(shipped_types() if job_types is None else job_types)
@@ -90,7 +89,6 @@ class WorkerApp:
             database=self.database,
             bucket=self.bucket,
             transitions=self.transitions,
-            stop_grace_s=stop_grace_s,
         )
         self.scheduler = Scheduler(
             self.database,

@@ -82,6 +82,8 @@ class WorkerSettings(S3Settings):
     scheduler_batch: int = Field(default=500, ge=1, le=100_000)
     # A queued job with no claim for this long has its work message sent again (a lost one).
     requeue_after_s: float = Field(default=300.0, gt=0)
+    # SIGTERM: running attempts get this long to finish, then go back to the queue uncounted.
+    stop_grace_s: float = Field(default=20.0, ge=0, le=3600)
     # WatchJob re-reads the job at least this often (a missed notification costs no more).
     watch_poll_s: float = Field(default=5.0, gt=0)
 

@@ -12,8 +12,8 @@ nothing to claim and is skipped.
 While an attempt runs, a heartbeat renews its lease every lease_s / 3 and learns of a
 cancellation; an attempt whose lease ran out (it was paused too long) is stopped, since its
 job belongs to another attempt now. Outcomes go through transitions.py, fenced by the token.
-Stopping a lane stops its consumer, lets running attempts finish for `stop_grace_s`, then hands
-the rest back (queued again, uncounted).
+Stopping a lane stops its consumer, lets running attempts finish for `WORKER_STOP_GRACE_S`,
+then hands the rest back (queued again, uncounted).
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ class Lane:
         bucket: S3Bucket,
         transitions: Transitions,
         worker: str,
-        stop_grace_s: float,
     ) -> None:
         self.job_type = job_type
         self.name = f"lane:{job_type.name}"
@@ -81,7 +80,7 @@ class Lane:
         self._bucket = bucket
         self._transitions = transitions
         self._worker = worker
-        self._stop_grace_s = stop_grace_s
+        self._stop_grace_s = settings.stop_grace_s
         self._group = f"{settings.topic_prefix}{settings.consumer_group}.work.{job_type.name}"
         self._attempts: dict[asyncio.Task[None], Claim] = {}
         self._freed = asyncio.Event()
@@ -343,7 +342,6 @@ class Runner:
         database: PostgresDatabase,
         bucket: S3Bucket,
         transitions: Transitions,
-        stop_grace_s: float = 10.0,
     ) -> None:
         self.worker = worker_id()
         self.lanes = {
@@ -354,7 +352,6 @@ class Runner:
                 bucket=bucket,
                 transitions=transitions,
                 worker=self.worker,
-                stop_grace_s=stop_grace_s,
             )
             for job_type in registry
         }
