@@ -280,14 +280,17 @@ def test_dev_secrets_point_at_in_cluster_datastores(render: Renderer) -> None:
     assert "@aether-postgresql:5432/auth" in secret["stringData"]["AETHER_DATABASE_URL"]
 
 
-def test_dev_service_identity_credentials_match(render: Renderer) -> None:
-    # alerts' dev secret and the hash auth holds for it (docs/architecture.md "Service identity").
+@pytest.mark.parametrize("service", ["alerts", "worker"])
+def test_dev_service_identity_credentials_match(render: Renderer, service: str) -> None:
+    # A service's dev secret and the hash auth holds for it (docs/architecture.md "Service
+    # identity").
     result = render("dev")
     clients = json.loads(result.get("Secret", "aether-auth")["stringData"]["AUTH_SERVICE_CLIENTS"])
-    secret = result.get("Secret", "aether-alerts")["stringData"]["ALERTS_AUTH_CLIENT_SECRET"]
+    variable = f"{service.upper()}_AUTH_CLIENT_SECRET"
+    secret = result.get("Secret", f"aether-{service}")["stringData"][variable]
     assert secret.startswith("dev-only-")
-    assert clients["alerts"]["secret_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
-    assert clients["alerts"]["permissions"] == ["charts:read"]
+    assert clients[service]["secret_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert clients[service]["permissions"] == ["charts:read"]
 
 
 # --- regions ------------------------------------------------------------------------------------
@@ -641,7 +644,7 @@ def test_every_component_of_the_design_renders_when_enabled(render: Renderer) ->
         "alerts": (3006, 4006),
         "ai": (3007, 4007),
         "memory": (3008, 4008),
-        "worker": (3009, 0),
+        "worker": (3009, 4009),
         "audit": (3010, 4010),
     }
     result = render(set={f"components.{name}.enabled": "true" for name in design})

@@ -1,0 +1,142 @@
+"""Wiring: every object of the service built once from its settings, and the components the
+runner drives, in start order. `__main__` runs it; tests start the same components in-process,
+with job types of their own:
+
+    worker = WorkerApp(settings, grpc_host="127.0.0.1", grpc_port=0, job_types=[NOOP, FLAKY])
+    for component in worker.components():
+        await component.start()
+    target = worker.grpc.address        # "127.0.0.1:<bound port>"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.resources import files
+
+from fastapi import FastAPI
+
+from aether_common.auth_jwks import verifying_server
+from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
+from aether_common.http import create_http_app
+from aether_common.lifecycle import Component
+from aether_common.postgres import PostgresDatabase, jsonb_as_objects
+from aether_common.s3 import S3Bucket
+from aether_common.service_tokens import ServiceCredentials
+from aether_worker import events
+from aether_worker.config import WorkerSettings
+from aether_worker.consumers import AccountConsumer
+from aether_worker.grpc import SERVICE_NAME, WorkerServicer, register
+from aether_worker.handler import JobType
+from aether_worker.noop import NOOP
+from aether_worker.registry import JobRegistry
+from aether_worker.retention import Retention
+from aether_worker.runner import Runner
+from aether_worker.scheduler import Scheduler
+from aether_worker.service import WorkerService
+from aether_worker.transitions import Backoff, Transitions
+from aether_worker.watch import JobWatcher
+
+
+def shipped_types() -> list[JobType]:
+    """The job types `python -m aether_worker` runs."""
+    return [NOOP]
+
+
+class WorkerApp:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        grpc_host: str = "0.0.0.0",
+        grpc_port: int | None = None,
+        job_types: Sequence[JobType] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        s = self.settings = settings
+        self.registry = JobRegistry(shipped_types() if job_types is None else job_types)
+        self.database = PostgresDatabase(
+            s.database_url,
+            service="worker",
+            migrations=files("aether_worker") / "migrations",
+            max_size=s.database_pool_size,
+            init=jsonb_as_objects,
+        )
+        # Artifacts; the bucket is made at start in dev and test (Terraform makes production's).
+        self.bucket = S3Bucket.from_settings(s, service="worker")
+        self.transitions = Transitions(s, backoff=backoff)
+        self.service = WorkerService(s, self.registry)
+        self.watcher = JobWatcher(s.database_url)
+        port = s.grpc_port if grpc_port is None else grpc_port
+        self.auth, self.grpc = verifying_server("worker", s, host=grpc_host, port=port)
+        self.grpc.add_service(
+            register,
+            WorkerServicer(self.service, self.database, self.bucket, self.watcher, s),
+            SERVICE_NAME,
+        )
+        # Status events and work messages leave through the outbox (sent once committed).
+        self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-worker")
+        self.relay = PgOutboxRelay(
+            s.database_url,
+            self.producer,
+            topics=events.topic_specs(
+                self.registry.names(), prefix=s.topic_prefix, work_partitions=s.work_partitions
+            ),
+            options=RelayOptions(active_poll_s=s.outbox_poll_s),
+        )
+        self.runner = Runner(
+            self.registry,
+            settings=s,
+            database=self.database,
+            bucket=self.bucket,
+            transitions=self.transitions,
+        )
+        self.scheduler = Scheduler(
+            self.database,
+            self.transitions,
+            interval_s=s.scheduler_interval_s,
+            batch=s.scheduler_batch,
+        )
+        self.retention = Retention(
+            self.database, self.bucket, interval_s=s.purge_interval_s, batch=s.purge_batch
+        )
+        self.accounts = AccountConsumer(
+            self.database,
+            self.bucket,
+            bootstrap=s.kafka_bootstrap,
+            group_id=s.topic_prefix + s.consumer_group,
+            topic_prefix=s.topic_prefix,
+        )
+        # Its own identity (service tokens from auth), for handlers that call other services
+        # as the worker; none without a secret.
+        secret = s.auth_client_secret
+        self.credentials = (
+            None
+            if secret is None
+            else ServiceCredentials(
+                s.auth_grpc_target, s.auth_client_id, secret, timeout_s=s.auth_timeout_s
+            )
+        )
+
+    def components(self, *, events: bool = True, run_jobs: bool | None = None) -> list[Component]:
+        """Start order (the runner stops them in reverse: gRPC first). `events=False` publishes
+        and consumes nothing (the outbox fills; no Kafka needed); `run_jobs=False` serves the API
+        without running jobs (default: WORKER_RUN_JOBS)."""
+        running = self.settings.run_jobs if run_jobs is None else run_jobs
+        kafka: list[Component] = [self.producer, self.relay, self.accounts] if events else []
+        lanes: list[Component] = [self.runner] if events and running else []
+        identity: list[Component] = [self.credentials] if self.credentials is not None else []
+        return [
+            self.database,
+            self.bucket,
+            self.auth,
+            *identity,
+            self.watcher,
+            self.scheduler,
+            self.retention,
+            *kafka,
+            *lanes,
+            self.grpc,
+        ]
+
+    def http_app(self) -> FastAPI:
+        return create_http_app("worker")
