@@ -6,6 +6,7 @@ PNG. One test runs on the service's process pool, one end to end through a real 
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from collections.abc import Callable
@@ -228,6 +229,7 @@ async def test_a_sweep_reports_each_run_and_picks_the_best(job_context: Any) -> 
     assert result["params"] == best["params"]
     assert result["stats"] == best["stats"]
     assert compute.calls == ["run_backtest"] * 4 + ["draw_equity"]
+    json.dumps(result, allow_nan=False)  # what the job system stores: JSON without NaN
 
 
 async def test_a_sweep_ranked_by_return(job_context: Any) -> None:
@@ -287,23 +289,41 @@ async def test_too_few_bars_for_the_strategy_fail_for_good(job_context: Any) -> 
     assert "needs at least 202" in caught.value.message
 
 
+async def test_too_much_simulation_fails_for_good(job_context: Any) -> None:
+    compute = CountingCompute()
+    job = backtest_job(BundledBars(), compute, max_bar_runs=3 * len(GOOG))
+    request = params(symbol="GOOG", strategy="sma_cross", sweep={"fast": [5, 10, 15, 20]})
+
+    with pytest.raises(JobFailed) as caught:
+        await job.run(job_context(), request)
+
+    assert (caught.value.code, caught.value.retryable) == ("invalid_params", False)
+    assert "4 runs over 2148 bars" in caught.value.message
+    assert compute.calls == []
+
+
 async def test_an_unknown_symbol_fails_for_good(job_context: Any) -> None:
     with pytest.raises(JobFailed) as caught:
         await backtest_job(BundledBars()).run(job_context(), params(symbol="NOPE", strategy="macd"))
     assert (caught.value.code, caught.value.retryable) == ("unknown_symbol", False)
 
 
-async def test_the_process_pool_gives_the_numbers_of_a_thread(job_context: Any) -> None:
+async def test_the_process_pool_gives_the_numbers_of_a_thread(
+    job_context: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
     request = params(symbol="GOOG", strategy="rsi_reversion", sweep={"period": [7, 14]})
     pool = ComputePool(workers=1)
     await pool.start()
     try:
-        in_pool, in_thread = job_context(), job_context()
+        in_pool = job_context()
         pooled = await backtest_job(BundledBars(), pool).run(in_pool, request)
-        threaded = await backtest_job(BundledBars(), InThread()).run(in_thread, request)
     finally:
         await pool.stop()
+    # The workers share this process's stderr: no progress bar of backtesting's on it.
+    assert "Backtest.run" not in capfd.readouterr().err
 
+    in_thread = job_context()
+    threaded = await backtest_job(BundledBars(), InThread()).run(in_thread, request)
     assert pooled == threaded
     assert in_pool.artifacts == in_thread.artifacts
 

@@ -34,9 +34,11 @@ ARTIFACT = "equity.png"
 # A sweep is CPU-bound: each attempt holds one pool process at a time, so this many per worker
 # process (the pool has as many processes).
 CONCURRENCY = 2
-# 500 runs (the cap) over 10,000 bars at ~0.25 s each fit with room to spare.
+# 500 runs (the cap) over 10,000 bars at up to 0.25 s each (backtest_pool.py) take ~2 minutes.
 TIMEOUT_S = 1800.0
 MAX_ATTEMPTS = 3
+# Bars simulated by one job, over all its runs: ~8 minutes at 25 us a bar (backtest_pool.py).
+MAX_BAR_RUNS = 20_000_000
 
 
 class CandleSource(Protocol):
@@ -48,10 +50,13 @@ class CandleSource(Protocol):
         ...
 
 
-def backtest_job(candles: CandleSource, compute: Compute | None = None) -> JobType:
+def backtest_job(
+    candles: CandleSource, compute: Compute | None = None, *, max_bar_runs: int = MAX_BAR_RUNS
+) -> JobType:
     """The `backtest` job type over `candles` (the charts client), running on `compute` (the
-    service's ComputePool; a thread when None)."""
-    runner = Backtester(candles, compute or InThread())
+    service's ComputePool; a thread when None); a job simulates at most `max_bar_runs` bars
+    over all its runs (its window's bars times its runs)."""
+    runner = Backtester(candles, compute or InThread(), max_bar_runs)
     return JobType(
         name="backtest",
         params=BacktestParams,
@@ -65,15 +70,24 @@ def backtest_job(candles: CandleSource, compute: Compute | None = None) -> JobTy
 
 
 class Backtester:
-    def __init__(self, candles: CandleSource, compute: Compute) -> None:
+    def __init__(self, candles: CandleSource, compute: Compute, max_bar_runs: int) -> None:
         self._candles = candles
         self._compute = compute
+        self._max_bar_runs = max_bar_runs
 
     async def run(self, ctx: JobContext, params: BacktestParams) -> dict[str, Any]:
         runs = params.runs()
         await ctx.progress(0, "reading bars")
         bars = await self._candles.candles(params.symbol, params.interval, params.start, params.end)
         _check_bars(params, bars, runs)
+        if len(bars) * len(runs) > self._max_bar_runs:
+            raise JobFailed(
+                "invalid_params",
+                f"{len(runs)} runs over {len(bars)} bars is more than {self._max_bar_runs} "
+                "bars to simulate; narrow the window (from/to), coarsen the interval or shrink "
+                "the sweep",
+                retryable=False,
+            )
 
         best = await self._run(ctx, params, bars, runs[0], 1, len(runs))
         table = [best.summary()]

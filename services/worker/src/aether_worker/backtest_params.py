@@ -56,7 +56,7 @@ class BacktestParams(BaseModel):
     start: datetime | None = Field(default=None, alias="from")
     end: datetime | None = Field(default=None, alias="to")
     interval: Interval = "1d"
-    cash: float = Field(default=10_000, gt=0, le=1e12, allow_inf_nan=False)
+    cash: float = Field(default=10_000.0, gt=0, le=1e12, allow_inf_nan=False)
     # A fraction of each trade's value, paid on entry and on exit.
     commission: float = Field(default=0.0, ge=0, le=0.1, allow_inf_nan=False)
     sweep: dict[str, list[float]] | None = None
