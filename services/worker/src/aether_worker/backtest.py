@@ -79,15 +79,7 @@ class Backtester:
         runs = params.runs()
         await ctx.progress(0, "reading bars")
         bars = await self._candles.candles(params.symbol, params.interval, params.start, params.end)
-        _check_bars(params, bars, runs)
-        if len(bars) * len(runs) > self._max_bar_runs:
-            raise JobFailed(
-                "invalid_params",
-                f"{len(runs)} runs over {len(bars)} bars is more than {self._max_bar_runs} "
-                "bars to simulate; narrow the window (from/to), coarsen the interval or shrink "
-                "the sweep",
-                retryable=False,
-            )
+        _check_bars(params, bars, runs, self._max_bar_runs)
 
         best = await self._run(ctx, params, bars, runs[0], 1, len(runs))
         table = [best.summary()]
@@ -136,7 +128,10 @@ class Backtester:
         return outcome
 
 
-def _check_bars(params: BacktestParams, bars: pd.DataFrame, runs: list[dict[str, float]]) -> None:
+def _check_bars(
+    params: BacktestParams, bars: pd.DataFrame, runs: list[dict[str, float]], max_bar_runs: int
+) -> None:
+    """The bars can answer the runs: some, enough for every run's warm-up, not too many."""
     window = _window(params)
     if bars.empty:
         raise JobFailed(
@@ -150,6 +145,13 @@ def _check_bars(params: BacktestParams, bars: pd.DataFrame, runs: list[dict[str,
             "invalid_data",
             f"{params.symbol} has {len(bars)} {params.interval} bars {window}; "
             f"{params.strategy} with these parameters needs at least {needed}",
+            retryable=False,
+        )
+    if len(bars) * len(runs) > max_bar_runs:
+        raise JobFailed(
+            "invalid_params",
+            f"{len(runs)} runs over {len(bars)} bars is more than {max_bar_runs} bars to "
+            "simulate; narrow the window (from/to), coarsen the interval or shrink the sweep",
             retryable=False,
         )
 
