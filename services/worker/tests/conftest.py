@@ -60,6 +60,7 @@ def settings_for(
             "database_url": dsn,
             "database_pool_size": 6,
             "auth_grpc_target": auth,
+            "charts_grpc_target": "127.0.0.1:9",  # not asked: tests bring their own job types
             "kafka_bootstrap": endpoints.kafka_bootstrap,
             "topic_prefix": prefix,
             "s3_endpoint": endpoints.s3_endpoint,

@@ -39,6 +39,7 @@ def service_env(
             "AETHER_ENV": "dev",
             "AETHER_DATABASE_URL": pg_dsn,
             "AETHER_AUTH_GRPC_TARGET": jwks_peer.address,
+            "AETHER_CHARTS_GRPC_TARGET": "127.0.0.1:9",  # noop jobs only: never asked
             "AETHER_HTTP_PORT": str(free_port()),
             "AETHER_GRPC_PORT": str(free_port()),
             "AETHER_LOG_JSON": "false",
@@ -143,5 +144,10 @@ def test_missing_settings_stop_the_process_with_their_names(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("worker: WorkerSettings: missing required setting")
-    for name in ("WORKER_DATABASE_URL", "WORKER_KAFKA_BOOTSTRAP", "WORKER_AUTH_GRPC_TARGET"):
+    for name in (
+        "WORKER_DATABASE_URL",
+        "WORKER_KAFKA_BOOTSTRAP",
+        "WORKER_AUTH_GRPC_TARGET",
+        "WORKER_CHARTS_GRPC_TARGET",
+    ):
         assert name in err

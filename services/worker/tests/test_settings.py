@@ -12,6 +12,7 @@ REQUIRED = {
     "database_url": "postgresql://worker@db/worker",
     "kafka_bootstrap": "kafka:9092",
     "auth_grpc_target": "auth:4001",
+    "charts_grpc_target": "charts:4005",
 }
 
 

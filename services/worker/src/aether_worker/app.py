@@ -16,6 +16,7 @@ from importlib.resources import files
 from fastapi import FastAPI
 
 from aether_common.auth_jwks import verifying_server
+from aether_common.errors import Unavailable
 from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
@@ -23,12 +24,16 @@ from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_common.s3 import S3Bucket
 from aether_common.service_tokens import ServiceCredentials
 from aether_worker import events
+from aether_worker.backtest import backtest_job
+from aether_worker.backtest_pool import ComputePool
+from aether_worker.candles import ChartsClient
 from aether_worker.config import WorkerSettings
 from aether_worker.consumers import AccountConsumer
 from aether_worker.grpc import SERVICE_NAME, WorkerServicer, register
 from aether_worker.handler import JobType
 from aether_worker.noop import NOOP
 from aether_worker.registry import JobRegistry
+from aether_worker.render import render_job
 from aether_worker.retention import Retention
 from aether_worker.runner import Runner
 from aether_worker.scheduler import Scheduler
@@ -37,9 +42,9 @@ from aether_worker.transitions import Backoff, Transitions
 from aether_worker.watch import JobWatcher
 
 
-def shipped_types() -> list[JobType]:
+def shipped_types(charts: ChartsClient, compute: ComputePool) -> list[JobType]:
     """The job types `python -m aether_worker` runs."""
-    return [NOOP]
+    return [NOOP, backtest_job(charts, compute), render_job(charts)]
 
 
 class WorkerApp:
@@ -53,7 +58,23 @@ class WorkerApp:
         backoff: Backoff | None = None,
     ) -> None:
         s = self.settings = settings
-        self.registry = JobRegistry(shipped_types() if job_types is None else job_types)
+        # Its own identity (service tokens from auth), for handlers that call other services
+        # as the worker; none without a secret (then those calls are UNAVAILABLE: retried).
+        secret = s.auth_client_secret
+        self.credentials = (
+            None
+            if secret is None
+            else ServiceCredentials(
+                s.auth_grpc_target, s.auth_client_id, secret, timeout_s=s.auth_timeout_s
+            )
+        )
+        self.charts = ChartsClient(
+            s.charts_grpc_target, timeout_s=s.charts_timeout_s, token=self._service_token
+        )
+        self.compute = ComputePool(workers=s.compute_workers)
+        self.registry = JobRegistry(
+            shipped_types(self.charts, self.compute) if job_types is None else job_types
+        )
         self.database = PostgresDatabase(
             s.database_url,
             service="worker",
@@ -106,16 +127,13 @@ class WorkerApp:
             group_id=s.topic_prefix + s.consumer_group,
             topic_prefix=s.topic_prefix,
         )
-        # Its own identity (service tokens from auth), for handlers that call other services
-        # as the worker; none without a secret.
-        secret = s.auth_client_secret
-        self.credentials = (
-            None
-            if secret is None
-            else ServiceCredentials(
-                s.auth_grpc_target, s.auth_client_id, secret, timeout_s=s.auth_timeout_s
+
+    async def _service_token(self) -> str:
+        if self.credentials is None:
+            raise Unavailable(
+                "the worker has no service identity (WORKER_AUTH_CLIENT_SECRET is not set)"
             )
-        )
+        return await self.credentials.token()
 
     def components(self, *, events: bool = True, run_jobs: bool | None = None) -> list[Component]:
         """Start order (the runner stops them in reverse: gRPC first). `events=False` publishes
@@ -123,7 +141,9 @@ class WorkerApp:
         without running jobs (default: WORKER_RUN_JOBS)."""
         running = self.settings.run_jobs if run_jobs is None else run_jobs
         kafka: list[Component] = [self.producer, self.relay, self.accounts] if events else []
-        lanes: list[Component] = [self.runner] if events and running else []
+        lanes: list[Component] = (
+            [self.charts, self.compute, self.runner] if events and running else []
+        )
         identity: list[Component] = [self.credentials] if self.credentials is not None else []
         return [
             self.database,

@@ -54,6 +54,14 @@ class WorkerSettings(S3Settings):
         validation_alias=_alias("WORKER_AUTH_GRPC_TARGET", "AETHER_AUTH_GRPC_TARGET")
     )
     auth_timeout_s: float = Field(default=5.0, gt=0)
+    # charts: the bars a backtest runs on and the charts chart.render draws, read as the worker.
+    charts_grpc_target: str = Field(
+        validation_alias=_alias("WORKER_CHARTS_GRPC_TARGET", "AETHER_CHARTS_GRPC_TARGET")
+    )
+    # One call; a page of 10,000 candles included.
+    charts_timeout_s: float = Field(default=30.0, gt=0)
+    # Processes running backtests (CPU-bound: one per concurrent backtest).
+    compute_workers: int = Field(default=2, ge=1, le=64)
     jwt_issuer: str = "aether-auth"
     jwt_audience: str = "aether"
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from asyncio.subprocess import PIPE
@@ -85,34 +86,34 @@ def service_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m <module>` with `env`, once its `/readyz` (on `AETHER_HTTP_PORT`) answers 200;
     killed at the end if it still runs. A process that exits while starting fails the test with
-    its output."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module],
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        ready = f"http://127.0.0.1:{env['AETHER_HTTP_PORT']}/readyz"
-        deadline = time.monotonic() + ready_within_s
-        while True:
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"{module} exited while starting:\n{output}")
-            try:
-                with urllib.request.urlopen(ready, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:  # refused, or an HTTP error status: not ready yet
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{module} never became ready in {ready_within_s} s")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    its output. The output goes to a file, not a pipe: a pipe nobody reads fills up (64 KiB) and
+    then blocks the process at its next log line."""
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=dict(env), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            ready = f"http://127.0.0.1:{env['AETHER_HTTP_PORT']}/readyz"
+            deadline = time.monotonic() + ready_within_s
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
+                    raise AssertionError(f"{module} exited while starting:\n{output}")
+                try:
+                    with urllib.request.urlopen(ready, timeout=2) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:  # refused, or an HTTP error status: not ready yet
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{module} never became ready in {ready_within_s} s")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
 
 
 @asynccontextmanager
