@@ -7,16 +7,20 @@ audience, the JWKS cache's timings).
 
 `JwksTokenResolver` turns a valid `authorization: Bearer <jwt>` into the call's identity and
 refuses a bad token with UNAUTHENTICATED. The JWKS is cached and refreshed by `JwksCache` (a
-flood of unknown kids cannot hammer auth).
+flood of unknown kids cannot hammer auth). `delegating_services` lists the services this one
+lets act for a user (aether_common.delegation); None (the default) leaves that header unread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_common.access_tokens import JwksCache, JwksTokenResolver, TokenVerifier
+from aether_common.delegation import DelegatingResolver
 from aether_common.grpc import GrpcServer, Peer, ServiceClient, create_server
+from aether_common.identity import IdentityResolver
 
 AUTH = Peer(
     "auth",
@@ -75,10 +79,17 @@ class CallerVerification(Protocol):
 
 
 def verifying_server(
-    service: str, settings: CallerVerification, *, host: str, port: int
+    service: str,
+    settings: CallerVerification,
+    *,
+    host: str,
+    port: int,
+    delegating_services: Collection[str] | None = None,
 ) -> tuple[AuthJwks, GrpcServer]:
     """The gRPC server of `service`, whose every call's token is verified against auth's JWKS,
-    and the channel to auth it fetches the JWKS over (two components: start both)."""
+    and the channel to auth it fetches the JWKS over (two components: start both).
+    `delegating_services`: the services whose `x-aether-on-behalf-of` this one honours (any
+    other caller sending it is refused; an empty list refuses all); None: the header is unread."""
     auth = AuthJwks(settings.auth_grpc_target, timeout_s=settings.auth_timeout_s)
     resolver = token_resolver(
         auth,
@@ -88,4 +99,9 @@ def verifying_server(
         max_age_s=settings.jwks_max_age_s,
         refetch_interval_s=settings.jwks_refetch_interval_s,
     )
-    return auth, create_server(service, host=host, port=port, identity_resolver=resolver)
+    identity: IdentityResolver = (
+        resolver
+        if delegating_services is None
+        else DelegatingResolver(resolver, delegating_services)
+    )
+    return auth, create_server(service, host=host, port=port, identity_resolver=identity)

@@ -17,6 +17,10 @@ Services have identities too (aether_common.service_tokens): a service token's s
 `service:<client_id>` and its only role is `service`, which no user holds; `is_service` says so.
 Each service decides what a service may call (charts: its reads, with `charts:read`); the gateway
 refuses service tokens outright.
+
+A service may act for a user (aether_common.delegation): it calls with its own token plus
+`x-aether-on-behalf-of: <user id>`, and a receiving service that lists it makes the user the
+caller (`delegated_by` names the service). Such an identity sends both on outgoing calls.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ USER_ID_KEY = "x-aether-user-id"
 ROLES_KEY = "x-aether-roles"
 PERMISSIONS_KEY = "x-aether-permissions"
 PLAN_KEY = "x-aether-plan"
+ON_BEHALF_OF_KEY = "x-aether-on-behalf-of"
 BEARER_PREFIX = "bearer "
 SERVICE_ROLE = "service"  # the role of service tokens (auth's tokens.SERVICE_ROLE)
 SERVICE_SUBJECT_PREFIX = "service:"
@@ -47,6 +52,8 @@ class CallerIdentity:
     plan: str | None = None
     # Kept so calls made on the user's behalf can forward it; never printed.
     access_token: str | None = field(default=None, repr=False)
+    # Delegation: the service acting for this user; `access_token` is then that service's.
+    delegated_by: str | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -117,6 +124,8 @@ def identity_to_metadata(identity: CallerIdentity) -> list[tuple[str, str]]:
             entries.append((PERMISSIONS_KEY, ",".join(sorted(identity.permissions))))
         if identity.plan:
             entries.append((PLAN_KEY, identity.plan))
+        if identity.delegated_by is not None:
+            entries.append((ON_BEHALF_OF_KEY, identity.user_id))
     return entries
 
 

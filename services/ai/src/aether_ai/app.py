@@ -106,7 +106,9 @@ class AiApp:
             finished_jobs=timedelta(days=s.job_retention_days),
         )
         port = s.grpc_port if grpc_port is None else grpc_port
-        self.auth, self.grpc = verifying_server("ai", s, host=grpc_host, port=port)
+        self.auth, self.grpc = verifying_server(
+            "ai", s, host=grpc_host, port=port, delegating_services=s.delegating_services
+        )
         self.grpc.add_service(register, AiServicer(self.service), SERVICE_NAME)
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-ai")
         self.relay = build_relay(

@@ -223,6 +223,9 @@ class AiSettings(AetherSettings):
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     jwks_max_age_s: float = Field(default=300.0, gt=0)
     jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+    # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
+    # aether_common.delegation): the worker runs `ai.generate` jobs for users that way.
+    delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
 
     # -- models and modes ------------------------------------------------------------------
     # The OpenAI-compatible endpoint models use unless they name their own base_url.
