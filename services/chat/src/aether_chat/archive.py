@@ -205,10 +205,12 @@ class MessageArchive:
         bound = ids.id_floor(done.cutoff)
         async with self._lock:
             low = "0"  # below every UUID string
-            while (first := await repository.first_message_id(self._reader, low, bound)) is not None:
+            while True:
+                first = await repository.first_message_id(self._reader, low, bound)
+                if first is None:
+                    break
                 day = midnight(_id_time(first))
-                next_day = day + timedelta(days=1)
-                low = ids.id_floor(next_day)
+                low = ids.id_floor(day + timedelta(days=1))
                 await self._bucket.ensure()
                 await self._archive_day(day.date(), first, min(low, bound), done)
         if done.archived:
