@@ -211,7 +211,6 @@ class MessageArchive:
                     break
                 day = midnight(_id_time(first))
                 low = ids.id_floor(day + timedelta(days=1))
-                await self._bucket.ensure()
                 await self._archive_day(day.date(), first, min(low, bound), done)
         if done.archived:
             ARCHIVED_MESSAGES.inc(done.archived)
@@ -230,7 +229,7 @@ class MessageArchive:
         for message in await repository.messages_in_id_range(self._reader, low, high):
             by_room.setdefault(message.room_id, []).append(message)
         for room_id, stored in sorted(by_room.items()):
-            key = await self._write(day, room_id, stored)
+            key = await self.write_object(day, room_id, stored)
             done.archived += len(stored)
             done.objects.append(key)
             done.rooms.add(room_id)
@@ -239,9 +238,11 @@ class MessageArchive:
                 done.deleted += await repository.delete_unchanged(self._reader, chunk)
         await self._forget(by_room)
 
-    async def _write(self, day: date, room_id: str, stored: Sequence[MessageRecord]) -> str:
+    async def write_object(self, day: date, room_id: str, stored: Sequence[MessageRecord]) -> str:
         """Write the (day, room) object holding `stored` and what an earlier run put there;
-        return its key once read back intact."""
+        return its key once read back intact. The first step of a day, and a test's way to stop
+        a run between its archive and its delete."""
+        await self._bucket.ensure()
         key = object_key(day, room_id)
         try:
             kept = {m.id: m for m in await asyncio.to_thread(decode, await self._bucket.get(key))}
