@@ -222,7 +222,7 @@ def test_params_name_a_service_with_an_archive() -> None:
     assert naive.value.errors()[0]["loc"] == ("before",)
     with pytest.raises(ValidationError):
         job_type.params.model_validate({"service": "chat", "extra": 1})
-    parsed = job_type.params.model_validate({"service": "chat", "before": "2025-01-01T00:00:00Z"})
+    parsed = ArchiveParams.model_validate({"service": "chat", "before": "2025-01-01T00:00:00Z"})
     assert parsed.before == datetime(2025, 1, 1, tzinfo=UTC)
 
 

@@ -25,9 +25,10 @@ from aether_common.errors import AetherError, Timeout, Unavailable
 from aether_common.grpc import Peer, ServiceClient
 from aether_common.logging import get_logger
 from aether_common.periodic import Periodic
-from aether_common.postgres import PostgresDatabase
+from aether_common.postgres import PostgresDatabase, UnitOfWork
 from aether_worker.callers import Caller
 from aether_worker.handler import JobContext, JobFailed, JobType
+from aether_worker.records import Job
 from aether_worker.service import WorkerService
 
 log = get_logger(__name__)
@@ -187,18 +188,25 @@ class ArchiveSchedule(Periodic):
             return []
         created: list[str] = []
         for archived in self._services:
-            submission = self._service.check(
-                self._caller,
-                type_name=TYPE_NAME,
-                params_json=ArchiveParams(service=archived).model_dump_json(exclude_none=True),
-                priority=0,
-                idempotency_key=f"{TYPE_NAME}:{archived.value}:{now.date().isoformat()}",
-                on_behalf_of="",
-            )
-            job, new = await self._db.transaction(
-                lambda uow, sub=submission: self._service.submit(uow, self._caller, sub)
-            )
-            if new:
-                created.append(str(job.id))
-                log.info("daily archive submitted", service=archived.value, job_id=str(job.id))
+            job_id = await self._submit(archived, now.date().isoformat())
+            if job_id is not None:
+                created.append(job_id)
+                log.info("daily archive submitted", service=archived.value, job_id=job_id)
         return created
+
+    async def _submit(self, archived: ArchivedService, day: str) -> str | None:
+        """The new job's id, or None when the day's job exists (the idempotency key)."""
+        submission = self._service.check(
+            self._caller,
+            type_name=TYPE_NAME,
+            params_json=ArchiveParams(service=archived).model_dump_json(exclude_none=True),
+            priority=0,
+            idempotency_key=f"{TYPE_NAME}:{archived.value}:{day}",
+            on_behalf_of="",
+        )
+
+        async def submit(uow: UnitOfWork) -> tuple[Job, bool]:
+            return await self._service.submit(uow, self._caller, submission)
+
+        job, created = await self._db.transaction(submit)
+        return str(job.id) if created else None
