@@ -91,6 +91,12 @@ def chat_settings(
             "topic_prefix": topic_prefix,
             "retention_interval_s": 3600,
             "mongo_pool_size": 20,
+            "s3_endpoint": aether_endpoints.s3_endpoint,
+            # The local S3 server takes any keys; "test" refuses the dev placeholders.
+            "s3_access_key": "chat-tests",
+            "s3_secret_key": "chat-tests-secret",
+            # Its own bucket per test (made at the first archive run, as in dev).
+            "s3_bucket": testkit.unique_name("aether-t-chat-"),
         }
     )
 

@@ -11,10 +11,12 @@ same components in-process:
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 from fastapi import FastAPI
 
 from aether_chat import repository
+from aether_chat.archive import MessageArchive, OnDemandBucket
 from aether_chat.batching import SendBatcher
 from aether_chat.cache import ChatCache
 from aether_chat.config import ChatSettings
@@ -62,7 +64,18 @@ class ChatApp:
         port = s.grpc_port if grpc_port is None else grpc_port
         self.auth, self.grpc = verifying_server("chat", s, host=grpc_host, port=port)
         self.sends = SendBatcher(self.database, self.service, max_batch=s.send_batch_max)
-        servicer = ChatServicer(self.service, self.database, self.sends)
+        # Retention: archive to S3, then delete (archive.py); the bucket is needed by that only.
+        # (from_settings builds the class it is called on.)
+        bucket = cast(OnDemandBucket, OnDemandBucket.from_settings(s, service="chat"))
+        self.archive_bucket = bucket
+        self.archive = MessageArchive(
+            self.database.reader,
+            bucket,
+            self.cache,
+            retention_days=s.message_retention_days,
+            delete_batch=s.archive_delete_batch,
+        )
+        servicer = ChatServicer(self.service, self.database, self.sends, self.archive)
         self.grpc.add_service(register, servicer, SERVICE_NAME)
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-chat")
         self.relay = MongoOutboxRelay(
@@ -80,7 +93,7 @@ class ChatApp:
             group_id=s.topic_prefix + s.consumer_group,
             topic_prefix=s.topic_prefix,
         )
-        self.retention = RetentionJob(self.service, interval_s=s.retention_interval_s)
+        self.retention = RetentionJob(self.archive, interval_s=s.retention_interval_s)
 
     @property
     def grpc_port(self) -> int:
@@ -99,6 +112,7 @@ class ChatApp:
         return [
             self.database,
             self.redis,
+            self.archive_bucket,  # starts nothing; stopping it closes its S3 client
             self.auth,
             *kafka,
             self.retention,

@@ -1,7 +1,8 @@
 """The chat service's settings (env prefix `CHAT_`; the devstack's `AETHER_*` names also work).
 
 Required values have no default: MongoDB (URL and database), Redis, Kafka and auth's gRPC
-address (where the JWKS that verifies callers' tokens comes from).
+address (where the JWKS that verifies callers' tokens comes from). The S3 server and keys of the
+archive are the platform's `AETHER_S3_*` (aether_common.s3); its bucket is `CHAT_S3_BUCKET`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from typing import ClassVar
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from aether_common.settings import AetherSettings
+from aether_common.s3 import S3Settings
 
 
 def _alias(own: str, platform: str) -> AliasChoices:
     return AliasChoices(own, platform)
 
 
-class ChatSettings(AetherSettings):
+class ChatSettings(S3Settings):
     model_config = SettingsConfigDict(env_prefix="CHAT_")
 
     service_name: ClassVar[str] = "chat"
@@ -96,5 +97,12 @@ class ChatSettings(AetherSettings):
     typing_membership_ttl_s: float = Field(default=10.0, ge=0)
 
     # -- retention ---------------------------------------------------------------------------------
+    # Messages older than this many days (counted to a UTC midnight) are archived, then deleted
+    # (archive.py; docs/chat.md "Retention and the archive").
     message_retention_days: int = Field(default=365, ge=1)
-    retention_interval_s: float = Field(default=3600.0, gt=0)
+    # The fallback run on every replica (the worker schedules the same run daily); 0: off.
+    retention_interval_s: float = Field(default=3600.0, ge=0)
+    # The archive's bucket (made at the first run in dev and test; Terraform makes production's).
+    s3_bucket: str = "aether-chat-archive"
+    # Messages removed per delete round trip once their object is written.
+    archive_delete_batch: int = Field(default=500, ge=1, le=10_000)

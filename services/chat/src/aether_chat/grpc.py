@@ -1,6 +1,7 @@
 """The ChatService gRPC servicer: identify the caller, read the request into the service's plain
 arguments and records, open the transaction, call the service, build the answer (schemas.py).
-Every RPC is "caller" (chat.proto): no verified token, no call.
+Every RPC is "caller" (chat.proto): no verified token, no call; ArchiveExpiredMessages is the
+operators' (callers.require_operator).
 
 A datastore that is away answers UNAVAILABLE with Retry-After, never INTERNAL: the shared server
 interceptor maps what escapes (aether_common.outages), transactions included.
@@ -8,16 +9,21 @@ interceptor maps what escapes (aether_common.outages), transactions included.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from aether.chat.v1 import chat_pb2, chat_pb2_grpc
 from aether_chat import schemas, validation
+from aether_chat.archive import MessageArchive
 from aether_chat.batching import SendBatcher
-from aether_chat.callers import require_caller
+from aether_chat.callers import require_caller, require_operator
 from aether_chat.db import Database
 from aether_chat.metrics import MESSAGES_SENT
 from aether_chat.service import ChatService, HistoryQuery, NewMessage, NewRoom
 from aether_common.grpc.interceptors import Context
+from aether_common.logging import get_logger
+
+log = get_logger(__name__)
 
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 
@@ -32,10 +38,17 @@ def register(servicer: ChatServicer, server: Any) -> None:
 
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, service: ChatService, database: Database, sends: SendBatcher) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        database: Database,
+        sends: SendBatcher,
+        archive: MessageArchive,
+    ) -> None:
         self._service = service
         self._db = database
         self._sends = sends
+        self._archive = archive
 
     # -- rooms ---------------------------------------------------------------------------------
     async def CreateRoom(
@@ -215,3 +228,21 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         return chat_pb2.GetPresenceResponse(
             members=[schemas.presence_pb(s.user_id, s.online, s.last_seen_ms) for s in states]
         )
+
+    # -- retention -----------------------------------------------------------------------------
+    async def ArchiveExpiredMessages(
+        self, request: chat_pb2.ArchiveExpiredMessagesRequest, context: Context
+    ) -> chat_pb2.ArchiveExpiredMessagesResponse:
+        operator = require_operator()
+        before = request.before.ToDatetime(tzinfo=UTC) if request.HasField("before") else None
+        run = await self._archive.run(before)
+        log.info("archive run", by=operator, archived=run.archived, deleted=run.deleted)
+        answer = chat_pb2.ArchiveExpiredMessagesResponse(
+            archived=run.archived,
+            deleted=run.deleted,
+            rooms=len(run.rooms),
+            objects=run.objects,
+            bucket=self._archive.bucket,
+        )
+        answer.cutoff.FromDatetime(run.cutoff)
+        return answer

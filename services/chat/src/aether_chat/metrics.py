@@ -24,6 +24,9 @@ CACHE_LOOKUPS = Counter(
 TRANSACTION_RETRIES = Counter(
     "aether_chat_transaction_retries_total", "Transactions re-run after a write conflict"
 )
+ARCHIVED_MESSAGES = Counter(
+    "aether_chat_archived_messages_total", "Messages written to the archive before their purge"
+)
 RETENTION_DELETED = Counter(
     "aether_chat_retention_deleted_total", "Messages deleted for being past their retention"
 )

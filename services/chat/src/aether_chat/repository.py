@@ -9,7 +9,8 @@ Collections (database `CHAT_MONGO_DATABASE`):
 - `messages`: `_id` (UUIDv7 message id), room_id, seq, sender_id, client_msg_id, content,
   mentions, reply_to_seq, created_at, edited_at, deleted, deleted_by, deleted_at; unique
   (room_id, seq) for history, unique (room_id, sender_id, client_msg_id) for idempotent sends,
-  (sender_id) for erasure; retention deletes by `_id` range (ids lead with their time).
+  (sender_id) for erasure; retention archives and deletes by `_id` range (ids lead with their
+  time: one UTC day is the range [id_floor(midnight), id_floor(next midnight))).
 - `event_outbox` (aether_common.events.outbox_mongo) and `processed_events` (the consumer).
 
 The local MongoDB (secantusdb) sorts after reading every key in range, so history reads always
@@ -24,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DeleteOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -148,6 +149,7 @@ class MessageRecord:
     edited_at: datetime | None = None
     deleted: bool = False
     deleted_by: str = ""
+    deleted_at: datetime | None = None
 
     @classmethod
     def from_doc(cls, doc: Doc) -> MessageRecord:
@@ -164,6 +166,7 @@ class MessageRecord:
             edited_at=doc.get("edited_at"),
             deleted=bool(doc.get("deleted", False)),
             deleted_by=doc.get("deleted_by", ""),
+            deleted_at=doc.get("deleted_at"),
         )
 
     def to_doc(self) -> Doc:
@@ -180,6 +183,7 @@ class MessageRecord:
             "edited_at": self.edited_at,
             "deleted": self.deleted,
             "deleted_by": self.deleted_by,
+            "deleted_at": self.deleted_at,
         }
 
 
@@ -557,14 +561,39 @@ async def erase_messages_of(ctx: Ctx, sender_id: str, at: datetime) -> int:
     return int(result.modified_count)
 
 
-async def rooms_with_messages_before(ctx: Ctx, id_bound: str) -> list[str]:
-    values = await _coll(ctx, MESSAGES).distinct(
-        "room_id", {"_id": {"$lt": id_bound}}, session=ctx.session
+# -- retention (archive.py) ------------------------------------------------------------------------
+async def first_message_id(ctx: Ctx, low: str, high: str) -> str | None:
+    """The smallest message id in [low, high): where the next day with messages starts."""
+    doc = await _coll(ctx, MESSAGES).find_one(
+        {"_id": {"$gte": low, "$lt": high}},
+        projection={"_id": 1},
+        sort=[("_id", ASCENDING)],
+        session=ctx.session,
     )
-    return [str(value) for value in values]
+    return str(doc["_id"]) if doc else None
 
 
-async def delete_messages_before(ctx: Ctx, id_bound: str) -> int:
-    """Delete messages whose UUIDv7 id (hence creation time) sorts below `id_bound`."""
-    result = await _coll(ctx, MESSAGES).delete_many({"_id": {"$lt": id_bound}}, session=ctx.session)
+async def messages_in_id_range(ctx: Ctx, low: str, high: str) -> list[MessageRecord]:
+    """Every message whose id is in [low, high) (one UTC day of every room), by id."""
+    cursor = (
+        _coll(ctx, MESSAGES)
+        .find({"_id": {"$gte": low, "$lt": high}}, session=ctx.session)
+        .sort([("_id", ASCENDING)])
+    )
+    return [MessageRecord.from_doc(doc) async for doc in cursor]
+
+
+async def delete_unchanged(ctx: Ctx, messages: Sequence[MessageRecord]) -> int:
+    """Delete these messages as they were read: one edited or tombstoned meanwhile stays (its
+    archived copy is stale; the next run archives it again)."""
+    if not messages:
+        return 0
+    result = await _coll(ctx, MESSAGES).bulk_write(
+        [
+            DeleteOne({"_id": m.id, "edited_at": m.edited_at, "deleted": m.deleted})
+            for m in messages
+        ],
+        ordered=False,
+        session=ctx.session,
+    )
     return int(result.deleted_count)

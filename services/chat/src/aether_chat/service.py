@@ -23,7 +23,6 @@ import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from redis.exceptions import RedisError
@@ -722,7 +721,7 @@ class ChatService:
             for user_id, (online, seen) in zip(user_ids, states, strict=True)
         ]
 
-    # == erasure and retention (consumer and scheduled job) =======================================
+    # == erasure (the user.deleted consumer) ====================================================
     async def erase_user(self, uow: UnitOfWork, user_id: str) -> int:
         """A deleted account: tombstone every message it sent (content and mentions removed;
         seqs kept so gateways see no gap), drop its memberships (ownership passes on) and its
@@ -737,20 +736,6 @@ class ChatService:
         uow.changes.users.add(user_id)
         uow.changes.presence_gone.add(user_id)
         return erased
-
-    async def purge_expired(self) -> int:
-        """Delete messages older than the retention; their rooms' caches are invalidated."""
-        cutoff = ids.now() - timedelta(days=self.settings.message_retention_days)
-        bound = ids.id_floor(cutoff)
-        rooms = await repository.rooms_with_messages_before(self._reader, bound)
-        if not rooms:
-            return 0
-        deleted = await repository.delete_messages_before(self._reader, bound)
-        try:
-            await self._cache.bump(rooms=rooms)
-        except RedisError as exc:
-            log.warning("cache versions not bumped after retention", error=repr(exc))
-        return deleted
 
     # == helpers ==================================================================================
     async def _require_member(

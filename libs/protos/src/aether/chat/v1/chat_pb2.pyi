@@ -966,3 +966,70 @@ class GetPresenceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPresenceResponse: _TypeAlias = GetPresenceResponse  # noqa: Y015
+
+@_typing.final
+class ArchiveExpiredMessagesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BEFORE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def before(self) -> _timestamp_pb2.Timestamp:
+        """Archive only messages created before this moment (rounded down to a UTC midnight); it may
+        not be later than the retention cutoff (CHAT_MESSAGE_RETENTION_DAYS), which is the default.
+        """
+
+    def __init__(
+        self,
+        *,
+        before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["before", b"before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before", b"before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveExpiredMessagesRequest: _TypeAlias = ArchiveExpiredMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveExpiredMessagesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUTOFF_FIELD_NUMBER: _builtins.int
+    ARCHIVED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    ROOMS_FIELD_NUMBER: _builtins.int
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    archived: _builtins.int
+    """Messages written to the archive by this run (objects hold them with earlier runs' rows)."""
+    deleted: _builtins.int
+    """Messages deleted from the database (those changed while archiving wait for the next run)."""
+    rooms: _builtins.int
+    """Rooms with messages archived."""
+    bucket: _builtins.str
+    @_builtins.property
+    def cutoff(self) -> _timestamp_pb2.Timestamp:
+        """Messages created before this (a UTC midnight) were due."""
+
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Objects written (keys in the bucket `bucket`), one per (UTC day, room)."""
+
+    def __init__(
+        self,
+        *,
+        cutoff: _timestamp_pb2.Timestamp | None = ...,
+        archived: _builtins.int = ...,
+        deleted: _builtins.int = ...,
+        rooms: _builtins.int = ...,
+        objects: _abc.Iterable[_builtins.str] | None = ...,
+        bucket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cutoff", b"cutoff"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "bucket", b"bucket", "cutoff", b"cutoff", "deleted", b"deleted", "objects", b"objects", "rooms", b"rooms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveExpiredMessagesResponse: _TypeAlias = ArchiveExpiredMessagesResponse  # noqa: Y015

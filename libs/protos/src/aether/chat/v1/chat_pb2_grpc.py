@@ -131,6 +131,11 @@ class ChatServiceStub:
                 request_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.SerializeToString,
                 response_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceResponse.FromString,
                 _registered_method=True)
+        self.ArchiveExpiredMessages = channel.unary_unary(
+                '/aether.chat.v1.ChatService/ArchiveExpiredMessages',
+                request_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.SerializeToString,
+                response_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -265,6 +270,17 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveExpiredMessages(self, request, context):
+        """Retention (docs/chat.md "Retention and the archive"): messages created before the cutoff
+        are written to chat's archive bucket as Parquet, one object per (UTC day, room), then
+        deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
+        objects. Operators only: the `admin` role or the worker's service token (it schedules
+        this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -352,6 +368,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetPresence,
                     request_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.FromString,
                     response_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceResponse.SerializeToString,
+            ),
+            'ArchiveExpiredMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveExpiredMessages,
+                    request_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.FromString,
+                    response_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -825,6 +846,33 @@ class ChatService:
             '/aether.chat.v1.ChatService/GetPresence',
             aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceRequest.SerializeToString,
             aether_dot_chat_dot_v1_dot_chat__pb2.GetPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveExpiredMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.chat.v1.ChatService/ArchiveExpiredMessages',
+            aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.SerializeToString,
+            aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

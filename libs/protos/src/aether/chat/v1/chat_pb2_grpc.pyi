@@ -78,6 +78,13 @@ class ChatServiceStub:
     """
     GetPresence: _grpc.UnaryUnaryMultiCallable[_chat_pb2.GetPresenceRequest, _chat_pb2.GetPresenceResponse]
     """Presence of the members of a room."""
+    ArchiveExpiredMessages: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ArchiveExpiredMessagesRequest, _chat_pb2.ArchiveExpiredMessagesResponse]
+    """Retention (docs/chat.md "Retention and the archive"): messages created before the cutoff
+    are written to chat's archive bucket as Parquet, one object per (UTC day, room), then
+    deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
+    objects. Operators only: the `admin` role or the worker's service token (it schedules
+    this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -129,6 +136,13 @@ class ChatServiceAsyncStub(ChatServiceStub):
     """
     GetPresence: _aio.UnaryUnaryMultiCallable[_chat_pb2.GetPresenceRequest, _chat_pb2.GetPresenceResponse]  # type: ignore[assignment]
     """Presence of the members of a room."""
+    ArchiveExpiredMessages: _aio.UnaryUnaryMultiCallable[_chat_pb2.ArchiveExpiredMessagesRequest, _chat_pb2.ArchiveExpiredMessagesResponse]  # type: ignore[assignment]
+    """Retention (docs/chat.md "Retention and the archive"): messages created before the cutoff
+    are written to chat's archive bucket as Parquet, one object per (UTC day, room), then
+    deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
+    objects. Operators only: the `admin` role or the worker's service token (it schedules
+    this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+    """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
     """The chat service: rooms, membership, messages with a per-room sequence number, history by
@@ -279,5 +293,18 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chat_pb2.GetPresenceResponse, _abc.Awaitable[_chat_pb2.GetPresenceResponse]]:
         """Presence of the members of a room."""
+
+    @_abc_1.abstractmethod
+    def ArchiveExpiredMessages(
+        self,
+        request: _chat_pb2.ArchiveExpiredMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ArchiveExpiredMessagesResponse, _abc.Awaitable[_chat_pb2.ArchiveExpiredMessagesResponse]]:
+        """Retention (docs/chat.md "Retention and the archive"): messages created before the cutoff
+        are written to chat's archive bucket as Parquet, one object per (UTC day, room), then
+        deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
+        objects. Operators only: the `admin` role or the worker's service token (it schedules
+        this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+        """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
