@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export UV_LINK_MODE := copy
 
-.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth bench-chat bench-ai bench-memory bench-charts bench-alerts bench-rpc
+.PHONY: help setup dev dev-down dev-status protos protos-check lint typecheck helm-check test test-only bench-events bench-auth bench-chat bench-ai bench-memory bench-charts bench-alerts bench-worker bench-rpc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-charts: setup ## charts through the gateway (10-year daily, 1-month 1m, in
 
 bench-alerts: setup ## alerts: 1M price rules through the engine's index vs bare numpy; tick -> socket latency vs bare hops
 	$(UV) run python bench/alerts.py
+
+bench-worker: setup ## no-op jobs/s through POST /api/jobs to completion vs a bare FastAPI + aiokafka + asyncpg floor; queue wait
+	$(UV) run python bench/worker.py
 
 bench-rpc: setup ## one gRPC call through our server/client helpers vs plain grpc.aio (latency, client CPU)
 	$(UV) run python bench/rpc.py

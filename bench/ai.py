@@ -38,6 +38,7 @@ import asyncio
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,6 +139,15 @@ class Platform:
         self._fleet = Fleet(endpoints, ROOT, data / "logs", extra_env=extra, only=list(services))
         self._fleet.start()
         self.gateway_url = self._fleet.http_url("gateway")
+
+    def promote(self, email: str) -> None:
+        """Make a registered user an admin: auth's operator CLI with auth's environment (a new
+        login carries the role)."""
+        from aether_devstack.testkit import fleet_env
+
+        env = fleet_env(self._fleet, self._fleet.spec("auth"))
+        argv = [sys.executable, "-m", "aether_auth.admin", "promote", email, "admin"]
+        subprocess.run(argv, env=env, check=True, capture_output=True, timeout=60)
 
     def pid(self, name: str) -> int:
         pid: int = self._fleet.process(name).proc.pid

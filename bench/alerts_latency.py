@@ -372,10 +372,10 @@ async def run(
     return report(results, rate)
 
 
-async def scratch_database(admin_dsn: str) -> str:
+async def scratch_database(admin_dsn: str, name: str = "bench_alerts_floor") -> str:
+    """A fresh database `name` on the platform's server; its DSN."""
     import asyncpg
 
-    name = "bench_alerts_floor"
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name}")

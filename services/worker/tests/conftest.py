@@ -60,7 +60,10 @@ def settings_for(
             "database_url": dsn,
             "database_pool_size": 6,
             "auth_grpc_target": auth,
-            "charts_grpc_target": "127.0.0.1:9",  # not asked: tests bring their own job types
+            # Not asked: tests bring their own job types.
+            "charts_grpc_target": "127.0.0.1:9",
+            "ai_grpc_target": "127.0.0.1:9",
+            "chat_grpc_target": "127.0.0.1:9",
             "kafka_bootstrap": endpoints.kafka_bootstrap,
             "topic_prefix": prefix,
             "s3_endpoint": endpoints.s3_endpoint,

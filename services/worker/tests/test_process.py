@@ -39,7 +39,10 @@ def service_env(
             "AETHER_ENV": "dev",
             "AETHER_DATABASE_URL": pg_dsn,
             "AETHER_AUTH_GRPC_TARGET": jwks_peer.address,
-            "AETHER_CHARTS_GRPC_TARGET": "127.0.0.1:9",  # noop jobs only: never asked
+            # noop jobs only: charts, ai and chat are never asked.
+            "AETHER_CHARTS_GRPC_TARGET": "127.0.0.1:9",
+            "AETHER_AI_GRPC_TARGET": "127.0.0.1:9",
+            "AETHER_CHAT_GRPC_TARGET": "127.0.0.1:9",
             "AETHER_HTTP_PORT": str(free_port()),
             "AETHER_GRPC_PORT": str(free_port()),
             "AETHER_LOG_JSON": "false",
@@ -149,5 +152,7 @@ def test_missing_settings_stop_the_process_with_their_names(
         "WORKER_KAFKA_BOOTSTRAP",
         "WORKER_AUTH_GRPC_TARGET",
         "WORKER_CHARTS_GRPC_TARGET",
+        "WORKER_AI_GRPC_TARGET",
+        "WORKER_CHAT_GRPC_TARGET",
     ):
         assert name in err

@@ -13,6 +13,8 @@ REQUIRED = {
     "kafka_bootstrap": "kafka:9092",
     "auth_grpc_target": "auth:4001",
     "charts_grpc_target": "charts:4005",
+    "ai_grpc_target": "ai:4007",
+    "chat_grpc_target": "chat:4003",
 }
 
 

@@ -8,9 +8,9 @@ variable "name" {
 }
 
 variable "buckets" {
-  description = "Buckets to create, by purpose (e.g. charts: chart images behind signed URLs; market-archive: bars beyond retention, kept; worker: job artifacts)."
+  description = "Buckets to create, by purpose (e.g. charts: chart images behind signed URLs; market-archive: bars beyond retention, kept; worker: job artifacts; chat-archive: messages beyond retention, kept)."
   type        = set(string)
-  default     = ["charts", "exports", "market-archive", "worker"]
+  default     = ["charts", "chat-archive", "exports", "market-archive", "worker"]
   validation {
     condition     = alltrue([for b in var.buckets : can(regex("^[a-z0-9-]{2,20}$", b))])
     error_message = "bucket purposes must be 2-20 lower-case letters, digits or dashes."

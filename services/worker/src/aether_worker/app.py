@@ -24,6 +24,17 @@ from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_common.s3 import S3Bucket
 from aether_common.service_tokens import ServiceCredentials
 from aether_worker import events
+from aether_worker.ai_client import AiClient
+from aether_worker.ai_generate import ai_generate_job
+from aether_worker.archives import (
+    TYPE_NAME as ARCHIVE_TYPE,
+)
+from aether_worker.archives import (
+    ArchivedService,
+    ArchiveSchedule,
+    ChatArchiveClient,
+    retention_archive_type,
+)
 from aether_worker.backtest import backtest_job
 from aether_worker.backtest_pool import ComputePool
 from aether_worker.candles import ChartsClient
@@ -42,9 +53,25 @@ from aether_worker.transitions import Backoff, Transitions
 from aether_worker.watch import JobWatcher
 
 
-def shipped_types(charts: ChartsClient, compute: ComputePool) -> list[JobType]:
-    """The job types `python -m aether_worker` runs."""
-    return [NOOP, backtest_job(charts, compute), render_job(charts)]
+def shipped_types(
+    charts: ChartsClient,
+    compute: ComputePool,
+    ai: AiClient,
+    chat: ChatArchiveClient,
+    credentials: ServiceCredentials | None,
+) -> list[JobType]:
+    """The job types `python -m aether_worker` runs. Without a service identity `ai.generate`
+    cannot act for anyone (it is not offered) and archive jobs fail at once."""
+    token = credentials.token if credentials is not None else None
+    types = [
+        NOOP,
+        backtest_job(charts, compute),
+        render_job(charts),
+        retention_archive_type({ArchivedService.CHAT: chat}, token=token),
+    ]
+    if credentials is not None:
+        types.append(ai_generate_job(ai, credentials))
+    return types
 
 
 class WorkerApp:
@@ -72,9 +99,15 @@ class WorkerApp:
             s.charts_grpc_target, timeout_s=s.charts_timeout_s, token=self._service_token
         )
         self.compute = ComputePool(workers=s.compute_workers)
-        self.registry = JobRegistry(
-            shipped_types(self.charts, self.compute) if job_types is None else job_types
+        self.ai = AiClient(
+            s.ai_grpc_target, timeout_s=s.ai_timeout_s, answer_timeout_s=s.ai_answer_timeout_s
         )
+        self.chat = ChatArchiveClient(s.chat_grpc_target)
+        if job_types is None:
+            job_types = shipped_types(
+                self.charts, self.compute, self.ai, self.chat, self.credentials
+            )
+        self.registry = JobRegistry(job_types)
         self.database = PostgresDatabase(
             s.database_url,
             service="worker",
@@ -117,6 +150,19 @@ class WorkerApp:
             interval_s=s.scheduler_interval_s,
             batch=s.scheduler_batch,
         )
+        # Daily archive jobs, where this process offers the type (tests bring their own types).
+        self.archive_schedule = (
+            ArchiveSchedule(
+                self.service,
+                self.database,
+                owner_id=f"service:{s.auth_client_id}",
+                services=[ArchivedService.CHAT],
+                hour_utc=s.archive_hour_utc,
+                interval_s=s.archive_check_interval_s,
+            )
+            if ARCHIVE_TYPE in self.registry.names()
+            else None
+        )
         self.retention = Retention(
             self.database, self.bucket, interval_s=s.purge_interval_s, batch=s.purge_batch
         )
@@ -142,7 +188,9 @@ class WorkerApp:
         running = self.settings.run_jobs if run_jobs is None else run_jobs
         kafka: list[Component] = [self.producer, self.relay, self.accounts] if events else []
         lanes: list[Component] = (
-            [self.charts, self.compute, self.runner] if events and running else []
+            [self.charts, self.ai, self.chat, self.compute, self.runner]
+            if events and running
+            else []
         )
         identity: list[Component] = [self.credentials] if self.credentials is not None else []
         return [
@@ -152,6 +200,7 @@ class WorkerApp:
             *identity,
             self.watcher,
             self.scheduler,
+            *([self.archive_schedule] if self.archive_schedule is not None else []),
             self.retention,
             *kafka,
             *lanes,

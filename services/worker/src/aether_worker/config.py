@@ -62,6 +62,19 @@ class WorkerSettings(S3Settings):
     charts_timeout_s: float = Field(default=30.0, gt=0)
     # Processes running backtests (CPU-bound: one per concurrent backtest).
     compute_workers: int = Field(default=2, ge=1, le=64)
+    # ai: `ai.generate` jobs call its ChatWhole as the worker acting for the job's owner. One
+    # call's deadline; a whole answer's (queue wait plus generation, a minute or more on CPU).
+    ai_grpc_target: str = Field(
+        validation_alias=_alias("WORKER_AI_GRPC_TARGET", "AETHER_AI_GRPC_TARGET")
+    )
+    ai_timeout_s: float = Field(default=10.0, gt=0)
+    ai_answer_timeout_s: float = Field(default=240.0, gt=0)
+    # chat: `retention.archive` jobs (docs/archives.md), submitted once a day after this hour.
+    chat_grpc_target: str = Field(
+        validation_alias=_alias("WORKER_CHAT_GRPC_TARGET", "AETHER_CHAT_GRPC_TARGET")
+    )
+    archive_hour_utc: int = Field(default=2, ge=0, le=23)
+    archive_check_interval_s: float = Field(default=600.0, gt=0)
     jwt_issuer: str = "aether-auth"
     jwt_audience: str = "aether"
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)

@@ -120,6 +120,11 @@ class AiServiceStub:
                 request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheRequest.SerializeToString,
                 response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheResponse.FromString,
                 _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/aether.ai.v1.AiService/ExportMyData',
+                request_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class AiServiceServicer:
@@ -238,6 +243,14 @@ class AiServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportMyData(self, request, context):
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AiServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +328,11 @@ def add_AiServiceServicer_to_server(servicer, server):
                     servicer.InvalidateCache,
                     request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheRequest.FromString,
                     response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -733,6 +751,33 @@ class AiService:
             '/aether.ai.v1.AiService/InvalidateCache',
             aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheRequest.SerializeToString,
             aether_dot_ai_dot_v1_dot_ai__pb2.InvalidateCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.ai.v1.AiService/ExportMyData',
+            aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataRequest.SerializeToString,
+            aether_dot_ai_dot_v1_dot_ai__pb2.ExportMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

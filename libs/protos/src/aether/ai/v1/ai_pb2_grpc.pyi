@@ -72,6 +72,10 @@ class AiServiceStub:
     """Admin: latency percentiles, cache hit rate, queue depth, tokens and cost."""
     InvalidateCache: _grpc.UnaryUnaryMultiCallable[_ai_pb2.InvalidateCacheRequest, _ai_pb2.InvalidateCacheResponse]
     """Admin: drops cached answers (all, or one mode's) on every replica."""
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_ai_pb2.ExportMyDataRequest, _ai_pb2.ExportMyDataResponse]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 @_typing.type_check_only
 class AiServiceAsyncStub(AiServiceStub):
@@ -117,6 +121,10 @@ class AiServiceAsyncStub(AiServiceStub):
     """Admin: latency percentiles, cache hit rate, queue depth, tokens and cost."""
     InvalidateCache: _aio.UnaryUnaryMultiCallable[_ai_pb2.InvalidateCacheRequest, _ai_pb2.InvalidateCacheResponse]  # type: ignore[assignment]
     """Admin: drops cached answers (all, or one mode's) on every replica."""
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_ai_pb2.ExportMyDataRequest, _ai_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 class AiServiceServicer(metaclass=_abc_1.ABCMeta):
     """The AI service: LLM answers in modes over one OpenAI-compatible protocol, RAG through the
@@ -249,5 +257,15 @@ class AiServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ai_pb2.InvalidateCacheResponse, _abc.Awaitable[_ai_pb2.InvalidateCacheResponse]]:
         """Admin: drops cached answers (all, or one mode's) on every replica."""
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _ai_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ai_pb2.ExportMyDataResponse, _abc.Awaitable[_ai_pb2.ExportMyDataResponse]]:
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
 
 def add_AiServiceServicer_to_server(servicer: AiServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -141,6 +141,11 @@ class AlertsServiceStub:
                 request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.SerializeToString,
                 response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.FromString,
                 _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/aether.alerts.v1.AlertsService/ExportMyData',
+                request_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class AlertsServiceServicer:
@@ -297,6 +302,14 @@ class AlertsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportMyData(self, request, context):
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlertsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +412,11 @@ def add_AlertsServiceServicer_to_server(servicer, server):
                     servicer.RotateWebhookSecret,
                     request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.FromString,
                     response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -948,6 +966,33 @@ class AlertsService:
             '/aether.alerts.v1.AlertsService/RotateWebhookSecret',
             aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretRequest.SerializeToString,
             aether_dot_alerts_dot_v1_dot_alerts__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.alerts.v1.AlertsService/ExportMyData',
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataRequest.SerializeToString,
+            aether_dot_alerts_dot_v1_dot_alerts__pb2.ExportMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,10 @@ class AlertsServiceStub:
     """A new secret signs from now; the old one also signs for the grace period
     (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
     """
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_alerts_pb2.ExportMyDataRequest, _alerts_pb2.ExportMyDataResponse]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 @_typing.type_check_only
 class AlertsServiceAsyncStub(AlertsServiceStub):
@@ -150,6 +154,10 @@ class AlertsServiceAsyncStub(AlertsServiceStub):
     RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_alerts_pb2.RotateWebhookSecretRequest, _alerts_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
     """A new secret signs from now; the old one also signs for the grace period
     (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+    """
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_alerts_pb2.ExportMyDataRequest, _alerts_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
     """
 
 class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -329,6 +337,16 @@ class AlertsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_alerts_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_alerts_pb2.RotateWebhookSecretResponse]]:
         """A new secret signs from now; the old one also signs for the grace period
         (ALERTS_WEBHOOK_ROTATION_GRACE_S, default 24 h).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _alerts_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_alerts_pb2.ExportMyDataResponse, _abc.Awaitable[_alerts_pb2.ExportMyDataResponse]]:
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
         """
 
 def add_AlertsServiceServicer_to_server(servicer: AlertsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -136,6 +136,11 @@ class ChatServiceStub:
                 request_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.SerializeToString,
                 response_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.FromString,
                 _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/aether.chat.v1.ChatService/ExportMyData',
+                request_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -281,6 +286,14 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportMyData(self, request, context):
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -373,6 +386,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.ArchiveExpiredMessages,
                     request_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.FromString,
                     response_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -873,6 +891,33 @@ class ChatService:
             '/aether.chat.v1.ChatService/ArchiveExpiredMessages',
             aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesRequest.SerializeToString,
             aether_dot_chat_dot_v1_dot_chat__pb2.ArchiveExpiredMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.chat.v1.ChatService/ExportMyData',
+            aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataRequest.SerializeToString,
+            aether_dot_chat_dot_v1_dot_chat__pb2.ExportMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

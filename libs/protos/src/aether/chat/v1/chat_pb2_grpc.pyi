@@ -85,6 +85,10 @@ class ChatServiceStub:
     objects. Operators only: the `admin` role or the worker's service token (it schedules
     this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
     """
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_chat_pb2.ExportMyDataRequest, _chat_pb2.ExportMyDataResponse]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 @_typing.type_check_only
 class ChatServiceAsyncStub(ChatServiceStub):
@@ -142,6 +146,10 @@ class ChatServiceAsyncStub(ChatServiceStub):
     deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
     objects. Operators only: the `admin` role or the worker's service token (it schedules
     this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+    """
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_chat_pb2.ExportMyDataRequest, _chat_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
     """
 
 class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -305,6 +313,16 @@ class ChatServiceServicer(metaclass=_abc_1.ABCMeta):
         deleted; only what an object holds is deleted, and a rerun after a crash merges into the same
         objects. Operators only: the `admin` role or the worker's service token (it schedules
         this daily); any other caller is PERMISSION_DENIED. S3 away is UNAVAILABLE (nothing deleted).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _chat_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chat_pb2.ExportMyDataResponse, _abc.Awaitable[_chat_pb2.ExportMyDataResponse]]:
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
         """
 
 def add_ChatServiceServicer_to_server(servicer: ChatServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -69,6 +69,11 @@ class MemoryServiceStub:
                 request_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.ExportMyData = channel.unary_unary(
+                '/aether.memory.v1.MemoryService/ExportMyData',
+                request_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.SerializeToString,
+                response_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -118,6 +123,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportMyData(self, request, context):
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -140,6 +153,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.EmbedRequest.FromString,
                     response_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.EmbedResponse.SerializeToString,
+            ),
+            'ExportMyData': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportMyData,
+                    request_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.FromString,
+                    response_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class MemoryService:
             '/aether.memory.v1.MemoryService/Embed',
             aether_dot_memory_dot_v1_dot_memory__pb2.EmbedRequest.SerializeToString,
             aether_dot_memory_dot_v1_dot_memory__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMyData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.memory.v1.MemoryService/ExportMyData',
+            aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.SerializeToString,
+            aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

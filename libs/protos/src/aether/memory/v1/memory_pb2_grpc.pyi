@@ -58,6 +58,10 @@ class MemoryServiceStub:
     """Nearest records to a query text, best first, with optional filters."""
     Embed: _grpc.UnaryUnaryMultiCallable[_memory_pb2.EmbedRequest, _memory_pb2.EmbedResponse]
     """Embeddings for texts (the service's configured model), for other services."""
+    ExportMyData: _grpc.UnaryUnaryMultiCallable[_memory_pb2.ExportMyDataRequest, _memory_pb2.ExportMyDataResponse]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -89,6 +93,10 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     """Nearest records to a query text, best first, with optional filters."""
     Embed: _aio.UnaryUnaryMultiCallable[_memory_pb2.EmbedRequest, _memory_pb2.EmbedResponse]  # type: ignore[assignment]
     """Embeddings for texts (the service's configured model), for other services."""
+    ExportMyData: _aio.UnaryUnaryMultiCallable[_memory_pb2.ExportMyDataRequest, _memory_pb2.ExportMyDataResponse]  # type: ignore[assignment]
+    """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+    service holds about the caller, as one JSON document (the GDPR export).
+    """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """The memory service: text embeddings and semantic search over collections per namespace.
@@ -141,5 +149,15 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_memory_pb2.EmbedResponse, _abc.Awaitable[_memory_pb2.EmbedResponse]]:
         """Embeddings for texts (the service's configured model), for other services."""
+
+    @_abc_1.abstractmethod
+    def ExportMyData(
+        self,
+        request: _memory_pb2.ExportMyDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.ExportMyDataResponse, _abc.Awaitable[_memory_pb2.ExportMyDataResponse]]:
+        """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
+        service holds about the caller, as one JSON document (the GDPR export).
+        """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
