@@ -22,7 +22,8 @@ delegating_services=...)`), so the RPC code sees the user as any other caller, w
 `delegated_by` naming the service.
 
 A receiver that does not opt in never reads the header: there a delegated call is the service
-itself (memory, called by ai while it answers for the worker, sees `service:worker`).
+itself (`service:worker`). Chat, alerts, memory and ai opt in for the worker (`gdpr.export`,
+`ai.generate`); memory, called by ai while it answers for the worker, so sees the user.
 """
 
 from __future__ import annotations

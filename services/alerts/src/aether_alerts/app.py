@@ -50,7 +50,9 @@ class AlertsApp:
         self.symbols = SymbolCheck(s.charts_grpc_target, timeout_s=s.charts_timeout_s)
         self.service = AlertsService(s, self.symbols)
         port = s.grpc_port if grpc_port is None else grpc_port
-        self.auth, self.grpc = verifying_server("alerts", s, host=grpc_host, port=port)
+        self.auth, self.grpc = verifying_server(
+            "alerts", s, host=grpc_host, port=port, delegating_services=s.delegating_services
+        )
         self.grpc.add_service(register, AlertsServicer(self.service, self.database), SERVICE_NAME)
         # Rule changes and firings leave through the outbox (published once committed).
         self.producer = EventProducer(s.kafka_bootstrap, client_id="aether-alerts")

@@ -1,6 +1,10 @@
 """Who is calling: the access token in the gRPC metadata, verified against auth's JWKS
 (aether_common.auth_jwks); `require_caller` refuses a call that came without one and says the
-caller's plan and whether they are an admin (the quota of active rules depends on both)."""
+caller's plan and whether they are an admin (the quota of active rules depends on both).
+
+A service listed in ALERTS_DELEGATING_SERVICES (the worker) may act for a user
+(aether_common.delegation): the caller is then that user, with no role and no plan from the
+header, so never an admin, and the free plan's quota if it creates rules."""
 
 from __future__ import annotations
 

@@ -49,6 +49,9 @@ class AlertsSettings(AetherSettings):
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     jwks_max_age_s: float = Field(default=300.0, gt=0)
     jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+    # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
+    # aether_common.delegation): the worker runs `gdpr.export` jobs for users that way.
+    delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
 
     # -- its own identity: service tokens from auth (aether_common.service_tokens) --------------
     # ALERTS_AUTH_CLIENT_ID / ALERTS_AUTH_CLIENT_SECRET, the `<SERVICE>_AUTH_CLIENT_*` convention;
@@ -78,6 +81,12 @@ class AlertsSettings(AetherSettings):
     min_cooldown_s: int = Field(default=60, ge=1)
     default_limit: int = Field(default=50, ge=1)
     max_limit: int = Field(default=200, ge=1, le=1000)
+
+    # -- the GDPR export (ExportMyData): refused, never cut short, past these ---------------------
+    # Rows read per section (rules, firings, notifications, deliveries, webhooks).
+    export_max_records: int = Field(default=200_000, ge=1)
+    # The JSON document's size (the worker's channel must accept as much).
+    export_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     # -- delivery (delivery.py) -----------------------------------------------------------------
     redis_url: str = Field(validation_alias=_alias("ALERTS_REDIS_URL", "AETHER_REDIS_URL"))

@@ -1,7 +1,8 @@
 """The AlertsService gRPC servicer: identify the caller, open the unit of work (writes) or take a
 pooled connection (reads), call the service, answer. Rule definitions are validated and their
 symbol checked with charts before the transaction opens (no network call holds a connection).
-A datastore away answers UNAVAILABLE, never INTERNAL.
+A datastore away answers UNAVAILABLE, never INTERNAL. A service in ALERTS_DELEGATING_SERVICES
+(the worker) may act for a user (aether_common.delegation): the call is then that user's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from aether.alerts.v1 import alerts_pb2, alerts_pb2_grpc
 from aether_alerts import schemas
 from aether_alerts.service import AlertsService
+from aether_common.data_export import encode
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
 
@@ -155,6 +157,16 @@ class AlertsServicer(alerts_pb2_grpc.AlertsServiceServicer):
         async with self._db.connection() as conn:
             unread = await self._service.unread_count(conn, caller)
         return alerts_pb2.UnreadCountResponse(unread=unread)
+
+    # -- the GDPR export -------------------------------------------------------------------------
+    async def ExportMyData(
+        self, request: alerts_pb2.ExportMyDataRequest, context: Context
+    ) -> alerts_pb2.ExportMyDataResponse:
+        caller = self._service.caller()
+        document = await self._db.transaction(lambda uow: self._service.export_my_data(uow, caller))
+        return alerts_pb2.ExportMyDataResponse(
+            json=encode(document, max_bytes=self._service.export_max_bytes)
+        )
 
     # -- delivery --------------------------------------------------------------------------------
     async def GetFiring(

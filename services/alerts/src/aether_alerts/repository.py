@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -784,3 +784,86 @@ async def replay_delivery(conn: Conn, user_id: str, delivery_id: str) -> Deliver
         user_id,
     )
     return None if row is None else _delivery(row)
+
+
+# -- the GDPR export (export.py): a user's rows, streamed ---------------------------------------
+# Rows fetched per round trip by the export's cursors (they need the transaction export opens).
+EXPORT_PREFETCH = 500
+
+
+async def begin_export_snapshot(conn: Conn) -> None:
+    """Make the open transaction one read-only snapshot (its first statement): every section of
+    the export is read as of the same moment."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+
+async def export_contact(conn: Conn, user_id: str) -> Any:
+    return await conn.fetchrow("SELECT email, updated_at FROM contacts WHERE user_id = $1", user_id)
+
+
+def export_rules(conn: Conn, user_id: str) -> AsyncIterator[Rule]:
+    return _mapped(
+        conn.cursor(
+            f"""SELECT {_RULE_COLUMNS} FROM rules WHERE user_id = $1
+                ORDER BY created_at, id""",  # noqa: S608 (constants)
+            user_id,
+            prefetch=EXPORT_PREFETCH,
+        ),
+        row_to_rule,
+    )
+
+
+def export_firings(conn: Conn, user_id: str) -> AsyncIterator[Firing]:
+    return _mapped(
+        conn.cursor(
+            f"""SELECT {_FIRING_COLUMNS} FROM firings f
+                JOIN rules r ON r.id = f.rule_id
+                LEFT JOIN notifications n ON n.firing_id = f.id
+                WHERE f.user_id = $1 ORDER BY f.fired_at, f.id""",  # noqa: S608 (constants)
+            user_id,
+            prefetch=EXPORT_PREFETCH,
+        ),
+        _firing,
+    )
+
+
+def export_notifications(conn: Conn, user_id: str) -> AsyncIterator[Notification]:
+    return _mapped(
+        conn.cursor(
+            f"""SELECT {_NOTE_COLUMNS} FROM notifications WHERE user_id = $1
+                ORDER BY created_at, id""",  # noqa: S608 (constants)
+            user_id,
+            prefetch=EXPORT_PREFETCH,
+        ),
+        _note,
+    )
+
+
+def export_deliveries(conn: Conn, user_id: str) -> AsyncIterator[Any]:
+    """Every column of the user's deliveries (rows: created_at and updated_at included)."""
+    return _mapped(
+        conn.cursor(
+            f"""SELECT {_DELIVERY_COLUMNS}, created_at, updated_at FROM deliveries
+                WHERE user_id = $1 ORDER BY created_at, id""",  # noqa: S608 (constants)
+            user_id,
+            prefetch=EXPORT_PREFETCH,
+        ),
+        dict,
+    )
+
+
+def export_webhooks(conn: Conn, user_id: str) -> AsyncIterator[Webhook]:
+    return _mapped(
+        conn.cursor(
+            f"""SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = $1
+                ORDER BY created_at, id""",  # noqa: S608 (constants)
+            user_id,
+            prefetch=EXPORT_PREFETCH,
+        ),
+        _webhook,
+    )
+
+
+async def _mapped(rows: AsyncIterable[Any], to: Callable[[Any], T]) -> AsyncIterator[T]:
+    async for row in rows:
+        yield to(row)

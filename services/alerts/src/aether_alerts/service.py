@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from aether_alerts import events, repository, webhook_send
 from aether_alerts.callers import Caller, require_caller
 from aether_alerts.config import AlertsSettings
+from aether_alerts.export import AlertsExport
 from aether_alerts.market import SymbolCheck
 from aether_alerts.metrics import RULE_CHANGES
 from aether_alerts.repository import Conn, Delivery, Firing, Notification, Page, Webhook
 from aether_alerts.rules import Limits, Rule, RuleSpec, Status, validate
+from aether_common.data_export import collect
 from aether_common.errors import NotFound, PreconditionFailed, RateLimited, ValidationFailed
 from aether_common.postgres import UnitOfWork
 
@@ -35,6 +37,10 @@ class AlertsService:
 
     def caller(self) -> Caller:
         return require_caller(admin_role=self._s.admin_role)
+
+    @property
+    def export_max_bytes(self) -> int:
+        return self._s.export_max_bytes
 
     def limit(self, requested: int) -> int:
         if requested < 0 or requested > self._s.max_limit:
@@ -203,6 +209,32 @@ class AlertsService:
 
     async def unread_count(self, conn: Conn, caller: Caller) -> int:
         return await repository.unread_count(conn, caller.user_id)
+
+    # -- the GDPR export -------------------------------------------------------------------------
+    async def export_my_data(self, uow: UnitOfWork, caller: Caller) -> AlertsExport:
+        """Everything alerts holds about the caller (export.py), in one read-only snapshot,
+        streamed by cursors; ExportTooLarge past ALERTS_EXPORT_MAX_RECORDS in a section."""
+        conn, user_id, limit = uow.conn, caller.user_id, self._s.export_max_records
+        await repository.begin_export_snapshot(conn)
+        return AlertsExport.of(
+            user_id,
+            contact=await repository.export_contact(conn, user_id),
+            rules=await collect(
+                repository.export_rules(conn, user_id), section="rules", limit=limit
+            ),
+            firings=await collect(
+                repository.export_firings(conn, user_id), section="firings", limit=limit
+            ),
+            notifications=await collect(
+                repository.export_notifications(conn, user_id), section="notifications", limit=limit
+            ),
+            deliveries=await collect(
+                repository.export_deliveries(conn, user_id), section="deliveries", limit=limit
+            ),
+            webhooks=await collect(
+                repository.export_webhooks(conn, user_id), section="webhooks", limit=limit
+            ),
+        )
 
     async def expire(self, uow: UnitOfWork, *, limit: int) -> int:
         """Rules past their expiry turn `expired` (an audit event each); answers how many."""

@@ -62,7 +62,9 @@ class ChatApp:
             events=ChatEvents(s.topic_prefix),
         )
         port = s.grpc_port if grpc_port is None else grpc_port
-        self.auth, self.grpc = verifying_server("chat", s, host=grpc_host, port=port)
+        self.auth, self.grpc = verifying_server(
+            "chat", s, host=grpc_host, port=port, delegating_services=s.delegating_services
+        )
         self.sends = SendBatcher(self.database, self.service, max_batch=s.send_batch_max)
         # Retention: archive to S3, then delete (archive.py); the bucket is needed by that only.
         # (from_settings builds the class it is called on.)

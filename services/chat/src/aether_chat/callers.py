@@ -4,6 +4,10 @@
 Chat is a people's service: a service token (`identity.is_service`) is refused by every RPC but
 the operators' one, ArchiveExpiredMessages, which the worker calls as itself
 (`require_operator`: the worker's token or the admin role).
+
+A service listed in CHAT_DELEGATING_SERVICES (the worker, for `gdpr.export`) may act for a user
+(aether_common.delegation): the call is then that user's. A delegate holds no role or
+permission: never a moderator, never an operator (the worker archives as itself, unnamed).
 """
 
 from __future__ import annotations

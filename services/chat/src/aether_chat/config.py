@@ -67,6 +67,9 @@ class ChatSettings(S3Settings):
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     jwks_max_age_s: float = Field(default=300.0, gt=0)
     jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+    # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
+    # aether_common.delegation): the worker runs `gdpr.export` jobs for users that way.
+    delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
 
     # -- limits ------------------------------------------------------------------------------
     max_message_chars: int = Field(default=4000, ge=1, le=100_000)
@@ -87,6 +90,12 @@ class ChatSettings(S3Settings):
     max_presence_members: int = Field(default=1000, ge=1, le=10_000)
     # ListMyRooms reads at most this many memberships of one user.
     max_rooms_per_user: int = Field(default=5000, ge=1)
+
+    # -- the GDPR export (ExportMyData): refused, never cut short, past these ---------------------
+    # Messages (and memberships, invitations) read per section.
+    export_max_records: int = Field(default=200_000, ge=1)
+    # The JSON document's size (the worker's channel must accept as much).
+    export_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     # -- caches, presence --------------------------------------------------------------------------
     # ListMyRooms and the latest history page; every change invalidates them at once.

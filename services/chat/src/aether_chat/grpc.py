@@ -1,7 +1,8 @@
 """The ChatService gRPC servicer: identify the caller, read the request into the service's plain
 arguments and records, open the transaction, call the service, build the answer (schemas.py).
 Every RPC is "caller" (chat.proto): no verified token, no call; ArchiveExpiredMessages is the
-operators' (callers.require_operator).
+operators' (callers.require_operator). A service in CHAT_DELEGATING_SERVICES (the worker) may act
+for a user (aether_common.delegation): it is then that user, with a user's ordinary rights.
 
 A datastore that is away answers UNAVAILABLE with Retry-After, never INTERNAL: the shared server
 interceptor maps what escapes (aether_common.outages), transactions included.
@@ -20,6 +21,7 @@ from aether_chat.callers import require_caller, require_operator
 from aether_chat.db import Database
 from aether_chat.metrics import MESSAGES_SENT
 from aether_chat.service import ChatService, HistoryQuery, NewMessage, NewRoom
+from aether_common.data_export import encode
 from aether_common.grpc.interceptors import Context
 from aether_common.logging import get_logger
 
@@ -227,6 +229,18 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
         states = await self._service.get_presence(caller, request.room_id)
         return chat_pb2.GetPresenceResponse(
             members=[schemas.presence_pb(s.user_id, s.online, s.last_seen_ms) for s in states]
+        )
+
+    # -- the GDPR export -------------------------------------------------------------------------
+    async def ExportMyData(
+        self, request: chat_pb2.ExportMyDataRequest, context: Context
+    ) -> chat_pb2.ExportMyDataResponse:
+        # Reads only, outside a transaction like chat's other reads (a long MongoDB transaction
+        # would hold its snapshot for the whole export); messages sent meanwhile may be in it.
+        caller = require_caller()
+        document = await self._service.export_my_data(caller)
+        return chat_pb2.ExportMyDataResponse(
+            json=encode(document, max_bytes=self._service.settings.export_max_bytes)
         )
 
     # -- retention -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ bound `seq` on both sides (seqs are dense: 1, 2, 3... per room).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -559,6 +559,30 @@ async def erase_messages_of(ctx: Ctx, sender_id: str, at: datetime) -> int:
         session=ctx.session,
     )
     return int(result.modified_count)
+
+
+# -- the GDPR export (export.py): a user's records, streamed in batches -------------------------
+EXPORT_BATCH = 500
+
+
+async def iter_memberships_of(ctx: Ctx, user_id: str) -> AsyncIterator[MemberRecord]:
+    cursor = _coll(ctx, MEMBERS).find({"user_id": user_id}, session=ctx.session)
+    async for doc in cursor.batch_size(EXPORT_BATCH):
+        yield MemberRecord.from_doc(doc)
+
+
+async def iter_invites_to(ctx: Ctx, user_id: str) -> AsyncIterator[Doc]:
+    cursor = _coll(ctx, INVITES).find({"user_id": user_id}, session=ctx.session)
+    async for doc in cursor.batch_size(EXPORT_BATCH):
+        yield doc
+
+
+async def iter_messages_of(ctx: Ctx, sender_id: str) -> AsyncIterator[MessageRecord]:
+    """Every message the user sent, tombstones included, in no order (the `sender` index; a
+    sort would make the local server read them all first anyway)."""
+    cursor = _coll(ctx, MESSAGES).find({"sender_id": sender_id}, session=ctx.session)
+    async for doc in cursor.batch_size(EXPORT_BATCH):
+        yield MessageRecord.from_doc(doc)
 
 
 # -- retention (archive.py) ------------------------------------------------------------------------

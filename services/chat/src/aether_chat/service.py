@@ -33,8 +33,10 @@ from aether_chat.callers import Caller
 from aether_chat.config import ChatSettings
 from aether_chat.db import Database, UnitOfWork
 from aether_chat.events import ChatEvents
+from aether_chat.export import ChatExport
 from aether_chat.realtime import Changes, Fanout
 from aether_chat.repository import MemberRecord, MessageRecord, Role, RoomRecord, Visibility
+from aether_common.data_export import collect
 from aether_common.errors import AetherError, Conflict, Forbidden, NotFound, PreconditionFailed
 from aether_common.logging import get_logger
 
@@ -720,6 +722,35 @@ class ChatService:
             PresenceState(user_id, online, seen)
             for user_id, (online, seen) in zip(user_ids, states, strict=True)
         ]
+
+    # == the GDPR export ===========================================================================
+    async def export_my_data(self, caller: Caller) -> ChatExport:
+        """Everything chat holds about the caller (export.py), read in batches; refused with
+        ExportTooLarge past the export limits rather than cut short."""
+        user_id, limit = caller.user_id, self.settings.export_max_records
+        memberships = await collect(
+            repository.iter_memberships_of(self._reader, user_id), section="rooms", limit=limit
+        )
+        room_ids = [m.room_id for m in memberships]
+        rooms: list[RoomRecord] = []
+        for start in range(0, len(room_ids), repository.EXPORT_BATCH):
+            batch = room_ids[start : start + repository.EXPORT_BATCH]
+            rooms.extend(await repository.rooms_by_ids(self._reader, batch))
+        invitations = await collect(
+            repository.iter_invites_to(self._reader, user_id), section="invitations", limit=limit
+        )
+        messages = await collect(
+            repository.iter_messages_of(self._reader, user_id), section="messages", limit=limit
+        )
+        [presence] = await self._fanout.presence([user_id])
+        return ChatExport.of(
+            user_id,
+            memberships=memberships,
+            rooms=rooms,
+            invitations=invitations,
+            messages=messages,
+            presence=presence,
+        )
 
     # == erasure (the user.deleted consumer) ====================================================
     async def erase_user(self, uow: UnitOfWork, user_id: str) -> int:

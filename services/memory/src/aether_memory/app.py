@@ -70,7 +70,9 @@ class MemoryApp:
             rooms=self.rooms,
         )
         port = s.grpc_port if grpc_port is None else grpc_port
-        self.auth, self.grpc = verifying_server("memory", s, host=grpc_host, port=port)
+        self.auth, self.grpc = verifying_server(
+            "memory", s, host=grpc_host, port=port, delegating_services=s.delegating_services
+        )
         self.grpc.add_service(register, MemoryServicer(self.service, self.database), SERVICE_NAME)
         self.consumer = ContentConsumer(
             self.database,

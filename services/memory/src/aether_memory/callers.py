@@ -1,6 +1,10 @@
 """Who is calling: the access token in the gRPC metadata, verified against auth's JWKS
 (aether_common.auth_jwks); `require_caller` refuses a call that came without one and says whether
-the caller may write shared knowledge."""
+the caller may write shared knowledge.
+
+A service listed in MEMORY_DELEGATING_SERVICES (the worker) may act for a user
+(aether_common.delegation): the caller is then that user, with no role or permission from the
+header, so a delegate never writes knowledge."""
 
 from __future__ import annotations
 

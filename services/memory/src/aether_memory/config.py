@@ -72,6 +72,9 @@ class MemorySettings(AetherSettings):
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
     jwks_max_age_s: float = Field(default=300.0, gt=0)
     jwks_refetch_interval_s: float = Field(default=10.0, ge=0)
+    # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
+    # aether_common.delegation): the worker runs `gdpr.export` jobs for users that way.
+    delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
     # "chat" searches ask chat whether the caller is a member of the room (caller's token).
     chat_grpc_target: str = Field(
         validation_alias=_alias("MEMORY_CHAT_GRPC_TARGET", "AETHER_CHAT_GRPC_TARGET")
@@ -89,6 +92,10 @@ class MemorySettings(AetherSettings):
     max_metadata_bytes: int = Field(default=16 * 1024, ge=0, le=1024 * 1024)
     default_limit: int = Field(default=5, ge=1)
     max_limit: int = Field(default=50, ge=1, le=1000)
+    # The GDPR export (ExportMyData) is refused, never cut short, past these: records of the
+    # user (all namespaces), and the JSON's size (the worker's channel must accept as much).
+    export_max_records: int = Field(default=200_000, ge=1)
+    export_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _embedder_complete(self) -> Self:

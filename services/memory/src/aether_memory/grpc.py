@@ -1,7 +1,9 @@
 """The MemoryService gRPC servicer: identify the caller, open the transaction, call the service,
 answer. Every RPC is "caller" (memory.proto): no verified token, no call. A datastore, the
 model or chat being away answers UNAVAILABLE (retry), never INTERNAL: the index and the
-embedder raise `Unavailable`, the server interceptor maps the datastores' own errors.
+embedder raise `Unavailable`, the server interceptor maps the datastores' own errors. A service
+in MEMORY_DELEGATING_SERVICES (the worker) may act for a user (aether_common.delegation): the call
+is then that user's, who never writes knowledge by it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aether.memory.v1 import memory_pb2, memory_pb2_grpc
+from aether_common.data_export import encode
 from aether_common.grpc.interceptors import Context
 from aether_common.postgres import PostgresDatabase
 from aether_memory import schemas
@@ -58,3 +61,14 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> memory_pb2.EmbedResponse:
         self._service.caller()  # any signed-in caller
         return schemas.embed_response(await self._service.embed(request.texts))
+
+    async def ExportMyData(
+        self, request: memory_pb2.ExportMyDataRequest, context: Context
+    ) -> memory_pb2.ExportMyDataResponse:
+        caller = self._service.caller()
+        document = await self._db.transaction(
+            lambda uow: self._service.export_my_data(uow.conn, caller)
+        )
+        return memory_pb2.ExportMyDataResponse(
+            json=encode(document, max_bytes=self._service.settings.export_max_bytes)
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,3 +156,42 @@ async def page(
         limit,
     )
     return [(row["owner_scope"], row["id"], row["point_id"]) for row in rows]
+
+
+# -- the GDPR export (export.py) -------------------------------------------------------------------
+# Rows fetched per round trip by the export's cursor (it needs the transaction the RPC opens).
+EXPORT_PREFETCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    namespace: str
+    id: str
+    room_id: str
+    text: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+async def export_records(conn: Any, user_id: str) -> AsyncIterator[ExportRow]:
+    """Every record keyed by the user (owner, writer or sender: the `memory_records_user`
+    index), by namespace then age; not the vectors (Qdrant's, computed from `text`)."""
+    cursor = conn.cursor(
+        """
+        SELECT namespace, id, room_id, text, metadata, created_at, updated_at
+        FROM memory_records WHERE user_id = $1 ORDER BY namespace, created_at, id
+        """,
+        user_id,
+        prefetch=EXPORT_PREFETCH,
+    )
+    async for row in cursor:
+        yield ExportRow(
+            namespace=row["namespace"],
+            id=row["id"],
+            room_id=row["room_id"],
+            text=row["text"],
+            metadata=row["metadata"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )

@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from aether_common.data_export import collect
 from aether_common.errors import Forbidden
 from aether_common.postgres import PostgresDatabase
 from aether_memory import repository, validation
 from aether_memory.callers import Caller, require_caller
 from aether_memory.config import MemorySettings
 from aether_memory.embeddings import Embeddings
+from aether_memory.export import MemoryExport
 from aether_memory.index import Filters, Point, VectorIndex
 from aether_memory.metrics import RECORDS_DELETED, RECORDS_UPSERTED, SEARCH_DURATION
 from aether_memory.namespaces import (
@@ -135,6 +137,17 @@ class MemoryService:
         return require_caller(
             admin_role=s.admin_role, knowledge_permission=s.knowledge_write_permission
         )
+
+    # -- the GDPR export -------------------------------------------------------------------------
+    async def export_my_data(self, conn: Any, caller: Caller) -> MemoryExport:
+        """Every record keyed by the caller (export.py), streamed by a cursor;
+        ExportTooLarge past MEMORY_EXPORT_MAX_RECORDS."""
+        rows = await collect(
+            repository.export_records(conn, caller.user_id),
+            section="records",
+            limit=self.settings.export_max_records,
+        )
+        return MemoryExport.of(caller.user_id, rows)
 
     # -- Upsert ------------------------------------------------------------------------------
     def upsert_batch(
