@@ -25,6 +25,8 @@ import sys
 import uuid
 from typing import Any
 
+from fastapi import FastAPI, Request, Response
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (id uuid PRIMARY KEY, type text NOT NULL, params jsonb NOT NULL,
     owner_id text NOT NULL, status text NOT NULL, attempts int NOT NULL DEFAULT 0,
@@ -56,7 +58,6 @@ def api(port: int, bootstrap: str, dsn: str, prefix: str) -> None:
     import orjson
     import uvicorn
     from aiokafka import AIOKafkaProducer
-    from fastapi import FastAPI, Request, Response
 
     work_topic, status_topic = topics(prefix)
     state: dict[str, Any] = {}
