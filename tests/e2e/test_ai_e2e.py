@@ -281,6 +281,13 @@ async def test_async_generation_job_succeeds(api: httpx.AsyncClient) -> None:
     assert job["status"] == "succeeded", job
     assert job["answer"], job
     assert job["usage"]["completion_tokens"] > 0, job
+    # One job system: the generation ran as a worker job, readable through the jobs API and
+    # the documents' root shape too.
+    worker_job = (await api.get(f"/api/jobs/{job_id}", headers=user.headers)).json()
+    assert (worker_job["type"], worker_job["status"]) == ("ai.generate", "completed")
+    assert worker_job["result"]["answer"] == job["answer"]
+    document = (await api.get(f"/jobs/{job_id}", headers=user.headers)).json()
+    assert document["status"] == "completed"
     other = await new_user(api)
     error_of(await api.get(f"/api/ai/jobs/{job_id}", headers=other.headers), 404)
     error_of(await api.get("/api/ai/jobs/not-a-uuid", headers=user.headers), 400)
