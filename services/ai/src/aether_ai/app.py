@@ -20,6 +20,7 @@ from aether_ai.config import AiSettings
 from aether_ai.consumers import UserEventsConsumer
 from aether_ai.conversations import Conversations
 from aether_ai.events import build_relay
+from aether_ai.export import UserExport
 from aether_ai.grpc import SERVICE_NAME, AiServicer, register
 from aether_ai.jobs import JobRunner, Jobs
 from aether_ai.llm import LlmClient
@@ -90,6 +91,7 @@ class AiApp:
             preferences=self.preferences,
             usage=self.usage,
             jobs=self.jobs,
+            exports=UserExport(self.database),
         )
         self.job_runner = JobRunner(
             self.jobs,

@@ -158,3 +158,10 @@ class AiServicer(ai_pb2_grpc.AiServiceServicer):
         require_admin()
         removed = await self._service.invalidate_cache(request.mode)
         return ai_pb2.InvalidateCacheResponse(removed=removed)
+
+    # -- GDPR ----------------------------------------------------------------------------------
+    async def ExportMyData(
+        self, request: ai_pb2.ExportMyDataRequest, context: Context
+    ) -> ai_pb2.ExportMyDataResponse:
+        document = await self._service.export_my_data(require_caller())
+        return ai_pb2.ExportMyDataResponse(json=document)

@@ -441,3 +441,66 @@ async def purge_finished_jobs(conn: Conn, older_than: timedelta) -> int:
         older_than,
     )
     return int(status.rsplit(" ", 1)[-1])
+
+
+# -- the GDPR export -------------------------------------------------------------------------
+async def repeatable_read(conn: Conn) -> None:
+    """The transaction's first statement: every later read sees one snapshot."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+async def export_conversations(conn: Conn, user_id: str) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        f"SELECT {_CONVERSATION_COLUMNS} FROM ai_conversations "  # noqa: S608 (constants)
+        "WHERE user_id = $1 ORDER BY created_at, id",
+        user_id,
+    )
+    return rows
+
+
+async def export_messages(conn: Conn, user_id: str) -> list[Row]:
+    """Every message of the user's conversations, each conversation's in order."""
+    rows: list[Row] = await conn.fetch(
+        """
+        SELECT m.conversation_id, m.role, m.content, m.mode, m.model, m.created_at
+        FROM ai_messages m JOIN ai_conversations c ON c.id = m.conversation_id
+        WHERE c.user_id = $1 ORDER BY m.conversation_id, m.id
+        """,
+        user_id,
+    )
+    return rows
+
+
+async def export_requests(conn: Conn, user_id: str) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        "SELECT request_id, conversation_id, kind, mode, model, prompt_tokens, "
+        "completion_tokens, cost_usd, latency_ms, first_token_ms, cached, created_at "
+        "FROM ai_requests WHERE user_id = $1 ORDER BY created_at, request_id",
+        user_id,
+    )
+    return rows
+
+
+async def export_usage_days(conn: Conn, user_id: str) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        "SELECT day, model, requests, cached_requests, prompt_tokens, completion_tokens, "
+        "cost_usd FROM ai_usage_daily WHERE user_id = $1 ORDER BY day, model",
+        user_id,
+    )
+    return rows
+
+
+async def export_preference(conn: Conn, user_id: str) -> Row | None:
+    row: Row | None = await conn.fetchrow(
+        "SELECT mode, updated_at FROM ai_preferences WHERE user_id = $1", user_id
+    )
+    return row
+
+
+async def export_jobs(conn: Conn, user_id: str) -> list[Row]:
+    rows: list[Row] = await conn.fetch(
+        f"SELECT {_JOB_COLUMNS}, request FROM ai_jobs "  # noqa: S608 (constants)
+        "WHERE user_id = $1 ORDER BY created_at, id",
+        user_id,
+    )
+    return rows

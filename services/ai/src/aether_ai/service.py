@@ -27,6 +27,7 @@ from aether_ai.cache import ALL_MODES, cache_key, context_hash
 from aether_ai.callers import Caller
 from aether_ai.config import AUTO, MEMORIES, AiSettings, ModeConfig
 from aether_ai.conversations import Conversation, Conversations, Turn
+from aether_ai.export import UserExport
 from aether_ai.jobs import JobResult, Jobs
 from aether_ai.market import ChartsNotConfigured, MarketClient
 from aether_ai.metrics import ROUTED
@@ -121,6 +122,7 @@ class AiService:
         preferences: Preferences,
         usage: UsageStore,
         jobs: Jobs,
+        exports: UserExport,
     ) -> None:
         self.settings = settings
         self.answers = answers
@@ -131,6 +133,7 @@ class AiService:
         self._preferences = preferences
         self._usage = usage
         self._jobs = jobs
+        self._exports = exports
 
     # == input ===================================================================================
     def chat_input(self, request: ChatQuery) -> ChatInput:
@@ -594,6 +597,12 @@ class AiService:
         )
 
     # == accounts ================================================================================
+    async def export_my_data(self, caller: Caller) -> str:
+        """The caller's GDPR export (export.py), as JSON; a delegate (the worker running a
+        `gdpr.export` job) gets the user's, as the user would."""
+        document = await self._exports.document(caller.user_id)
+        return document.model_dump_json(indent=2)
+
     async def erase_user(self, conn: Conn, user_id: str) -> dict[str, int]:
         """A deleted account's data, erased on `conn` (the consumer's transaction):
         conversations with their messages, jobs, preferences and request rows; rows per table.

@@ -27,6 +27,7 @@ from aether_auth.service_clients import ServiceClients
 from aether_auth.sessions import Sessions
 from aether_auth.throttle import Cooldown, LoginThrottle
 from aether_auth.tokens import AccessTokens
+from aether_common.delegation import DelegatingResolver
 from aether_common.events import EventProducer, PgOutboxRelay
 from aether_common.grpc import GrpcServer, create_server
 from aether_common.http import create_http_app
@@ -105,7 +106,11 @@ class AuthApp:
             "auth",
             host=grpc_host,
             port=s.grpc_port if grpc_port is None else grpc_port,
-            identity_resolver=AccessTokenResolver(self.tokens, self.revocations),
+            # A listed service acting for a user passes here; callers.py lets it through on
+            # ExportMyData only.
+            identity_resolver=DelegatingResolver(
+                AccessTokenResolver(self.tokens, self.revocations), s.delegating_services
+            ),
         )
         self.grpc.add_service(
             register,

@@ -1,5 +1,13 @@
 """Who is calling the auth service: the access token in the metadata, verified with our own
-keys and checked against the revocation list (never trusting the gateway alone)."""
+keys and checked against the revocation list (never trusting the gateway alone).
+
+A service listed in AUTH_DELEGATING_SERVICES (the worker) may act for a user with its own token
+plus `x-aether-on-behalf-of` (aether_common.delegation, applied by AuthApp around this resolver),
+but ONLY where an RPC asks for `require_account_holder()`: ExportMyData, for the worker's
+`gdpr.export` job. Every other caller RPC (`require_caller()`: the profile, password change,
+MFA, sessions and logout, DeleteMyAccount, the admin ones) refuses a delegate with
+PERMISSION_DENIED `delegation_refused`: those change or reveal the account's credentials, and the
+delegation header is not signed by the user."""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from aether_auth.tokens import AccessClaims, AccessTokens
 from aether_common.errors import Forbidden, Unauthenticated, Unavailable
 from aether_common.identity import (
     ANONYMOUS,
+    ON_BEHALF_OF_KEY,
     CallerIdentity,
     bearer_token,
     current_identity,
@@ -61,12 +70,33 @@ class AccessTokenResolver:
         )
 
 
+def _refuse_delegate(identity: CallerIdentity) -> None:
+    if identity.delegated_by is not None:
+        raise Forbidden(
+            f"service {identity.delegated_by!r} acting for a user may not call this RPC "
+            f"({ON_BEHALF_OF_KEY} is accepted on ExportMyData only)",
+            code="delegation_refused",
+            metadata={"service": identity.delegated_by},
+        )
+
+
 def require_caller() -> AccessClaims:
-    """The verified claims of the current caller; Unauthenticated when there is none."""
+    """The verified claims of the current caller, a user acting for themselves; Unauthenticated
+    when there is none, Forbidden for a service (as itself or acting for a user)."""
     identity = current_identity()
+    _refuse_delegate(identity)
     if not isinstance(identity, TokenIdentity) or identity.claims is None:
         raise Unauthenticated("this call needs an access token (authorization: Bearer ...)")
     if identity.claims.is_service:
         # Every caller RPC is about the caller's own account; a service has none.
         raise Forbidden("service tokens cannot call account RPCs", code="service_token")
     return identity.claims
+
+
+def require_account_holder() -> str:
+    """The id of the user whose account the call is about: the caller's own (their token), or
+    the user a trusted service acts for (delegation). Forbidden for a service as itself."""
+    identity = current_identity()
+    if identity.delegated_by is not None and identity.user_id is not None:
+        return identity.user_id
+    return require_caller().sub

@@ -127,6 +127,9 @@ class AuthSettings(AetherSettings):
     # Services' client credentials (IssueServiceToken) and their tokens' short lifetime.
     service_clients: dict[str, ServiceClientSettings] = {}
     service_token_ttl_s: int = Field(default=300, ge=30, le=3600)
+    # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
+    # aether_common.delegation), on ExportMyData only (callers.py): the worker's gdpr.export.
+    delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
     # Failed IssueServiceToken calls per client id within the window before it is refused for
     # the window (guessing a secret; low enough to stop that, high enough for a restart loop).
     service_failure_limit: int = Field(default=10, ge=1)

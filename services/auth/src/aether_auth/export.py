@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -68,7 +69,13 @@ class ExportedLogin(BaseModel):
     user_agent: str
 
 
+# Bumped when a field changes meaning or goes away (adding one keeps it).
+VERSION = 1
+
+
 class DataExport(BaseModel):
+    service: Literal["auth"] = "auth"
+    version: int = VERSION
     exported_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     user: ExportedUser
     mfa: ExportedMfa

@@ -12,7 +12,7 @@ import grpc
 
 from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_auth import schemas
-from aether_auth.callers import require_caller
+from aether_auth.callers import require_account_holder, require_caller
 from aether_auth.keys import KeyRing
 from aether_auth.rbac import plan_from_pb, role_from_pb
 from aether_auth.service import AuthService, SecondFactor
@@ -272,8 +272,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ExportMyData(
         self, request: auth_pb2.ExportMyDataRequest, context: Context
     ) -> auth_pb2.ExportMyDataResponse:
-        caller = require_caller()
-        document = await self._db.transaction(lambda uow: self._service.export_my_data(uow, caller))
+        # The user themselves, or the worker acting for them (a `gdpr.export` job).
+        user_id = require_account_holder()
+        document = await self._db.transaction(
+            lambda uow: self._service.export_my_data(uow, user_id)
+        )
         return auth_pb2.ExportMyDataResponse(json=document)
 
     async def DeleteMyAccount(

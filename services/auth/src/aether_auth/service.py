@@ -565,8 +565,9 @@ class AuthService:
         )
         return await self._view(uow, updated)
 
-    async def export_my_data(self, uow: UnitOfWork, caller: AccessClaims) -> str:
-        user = await self._caller_user(uow, caller)
+    async def export_my_data(self, uow: UnitOfWork, user_id: str) -> str:
+        """`user_id`: the caller's own, or the one a trusted service acts for (callers.py)."""
+        user = await self._user_by_id(uow, user_id)
         conn = uow.conn
         document = DataExport.of(
             user,
@@ -612,7 +613,18 @@ class AuthService:
     async def _caller_user(
         self, uow: UnitOfWork, caller: AccessClaims, *, for_update: bool = False
     ) -> UserRecord:
-        user = await repository.get_user(uow.conn, uuid.UUID(caller.sub), for_update=for_update)
+        return await self._user_by_id(uow, caller.sub, for_update=for_update)
+
+    async def _user_by_id(
+        self, uow: UnitOfWork, user_id: str, *, for_update: bool = False
+    ) -> UserRecord:
+        try:
+            key = uuid.UUID(user_id)
+        except ValueError:  # a delegate may name anything: no such account here
+            key = None
+        user = (
+            None if key is None else await repository.get_user(uow.conn, key, for_update=for_update)
+        )
         if user is None:
             raise Unauthenticated("this account no longer exists", code="account_deleted")
         return user

@@ -450,3 +450,26 @@ async def delete_expired(conn: Conn, job_ids: Sequence[uuid.UUID]) -> int:
 async def delete_owner_jobs(conn: Conn, owner_id: str) -> int:
     status: str = await conn.execute("DELETE FROM jobs WHERE owner_id = $1", owner_id)
     return int(status.rsplit(" ", 1)[-1])
+
+
+# -- gdpr.export (read-only on jobs; its own mail marker) -------------------------------------
+async def owner_jobs(conn: Conn, owner_id: str) -> list[Job]:
+    """Every job the user owns, oldest first, with its artifacts (the export's worker part)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM jobs WHERE owner_id = $1 ORDER BY created_at, id",  # noqa: S608
+        owner_id,
+    )
+    return await _with_artifacts(conn, rows)
+
+
+async def mark_export_mail(conn: Conn, job_id: uuid.UUID, to: str) -> bool:
+    """Claims the job's one mail in the caller's transaction: False when it was sent already
+    (a concurrent claim waits on this row's lock until the first commits or rolls back)."""
+    claimed = await conn.fetchval(
+        "INSERT INTO export_mails (job_id, sent_to) SELECT $1, $2 "
+        "WHERE EXISTS (SELECT FROM jobs WHERE id = $1) "  # an erased job mails no one
+        "ON CONFLICT (job_id) DO NOTHING RETURNING true",
+        job_id,
+        to,
+    )
+    return bool(claimed)
