@@ -234,6 +234,8 @@ async def main_async(a: argparse.Namespace) -> bool:
             "WORKER_CHARTS_GRPC_TARGET": unused,
             "WORKER_AI_GRPC_TARGET": unused,
             "WORKER_CHAT_GRPC_TARGET": unused,
+            "WORKER_ALERTS_GRPC_TARGET": unused,
+            "WORKER_MEMORY_GRPC_TARGET": unused,
             "WORKER_WORK_FETCH_MAX_WAIT_MS": "10",
             "WORKER_CONCURRENT_ADMIN": "1000000",
         }

@@ -1,16 +1,19 @@
 """Jobs end to end through the gateway: a backtest on charts' real GOOG history whose
 statistics equal running `backtesting` here on the same bars (read through the gateway) with a
 strategy written here; its progress and final status over SSE; its equity chart behind a signed
-URL; a refusal naming the field; another user's job is not found; the documents' root shapes.
-The API is docs/jobs-api.md."""
+URL; a refusal naming the field; another user's job is not found; the documents' root shapes;
+a GDPR export: every service's document in the zip, the link mailed. The API is
+docs/jobs-api.md."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import secrets
 import time
+import zipfile
 from typing import Any
 
 import httpx
@@ -144,3 +147,41 @@ async def test_bad_jobs_are_refused_with_a_message(api: httpx.AsyncClient) -> No
     assert "slow" in refused.json()["detail"]
     operators_only = await api.post("/api/jobs", json={"type": "noop", "params": {}}, headers=auth)
     assert operators_only.status_code == 403, operators_only.text
+
+
+async def test_a_gdpr_export_zips_every_services_document_and_mails_the_link(
+    api: httpx.AsyncClient, server_side: Any, chat_ready: None
+) -> None:
+    email = f"jobs.{secrets.token_hex(5)}@example.com"
+    body = {"email": email, "password": PASSWORD}
+    assert (await api.post("/api/auth/register", json=body)).status_code == 201
+    login = await api.post("/api/auth/login", json=body)
+    auth = {"Authorization": f"Bearer {login.json()['tokens']['access_token']}"}
+    room = await api.post(
+        "/api/chat/room", json={"name": "export me", "visibility": "private"}, headers=auth
+    )
+    assert room.status_code == 201, room.text
+    submitted = await api.post(
+        "/api/jobs", json={"type": "gdpr.export", "params": {}}, headers=auth
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+
+    events = await watched(api, auth, job_id)
+    assert events[-1]["status"] == "completed", events[-1]
+    job = (await api.get(f"/api/jobs/{job_id}", headers=auth)).json()
+    (archive,) = job["artifacts"]
+    async with httpx.AsyncClient(timeout=30) as plain:  # a signed URL: no token
+        zipped = await plain.get(archive["url"])
+    assert zipped.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as z:
+        names = set(z.namelist())
+        documents = {n: json.loads(z.read(n)) for n in names}
+    assert {f"{s}.json" for s in ("auth", "chat", "ai", "alerts", "memory", "worker")} <= names
+    assert "manifest.json" in names
+    assert email in json.dumps(documents["auth.json"])
+    assert "export me" in json.dumps(documents["chat.json"])
+    assert job_id in json.dumps(documents["worker.json"])
+
+    mail = await server_side.mail(email, "Your Aether data export is ready", within=30)
+    assert f"/api/jobs/{job_id}" in mail.get_payload()

@@ -43,6 +43,8 @@ def service_env(
             "AETHER_CHARTS_GRPC_TARGET": "127.0.0.1:9",
             "AETHER_AI_GRPC_TARGET": "127.0.0.1:9",
             "AETHER_CHAT_GRPC_TARGET": "127.0.0.1:9",
+            "AETHER_ALERTS_GRPC_TARGET": "127.0.0.1:9",
+            "AETHER_MEMORY_GRPC_TARGET": "127.0.0.1:9",
             "AETHER_HTTP_PORT": str(free_port()),
             "AETHER_GRPC_PORT": str(free_port()),
             "AETHER_LOG_JSON": "false",
@@ -154,5 +156,7 @@ def test_missing_settings_stop_the_process_with_their_names(
         "WORKER_CHARTS_GRPC_TARGET",
         "WORKER_AI_GRPC_TARGET",
         "WORKER_CHAT_GRPC_TARGET",
+        "WORKER_ALERTS_GRPC_TARGET",
+        "WORKER_MEMORY_GRPC_TARGET",
     ):
         assert name in err

@@ -15,6 +15,10 @@ REQUIRED = {
     "charts_grpc_target": "charts:4005",
     "ai_grpc_target": "ai:4007",
     "chat_grpc_target": "chat:4003",
+    "alerts_grpc_target": "alerts:4006",
+    "memory_grpc_target": "memory:4008",
+    "smtp_host": "smtp",
+    "smtp_port": 25,
 }
 
 

@@ -11,6 +11,7 @@ with job types of their own:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from aether_common.errors import Unavailable
 from aether_common.events import EventProducer, PgOutboxRelay, RelayOptions
 from aether_common.http import create_http_app
 from aether_common.lifecycle import Component
+from aether_common.mailer import Mailer, SmtpServer
 from aether_common.postgres import PostgresDatabase, jsonb_as_objects
 from aether_common.s3 import S3Bucket
 from aether_common.service_tokens import ServiceCredentials
@@ -40,6 +42,8 @@ from aether_worker.backtest_pool import ComputePool
 from aether_worker.candles import ChartsClient
 from aether_worker.config import WorkerSettings
 from aether_worker.consumers import AccountConsumer
+from aether_worker.exports_clients import ExportClient, export_clients
+from aether_worker.gdpr_export import ExportMail, gdpr_export_job
 from aether_worker.grpc import SERVICE_NAME, WorkerServicer, register
 from aether_worker.handler import JobType
 from aether_worker.noop import NOOP
@@ -53,24 +57,37 @@ from aether_worker.transitions import Backoff, Transitions
 from aether_worker.watch import JobWatcher
 
 
+@dataclass(frozen=True)
+class Peers:
+    """What the shipped job types call: the other services, the backtests' processes, mail."""
+
+    charts: ChartsClient
+    compute: ComputePool
+    ai: AiClient
+    chat: ChatArchiveClient
+    exports: dict[str, ExportClient]
+    export_mail: ExportMail
+
+    def components(self) -> list[Component]:
+        return [self.charts, self.ai, self.chat, *self.exports.values(), self.compute]
+
+
 def shipped_types(
-    charts: ChartsClient,
-    compute: ComputePool,
-    ai: AiClient,
-    chat: ChatArchiveClient,
-    credentials: ServiceCredentials | None,
+    peers: Peers, credentials: ServiceCredentials | None, database: PostgresDatabase
 ) -> list[JobType]:
-    """The job types `python -m aether_worker` runs. Without a service identity `ai.generate`
-    cannot act for anyone (it is not offered) and archive jobs fail at once."""
+    """The job types `python -m aether_worker` runs. Without a service identity the worker can
+    act for no one (`ai.generate` and `gdpr.export` are not offered) and archive jobs fail at
+    once."""
     token = credentials.token if credentials is not None else None
     types = [
         NOOP,
-        backtest_job(charts, compute),
-        render_job(charts),
-        retention_archive_type({ArchivedService.CHAT: chat}, token=token),
+        backtest_job(peers.charts, peers.compute),
+        render_job(peers.charts),
+        retention_archive_type({ArchivedService.CHAT: peers.chat}, token=token),
     ]
     if credentials is not None:
-        types.append(ai_generate_job(ai, credentials))
+        types.append(ai_generate_job(peers.ai, credentials))
+        types.append(gdpr_export_job(peers.exports, credentials, database, peers.export_mail))
     return types
 
 
@@ -95,19 +112,6 @@ class WorkerApp:
                 s.auth_grpc_target, s.auth_client_id, secret, timeout_s=s.auth_timeout_s
             )
         )
-        self.charts = ChartsClient(
-            s.charts_grpc_target, timeout_s=s.charts_timeout_s, token=self._service_token
-        )
-        self.compute = ComputePool(workers=s.compute_workers)
-        self.ai = AiClient(
-            s.ai_grpc_target, timeout_s=s.ai_timeout_s, answer_timeout_s=s.ai_answer_timeout_s
-        )
-        self.chat = ChatArchiveClient(s.chat_grpc_target)
-        if job_types is None:
-            job_types = shipped_types(
-                self.charts, self.compute, self.ai, self.chat, self.credentials
-            )
-        self.registry = JobRegistry(job_types)
         self.database = PostgresDatabase(
             s.database_url,
             service="worker",
@@ -115,6 +119,44 @@ class WorkerApp:
             max_size=s.database_pool_size,
             init=jsonb_as_objects,
         )
+        self.peers = Peers(
+            charts=ChartsClient(
+                s.charts_grpc_target, timeout_s=s.charts_timeout_s, token=self._service_token
+            ),
+            compute=ComputePool(workers=s.compute_workers),
+            ai=AiClient(
+                s.ai_grpc_target, timeout_s=s.ai_timeout_s, answer_timeout_s=s.ai_answer_timeout_s
+            ),
+            chat=ChatArchiveClient(s.chat_grpc_target),
+            exports=export_clients(
+                {
+                    "auth": s.auth_grpc_target,
+                    "chat": s.chat_grpc_target,
+                    "ai": s.ai_grpc_target,
+                    "alerts": s.alerts_grpc_target,
+                    "memory": s.memory_grpc_target,
+                },
+                timeout_s=s.export_timeout_s,
+            ),
+            export_mail=ExportMail(
+                Mailer(
+                    SmtpServer(
+                        s.smtp_host,
+                        s.smtp_port,
+                        username=s.smtp_username,
+                        password=s.smtp_password,
+                        starttls=s.smtp_starttls,
+                        tls=s.smtp_tls,
+                        timeout_s=s.smtp_timeout_s,
+                    ),
+                    sender=s.mail_from,
+                ),
+                s.public_url,
+            ),
+        )
+        if job_types is None:
+            job_types = shipped_types(self.peers, self.credentials, self.database)
+        self.registry = JobRegistry(job_types)
         # Artifacts; the bucket is made at start in dev and test (Terraform makes production's).
         self.bucket = S3Bucket.from_settings(s, service="worker")
         self.transitions = Transitions(s, backoff=backoff)
@@ -188,9 +230,7 @@ class WorkerApp:
         running = self.settings.run_jobs if run_jobs is None else run_jobs
         kafka: list[Component] = [self.producer, self.relay, self.accounts] if events else []
         lanes: list[Component] = (
-            [self.charts, self.ai, self.chat, self.compute, self.runner]
-            if events and running
-            else []
+            [*self.peers.components(), self.runner] if events and running else []
         )
         identity: list[Component] = [self.credentials] if self.credentials is not None else []
         return [

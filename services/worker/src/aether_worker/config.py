@@ -75,6 +75,25 @@ class WorkerSettings(S3Settings):
     )
     archive_hour_utc: int = Field(default=2, ge=0, le=23)
     archive_check_interval_s: float = Field(default=600.0, gt=0)
+    # gdpr.export (docs/gdpr-export.md): every service's ExportMyData, called as the worker
+    # acting for the user (auth, chat and ai above; alerts and memory here), one call's
+    # deadline; the zip's link is mailed, on the public gateway's address.
+    alerts_grpc_target: str = Field(
+        validation_alias=_alias("WORKER_ALERTS_GRPC_TARGET", "AETHER_ALERTS_GRPC_TARGET")
+    )
+    memory_grpc_target: str = Field(
+        validation_alias=_alias("WORKER_MEMORY_GRPC_TARGET", "AETHER_MEMORY_GRPC_TARGET")
+    )
+    export_timeout_s: float = Field(default=120.0, gt=0)
+    public_url: str = "http://127.0.0.1:8080"
+    smtp_host: str = Field(validation_alias=_alias("WORKER_SMTP_HOST", "AETHER_SMTP_HOST"))
+    smtp_port: int = Field(validation_alias=_alias("WORKER_SMTP_PORT", "AETHER_SMTP_PORT"))
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False
+    smtp_timeout_s: float = Field(default=10.0, gt=0)
+    mail_from: str = "Aether <no-reply@aether.local>"
     jwt_issuer: str = "aether-auth"
     jwt_audience: str = "aether"
     jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)

@@ -24,6 +24,9 @@ from aether_common.identity import use_identity
 METHOD = "ExportMyData"
 # A user's whole history in one answer: more than an ordinary read's deadline.
 EXPORT_DEADLINE_S = 120.0
+# The services refuse a document over 64 MiB (<SVC>_EXPORT_MAX_BYTES); gRPC's client default
+# is 4 MiB. The margin: the answer's framing.
+MAX_ANSWER_BYTES = 65 * 1024 * 1024
 
 
 def _peer(name: str, pb2: ModuleType, grpc_module: ModuleType, service: str) -> Peer[Any]:
@@ -62,7 +65,12 @@ class ExportClient(ServiceClient[Any]):
     def __init__(self, service: str, target: str, *, timeout_s: float = EXPORT_DEADLINE_S) -> None:
         peer, self._request = PEERS[service]
         super().__init__(
-            peer, target, timeout_s=timeout_s, needs_peer=False, name=f"{service}-export"
+            peer,
+            target,
+            timeout_s=timeout_s,
+            needs_peer=False,
+            name=f"{service}-export",
+            channel_options=[("grpc.max_receive_message_length", MAX_ANSWER_BYTES)],
         )
         self.service_name = service
 

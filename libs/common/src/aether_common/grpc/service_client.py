@@ -27,7 +27,7 @@ or adds hints to its errors by overriding `error()`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -83,10 +83,12 @@ class ServiceClient(Generic[StubT]):
         stream_timeout_s: float | None = None,
         needs_peer: bool = True,
         name: str | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """`timeout_s`: the deadline of a unary call that sets none (`stream_timeout_s`: of a
         stream); `needs_peer=False`: ready() does not wait on the peer; `name`: the component's,
-        default the peer's."""
+        default the peer's; `channel_options`: grpc channel arguments over ours (e.g. a larger
+        `grpc.max_receive_message_length` for a peer whose answers pass gRPC's 4 MiB)."""
         self.peer = peer
         self.name = name or peer.name
         self.target = target
@@ -94,6 +96,7 @@ class ServiceClient(Generic[StubT]):
         self.timeout_s = timeout_s
         self.stream_timeout_s = stream_timeout_s
         self.needs_peer = needs_peer
+        self._channel_options = tuple(channel_options)
         self._channel: grpc.aio.Channel | None = None
         self._stub: StubT | None = None
         self._health: health_pb2_grpc.HealthStub | None = None
@@ -107,7 +110,10 @@ class ServiceClient(Generic[StubT]):
         if self._channel is not None:
             return
         channel = create_channel(
-            self.target, idempotent_methods=self.peer.idempotent_methods, layered=False
+            self.target,
+            idempotent_methods=self.peer.idempotent_methods,
+            layered=False,
+            options=self._channel_options,
         )
         stub = self.peer.stub(channel)
         self._methods = {
