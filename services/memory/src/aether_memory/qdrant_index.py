@@ -263,6 +263,11 @@ class QdrantIndex:
             info = await self.client.get_collection(name)
             if info.status == models.CollectionStatus.GREEN:
                 return info
+            if info.status == models.CollectionStatus.RED:  # an optimizer error: no use waiting
+                raise Unavailable(
+                    f"Qdrant reports {name} red (an optimization failed); retry later",
+                    retry_after=RETRY_AFTER_S,
+                )
             if time.monotonic() >= deadline:
                 raise Unavailable(
                     f"Qdrant is still optimizing {name} after {self._build_wait_s:.0f} s; retry",
