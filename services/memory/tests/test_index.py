@@ -163,3 +163,26 @@ async def test_a_collection_of_another_vector_size_is_refused(open_index: Open) 
     await again.start()
     await again.drop()
     await again.stop()
+
+
+async def test_build_index_says_what_the_engine_did_and_keeps_every_point(
+    index: VectorIndex,
+) -> None:
+    stored = [point("ann"), point("bob")]
+    await index.upsert("memories", stored, np.stack([unit(1), unit(0, 1)]))
+
+    build = await index.build_index("memories")
+
+    assert build.points == 2
+    assert build.detail
+    if isinstance(index, EdgeIndex):  # a copy built in a child process and swapped in
+        assert (build.engine, build.built, build.joined) == ("qdrant-edge", True, False)
+        assert "generation 2" in build.detail
+    else:  # the server's optimizer indexes by itself: nothing to build unless work is pending
+        assert build.engine == "qdrant"
+        assert build.built or "nothing pending" in build.detail
+    hits = await index.search(
+        "memories", unit(1).tolist(), filters=Filters(), limit=1, min_score=None
+    )
+    assert hits[0].point_id == stored[0].id
+    assert await index.count("memories", Filters()) == 2

@@ -75,6 +75,9 @@ class MemorySettings(AetherSettings):
     # Services whose calls may name the user they act for (`x-aether-on-behalf-of`,
     # aether_common.delegation): the worker runs `gdpr.export` jobs for users that way.
     delegating_services: list[str] = Field(default_factory=lambda: ["worker"])
+    # Services whose own tokens may run operators' RPCs (RebuildIndex), like the admin role:
+    # the worker runs `memory.reindex` jobs as itself.
+    operator_services: list[str] = Field(default_factory=lambda: ["worker"])
     # "chat" searches ask chat whether the caller is a member of the room (caller's token).
     chat_grpc_target: str = Field(
         validation_alias=_alias("MEMORY_CHAT_GRPC_TARGET", "AETHER_CHAT_GRPC_TARGET")

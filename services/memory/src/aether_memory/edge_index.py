@@ -39,10 +39,12 @@ from typing import IO, Any
 
 import qdrant_edge as edge
 
+from aether_common.errors import Unavailable
 from aether_common.logging import get_logger
+from aether_common.outages import RETRY_AFTER_S
 from aether_common.periodic import Periodic
 from aether_memory.embeddings import Vectors
-from aether_memory.index import KEYWORD_FIELDS, TIME_FIELD, Filters, Hit, Point
+from aether_memory.index import KEYWORD_FIELDS, TIME_FIELD, Filters, Hit, IndexBuild, Point
 from aether_memory.metrics import INDEX_BUILD_DURATION, INDEX_BUILDS
 
 log = get_logger(__name__)
@@ -341,6 +343,25 @@ class EdgeIndex:
         if shard.build is None:
             shard.build = asyncio.create_task(self._build(namespace, shard))
         return await asyncio.shield(shard.build)
+
+    async def build_index(self, namespace: str) -> IndexBuild:
+        """A build now, the periodic builds' own path (`optimize`): joined when one runs."""
+        shard = self._shard(namespace)
+        joined = shard.build is not None
+        if not await self.optimize(namespace):
+            raise Unavailable(
+                f"the index build of {namespace} failed (the live shard is unchanged); retry",
+                retry_after=RETRY_AFTER_S,
+            )
+        info = shard.engine.info()
+        return IndexBuild(
+            engine=self.name,
+            points=int(info.points_count),
+            indexed=int(info.indexed_vectors_count),
+            built=True,
+            joined=joined,
+            detail=f"generation {shard.generation} built and live",
+        )
 
     async def _build(self, namespace: str, shard: _Shard) -> bool:
         started = time.perf_counter()

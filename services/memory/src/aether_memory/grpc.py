@@ -72,3 +72,18 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         return memory_pb2.ExportMyDataResponse(
             json=encode(document, max_bytes=self._service.settings.export_max_bytes)
         )
+
+    async def RebuildIndex(
+        self, request: memory_pb2.RebuildIndexRequest, context: Context
+    ) -> memory_pb2.RebuildIndexResponse:
+        done = await self._service.build_index(request.namespace)
+        return memory_pb2.RebuildIndexResponse(
+            namespace=done.namespace.value,
+            engine=done.build.engine,
+            points=done.build.points,
+            indexed=done.build.indexed,
+            built=done.build.built,
+            joined=done.build.joined,
+            duration_ms=done.duration_ms,
+            detail=done.build.detail,
+        )

@@ -65,6 +65,19 @@ class Filters:
         return (after.timestamp() if after else None, before.timestamp() if before else None)
 
 
+@dataclass(frozen=True, slots=True)
+class IndexBuild:
+    """What building a namespace's index now did (RebuildIndex): the points in it once live,
+    how many HNSW covers, whether a build ran (`built`) or one running was joined (`joined`)."""
+
+    engine: str
+    points: int
+    indexed: int
+    built: bool
+    joined: bool
+    detail: str
+
+
 class VectorIndex(Protocol):
     """What the service, the rebuild and the tests use of an index (a runner component)."""
 
@@ -91,6 +104,11 @@ class VectorIndex(Protocol):
     ) -> list[Hit]: ...
     async def count(self, namespace: str, filters: Filters) -> int: ...
     async def payload(self, namespace: str, point_id: uuid.UUID) -> dict[str, Any] | None: ...
+    async def build_index(self, namespace: str) -> IndexBuild:
+        """Build the namespace's search index now and wait for it (operators: RebuildIndex).
+        Raises `Unavailable` when the build fails or the engine is away (retry)."""
+        ...
+
     async def drop(self) -> None:
         """Delete every namespace's collection (tests leave a shared location as they found it)."""
 

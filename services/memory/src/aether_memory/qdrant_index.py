@@ -7,7 +7,9 @@ stand-in. `open_index` never picks local mode (it evaluates filters in Python: s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -20,13 +22,23 @@ from aether_common.errors import Unavailable
 from aether_common.logging import get_logger
 from aether_common.outages import RETRY_AFTER_S
 from aether_memory.embeddings import OUTAGE_DETAIL, Vectors
-from aether_memory.index import KEYWORD_FIELDS, TIME_FIELD, Filters, Hit, Point, is_server
+from aether_memory.index import (
+    KEYWORD_FIELDS,
+    TIME_FIELD,
+    Filters,
+    Hit,
+    IndexBuild,
+    Point,
+    is_server,
+)
 
 log = get_logger(__name__)
 
 # A Qdrant server unreachable (ResponseHandlingException wraps the transport error), answering
 # an error, or timing out: the index is away, not the request wrong.
 _QDRANT_OUTAGES = (ResponseHandlingException, UnexpectedResponse, httpx.HTTPError)
+# build_index: how often the collection's status is read while its optimizer runs.
+BUILD_POLL_S = 0.5
 
 
 @contextlib.contextmanager
@@ -64,6 +76,7 @@ class QdrantIndex:
         dimensions: int,
         api_key: str | None = None,
         timeout_s: int = 10,
+        build_wait_s: float = 600.0,
     ) -> None:
         self.location = location
         self.prefix = prefix
@@ -72,6 +85,7 @@ class QdrantIndex:
         self.is_server = is_server(location)
         self._api_key = api_key
         self._timeout_s = timeout_s
+        self._build_wait_s = build_wait_s
         self._client: AsyncQdrantClient | None = None
         # Namespaces whose collection this start had to create (empty: rebuilt from PostgreSQL).
         self.created: list[str] = []
@@ -211,6 +225,55 @@ class QdrantIndex:
                 self.collection(namespace), [str(point_id)], with_payload=True
             )
         return dict(points[0].payload or {}) if points else None
+
+    # -- index building -------------------------------------------------------------------------
+    async def build_index(self, namespace: str) -> IndexBuild:
+        """The server builds HNSW itself (its optimizer, for segments past the collection's
+        indexing_threshold), so there is no build to start: an empty optimizers update makes it
+        run what it holds back (a grey collection), then this waits until the collection is
+        green. Nothing pending: answered at once, `built` false. Still optimizing after
+        build_wait_s: UNAVAILABLE (a retry waits again)."""
+        name = self.collection(namespace)
+        with _outage_as_unavailable():
+            before = await self.client.get_collection(name)
+            pending = before.status != models.CollectionStatus.GREEN
+            if pending:
+                await self.client.update_collection(
+                    name, optimizers_config=models.OptimizersConfigDiff()
+                )
+            info = await self._wait_until_green(name) if pending else before
+        detail = (
+            "the server's pending optimizations ran; the collection is green"
+            if pending
+            else "nothing pending: the server's optimizer indexes segments past the "
+            "collection's indexing_threshold by itself"
+        )
+        return IndexBuild(
+            engine=self.name,
+            points=info.points_count or 0,
+            indexed=info.indexed_vectors_count or 0,
+            built=pending,
+            joined=before.status == models.CollectionStatus.YELLOW,
+            detail=detail,
+        )
+
+    async def _wait_until_green(self, name: str) -> models.CollectionInfo:
+        deadline = time.monotonic() + self._build_wait_s
+        while True:
+            info = await self.client.get_collection(name)
+            if info.status == models.CollectionStatus.GREEN:
+                return info
+            if info.status == models.CollectionStatus.RED:  # an optimizer error: no use waiting
+                raise Unavailable(
+                    f"Qdrant reports {name} red (an optimization failed); retry later",
+                    retry_after=RETRY_AFTER_S,
+                )
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"Qdrant is still optimizing {name} after {self._build_wait_s:.0f} s; retry",
+                    retry_after=RETRY_AFTER_S,
+                )
+            await asyncio.sleep(BUILD_POLL_S)
 
     async def drop(self) -> None:
         for namespace in self.namespaces:

@@ -20,13 +20,14 @@ from typing import Any
 
 from aether_common.data_export import collect
 from aether_common.errors import Forbidden
+from aether_common.logging import get_logger
 from aether_common.postgres import PostgresDatabase
 from aether_memory import repository, validation
-from aether_memory.callers import Caller, require_caller
+from aether_memory.callers import Caller, require_caller, require_operator
 from aether_memory.config import MemorySettings
 from aether_memory.embeddings import Embeddings
 from aether_memory.export import MemoryExport
-from aether_memory.index import Filters, Point, VectorIndex
+from aether_memory.index import Filters, IndexBuild, Point, VectorIndex
 from aether_memory.metrics import RECORDS_DELETED, RECORDS_UPSERTED, SEARCH_DURATION
 from aether_memory.namespaces import (
     NAMESPACES,
@@ -36,6 +37,8 @@ from aether_memory.namespaces import (
     owner_scope,
 )
 from aether_memory.rooms import RoomMembership
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,15 @@ class ChatMessage:
     created_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class BuiltIndex:
+    """RebuildIndex's answer: the namespace, what the engine did and how long the call waited."""
+
+    namespace: Namespace
+    build: IndexBuild
+    duration_ms: int
+
+
 class MemoryService:
     def __init__(
         self,
@@ -139,6 +151,24 @@ class MemoryService:
         )
 
     # -- the GDPR export -------------------------------------------------------------------------
+    async def build_index(self, namespace_value: str) -> BuiltIndex:
+        """Operators: the namespace's index built now (VectorIndex.build_index), waited for."""
+        s = self.settings
+        operator = require_operator(admin_role=s.admin_role, services=s.operator_services)
+        ns = namespace(namespace_value)
+        started = time.perf_counter()
+        build = await self._index.build_index(ns.value)
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        log.info(
+            "index build asked",
+            by=operator,
+            namespace=ns.value,
+            joined=build.joined,
+            built=build.built,
+            duration_ms=duration_ms,
+        )
+        return BuiltIndex(ns, build, duration_ms)
+
     async def export_my_data(self, conn: Any, caller: Caller) -> MemoryExport:
         """Every record keyed by the caller (export.py), streamed by a cursor;
         ExportTooLarge past MEMORY_EXPORT_MAX_RECORDS."""

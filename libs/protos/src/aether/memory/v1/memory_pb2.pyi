@@ -349,3 +349,74 @@ class ExportMyDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExportMyDataResponse: _TypeAlias = ExportMyDataResponse  # noqa: Y015
+
+@_typing.final
+class RebuildIndexRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    """One of "memories", "knowledge", "chat"."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildIndexRequest: _TypeAlias = RebuildIndexRequest  # noqa: Y015
+
+@_typing.final
+class RebuildIndexResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    ENGINE_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    INDEXED_FIELD_NUMBER: _builtins.int
+    BUILT_FIELD_NUMBER: _builtins.int
+    JOINED_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    engine: _builtins.str
+    """"qdrant-edge" (in-process) or "qdrant" (a Qdrant server)."""
+    points: _builtins.int
+    """Points in the namespace's index once the build is live."""
+    indexed: _builtins.int
+    """Of them, the points HNSW covers; the rest are searched exactly (segments below the
+    engine's indexing threshold stay so, and writes made during the build).
+    """
+    built: _builtins.bool
+    """True: a build ran (or one running was joined) and is live now. False: the engine had
+    nothing to build (a Qdrant server with no optimization pending).
+    """
+    joined: _builtins.bool
+    """True: a build already running was waited for instead of starting another."""
+    duration_ms: _builtins.int
+    """How long this call waited for the build."""
+    detail: _builtins.str
+    """What happened, in words (the generation swapped in, or why nothing was needed)."""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        engine: _builtins.str = ...,
+        points: _builtins.int = ...,
+        indexed: _builtins.int = ...,
+        built: _builtins.bool = ...,
+        joined: _builtins.bool = ...,
+        duration_ms: _builtins.int = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["built", b"built", "detail", b"detail", "duration_ms", b"duration_ms", "engine", b"engine", "indexed", b"indexed", "joined", b"joined", "namespace", b"namespace", "points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebuildIndexResponse: _TypeAlias = RebuildIndexResponse  # noqa: Y015

@@ -74,6 +74,11 @@ class MemoryServiceStub:
                 request_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.SerializeToString,
                 response_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.FromString,
                 _registered_method=True)
+        self.RebuildIndex = channel.unary_unary(
+                '/aether.memory.v1.MemoryService/RebuildIndex',
+                request_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexRequest.SerializeToString,
+                response_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -131,6 +136,18 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebuildIndex(self, request, context):
+        """Operators only: the admin role, or the service token of a service in
+        MEMORY_OPERATOR_SERVICES (the worker, for `memory.reindex` jobs); anyone else is
+        PERMISSION_DENIED. Builds the namespace's search index now, through the path the periodic
+        builds take (Qdrant Edge: HNSW built on a copy in a child process, then swapped in; a Qdrant
+        server: its optimizer triggered and waited for). Idempotent: a build already running is
+        joined and waited for (`joined`). A failed build, or the index away, is UNAVAILABLE (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +175,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ExportMyData,
                     request_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.FromString,
                     response_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.SerializeToString,
+            ),
+            'RebuildIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebuildIndex,
+                    request_deserializer=aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexRequest.FromString,
+                    response_serializer=aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +332,33 @@ class MemoryService:
             '/aether.memory.v1.MemoryService/ExportMyData',
             aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataRequest.SerializeToString,
             aether_dot_memory_dot_v1_dot_memory__pb2.ExportMyDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aether.memory.v1.MemoryService/RebuildIndex',
+            aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexRequest.SerializeToString,
+            aether_dot_memory_dot_v1_dot_memory__pb2.RebuildIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,14 @@ class MemoryServiceStub:
     """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
     service holds about the caller, as one JSON document (the GDPR export).
     """
+    RebuildIndex: _grpc.UnaryUnaryMultiCallable[_memory_pb2.RebuildIndexRequest, _memory_pb2.RebuildIndexResponse]
+    """Operators only: the admin role, or the service token of a service in
+    MEMORY_OPERATOR_SERVICES (the worker, for `memory.reindex` jobs); anyone else is
+    PERMISSION_DENIED. Builds the namespace's search index now, through the path the periodic
+    builds take (Qdrant Edge: HNSW built on a copy in a child process, then swapped in; a Qdrant
+    server: its optimizer triggered and waited for). Idempotent: a build already running is
+    joined and waited for (`joined`). A failed build, or the index away, is UNAVAILABLE (retry).
+    """
 
 @_typing.type_check_only
 class MemoryServiceAsyncStub(MemoryServiceStub):
@@ -96,6 +104,14 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     ExportMyData: _aio.UnaryUnaryMultiCallable[_memory_pb2.ExportMyDataRequest, _memory_pb2.ExportMyDataResponse]  # type: ignore[assignment]
     """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
     service holds about the caller, as one JSON document (the GDPR export).
+    """
+    RebuildIndex: _aio.UnaryUnaryMultiCallable[_memory_pb2.RebuildIndexRequest, _memory_pb2.RebuildIndexResponse]  # type: ignore[assignment]
+    """Operators only: the admin role, or the service token of a service in
+    MEMORY_OPERATOR_SERVICES (the worker, for `memory.reindex` jobs); anyone else is
+    PERMISSION_DENIED. Builds the namespace's search index now, through the path the periodic
+    builds take (Qdrant Edge: HNSW built on a copy in a child process, then swapped in; a Qdrant
+    server: its optimizer triggered and waited for). Idempotent: a build already running is
+    joined and waited for (`joined`). A failed build, or the index away, is UNAVAILABLE (retry).
     """
 
 class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -158,6 +174,20 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_memory_pb2.ExportMyDataResponse, _abc.Awaitable[_memory_pb2.ExportMyDataResponse]]:
         """Caller (or a service acting for the caller: docs/worker.md, gdpr.export). Everything the
         service holds about the caller, as one JSON document (the GDPR export).
+        """
+
+    @_abc_1.abstractmethod
+    def RebuildIndex(
+        self,
+        request: _memory_pb2.RebuildIndexRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_memory_pb2.RebuildIndexResponse, _abc.Awaitable[_memory_pb2.RebuildIndexResponse]]:
+        """Operators only: the admin role, or the service token of a service in
+        MEMORY_OPERATOR_SERVICES (the worker, for `memory.reindex` jobs); anyone else is
+        PERMISSION_DENIED. Builds the namespace's search index now, through the path the periodic
+        builds take (Qdrant Edge: HNSW built on a copy in a child process, then swapped in; a Qdrant
+        server: its optimizer triggered and waited for). Idempotent: a build already running is
+        joined and waited for (`joined`). A failed build, or the index away, is UNAVAILABLE (retry).
         """
 
 def add_MemoryServiceServicer_to_server(servicer: MemoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
