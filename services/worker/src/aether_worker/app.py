@@ -48,6 +48,7 @@ from aether_worker.grpc import SERVICE_NAME, WorkerServicer, register
 from aether_worker.handler import JobType
 from aether_worker.noop import NOOP
 from aether_worker.registry import JobRegistry
+from aether_worker.reindex import MemoryIndexClient, memory_reindex_type
 from aether_worker.render import render_job
 from aether_worker.retention import Retention
 from aether_worker.runner import Runner
@@ -65,11 +66,13 @@ class Peers:
     compute: ComputePool
     ai: AiClient
     chat: ChatArchiveClient
+    memory_index: MemoryIndexClient
     exports: dict[str, ExportClient]
     export_mail: ExportMail
 
     def components(self) -> list[Component]:
-        return [self.charts, self.ai, self.chat, *self.exports.values(), self.compute]
+        clients: list[Component] = [self.charts, self.ai, self.chat, self.memory_index]
+        return [*clients, *self.exports.values(), self.compute]
 
 
 def shipped_types(
@@ -84,6 +87,7 @@ def shipped_types(
         backtest_job(peers.charts, peers.compute),
         render_job(peers.charts),
         retention_archive_type({ArchivedService.CHAT: peers.chat}, token=token),
+        memory_reindex_type(peers.memory_index, token=token),
     ]
     if credentials is not None:
         types.append(ai_generate_job(peers.ai, credentials))
@@ -128,6 +132,7 @@ class WorkerApp:
                 s.ai_grpc_target, timeout_s=s.ai_timeout_s, answer_timeout_s=s.ai_answer_timeout_s
             ),
             chat=ChatArchiveClient(s.chat_grpc_target),
+            memory_index=MemoryIndexClient(s.memory_grpc_target),
             exports=export_clients(
                 {
                     "auth": s.auth_grpc_target,
