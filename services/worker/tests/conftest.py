@@ -285,6 +285,19 @@ def worker_token(signing_key: SigningKey) -> Token:
     return token
 
 
+@pytest.fixture(scope="session")
+def mint_service(signing_key: SigningKey) -> Callable[[str], str]:
+    """An access token as auth issues service `name`'s own (no permissions)."""
+
+    def mint(name: str) -> str:
+        claims = testkit.access_claims(
+            sub=f"service:{name}", roles=["service"], perms=[], plan=None
+        )
+        return testkit.mint(signing_key, claims)
+
+    return mint
+
+
 @dataclass
 class RecordingContext:
     """A JobContext that records what the handler reports; `cancel_at`: the checkpoint call

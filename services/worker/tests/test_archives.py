@@ -5,8 +5,7 @@ schedule submits one job per day however many replicas run it (real PostgreSQL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,30 +30,6 @@ from aether_worker.archives import (
     retention_archive_type,
 )
 from aether_worker.handler import JobFailed
-
-
-@dataclass
-class FakeContext:
-    """Our own JobContext interface, recording what the handler reports."""
-
-    job_id: str = "job-1"
-    owner_id: str = "service:worker"
-    attempt: int = 1
-    reported: list[tuple[int, str]] = field(default_factory=list)
-
-    async def progress(self, percent: int, message: str = "") -> None:
-        self.reported.append((percent, message))
-
-    async def checkpoint(self) -> None:
-        return None
-
-    async def put_artifact(self, name: str, data: bytes, content_type: str) -> None:
-        raise AssertionError("archives store nothing in the worker's bucket")
-
-
-def _service_token(key: SigningKey, name: str) -> str:
-    claims = testkit.access_claims(sub=f"service:{name}", roles=["service"], perms=[], plan=None)
-    return testkit.mint(key, claims)
 
 
 @pytest.fixture
@@ -125,7 +100,10 @@ async def _old_room(chat: ChatApp, key: SigningKey) -> tuple[str, list[str]]:
 
 
 async def test_the_job_archives_chat_as_the_worker_and_returns_the_counts(
-    chat: ChatApp, signing_key: SigningKey
+    chat: ChatApp,
+    signing_key: SigningKey,
+    job_context: Callable[..., Any],
+    mint_service: Callable[[str], str],
 ) -> None:
     room_id, old_ids = await _old_room(chat, signing_key)
     client = ChatArchiveClient(chat.grpc.address, timeout_s=30)
@@ -133,11 +111,11 @@ async def test_the_job_archives_chat_as_the_worker_and_returns_the_counts(
     tokens: list[str] = []
 
     async def token() -> str:
-        tokens.append(_service_token(signing_key, "worker"))
+        tokens.append(mint_service("worker"))
         return tokens[-1]
 
     job_type = retention_archive_type({ArchivedService.CHAT: client}, token=token)
-    ctx = FakeContext()
+    ctx = job_context()
     try:
         params = job_type.params.model_validate({"service": "chat"})
         result = await job_type.run(ctx, params)
@@ -158,8 +136,8 @@ async def test_the_job_archives_chat_as_the_worker_and_returns_the_counts(
     cutoff = datetime.fromisoformat(result["cutoff"])
     assert cutoff.time() == datetime.min.time()
     assert cutoff < datetime.now(UTC) - timedelta(days=365)
-    assert ctx.reported[0][0] == 0
-    assert ctx.reported[-1] == (100, "2 archived, 2 deleted")
+    assert ctx.progress_log[0][0] == 0
+    assert ctx.progress_log[-1] == (100, "2 archived, 2 deleted")
     # The archive is chat's: the messages are in its object and gone from its database.
     assert await chat.archive_bucket.exists(key)
     messages = chat.database.db["messages"]
@@ -168,19 +146,22 @@ async def test_the_job_archives_chat_as_the_worker_and_returns_the_counts(
 
 
 async def test_chat_away_is_retryable_and_a_refusal_is_not(
-    chat: ChatApp, signing_key: SigningKey
+    chat: ChatApp,
+    signing_key: SigningKey,
+    job_context: Callable[..., Any],
+    mint_service: Callable[[str], str],
 ) -> None:
     away = ChatArchiveClient(f"127.0.0.1:{free_port()}", timeout_s=2)
     await away.start()
 
     async def worker_token() -> str:
-        return _service_token(signing_key, "worker")
+        return mint_service("worker")
 
     job_type = retention_archive_type({ArchivedService.CHAT: away}, token=worker_token)
     params = ArchiveParams(service=ArchivedService.CHAT)
     try:
         with pytest.raises(JobFailed) as failed:
-            await job_type.run(FakeContext(), params)
+            await job_type.run(job_context(), params)
     finally:
         await away.stop()
     assert failed.value.code == "chat_unavailable"
@@ -191,12 +172,12 @@ async def test_chat_away_is_retryable_and_a_refusal_is_not(
     await present.start()
 
     async def alerts_token() -> str:
-        return _service_token(signing_key, "alerts")
+        return mint_service("alerts")
 
     refused_type = retention_archive_type({ArchivedService.CHAT: present}, token=alerts_token)
     try:
         with pytest.raises(JobFailed) as refused:
-            await refused_type.run(FakeContext(), params)
+            await refused_type.run(job_context(), params)
     finally:
         await present.stop()
     assert refused.value.code == "operators_only"
@@ -205,7 +186,7 @@ async def test_chat_away_is_retryable_and_a_refusal_is_not(
     # No identity of its own: the job cannot run.
     with pytest.raises(JobFailed) as anonymous:
         await retention_archive_type({ArchivedService.CHAT: present}, token=None).run(
-            FakeContext(), params
+            job_context(), params
         )
     assert anonymous.value.code == "no_service_identity"
 

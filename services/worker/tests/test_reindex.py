@@ -6,16 +6,15 @@ failure, a refusal is not."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from aether_common.lifecycle import Component
-from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
 from aether_devstack.servers import free_port
 from aether_devstack.testkit import AppRunner, JwksPeer, SigningKey
@@ -32,30 +31,6 @@ from aether_worker.reindex import (
     ReindexParams,
     memory_reindex_type,
 )
-
-
-@dataclass
-class FakeContext:
-    """Our own JobContext interface, recording what the handler reports."""
-
-    job_id: str = "job-1"
-    owner_id: str = "service:worker"
-    attempt: int = 1
-    reported: list[tuple[int, str]] = field(default_factory=list)
-
-    async def progress(self, percent: int, message: str = "") -> None:
-        self.reported.append((percent, message))
-
-    async def checkpoint(self) -> None:
-        return None
-
-    async def put_artifact(self, name: str, data: bytes, content_type: str) -> None:
-        raise AssertionError("reindexes store nothing in the worker's bucket")
-
-
-def _service_token(key: SigningKey, name: str) -> str:
-    claims = testkit.access_claims(sub=f"service:{name}", roles=["service"], perms=[], plan=None)
-    return testkit.mint(key, claims)
 
 
 @pytest.fixture
@@ -92,7 +67,10 @@ async def memory(
 
 
 async def test_the_job_builds_every_namespace_as_the_worker(
-    memory: MemoryApp, signing_key: SigningKey
+    memory: MemoryApp,
+    signing_key: SigningKey,
+    job_context: Callable[..., Any],
+    mint_service: Callable[[str], str],
 ) -> None:
     stored = [Point(uuid.uuid4(), "sender", "room", datetime.now(UTC)) for _ in range(3)]
     vectors = np.eye(3, memory.embeddings.dimensions, dtype=np.float32)
@@ -102,11 +80,11 @@ async def test_the_job_builds_every_namespace_as_the_worker(
     tokens: list[str] = []
 
     async def token() -> str:
-        tokens.append(_service_token(signing_key, "worker"))
+        tokens.append(mint_service("worker"))
         return tokens[-1]
 
     job_type = memory_reindex_type(client, token=token)
-    ctx = FakeContext()
+    ctx = job_context()
     try:
         result = await job_type.run(ctx, job_type.params.model_validate({"namespace": "all"}))
     finally:
@@ -120,23 +98,29 @@ async def test_the_job_builds_every_namespace_as_the_worker(
         assert answer["engine"] == memory.index.name
         assert not answer["joined"]
         assert answer["detail"]
-    assert [percent for percent, _ in ctx.reported] == [0, 33, 66, 100]
-    assert ctx.reported[1][1] == "building knowledge's index"
+    assert [percent for percent, _ in ctx.progress_log] == [0, 33, 66, 100]
+    assert ctx.progress_log[1][1] == "building knowledge's index"
+    assert ctx.artifacts == {}  # a reindex stores nothing in the worker's bucket
     if isinstance(memory.index, EdgeIndex):  # each namespace's built copy is live
         assert all(answer["built"] for answer in answers.values())
         assert all(memory.index.generation(ns) == 2 for ns in answers)
 
 
-async def test_one_namespace_only(memory: MemoryApp, signing_key: SigningKey) -> None:
+async def test_one_namespace_only(
+    memory: MemoryApp,
+    signing_key: SigningKey,
+    job_context: Callable[..., Any],
+    mint_service: Callable[[str], str],
+) -> None:
     client = MemoryIndexClient(memory.grpc.address, timeout_s=120)
     await client.start()
 
     async def token() -> str:
-        return _service_token(signing_key, "worker")
+        return mint_service("worker")
 
     try:
         result = await memory_reindex_type(client, token=token).run(
-            FakeContext(), ReindexParams(namespace=MemoryNamespace.KNOWLEDGE)
+            job_context(), ReindexParams(namespace=MemoryNamespace.KNOWLEDGE)
         )
     finally:
         await client.stop()
@@ -146,18 +130,21 @@ async def test_one_namespace_only(memory: MemoryApp, signing_key: SigningKey) ->
 
 
 async def test_memory_away_is_retryable_and_a_refusal_is_not(
-    memory: MemoryApp, signing_key: SigningKey
+    memory: MemoryApp,
+    signing_key: SigningKey,
+    job_context: Callable[..., Any],
+    mint_service: Callable[[str], str],
 ) -> None:
     params = ReindexParams(namespace=MemoryNamespace.MEMORIES)
     away = MemoryIndexClient(f"127.0.0.1:{free_port()}", timeout_s=2)
     await away.start()
 
     async def worker_token() -> str:
-        return _service_token(signing_key, "worker")
+        return mint_service("worker")
 
     try:
         with pytest.raises(JobFailed) as failed:
-            await memory_reindex_type(away, token=worker_token).run(FakeContext(), params)
+            await memory_reindex_type(away, token=worker_token).run(job_context(), params)
     finally:
         await away.stop()
     assert failed.value.code == "memory_unavailable"
@@ -168,11 +155,11 @@ async def test_memory_away_is_retryable_and_a_refusal_is_not(
     await present.start()
 
     async def alerts_token() -> str:
-        return _service_token(signing_key, "alerts")
+        return mint_service("alerts")
 
     try:
         with pytest.raises(JobFailed) as refused:
-            await memory_reindex_type(present, token=alerts_token).run(FakeContext(), params)
+            await memory_reindex_type(present, token=alerts_token).run(job_context(), params)
     finally:
         await present.stop()
     assert refused.value.code == "operators_only"
@@ -180,7 +167,7 @@ async def test_memory_away_is_retryable_and_a_refusal_is_not(
 
     # No identity of its own: the job cannot run.
     with pytest.raises(JobFailed) as anonymous:
-        await memory_reindex_type(present, token=None).run(FakeContext(), params)
+        await memory_reindex_type(present, token=None).run(job_context(), params)
     assert anonymous.value.code == "no_service_identity"
     assert not anonymous.value.retryable
 
