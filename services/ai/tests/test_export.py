@@ -13,7 +13,7 @@ import grpc
 from aether.ai.v1 import ai_pb2
 from aether_ai.export import VERSION
 from aether_common.identity import ON_BEHALF_OF_KEY
-from aether_devstack.testkit import failure
+from aether_devstack.testkit import eventually, failure
 
 SERVICE_CLAIMS: dict[str, Any] = {"roles": ["service"], "perms": [], "plan": None}
 
@@ -37,12 +37,22 @@ async def test_the_export_holds_the_users_data_and_no_one_elses(ai: Any) -> None
     )
     bobs = await ai.chat_whole(bob, "Bob's secret question", mode="fast")
 
+    async def answered() -> ai_pb2.Job | None:
+        got = await ai.stub.GetJob(
+            ai_pb2.GetJobRequest(job_id=job.job.job_id), metadata=ai.auth(alice)
+        )
+        return got.job if got.job.status == ai_pb2.JOB_STATUS_SUCCEEDED else None
+
+    done = await eventually(answered, within=60, what="ai's job answered")
     document = await export(ai, ai.auth(alice))
 
     assert (document["service"], document["version"], document["user_id"]) == ("ai", VERSION, alice)
     assert document["preferences"]["mode"] == "learn"
-    [conversation] = document["conversations"]
-    assert conversation["id"] == first.started.conversation_id
+    # Her chat's conversation and the job's (answered, so it has one of its own).
+    by_id = {c["id"]: c for c in document["conversations"]}
+    assert set(by_id) == {first.started.conversation_id, done.conversation_id}
+    assert by_id[done.conversation_id]["messages"][0]["content"] == "What is a REIT?"
+    conversation = by_id[first.started.conversation_id]
     assert [(m["role"], m["content"]) for m in conversation["messages"]][::2] == [
         ("user", "What is a stock?"),
         ("user", "And a bond?"),
