@@ -21,6 +21,7 @@ Fixtures of the job-handler tests (backtest, chart.render):
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -31,6 +32,7 @@ import orjson
 import pytest
 
 from aether.worker.v1 import worker_pb2, worker_pb2_grpc
+from aether_auth.config import AuthSettings, ServiceClientSettings, secret_sha256
 from aether_charts.app import ChartsApp
 from aether_charts.config import ChartsSettings
 from aether_devstack import testkit
@@ -283,6 +285,35 @@ def worker_token(signing_key: SigningKey) -> Token:
         return testkit.mint(signing_key, claims)
 
     return token
+
+
+@pytest.fixture(scope="session")
+def auth_listing_worker(aether_endpoints: Endpoints) -> Callable[[str, str], AuthSettings]:
+    """Settings of a real auth (on database `dsn`) whose service clients include the worker
+    with `secret`, as AUTH_SERVICE_CLIENTS lists it: for tests where the worker gets its own
+    token from IssueServiceToken."""
+
+    def settings(dsn: str, secret: str) -> AuthSettings:
+        return AuthSettings.model_validate(
+            {
+                "environment": "test",
+                "database_url": dsn,
+                "redis_url": aether_endpoints.redis_url,
+                "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
+                "smtp_host": aether_endpoints.smtp_host,
+                "smtp_port": aether_endpoints.smtp_port,
+                "public_base_url": "https://app.aether.test",
+                "key_encryption_secret": secrets.token_urlsafe(32),
+                "redis_prefix": testkit.unique_name("t-auth-") + ":",
+                "housekeeping_interval_s": 3600,
+                "password_hash_workers": 2,
+                "service_clients": {
+                    "worker": ServiceClientSettings(secret_sha256=secret_sha256(secret))
+                },
+            }
+        )
+
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from aether.auth.v1 import auth_pb2, auth_pb2_grpc
 from aether_ai.app import AiApp
 from aether_ai.config import DEFAULT_MODELS, DEFAULT_MODES, AiSettings
 from aether_auth.app import AuthApp
-from aether_auth.config import AuthSettings, ServiceClientSettings, secret_sha256
+from aether_auth.config import AuthSettings
 from aether_common.service_tokens import ServiceCredentials
 from aether_devstack import testkit
 from aether_devstack.endpoints import Endpoints
@@ -112,27 +112,12 @@ class Platform:
 
 
 @pytest.fixture
-async def platform(aether_endpoints: Endpoints) -> AsyncIterator[Platform]:
+async def platform(
+    aether_endpoints: Endpoints, auth_listing_worker: Callable[[str, str], AuthSettings]
+) -> AsyncIterator[Platform]:
     """A real auth whose service clients include the worker (as AUTH_SERVICE_CLIENTS lists it)."""
     async with fresh_database(aether_endpoints.postgres_dsn) as dsn:
-        settings = AuthSettings.model_validate(
-            {
-                "environment": "test",
-                "database_url": dsn,
-                "redis_url": aether_endpoints.redis_url,
-                "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
-                "smtp_host": aether_endpoints.smtp_host,
-                "smtp_port": aether_endpoints.smtp_port,
-                "public_base_url": "https://app.aether.test",
-                "key_encryption_secret": secrets.token_urlsafe(32),
-                "redis_prefix": testkit.unique_name("t-auth-") + ":",
-                "housekeeping_interval_s": 3600,
-                "password_hash_workers": 2,
-                "service_clients": {
-                    "worker": ServiceClientSettings(secret_sha256=secret_sha256(WORKER_SECRET))
-                },
-            }
-        )
+        settings = auth_listing_worker(dsn, WORKER_SECRET)
         app = AuthApp(settings, grpc_host="127.0.0.1", grpc_port=0)
         runner = AppRunner()
         try:

@@ -36,7 +36,7 @@ from aether.memory.v1 import memory_pb2, memory_pb2_grpc
 from aether_ai.app import AiApp
 from aether_ai.config import AiSettings
 from aether_auth.app import AuthApp
-from aether_auth.config import AuthSettings, ServiceClientSettings, secret_sha256
+from aether_auth.config import AuthSettings
 from aether_common.errors import Unavailable
 from aether_common.identity import ON_BEHALF_OF_KEY
 from aether_common.mailer import Mailer, SmtpServer
@@ -98,7 +98,9 @@ SCRIPTED_SERVICES = {
 
 
 @pytest.fixture
-async def peers(aether_endpoints: Endpoints) -> AsyncIterator[Peers]:
+async def peers(
+    aether_endpoints: Endpoints, auth_listing_worker: Callable[[str, str], AuthSettings]
+) -> AsyncIterator[Peers]:
     if not aether_endpoints.llm_base_url:
         pytest.skip("this backend runs no LLM server (ai needs AETHER_LLM_BASE_URL to start)")
     runner = AppRunner()
@@ -108,26 +110,7 @@ async def peers(aether_endpoints: Endpoints) -> AsyncIterator[Peers]:
     ):
         try:
             auth = AuthApp(
-                AuthSettings.model_validate(
-                    {
-                        "environment": "test",
-                        "database_url": auth_dsn,
-                        "redis_url": aether_endpoints.redis_url,
-                        "kafka_bootstrap": aether_endpoints.kafka_bootstrap,
-                        "smtp_host": aether_endpoints.smtp_host,
-                        "smtp_port": aether_endpoints.smtp_port,
-                        "public_base_url": "https://app.aether.test",
-                        "key_encryption_secret": secrets.token_urlsafe(32),
-                        "redis_prefix": testkit.unique_name("t-auth-") + ":",
-                        "housekeeping_interval_s": 3600,
-                        "password_hash_workers": 2,
-                        "service_clients": {
-                            "worker": ServiceClientSettings(
-                                secret_sha256=secret_sha256(WORKER_SECRET)
-                            )
-                        },
-                    }
-                ),
+                auth_listing_worker(auth_dsn, WORKER_SECRET),
                 grpc_host="127.0.0.1",
                 grpc_port=0,
             )
